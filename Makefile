@@ -1,0 +1,73 @@
+# Keel: every target creates and uses .venv/ at the repo root (python3 and make are all a fresh clone needs).
+SHELL := bash
+.DEFAULT_GOAL := help
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+UV_VERSION := 0.13.8
+INSTALLED := $(VENV)/.installed
+BASE ?= .git\#branch=main
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+export UV_NO_PROGRESS := 1
+
+.PHONY: help install gen gen-keel lint breaking test run bench fmt check golden lock clean
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'
+
+$(BIN)/uv:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet uv==$(UV_VERSION)
+
+$(INSTALLED): $(BIN)/uv requirements.lock pyproject.toml tools/keel/pyproject.toml
+	$(BIN)/uv pip sync --quiet --python $(BIN)/python requirements.lock
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e tools/keel
+	touch $@
+
+install: $(INSTALLED) ## create .venv and install the locked dependencies
+
+lock: $(BIN)/uv ## re-resolve requirements.lock from the pins in the pyproject.toml files
+	$(BIN)/uv pip compile pyproject.toml --group dev --generate-hashes --no-header \
+	  --python-version 3.11 --universal --no-emit-package keel -o requirements.lock
+
+gen: $(INSTALLED) ## regenerate gen/ (and Keel's own option/validation modules) from the protos
+	$(BIN)/keel gen --workspace tools/keel/keel/protos --out tools/keel --path keel/options --path buf/validate
+	$(BIN)/keel gen --workspace . --out gen
+
+lint: $(INSTALLED) ## buf lint + buf format check on proto/
+	$(BIN)/buf lint
+	$(BIN)/buf format proto --diff --exit-code
+	$(BIN)/buf format tools/keel/keel/protos --path tools/keel/keel/protos/keel --diff --exit-code
+
+breaking: $(INSTALLED) ## buf breaking against BASE (default .git#branch=main)
+	$(BIN)/keel breaking --against '$(BASE)'
+
+fmt: $(INSTALLED) ## format Python and protos
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+	$(BIN)/buf format -w
+
+check: $(INSTALLED) ## static checks: ruff, mypy --strict, gen drift
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy tools/keel/keel gen tests bench
+
+test: $(INSTALLED) ## run the whole test suite (static checks included)
+	$(MAKE) --no-print-directory check
+	$(BIN)/pytest
+
+golden: $(INSTALLED) ## refresh the generator's golden files (tests/golden/out)
+	$(BIN)/python -m tests.golden.refresh
+
+run: gen ## generate and show what was generated (services and gateway come in later issues)
+	@echo "Generated from proto/ into gen/:"
+	@cd gen && find . -type f ! -name '.*' | sort | sed 's|^\./|  gen/|'
+	@echo
+	@$(BIN)/python -m keel.codegen.summary gen
+
+bench: $(INSTALLED) ## benchmarks: codegen wall time, message encode/decode
+	$(BIN)/python bench/gen_bench.py
+	$(BIN)/python bench/message_bench.py
+
+clean: ## remove the virtualenv and caches
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache bench/_work

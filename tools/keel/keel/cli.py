@@ -1,0 +1,68 @@
+"""The `keel` command line: parses flags and calls one layer per command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from keel.codegen import breaking, image, pipeline
+from keel.codegen.workspace import WorkspaceError
+
+
+def _gen(args: argparse.Namespace) -> int:
+    try:
+        result = pipeline.run(args.workspace, args.out, args.path, force=args.force)
+    except (WorkspaceError, image.BuildError, pipeline.GenerateError) as error:
+        print(f"keel gen: {error}", file=sys.stderr)
+        return 1
+    print(result.summary())
+    return 0
+
+
+def _breaking(args: argparse.Namespace) -> int:
+    try:
+        findings = breaking.check(args.workspace, args.against)
+    except (WorkspaceError, breaking.BreakingError) as error:
+        print(f"keel breaking: {error}", file=sys.stderr)
+        return 2
+    if findings:
+        print(findings)
+        print(f"keel breaking: breaking changes against {args.against}", file=sys.stderr)
+        return 100
+    print(f"keel breaking: no breaking changes against {args.against}")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="keel", description=__doc__)
+    commands = root.add_subparsers(dest="command", required=True)
+
+    gen = commands.add_parser("gen", help="generate Python from a buf v2 workspace")
+    gen.add_argument("--workspace", type=Path, default=Path("."), help="folder with buf.yaml")
+    gen.add_argument("--out", type=Path, default=Path("gen"), help="output folder (an import root)")
+    gen.add_argument(
+        "--path",
+        action="append",
+        default=[],
+        help="generate only these import paths (files or folders); repeatable",
+    )
+    gen.add_argument("--force", action="store_true", help="regenerate even if inputs are unchanged")
+    gen.set_defaults(run=_gen)
+
+    brk = commands.add_parser("breaking", help="buf breaking against a git revision")
+    brk.add_argument("--workspace", type=Path, default=Path("."), help="folder with buf.yaml")
+    brk.add_argument(
+        "--against",
+        default=".git#branch=main",
+        help="git revision or buf git input (default .git#branch=main)",
+    )
+    brk.set_defaults(run=_breaking)
+    return root
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of the `keel` console script."""
+    args = parser().parse_args(argv)
+    sys.exit(args.run(args))

@@ -1,0 +1,1 @@
+"""Keel's code generation: `keel gen` (pipeline) and `protoc-gen-keel` (model, render)."""

@@ -1,0 +1,122 @@
+"""`keel breaking`: buf's breaking-change check for a workspace that uses Keel's supplied protos.
+
+Both sides are compiled by Keel (the base from a git revision, through `git archive`), so imports
+of google/api, buf/validate, ... resolve offline; the rules are the workspace's own (`buf config
+ls-breaking-rules`), and Keel's supplied files are never judged.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import subprocess
+import tarfile
+import tempfile
+from pathlib import Path
+
+from keel.codegen import image
+from keel.codegen import workspace as ws
+from keel.codegen.buf import BufError, run_buf
+
+_BUF_GIT = re.compile(r"^(?P<repo>[^#]*\.git)#(?P<params>.*)$")
+
+
+class BreakingError(Exception):
+    """The check could not run (bad revision, protos that do not compile, ...)."""
+
+
+def git_revision(against: str) -> str:
+    """`.git#branch=main` (buf's syntax), `.git#ref=abc`, `.git#tag=v1` or a plain git revision."""
+    match = _BUF_GIT.match(against)
+    if not match:
+        return against
+    params = dict(p.split("=", 1) for p in match["params"].split(",") if "=" in p)
+    for key in ("ref", "tag", "branch", "commit"):
+        if key in params:
+            return params[key]
+    raise BreakingError(f"{against}: name a branch, tag or ref (e.g. .git#branch=main)")
+
+
+def _git(args: list[str], cwd: Path) -> bytes:
+    result = subprocess.run(["git", *args], cwd=cwd, capture_output=True, check=False)
+    if result.returncode != 0:
+        raise BreakingError(result.stderr.decode().strip() or f"git {args[0]} failed")
+    return result.stdout
+
+
+def _resolve(revision: str, cwd: Path) -> str:
+    for candidate in (revision, f"origin/{revision}"):
+        try:
+            output = _git(["rev-parse", "--verify", "--quiet", f"{candidate}^{{commit}}"], cwd)
+            return output.decode().strip()
+        except BreakingError:
+            continue
+    raise BreakingError(f"unknown git revision {revision!r} (a shallow clone? fetch it first)")
+
+
+def _checkout(workspace: ws.Workspace, revision: str, into: Path) -> Path | None:
+    """The workspace as it was at `revision`, extracted under `into`; None if it did not exist."""
+    top = Path(_git(["rev-parse", "--show-toplevel"], workspace.root).decode().strip())
+    sub = workspace.root.relative_to(top.resolve()).as_posix()
+    commit = _resolve(revision, workspace.root)
+    spec = commit if sub == "." else f"{commit}:{sub}"
+    try:
+        archive = _git(["archive", "--format=tar", spec], top)
+    except BreakingError:
+        return None
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(into, filter="data")
+    return into if (into / "buf.yaml").is_file() else None
+
+
+def _config(workspace: ws.Workspace, supplied: frozenset[str]) -> str:
+    listing = run_buf(
+        ["config", "ls-breaking-rules", "--configured-only", "--format", "json"], workspace.root
+    )
+    rules = sorted({json.loads(line)["id"] for line in listing.splitlines() if line.strip()})
+    ignore = sorted(supplied)
+    breaking: dict[str, object] = {"use": rules}
+    if ignore:
+        breaking["ignore"] = ignore
+    return json.dumps({"version": "v2", "breaking": breaking})
+
+
+def _workspace_paths(message: str, workspace: ws.Workspace) -> str:
+    """buf names files by import path; show paths in the workspace, as `buf breaking` does."""
+    files = {
+        name: path.relative_to(workspace.root).as_posix() for name, path in workspace.proto_files()
+    }
+    lines = []
+    for line in message.splitlines():
+        name, sep, rest = line.partition(":")
+        lines.append(f"{files[name]}{sep}{rest}" if name in files else line)
+    return "\n".join(lines)
+
+
+def check(workspace_dir: Path, against: str) -> str:
+    """Compare the workspace with `against`; return buf's findings ("" if none).
+
+    Raises BreakingError when the check itself cannot run.
+    """
+    current = ws.load(workspace_dir)
+    with tempfile.TemporaryDirectory(prefix="keel-breaking-") as tmp:
+        root = Path(tmp)
+        base_dir = _checkout(current, git_revision(against), root / "base")
+        if base_dir is None:
+            return ""
+        try:
+            base = image.build(ws.load(base_dir))
+            head = image.build(current)
+        except image.BuildError as error:
+            raise BreakingError(str(error)) from error
+        (root / "base.binpb").write_bytes(base.files.SerializeToString())
+        (root / "head.binpb").write_bytes(head.files.SerializeToString())
+        config = _config(current, head.supplied | base.supplied)
+        try:
+            run_buf(["breaking", "head.binpb", "--against", "base.binpb", "--config", config], root)
+        except BufError as error:
+            if error.exit_code != 100:
+                raise BreakingError(str(error)) from error
+            return _workspace_paths(str(error), current)
+    return ""

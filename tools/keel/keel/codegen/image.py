@@ -1,0 +1,40 @@
+"""Building a buf image of a workspace plus the protos Keel supplies."""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from google.protobuf import descriptor_pb2
+
+from keel.codegen import workspace as ws
+from keel.codegen.buf import BufError, run_buf
+
+
+class BuildError(Exception):
+    """The protos do not compile; the message is buf's, with the user's file paths and lines."""
+
+
+@dataclass(frozen=True)
+class Image:
+    """Every file buf compiled (imports first), and the import paths that are the user's own."""
+
+    files: descriptor_pb2.FileDescriptorSet
+    user_files: frozenset[str]
+    supplied: frozenset[str]
+
+
+def build(workspace: ws.Workspace) -> Image:
+    """Compile the workspace with buf (source info kept, for comments)."""
+    user = {name for name, _ in workspace.proto_files()}
+    supplied = frozenset(set(ws.supplied_files()) - user)
+    with tempfile.TemporaryDirectory(prefix="keel-gen-") as tmp:
+        root = Path(tmp)
+        ws.assemble(workspace, root, user)
+        try:
+            run_buf(["build", "--output", "image.binpb"], root)
+        except BufError as error:
+            raise BuildError(ws.user_paths(str(error), workspace)) from error
+        files = descriptor_pb2.FileDescriptorSet.FromString((root / "image.binpb").read_bytes())
+    return Image(files, frozenset(user), supplied)

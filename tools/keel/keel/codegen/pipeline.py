@@ -1,0 +1,121 @@
+"""`keel gen`: one buf build, then every Python generator in this process, then a careful write.
+
+Generators: protoc's python (`*_pb2.py`) and grpcio's (`*_pb2_grpc.py`) from grpcio-tools' bundled
+protoc, mypy-protobuf (`*_pb2.pyi`, `*_pb2_grpc.pyi`), and Keel's plugin (`*_keel.py`). Nothing is
+written until all of them succeeded; a rerun on unchanged inputs only hashes them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+from google.protobuf.compiler import plugin_pb2
+from mypy_protobuf import main as mypy_protobuf
+
+from keel.codegen import grpc_python, image, outputs, plugin
+from keel.codegen import workspace as ws
+
+_CODEGEN = Path(__file__).resolve().parent
+_TOOLS = ("buf-bin", "grpcio-tools", "mypy-protobuf", "protobuf")
+
+
+class GenerateError(Exception):
+    """A generator refused the protos; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class Result:
+    up_to_date: bool
+    report: outputs.WriteReport | None
+    seconds: float
+
+    def summary(self) -> str:
+        if self.report is None:
+            return f"keel gen: up to date ({self.seconds:.2f} s)"
+        r = self.report
+        return (
+            f"keel gen: {len(r.written)} written, {len(r.removed)} removed, "
+            f"{r.unchanged} unchanged ({self.seconds:.2f} s)"
+        )
+
+
+def _selected(name: str, paths: Sequence[str], supplied: set[str]) -> bool:
+    if paths:
+        return any(name == p or name.startswith(p.rstrip("/") + "/") for p in paths)
+    return name not in supplied and not name.startswith("google/protobuf/")
+
+
+def fingerprint(workspace: ws.Workspace, paths: Sequence[str]) -> str:
+    """A hash of everything the output depends on: inputs, options, Keel and tool versions."""
+    h = hashlib.sha256()
+
+    def add(label: str, data: bytes) -> None:
+        h.update(f"{label}\0{len(data)}\0".encode())
+        h.update(data)
+
+    add("paths", json.dumps(list(paths)).encode())
+    add("buf.yaml", workspace.config.read_bytes())
+    for tool in _TOOLS:
+        add(tool, metadata.version(tool).encode())
+    for source in sorted(_CODEGEN.glob("*.py")):
+        add(f"keel:{source.name}", source.read_bytes())
+    for name, file in ws.supplied_files().items():
+        add(f"supplied:{name}", file.read_bytes())
+    for name, file in workspace.proto_files():
+        add(f"proto:{name}", file.read_bytes())
+    return h.hexdigest()
+
+
+def _mypy_stubs(request: plugin_pb2.CodeGeneratorRequest) -> dict[str, bytes]:
+    response = plugin_pb2.CodeGeneratorResponse()
+    descriptors = mypy_protobuf.Descriptors(request)
+    flags = (True, False, False, False, False)  # quiet; defaults otherwise
+    mypy_protobuf.generate_mypy_stubs(descriptors, response, *flags)
+    mypy_protobuf.generate_mypy_grpc_stubs(
+        descriptors, response, *flags, mypy_protobuf.GRPCType.from_parameter("")
+    )
+    return {file.name: file.content.encode() for file in response.file}
+
+
+def _keel(request: plugin_pb2.CodeGeneratorRequest) -> dict[str, bytes]:
+    response = plugin.generate(request)
+    if response.error:
+        raise GenerateError(response.error)
+    return {file.name: file.content.encode() for file in response.file}
+
+
+def generate_files(workspace: ws.Workspace, paths: Sequence[str] = ()) -> dict[str, bytes]:
+    """Output path → content for a workspace; raises before anything is written."""
+    built = image.build(workspace)
+    targets = [
+        f.name
+        for f in built.files.file
+        if f.name in built.user_files and _selected(f.name, paths, set(ws.supplied_files()))
+    ]
+    if not targets:
+        return {}
+    request = plugin_pb2.CodeGeneratorRequest(file_to_generate=targets, proto_file=built.files.file)
+    files = grpc_python.run_protoc(built.files, targets, ["--python_out", "--grpc_python_out"])
+    files.update(_mypy_stubs(request))
+    files.update(_keel(request))
+    return dict(sorted(files.items()))
+
+
+def run(workspace_dir: Path, out: Path, paths: Sequence[str] = (), force: bool = False) -> Result:
+    """Regenerate `out` from the workspace at `workspace_dir`; skip work if nothing changed."""
+    started = time.perf_counter()
+    workspace = ws.load(workspace_dir)
+    print_ = fingerprint(workspace, paths)
+    manifest = outputs.Manifest.read(out)
+    if not force and manifest.fingerprint == print_ and manifest.intact(out):
+        return Result(True, None, time.perf_counter() - started)
+    files = generate_files(workspace, paths)
+    out.mkdir(parents=True, exist_ok=True)
+    report = outputs.sync(out, files, print_)
+    return Result(False, report, time.perf_counter() - started)

@@ -1,0 +1,142 @@
+"""A user's buf v2 workspace, and the temporary workspace `keel gen` builds from it.
+
+buf v2 modules cannot overlap and must live inside their workspace, so Keel never edits the
+user's files: it makes a temporary workspace whose modules are symlinks to the user's modules,
+plus one module of the protos Keel supplies (google/api, google/rpc, buf/validate,
+keel/options) for every path the user's modules do not already provide.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from keel.codegen.buf import BufError, run_buf
+
+KEEL_PROTOS = Path(__file__).resolve().parent.parent / "protos"
+"""The protos Keel ships, a buf module of their own."""
+
+_LINK = "ws"
+_SUPPLIED = "keel_supplied"
+
+
+class WorkspaceError(Exception):
+    """The folder is not a buf v2 workspace Keel can use."""
+
+
+@dataclass(frozen=True)
+class Module:
+    """One module of the user's workspace: its path and filters, relative to the workspace."""
+
+    path: str
+    includes: tuple[str, ...] = ()
+    excludes: tuple[str, ...] = ()
+
+    def selects(self, relpath: str) -> bool:
+        """Whether a workspace-relative file path belongs to this module's sources."""
+
+        def under(prefixes: Sequence[str]) -> bool:
+            return any(relpath == p or relpath.startswith(p.rstrip("/") + "/") for p in prefixes)
+
+        return (not self.includes or under(self.includes)) and not under(self.excludes)
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """A buf v2 workspace on disk."""
+
+    root: Path
+    modules: tuple[Module, ...]
+
+    @property
+    def config(self) -> Path:
+        return self.root / "buf.yaml"
+
+    def proto_files(self) -> Iterator[tuple[str, Path]]:
+        """(import path, file) for every .proto of every module, sorted by import path."""
+        found: dict[str, Path] = {}
+        for module in self.modules:
+            base = self.root / module.path
+            for file in base.rglob("*.proto"):
+                relpath = file.relative_to(self.root).as_posix()
+                if module.selects(relpath):
+                    found[file.relative_to(base).as_posix()] = file
+        yield from sorted(found.items())
+
+
+def supplied_files() -> dict[str, Path]:
+    """Import path → file for every proto Keel supplies."""
+    return {p.relative_to(KEEL_PROTOS).as_posix(): p for p in sorted(KEEL_PROTOS.rglob("*.proto"))}
+
+
+def load(root: Path) -> Workspace:
+    """Read a workspace's modules (through `buf config ls-modules`, so buf's rules apply)."""
+    root = root.resolve()
+    config = root / "buf.yaml"
+    if not config.is_file():
+        raise WorkspaceError(f"{root}: no buf.yaml (keel gen needs a buf v2 workspace)")
+    text = config.read_text()
+    if not any(
+        line.strip() in ("version: v2", "version: 'v2'", 'version: "v2"')
+        for line in text.splitlines()
+    ):
+        raise WorkspaceError(
+            f"{config}: keel gen needs a buf v2 workspace (`version: v2`); "
+            "`buf config migrate` converts a v1 one"
+        )
+    try:
+        listing = run_buf(["config", "ls-modules", "--format", "json"], root)
+    except BufError as error:
+        raise WorkspaceError(f"{config}: {error}") from error
+    modules = []
+    for line in listing.splitlines():
+        entry = json.loads(line)
+        modules.append(
+            Module(
+                path=entry.get("path", "."),
+                includes=tuple(entry.get("includes", ())),
+                excludes=tuple(entry.get("excludes", ())),
+            )
+        )
+    return Workspace(root, tuple(modules))
+
+
+def _relink(relpath: str) -> str:
+    return _LINK if relpath in ("", ".") else f"{_LINK}/{relpath}"
+
+
+def assemble(workspace: Workspace, into: Path, provided: set[str]) -> None:
+    """Write, in the empty folder `into`, a buf workspace of the user's modules plus Keel's.
+
+    `provided` holds the import paths the user's modules already have; Keel's copies of those
+    are left out, so the user's win and buf sees no duplicate.
+    """
+    (into / _LINK).symlink_to(workspace.root, target_is_directory=True)
+    supplied = into / _SUPPLIED
+    for name, file in supplied_files().items():
+        if name not in provided:
+            target = supplied / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.symlink_to(file)
+    lines = ["version: v2", "modules:"]
+    for module in workspace.modules:
+        lines.append(f"  - path: {json.dumps(_relink(module.path))}")
+        if module.includes:
+            lines.append(f"    includes: {json.dumps([_relink(p) for p in module.includes])}")
+        if module.excludes:
+            lines.append(f"    excludes: {json.dumps([_relink(p) for p in module.excludes])}")
+    if supplied.exists():
+        lines.append(f"  - path: {_SUPPLIED}")
+    (into / "buf.yaml").write_text("\n".join(lines) + "\n")
+
+
+def user_paths(message: str, workspace: Workspace) -> str:
+    """buf's messages about the temporary workspace, with paths as the user knows them."""
+    shown = os.path.relpath(workspace.root)
+    prefix = "" if shown == "." else f"{shown}/"
+    message = re.sub(rf"(?<![\w/.-]){_LINK}/", lambda _: prefix, message)
+    return re.sub(rf"(?<![\w/.-]){_SUPPLIED}/", f"{KEEL_PROTOS}/", message)

@@ -1,0 +1,1 @@
+"""Keel's service runtime: what generated bases and clients delegate to."""
