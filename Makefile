@@ -57,7 +57,7 @@ test: $(INSTALLED) ## run the whole test suite (static checks included)
 	$(BIN)/pytest
 
 golden: $(INSTALLED) ## refresh the generator's golden files (tests/golden/out)
-	$(BIN)/python -m tests.golden.refresh
+	$(BIN)/python tests/golden/refresh.py
 
 run: gen ## generate and show what was generated (services and gateway come in later issues)
 	@echo "Generated from proto/ into gen/:"

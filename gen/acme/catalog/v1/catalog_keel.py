@@ -22,7 +22,10 @@ _CATALOG_SERVICE__GET_PRODUCT = keel.MethodSpec(
             response_body="product",
         ),
     ),
-    auth=keel.AuthPolicy(access=keel.Access.PUBLIC, scopes=()),
+    auth=keel.AuthPolicy(
+        access=keel.Access.PUBLIC,
+        scopes=(),
+    ),
 )
 
 _CATALOG_SERVICE__LIST_PRODUCTS = keel.MethodSpec(
@@ -39,7 +42,10 @@ _CATALOG_SERVICE__LIST_PRODUCTS = keel.MethodSpec(
             path="/v1/products",
         ),
     ),
-    auth=keel.AuthPolicy(access=keel.Access.PUBLIC, scopes=()),
+    auth=keel.AuthPolicy(
+        access=keel.Access.PUBLIC,
+        scopes=(),
+    ),
 )
 
 _CATALOG_SERVICE__CREATE_PRODUCT = keel.MethodSpec(
@@ -56,7 +62,10 @@ _CATALOG_SERVICE__CREATE_PRODUCT = keel.MethodSpec(
             body="product",
         ),
     ),
-    auth=keel.AuthPolicy(access=keel.Access.UNSPECIFIED, scopes=("catalog.write",)),
+    auth=keel.AuthPolicy(
+        access=keel.Access.UNSPECIFIED,
+        scopes=("catalog.write",),
+    ),
 )
 
 _CATALOG_SERVICE__UPDATE_PRODUCT = keel.MethodSpec(
@@ -74,7 +83,10 @@ _CATALOG_SERVICE__UPDATE_PRODUCT = keel.MethodSpec(
             body="product",
         ),
     ),
-    auth=keel.AuthPolicy(access=keel.Access.UNSPECIFIED, scopes=("catalog.write",)),
+    auth=keel.AuthPolicy(
+        access=keel.Access.UNSPECIFIED,
+        scopes=("catalog.write",),
+    ),
 )
 
 _CATALOG_SERVICE__RESERVE_STOCK = keel.MethodSpec(

@@ -118,7 +118,10 @@ ORDER_SERVICE = keel.ServiceSpec(
         _ORDER_SERVICE__MARK_SHIPPED,
     ),
     default_timeout=5.0,
-    auth=keel.AuthPolicy(access=keel.Access.AUTHENTICATED, scopes=()),
+    auth=keel.AuthPolicy(
+        access=keel.Access.AUTHENTICATED,
+        scopes=(),
+    ),
 )
 """The declaration of acme.orders.v1.OrderService."""
 

@@ -51,7 +51,10 @@ _PAYMENT_SERVICE__GET_PAYMENT = keel.MethodSpec(
             path="/v1/payments/{payment_id}",
         ),
     ),
-    auth=keel.AuthPolicy(access=keel.Access.UNSPECIFIED, scopes=("payments.read",)),
+    auth=keel.AuthPolicy(
+        access=keel.Access.UNSPECIFIED,
+        scopes=("payments.read",),
+    ),
 )
 
 PAYMENT_SERVICE = keel.ServiceSpec(

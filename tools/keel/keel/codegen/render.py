@@ -38,6 +38,12 @@ def _docstring(text: str, indent: str) -> list[str]:
     return [f'{indent}"""{lines[0]}', *body[1:], f'{indent}"""']
 
 
+def _deprecated(method: Method) -> str:
+    if not method.deprecated:
+        return method.comment
+    return f"{method.comment}\n\nDeprecated." if method.comment else "Deprecated."
+
+
 def _literal(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
@@ -83,11 +89,16 @@ class _Writer:
     def spec_value(self, key: str, value: str) -> None:
         self.emit(f"    {key}={value},")
 
-    def auth(self, auth: Auth) -> str:
-        scopes = ", ".join(_literal(scope) for scope in auth.scopes)
+    def auth(self, key: str, auth: Auth, indent: str = "    ") -> None:
+        scopes = "".join(f"{_literal(scope)}, " for scope in auth.scopes).rstrip(", ")
         if len(auth.scopes) == 1:
             scopes += ","
-        return f"keel.AuthPolicy(access=keel.Access.{auth.access}, scopes=({scopes}))"
+        self.emit(
+            f"{indent}{key}=keel.AuthPolicy(",
+            f"{indent}    access=keel.Access.{auth.access},",
+            f"{indent}    scopes=({scopes}),",
+            f"{indent}),",
+        )
 
     def http(self, rules: tuple[Http, ...]) -> None:
         self.emit("    http=(")
@@ -119,18 +130,22 @@ class _Writer:
         if method.timeout is not None:
             self.spec_value("timeout", repr(method.timeout))
         if method.auth is not None:
-            self.spec_value("auth", self.auth(method.auth))
+            self.auth("auth", method.auth)
         self.emit(")")
 
     def service_spec(self, service: Service) -> None:
         self.emit("", f"{service.constant} = keel.ServiceSpec(")
         self.spec_value("name", _literal(service.full_name))
         self.spec_value("file", _literal(self.file.proto))
-        self.emit("    methods=(", *(f"        {m.constant}," for m in service.methods), "    ),")
+        if len(service.methods) <= 1:
+            only = "".join(f"{m.constant}," for m in service.methods)
+            self.emit(f"    methods=({only}),")
+        else:
+            self.emit("    methods=(", *(f"        {m.constant}," for m in service.methods), "    ),")
         if service.default_timeout is not None:
             self.spec_value("default_timeout", repr(service.default_timeout))
         if service.auth is not None:
-            self.spec_value("auth", self.auth(service.auth))
+            self.auth("auth", service.auth)
         self.emit(")")
         self.emit(f'"""The declaration of {service.full_name}."""')
 
@@ -165,7 +180,7 @@ class _Writer:
             "        context: keel.Context,",
             f"    ) -> {returns}:",
         )
-        self.emit(*_docstring(method.comment, "        "))
+        self.emit(*_docstring(_deprecated(method), "        "))
         self.emit(
             "        raise keel.errors.Unimplemented(",
             f'            "{service.full_name}.{method.name} is not implemented",',
@@ -206,7 +221,7 @@ class _Writer:
             "        metadata: keel.Metadata | None = None,",
             f"    ) -> {returns}:",
         )
-        self.emit(*_docstring(method.comment, "        "))
+        self.emit(*_docstring(_deprecated(method), "        "))
         self.emit(
             f"        {call}_{method.kind.lower()}(",
             f"            {method.constant},",
