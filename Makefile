@@ -50,10 +50,10 @@ fmt: $(INSTALLED) ## format Python and protos
 check: $(INSTALLED) ## static checks: ruff, mypy --strict, gen drift
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy tools/keel/keel gen tests bench
+	$(BIN)/mypy tools/keel/keel tools/keel/scripts gen tests/*.py bench
 
 test: $(INSTALLED) ## run the whole test suite (static checks included)
-	$(MAKE) --no-print-directory check
+	$(MAKE) --no-print-directory check lint
 	$(BIN)/pytest
 
 golden: $(INSTALLED) ## refresh the generator's golden files (tests/golden/out)

@@ -27,7 +27,9 @@ def keel(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProc
     )
 
 
-def write_workspace(root: Path, files: dict[str, str], modules: tuple[str, ...] = ("proto",)) -> Path:
+def write_workspace(
+    root: Path, files: dict[str, str], modules: tuple[str, ...] = ("proto",)
+) -> Path:
     """A buf v2 workspace at `root` with `files` (paths relative to root)."""
     root.mkdir(parents=True, exist_ok=True)
     lines = ["version: v2", "modules:", *(f"  - path: {m}" for m in modules)]
@@ -42,7 +44,9 @@ def write_workspace(root: Path, files: dict[str, str], modules: tuple[str, ...] 
 def snapshot(folder: Path) -> dict[str, bytes]:
     """Every file under `folder` (relative path → bytes)."""
     return {
-        p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
+        p.relative_to(folder).as_posix(): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
     }
 
 

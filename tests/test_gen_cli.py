@@ -22,10 +22,15 @@ def test_golden_outputs_are_current(copy_golden_workspace: Path, tmp_path: Path)
     assert snapshot(out) == snapshot(GOLDEN / "out"), "golden files are stale: run `make golden`"
 
 
-def test_same_input_gives_byte_identical_output(copy_golden_workspace: Path, tmp_path: Path) -> None:
+def test_same_input_gives_byte_identical_output(
+    copy_golden_workspace: Path, tmp_path: Path
+) -> None:
     first, second = tmp_path / "a", tmp_path / "b"
     assert keel("gen", "--workspace", copy_golden_workspace, "--out", first).returncode == 0
-    assert keel("gen", "--workspace", copy_golden_workspace, "--out", second, "--force").returncode == 0
+    assert (
+        keel("gen", "--workspace", copy_golden_workspace, "--out", second, "--force").returncode
+        == 0
+    )
     assert snapshot(first) == snapshot(second)
     expected = {
         "kitchen/v1/kitchen_pb2.py",
@@ -80,9 +85,10 @@ def test_edit_rewrites_only_affected_files(copy_golden_workspace: Path, tmp_path
 def test_removed_proto_leaves_no_stale_files(tmp_path: Path) -> None:
     ws = write_workspace(
         tmp_path / "ws",
-        {"proto/demo/v1/ping.proto": ONE_SERVICE, "proto/demo/v1/gone.proto": ONE_SERVICE.replace(
-            "Ping", "Gone"
-        )},
+        {
+            "proto/demo/v1/ping.proto": ONE_SERVICE,
+            "proto/demo/v1/gone.proto": ONE_SERVICE.replace("Ping", "Gone"),
+        },
     )
     out = tmp_path / "out"
     keep = out / "README.txt"
@@ -105,20 +111,23 @@ def test_proto_error_names_file_and_line_and_writes_nothing(tmp_path: Path) -> N
     out = tmp_path / "out"
     assert keel("gen", "--workspace", ws, "--out", out).returncode == 0
     before = snapshot(out)
-    broken = ONE_SERVICE.replace("string text = 1; }\nmessage PingResponse", "strin text = 1; }\nmessage PingResponse")
+    broken = ONE_SERVICE.replace(
+        "string text = 1; }\nmessage PingResponse", "strin text = 1; }\nmessage PingResponse"
+    )
     (ws / "proto/demo/v1/ping.proto").write_text(broken)
     result = keel("gen", "--workspace", ws, "--out", out)
     assert result.returncode == 1
     assert "proto/demo/v1/ping.proto:3:" in result.stderr
     assert "strin" in result.stderr
-    assert "keel_supplied" not in result.stderr and "/tmp/keel-gen" not in result.stderr
+    assert "keel_supplied" not in result.stderr
+    assert "/tmp/keel-gen" not in result.stderr
     assert snapshot(out) == before
 
 
 def test_generator_error_names_file_and_method(tmp_path: Path) -> None:
     bad_body = ONE_SERVICE.replace(
         "rpc Ping(PingRequest) returns (PingResponse);",
-        'rpc Ping(PingRequest) returns (PingResponse) {\n'
+        "rpc Ping(PingRequest) returns (PingResponse) {\n"
         '  option (google.api.http) = {post: "/v1/ping" body: "nope"};\n}',
     ).replace("package demo.v1;", 'package demo.v1;\nimport "google/api/annotations.proto";')
     ws = write_workspace(tmp_path / "ws", {"proto/demo/v1/ping.proto": bad_body})
@@ -136,7 +145,8 @@ def test_v1_workspace_is_refused_clearly(tmp_path: Path) -> None:
     (ws / "buf.yaml").write_text("version: v1\n")
     result = keel("gen", "--workspace", ws, "--out", tmp_path / "out")
     assert result.returncode == 1
-    assert "buf v2 workspace" in result.stderr and "buf config migrate" in result.stderr
+    assert "buf v2 workspace" in result.stderr
+    assert "buf config migrate" in result.stderr
 
 
 def test_missing_buf_yaml_is_refused_clearly(tmp_path: Path) -> None:
@@ -152,7 +162,9 @@ def test_workspace_with_own_copy_of_a_supplied_proto(tmp_path: Path) -> None:
         tmp_path / "ws/third_party/google",
     )
     assert vendored.is_dir()
-    ping = ONE_SERVICE.replace("package demo.v1;", 'package demo.v1;\nimport "google/api/annotations.proto";')
+    ping = ONE_SERVICE.replace(
+        "package demo.v1;", 'package demo.v1;\nimport "google/api/annotations.proto";'
+    )
     ws = write_workspace(
         tmp_path / "ws", {"proto/demo/v1/ping.proto": ping}, modules=("proto", "third_party")
     )
@@ -163,9 +175,13 @@ def test_workspace_with_own_copy_of_a_supplied_proto(tmp_path: Path) -> None:
     assert not (out / "google").exists()
 
 
-def test_path_filter_generates_only_those_files(copy_golden_workspace: Path, tmp_path: Path) -> None:
+def test_path_filter_generates_only_those_files(
+    copy_golden_workspace: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "out"
-    result = keel("gen", "--workspace", copy_golden_workspace, "--out", out, "--path", "kitchen/shared")
+    result = keel(
+        "gen", "--workspace", copy_golden_workspace, "--out", out, "--path", "kitchen/shared"
+    )
     assert result.returncode == 0, result.stderr
     assert set(snapshot(out)) == {
         ".keel-gen.json",

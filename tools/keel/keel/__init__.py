@@ -1,24 +1,46 @@
 """Keel: a gRPC-first platform for Python microservices.
 
-The public API that services and generated code use. Everything else is internal.
+The public API that services and generated code use. Everything else is internal. Names load
+on first use, so `keel gen` and other commands do not pay for importing grpc.
 """
 
-from keel import errors
-from keel.runtime.client import ClientBase, Metadata
-from keel.runtime.context import Context
-from keel.runtime.server import add_to_server
-from keel.runtime.service import ServiceBase
-from keel.runtime.spec import (
-    Access,
-    AuthPolicy,
-    HttpRule,
-    Idempotency,
-    MethodSpec,
-    RpcKind,
-    ServiceSpec,
-)
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from keel import errors
+    from keel.runtime.client import ClientBase, Metadata
+    from keel.runtime.context import Context
+    from keel.runtime.server import add_to_server
+    from keel.runtime.service import ServiceBase
+    from keel.runtime.spec import (
+        Access,
+        AuthPolicy,
+        HttpRule,
+        Idempotency,
+        MethodSpec,
+        RpcKind,
+        ServiceSpec,
+    )
 
 __version__ = "0.1.0"
+
+_EXPORTS = {
+    "Access": "keel.runtime.spec",
+    "AuthPolicy": "keel.runtime.spec",
+    "ClientBase": "keel.runtime.client",
+    "Context": "keel.runtime.context",
+    "HttpRule": "keel.runtime.spec",
+    "Idempotency": "keel.runtime.spec",
+    "Metadata": "keel.runtime.client",
+    "MethodSpec": "keel.runtime.spec",
+    "RpcKind": "keel.runtime.spec",
+    "ServiceBase": "keel.runtime.service",
+    "ServiceSpec": "keel.runtime.spec",
+    "add_to_server": "keel.runtime.server",
+}
 
 __all__ = [
     "Access",
@@ -36,3 +58,14 @@ __all__ = [
     "add_to_server",
     "errors",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "errors":
+        return importlib.import_module("keel.errors")
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'keel' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

@@ -7,11 +7,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from keel.codegen import breaking, image, pipeline
 from keel.codegen.workspace import WorkspaceError
 
 
 def _gen(args: argparse.Namespace) -> int:
+    from keel.codegen import image, pipeline  # noqa: PLC0415 (keeps a no-op `keel gen` fast)
+
     try:
         result = pipeline.run(args.workspace, args.out, args.path, force=args.force)
     except (WorkspaceError, image.BuildError, pipeline.GenerateError) as error:
@@ -22,6 +23,8 @@ def _gen(args: argparse.Namespace) -> int:
 
 
 def _breaking(args: argparse.Namespace) -> int:
+    from keel.codegen import breaking  # noqa: PLC0415
+
     try:
         findings = breaking.check(args.workspace, args.against)
     except (WorkspaceError, breaking.BreakingError) as error:

@@ -71,14 +71,25 @@ def _checkout(workspace: ws.Workspace, revision: str, into: Path) -> Path | None
 
 
 def _config(workspace: ws.Workspace, supplied: frozenset[str]) -> str:
-    listing = run_buf(
-        ["config", "ls-breaking-rules", "--configured-only", "--format", "json"], workspace.root
-    )
-    rules = sorted({json.loads(line)["id"] for line in listing.splitlines() if line.strip()})
-    ignore = sorted(supplied)
-    breaking: dict[str, object] = {"use": rules}
-    if ignore:
-        breaking["ignore"] = ignore
+    """The workspace's breaking rules (the union over its modules), never judging Keel's files."""
+    rules: set[str] = set()
+    for module in workspace.modules:
+        listing = run_buf(
+            [
+                "config",
+                "ls-breaking-rules",
+                "--configured-only",
+                "--format",
+                "json",
+                "--module-path",
+                module.path,
+            ],
+            workspace.root,
+        )
+        rules.update(json.loads(line)["id"] for line in listing.splitlines() if line.strip())
+    breaking: dict[str, object] = {"use": sorted(rules)}
+    if supplied:
+        breaking["ignore"] = sorted(supplied)
     return json.dumps({"version": "v2", "breaking": breaking})
 
 
@@ -112,8 +123,8 @@ def check(workspace_dir: Path, against: str) -> str:
             raise BreakingError(str(error)) from error
         (root / "base.binpb").write_bytes(base.files.SerializeToString())
         (root / "head.binpb").write_bytes(head.files.SerializeToString())
-        config = _config(current, head.supplied | base.supplied)
         try:
+            config = _config(current, head.supplied | base.supplied)
             run_buf(["breaking", "head.binpb", "--against", "base.binpb", "--config", config], root)
         except BufError as error:
             if error.exit_code != 100:

@@ -7,34 +7,68 @@ runs the generators in one process); it is here for users' own `buf.gen.yaml` fi
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 from google.protobuf import descriptor_pb2
 from google.protobuf.compiler import plugin_pb2
-from grpc_tools import protoc
+
+
+class ProtocRun:
+    """grpcio-tools' protoc over a descriptor set, in a child process started on entry.
+
+    `result()` waits for it and returns output path → content; a failure raises RuntimeError
+    with protoc's message.
+    """
+
+    def __init__(
+        self, files: descriptor_pb2.FileDescriptorSet, targets: list[str], flags: list[str]
+    ) -> None:
+        self._files = files
+        self._targets = targets
+        self._flags = flags
+
+    def __enter__(self) -> ProtocRun:
+        self._tmp = tempfile.TemporaryDirectory(prefix="keel-protoc-")
+        root = Path(self._tmp.name)
+        image = root / "image.binpb"
+        image.write_bytes(self._files.SerializeToString())
+        self._out = root / "out"
+        self._out.mkdir()
+        args = [f"--descriptor_set_in={image}", *(f"{f}={self._out}" for f in self._flags)]
+        (root / "args.txt").write_text("\n".join([*args, *self._targets]) + "\n")
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "grpc_tools.protoc", f"@{root / 'args.txt'}"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        return self
+
+    def result(self) -> dict[str, bytes]:
+        _, stderr = self._process.communicate()
+        if self._process.returncode != 0:
+            raise RuntimeError(f"grpcio-tools protoc failed: {stderr.decode().strip()}")
+        return {
+            path.relative_to(self._out).as_posix(): path.read_bytes()
+            for path in sorted(self._out.rglob("*"))
+            if path.is_file()
+        }
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._process.poll() is None:
+            self._process.kill()
+            self._process.wait()
+        self._tmp.cleanup()
 
 
 def run_protoc(
     files: descriptor_pb2.FileDescriptorSet, targets: list[str], flags: list[str]
 ) -> dict[str, bytes]:
-    """Run grpcio-tools' protoc in-process over `files`; `flags` hold `--x_out` (without dir)."""
-    with tempfile.TemporaryDirectory(prefix="keel-protoc-") as tmp:
-        root = Path(tmp)
-        image = root / "image.binpb"
-        image.write_bytes(files.SerializeToString())
-        out = root / "out"
-        out.mkdir()
-        args = ["protoc", f"--descriptor_set_in={image}", *(f"{f}={out}" for f in flags)]
-        status = protoc.main([*args, *targets])
-        if status != 0:
-            raise RuntimeError(f"grpcio-tools protoc failed with status {status}")
-        return {
-            path.relative_to(out).as_posix(): path.read_bytes()
-            for path in sorted(out.rglob("*"))
-            if path.is_file()
-        }
+    """Run grpcio-tools' protoc over `files`; `flags` are `--x_out` options without a folder."""
+    with ProtocRun(files, targets, flags) as run:
+        return run.result()
 
 
 def main() -> None:

@@ -10,10 +10,7 @@ from google.protobuf import descriptor_pb2
 
 from keel.codegen import workspace as ws
 from keel.codegen.buf import BufError, run_buf
-
-
-class BuildError(Exception):
-    """The protos do not compile; the message is buf's, with the user's file paths and lines."""
+from keel.codegen.errors import BuildError
 
 
 @dataclass(frozen=True)

@@ -8,25 +8,36 @@ written until all of them succeeded; a rerun on unchanged inputs only hashes the
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from google.protobuf.compiler import plugin_pb2
-from mypy_protobuf import main as mypy_protobuf
-
-from keel.codegen import grpc_python, image, outputs, plugin
+from keel.codegen import outputs
 from keel.codegen import workspace as ws
+from keel.codegen.errors import GenerateError
+
+if TYPE_CHECKING:
+    from google.protobuf.compiler import plugin_pb2
 
 _CODEGEN = Path(__file__).resolve().parent
 _TOOLS = ("buf-bin", "grpcio-tools", "mypy-protobuf", "protobuf")
-
-
-class GenerateError(Exception):
-    """A generator refused the protos; the message says which and why."""
+# The modules whose code shapes the output (a change to them invalidates earlier outputs).
+_GENERATOR_SOURCES = (
+    "errors.py",
+    "grpc_python.py",
+    "image.py",
+    "model.py",
+    "names.py",
+    "pipeline.py",
+    "plugin.py",
+    "render.py",
+    "workspace.py",
+)
 
 
 @dataclass(frozen=True)
@@ -51,6 +62,24 @@ def _selected(name: str, paths: Sequence[str], supplied: set[str]) -> bool:
     return name not in supplied and not name.startswith("google/protobuf/")
 
 
+def _version(distribution: str) -> str:
+    """An installed distribution's version, read from its .dist-info folder name.
+
+    Much cheaper than importlib.metadata, which a no-op `keel gen` cannot afford.
+    """
+    spec = importlib.util.find_spec("grpc_tools")
+    folders = [Path(p) for p in sys.path if p.endswith("site-packages")]
+    if spec is not None and spec.origin is not None:
+        folders.insert(0, Path(spec.origin).parent.parent)
+    stem = distribution.replace("-", "_")
+    for folder in folders:
+        for found in sorted(folder.glob(f"{stem}-*.dist-info")):
+            return found.name.removeprefix(f"{stem}-").removesuffix(".dist-info")
+    from importlib import metadata  # noqa: PLC0415
+
+    return metadata.version(distribution)
+
+
 def fingerprint(workspace: ws.Workspace, paths: Sequence[str]) -> str:
     """A hash of everything the output depends on: inputs, options, Keel and tool versions."""
     h = hashlib.sha256()
@@ -62,9 +91,9 @@ def fingerprint(workspace: ws.Workspace, paths: Sequence[str]) -> str:
     add("paths", json.dumps(list(paths)).encode())
     add("buf.yaml", workspace.config.read_bytes())
     for tool in _TOOLS:
-        add(tool, metadata.version(tool).encode())
-    for source in sorted(_CODEGEN.glob("*.py")):
-        add(f"keel:{source.name}", source.read_bytes())
+        add(tool, _version(tool).encode())
+    for source in _GENERATOR_SOURCES:
+        add(f"keel:{source}", (_CODEGEN / source).read_bytes())
     for name, file in ws.supplied_files().items():
         add(f"supplied:{name}", file.read_bytes())
     for name, file in workspace.proto_files():
@@ -73,6 +102,9 @@ def fingerprint(workspace: ws.Workspace, paths: Sequence[str]) -> str:
 
 
 def _mypy_stubs(request: plugin_pb2.CodeGeneratorRequest) -> dict[str, bytes]:
+    from google.protobuf.compiler import plugin_pb2  # noqa: PLC0415
+    from mypy_protobuf import main as mypy_protobuf  # noqa: PLC0415
+
     response = plugin_pb2.CodeGeneratorResponse()
     descriptors = mypy_protobuf.Descriptors(request)
     flags = (True, False, False, False, False)  # quiet; defaults otherwise
@@ -84,6 +116,8 @@ def _mypy_stubs(request: plugin_pb2.CodeGeneratorRequest) -> dict[str, bytes]:
 
 
 def _keel(request: plugin_pb2.CodeGeneratorRequest) -> dict[str, bytes]:
+    from keel.codegen import plugin  # noqa: PLC0415
+
     response = plugin.generate(request)
     if response.error:
         raise GenerateError(response.error)
@@ -91,19 +125,31 @@ def _keel(request: plugin_pb2.CodeGeneratorRequest) -> dict[str, bytes]:
 
 
 def generate_files(workspace: ws.Workspace, paths: Sequence[str] = ()) -> dict[str, bytes]:
-    """Output path → content for a workspace; raises before anything is written."""
+    """Output path → content for a workspace; raises before anything is written.
+
+    protoc (python + grpc_python) runs in a child process while this one runs mypy-protobuf
+    and Keel's plugin, so both cores work, as `buf generate` would run plugins side by side.
+    """
+    from google.protobuf.compiler import plugin_pb2  # noqa: PLC0415
+
+    from keel.codegen import grpc_python, image  # noqa: PLC0415
+
     built = image.build(workspace)
+    supplied = set(ws.supplied_files())
     targets = [
         f.name
         for f in built.files.file
-        if f.name in built.user_files and _selected(f.name, paths, set(ws.supplied_files()))
+        if f.name in built.user_files and _selected(f.name, paths, supplied)
     ]
     if not targets:
         return {}
     request = plugin_pb2.CodeGeneratorRequest(file_to_generate=targets, proto_file=built.files.file)
-    files = grpc_python.run_protoc(built.files, targets, ["--python_out", "--grpc_python_out"])
-    files.update(_mypy_stubs(request))
-    files.update(_keel(request))
+    with grpc_python.ProtocRun(
+        built.files, targets, ["--python_out", "--grpc_python_out"]
+    ) as protoc:
+        files = _keel(request)
+        files.update(_mypy_stubs(request))
+        files.update(protoc.result())
     return dict(sorted(files.items()))
 
 

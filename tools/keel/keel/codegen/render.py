@@ -141,7 +141,9 @@ class _Writer:
             only = "".join(f"{m.constant}," for m in service.methods)
             self.emit(f"    methods=({only}),")
         else:
-            self.emit("    methods=(", *(f"        {m.constant}," for m in service.methods), "    ),")
+            self.emit(
+                "    methods=(", *(f"        {m.constant}," for m in service.methods), "    ),"
+            )
         if service.default_timeout is not None:
             self.spec_value("default_timeout", repr(service.default_timeout))
         if service.auth is not None:
