@@ -85,14 +85,14 @@ def test_generated_header_says_do_not_edit() -> None:
 
 @pytest.fixture
 def kitchen(golden_out: Path) -> Any:
-    from kitchen.v1 import kitchen_keel  # noqa: PLC0415 (importable once golden_out is on sys.path)
+    from kitchen.v1 import kitchen_keel  # noqa: PLC0415 (on sys.path through golden_out)
 
     return kitchen_keel
 
 
 @pytest.fixture
 def pb(golden_out: Path) -> Any:
-    from kitchen.v1 import kitchen_pb2  # noqa: PLC0415 (importable once golden_out is on sys.path)
+    from kitchen.v1 import kitchen_pb2  # noqa: PLC0415 (on sys.path through golden_out)
 
     return kitchen_pb2
 

@@ -7,15 +7,16 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from keel.codegen.errors import BuildError, GenerateError
 from keel.codegen.workspace import WorkspaceError
 
 
 def _gen(args: argparse.Namespace) -> int:
-    from keel.codegen import image, pipeline  # noqa: PLC0415 (keeps a no-op `keel gen` fast)
+    from keel.codegen import pipeline  # noqa: PLC0415 (keeps a no-op `keel gen` fast)
 
     try:
         result = pipeline.run(args.workspace, args.out, args.path, force=args.force)
-    except (WorkspaceError, image.BuildError, pipeline.GenerateError) as error:
+    except (WorkspaceError, BuildError, GenerateError) as error:
         print(f"keel gen: {error}", file=sys.stderr)
         return 1
     print(result.summary())

@@ -15,6 +15,17 @@ _CATALOG_SERVICE__GET_PRODUCT = keel.MethodSpec(
     request_type=catalog_pb2.GetProductRequest,
     response_type=catalog_pb2.GetProductResponse,
     idempotency=keel.Idempotency.NO_SIDE_EFFECTS,
+    http=(
+        keel.HttpRule(
+            method="GET",
+            path="/v1/products/{product_id}",
+            response_body="product",
+        ),
+    ),
+    auth=keel.AuthPolicy(
+        access=keel.Access.PUBLIC,
+        scopes=(),
+    ),
 )
 
 _CATALOG_SERVICE__LIST_PRODUCTS = keel.MethodSpec(
@@ -25,6 +36,16 @@ _CATALOG_SERVICE__LIST_PRODUCTS = keel.MethodSpec(
     request_type=catalog_pb2.ListProductsRequest,
     response_type=catalog_pb2.ListProductsResponse,
     idempotency=keel.Idempotency.NO_SIDE_EFFECTS,
+    http=(
+        keel.HttpRule(
+            method="GET",
+            path="/v1/products",
+        ),
+    ),
+    auth=keel.AuthPolicy(
+        access=keel.Access.PUBLIC,
+        scopes=(),
+    ),
 )
 
 _CATALOG_SERVICE__CREATE_PRODUCT = keel.MethodSpec(
@@ -34,6 +55,17 @@ _CATALOG_SERVICE__CREATE_PRODUCT = keel.MethodSpec(
     kind=keel.RpcKind.UNARY_UNARY,
     request_type=catalog_pb2.CreateProductRequest,
     response_type=catalog_pb2.CreateProductResponse,
+    http=(
+        keel.HttpRule(
+            method="POST",
+            path="/v1/products",
+            body="product",
+        ),
+    ),
+    auth=keel.AuthPolicy(
+        access=keel.Access.UNSPECIFIED,
+        scopes=("catalog.write",),
+    ),
 )
 
 _CATALOG_SERVICE__UPDATE_PRODUCT = keel.MethodSpec(
@@ -44,6 +76,17 @@ _CATALOG_SERVICE__UPDATE_PRODUCT = keel.MethodSpec(
     request_type=catalog_pb2.UpdateProductRequest,
     response_type=catalog_pb2.UpdateProductResponse,
     idempotency=keel.Idempotency.IDEMPOTENT,
+    http=(
+        keel.HttpRule(
+            method="PATCH",
+            path="/v1/products/{product.product_id}",
+            body="product",
+        ),
+    ),
+    auth=keel.AuthPolicy(
+        access=keel.Access.UNSPECIFIED,
+        scopes=("catalog.write",),
+    ),
 )
 
 _CATALOG_SERVICE__RESERVE_STOCK = keel.MethodSpec(
@@ -53,6 +96,7 @@ _CATALOG_SERVICE__RESERVE_STOCK = keel.MethodSpec(
     kind=keel.RpcKind.UNARY_UNARY,
     request_type=catalog_pb2.ReserveStockRequest,
     response_type=catalog_pb2.ReserveStockResponse,
+    timeout=1.0,
 )
 
 _CATALOG_SERVICE__RELEASE_STOCK = keel.MethodSpec(
@@ -76,6 +120,7 @@ CATALOG_SERVICE = keel.ServiceSpec(
         _CATALOG_SERVICE__RESERVE_STOCK,
         _CATALOG_SERVICE__RELEASE_STOCK,
     ),
+    default_timeout=2.0,
 )
 """The declaration of acme.catalog.v1.CatalogService."""
 

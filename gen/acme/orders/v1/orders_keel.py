@@ -16,6 +16,13 @@ _ORDER_SERVICE__CREATE_ORDER = keel.MethodSpec(
     kind=keel.RpcKind.UNARY_UNARY,
     request_type=orders_pb2.CreateOrderRequest,
     response_type=orders_pb2.CreateOrderResponse,
+    http=(
+        keel.HttpRule(
+            method="POST",
+            path="/v1/orders",
+            body="*",
+        ),
+    ),
 )
 
 _ORDER_SERVICE__GET_ORDER = keel.MethodSpec(
@@ -26,6 +33,16 @@ _ORDER_SERVICE__GET_ORDER = keel.MethodSpec(
     request_type=orders_pb2.GetOrderRequest,
     response_type=orders_pb2.GetOrderResponse,
     idempotency=keel.Idempotency.NO_SIDE_EFFECTS,
+    http=(
+        keel.HttpRule(
+            method="GET",
+            path="/v1/orders/{order_id}",
+        ),
+        keel.HttpRule(
+            method="GET",
+            path="/v1/customers/{customer_id}/orders/{order_id}",
+        ),
+    ),
 )
 
 _ORDER_SERVICE__LIST_ORDERS = keel.MethodSpec(
@@ -36,6 +53,13 @@ _ORDER_SERVICE__LIST_ORDERS = keel.MethodSpec(
     request_type=orders_pb2.ListOrdersRequest,
     response_type=orders_pb2.ListOrdersResponse,
     idempotency=keel.Idempotency.NO_SIDE_EFFECTS,
+    http=(
+        keel.HttpRule(
+            method="GET",
+            path="/v1/customers/{customer_id}/orders",
+            response_body="orders",
+        ),
+    ),
 )
 
 _ORDER_SERVICE__CANCEL_ORDER = keel.MethodSpec(
@@ -46,6 +70,13 @@ _ORDER_SERVICE__CANCEL_ORDER = keel.MethodSpec(
     request_type=orders_pb2.CancelOrderRequest,
     response_type=orders_pb2.CancelOrderResponse,
     idempotency=keel.Idempotency.IDEMPOTENT,
+    http=(
+        keel.HttpRule(
+            method="POST",
+            path="/v1/orders/{order_id}:cancel",
+            body="*",
+        ),
+    ),
 )
 
 _ORDER_SERVICE__WATCH_ORDER = keel.MethodSpec(
@@ -56,6 +87,13 @@ _ORDER_SERVICE__WATCH_ORDER = keel.MethodSpec(
     request_type=orders_pb2.WatchOrderRequest,
     response_type=orders_pb2.WatchOrderResponse,
     idempotency=keel.Idempotency.NO_SIDE_EFFECTS,
+    http=(
+        keel.HttpRule(
+            method="GET",
+            path="/v1/orders/{order_id}:watch",
+        ),
+    ),
+    timeout=300.0,
 )
 
 _ORDER_SERVICE__MARK_SHIPPED = keel.MethodSpec(
@@ -78,6 +116,11 @@ ORDER_SERVICE = keel.ServiceSpec(
         _ORDER_SERVICE__CANCEL_ORDER,
         _ORDER_SERVICE__WATCH_ORDER,
         _ORDER_SERVICE__MARK_SHIPPED,
+    ),
+    default_timeout=5.0,
+    auth=keel.AuthPolicy(
+        access=keel.Access.AUTHENTICATED,
+        scopes=(),
     ),
 )
 """The declaration of acme.orders.v1.OrderService."""

@@ -14,6 +14,7 @@ _PAYMENT_SERVICE__AUTHORIZE_PAYMENT = keel.MethodSpec(
     kind=keel.RpcKind.UNARY_UNARY,
     request_type=payments_pb2.AuthorizePaymentRequest,
     response_type=payments_pb2.AuthorizePaymentResponse,
+    timeout=3.0,
 )
 
 _PAYMENT_SERVICE__CAPTURE_PAYMENT = keel.MethodSpec(
@@ -44,6 +45,16 @@ _PAYMENT_SERVICE__GET_PAYMENT = keel.MethodSpec(
     request_type=payments_pb2.GetPaymentRequest,
     response_type=payments_pb2.GetPaymentResponse,
     idempotency=keel.Idempotency.NO_SIDE_EFFECTS,
+    http=(
+        keel.HttpRule(
+            method="GET",
+            path="/v1/payments/{payment_id}",
+        ),
+    ),
+    auth=keel.AuthPolicy(
+        access=keel.Access.UNSPECIFIED,
+        scopes=("payments.read",),
+    ),
 )
 
 PAYMENT_SERVICE = keel.ServiceSpec(

@@ -18,6 +18,7 @@ from pathlib import Path
 from keel.codegen import image
 from keel.codegen import workspace as ws
 from keel.codegen.buf import BufError, run_buf
+from keel.codegen.errors import BuildError
 
 _BUF_GIT = re.compile(r"^(?P<repo>[^#]*\.git)#(?P<params>.*)$")
 
@@ -119,7 +120,7 @@ def check(workspace_dir: Path, against: str) -> str:
         try:
             base = image.build(ws.load(base_dir))
             head = image.build(current)
-        except image.BuildError as error:
+        except BuildError as error:
             raise BreakingError(str(error)) from error
         (root / "base.binpb").write_bytes(base.files.SerializeToString())
         (root / "head.binpb").write_bytes(head.files.SerializeToString())

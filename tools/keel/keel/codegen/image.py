@@ -6,11 +6,16 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import google.api.annotations_pb2
 from google.protobuf import descriptor_pb2
 
+import keel.options.v1.options_pb2
 from keel.codegen import workspace as ws
 from keel.codegen.buf import BufError, run_buf
 from keel.codegen.errors import BuildError
+
+# Option extensions are decoded when the image is parsed only if their modules are loaded.
+_EXTENSION_MODULES = (google.api.annotations_pb2, keel.options.v1.options_pb2)
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,18 @@ _KITCHEN_SERVICE__COOK = keel.MethodSpec(
     kind=keel.RpcKind.UNARY_UNARY,
     request_type=kitchen_pb2.CookRequest,
     response_type=kitchen_pb2.CookResponse,
+    http=(
+        keel.HttpRule(
+            method="POST",
+            path="/v1/dishes",
+            body="*",
+        ),
+        keel.HttpRule(
+            method="PUT",
+            path="/v1/dishes/{dish.name}",
+            body="dish",
+        ),
+    ),
 )
 
 _KITCHEN_SERVICE__FOLLOW = keel.MethodSpec(
@@ -27,6 +39,12 @@ _KITCHEN_SERVICE__FOLLOW = keel.MethodSpec(
     request_type=kitchen_pb2.FollowRequest,
     response_type=kitchen_pb2.FollowResponse,
     idempotency=keel.Idempotency.NO_SIDE_EFFECTS,
+    http=(
+        keel.HttpRule(
+            method="GET",
+            path="/v1/dishes/{name=dishes/*}:follow",
+        ),
+    ),
 )
 
 _KITCHEN_SERVICE__STOCK = keel.MethodSpec(
@@ -36,6 +54,11 @@ _KITCHEN_SERVICE__STOCK = keel.MethodSpec(
     kind=keel.RpcKind.STREAM_UNARY,
     request_type=kitchen_pb2.StockRequest,
     response_type=kitchen_pb2.StockResponse,
+    timeout=10.0,
+    auth=keel.AuthPolicy(
+        access=keel.Access.UNSPECIFIED,
+        scopes=("kitchen.write", "kitchen.admin"),
+    ),
 )
 
 _KITCHEN_SERVICE__CHAT = keel.MethodSpec(
@@ -73,6 +96,16 @@ _KITCHEN_SERVICE__GET_HTTP_STATUS = keel.MethodSpec(
     kind=keel.RpcKind.UNARY_UNARY,
     request_type=kitchen_pb2.GetHTTPStatusRequest,
     response_type=kitchen_pb2.GetHTTPStatusResponse,
+    http=(
+        keel.HttpRule(
+            method="HEAD",
+            path="/v1/status",
+        ),
+    ),
+    auth=keel.AuthPolicy(
+        access=keel.Access.PUBLIC,
+        scopes=(),
+    ),
 )
 
 KITCHEN_SERVICE = keel.ServiceSpec(
@@ -87,6 +120,7 @@ KITCHEN_SERVICE = keel.ServiceSpec(
         _KITCHEN_SERVICE__CONNECT,
         _KITCHEN_SERVICE__GET_HTTP_STATUS,
     ),
+    default_timeout=2.5,
 )
 """The declaration of kitchen.v1.KitchenService."""
 
