@@ -224,3 +224,14 @@ async def test_client_uses_method_then_service_default_timeout(client: Any, kitc
     assert client._timeout(spec.method("Stock"), None) == 10.0
     assert client._timeout(spec.method("Cook"), None) == 2.5
     assert client._timeout(spec.method("Cook"), 0.5) == 0.5
+
+
+def test_summary_lists_routes_and_internal_methods() -> None:
+    from keel.codegen.summary import describe  # noqa: PLC0415
+
+    lines = describe(REPO / "gen")
+    assert "acme.orders.v1.OrderService  (acme/orders/v1/orders.proto)" in lines
+    shipped = next(line for line in lines if line.strip().startswith("mark_shipped"))
+    assert shipped.endswith("gRPC only")
+    cancel = next(line for line in lines if line.strip().startswith("cancel_order"))
+    assert cancel.endswith("POST /v1/orders/{order_id}:cancel")
