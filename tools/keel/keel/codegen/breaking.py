@@ -97,7 +97,7 @@ def _config(workspace: ws.Workspace, supplied: frozenset[str]) -> str:
 def _workspace_paths(message: str, workspace: ws.Workspace) -> str:
     """buf names files by import path; show paths in the workspace, as `buf breaking` does."""
     files = {
-        name: path.relative_to(workspace.root).as_posix() for name, path in workspace.proto_files()
+        name: path.relative_to(workspace.root).as_posix() for name, path in workspace.proto_files
     }
     lines = []
     for line in message.splitlines():

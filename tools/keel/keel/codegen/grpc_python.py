@@ -1,8 +1,9 @@
 """`protoc-gen-grpc_python`: grpcio-tools' `_pb2_grpc.py` generator as a protoc/buf plugin.
 
 buf has no builtin grpc_python plugin; this runs grpcio-tools' bundled protoc over the request's
-descriptors in a temporary directory and returns what it wrote. `keel gen` does not need it (it
-runs the generators in one process); it is here for users' own `buf.gen.yaml` files.
+descriptors in a temporary directory and returns what it wrote. `keel gen` uses `ProtocRun`
+directly (one protoc for every file, beside its other generators); `main` is for users' own
+`buf.gen.yaml` files.
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ class Image:
 
 def build(workspace: ws.Workspace) -> Image:
     """Compile the workspace with buf (source info kept, for comments)."""
-    user = {name for name, _ in workspace.proto_files()}
+    user = {name for name, _ in workspace.proto_files}
     supplied = frozenset(set(ws.supplied_files()) - user)
     with tempfile.TemporaryDirectory(prefix="keel-gen-") as tmp:
         root = Path(tmp)

@@ -96,7 +96,7 @@ def fingerprint(workspace: ws.Workspace, paths: Sequence[str]) -> str:
         add(f"keel:{source}", (_CODEGEN / source).read_bytes())
     for name, file in ws.supplied_files().items():
         add(f"supplied:{name}", file.read_bytes())
-    for name, file in workspace.proto_files():
+    for name, file in workspace.proto_files:
         add(f"proto:{name}", file.read_bytes())
     return h.hexdigest()
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cache, cached_property
 from pathlib import Path
 
 from keel.codegen.buf import BufError, run_buf
@@ -56,8 +57,12 @@ class Workspace:
     def config(self) -> Path:
         return self.root / "buf.yaml"
 
-    def proto_files(self) -> Iterator[tuple[str, Path]]:
-        """(import path, file) for every .proto of every module, sorted by import path."""
+    @cached_property
+    def proto_files(self) -> tuple[tuple[str, Path], ...]:
+        """(import path, file) for every .proto of every module, sorted by import path.
+
+        Walked once per Workspace: `keel gen` needs it for the fingerprint and for the build.
+        """
         found: dict[str, Path] = {}
         for module in self.modules:
             base = self.root / module.path
@@ -65,9 +70,10 @@ class Workspace:
                 relpath = file.relative_to(self.root).as_posix()
                 if module.selects(relpath):
                     found[file.relative_to(base).as_posix()] = file
-        yield from sorted(found.items())
+        return tuple(sorted(found.items()))
 
 
+@cache
 def supplied_files() -> dict[str, Path]:
     """Import path → file for every proto Keel supplies."""
     return {p.relative_to(KEEL_PROTOS).as_posix(): p for p in sorted(KEEL_PROTOS.rglob("*.proto"))}
