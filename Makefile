@@ -50,7 +50,7 @@ fmt: $(INSTALLED) ## format Python and protos
 check: $(INSTALLED) ## static checks: ruff, mypy --strict, gen drift
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy tools/keel/keel tools/keel/scripts gen tests/*.py bench/*.py
+	$(BIN)/mypy tools/keel/keel tools/keel/scripts gen tests/*.py tests/servers/*.py bench/*.py
 
 test: $(INSTALLED) ## run the whole test suite (static checks included)
 	$(MAKE) --no-print-directory check lint

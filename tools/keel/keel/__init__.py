@@ -12,8 +12,10 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from keel import errors
     from keel.runtime.client import ClientBase, Metadata
+    from keel.runtime.config import Settings
     from keel.runtime.context import Context
-    from keel.runtime.server import add_to_server
+    from keel.runtime.handlers import add_to_server
+    from keel.runtime.server import Server, serve
     from keel.runtime.service import ServiceBase
     from keel.runtime.spec import (
         Access,
@@ -39,7 +41,10 @@ _EXPORTS = {
     "RpcKind": "keel.runtime.spec",
     "ServiceBase": "keel.runtime.service",
     "ServiceSpec": "keel.runtime.spec",
-    "add_to_server": "keel.runtime.server",
+    "Server": "keel.runtime.server",
+    "Settings": "keel.runtime.config",
+    "add_to_server": "keel.runtime.handlers",
+    "serve": "keel.runtime.server",
 }
 
 __all__ = [
@@ -52,11 +57,14 @@ __all__ = [
     "Metadata",
     "MethodSpec",
     "RpcKind",
+    "Server",
     "ServiceBase",
     "ServiceSpec",
+    "Settings",
     "__version__",
     "add_to_server",
     "errors",
+    "serve",
 ]
 
 

@@ -1,15 +1,21 @@
 """Errors a service method raises to end its call with a gRPC status.
 
 `raise keel.errors.NotFound("order 42 does not exist")` ends the call with NOT_FOUND and that
-message.
+message; `raise keel.errors.InvalidArgument("bad order", field_violations={"lines[0].quantity":
+"must be > 0"})` adds a google.rpc.BadRequest detail.
 There is one class per gRPC status code except OK.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from datetime import timedelta
 from typing import ClassVar
 
 import grpc
+from google.protobuf import duration_pb2
+from google.protobuf.message import Message
+from google.rpc import error_details_pb2, status_pb2
 
 __all__ = [
     "Aborted",
@@ -33,13 +39,63 @@ __all__ = [
 
 
 class KeelError(Exception):
-    """Base of the status errors; `code` is the gRPC status the call ends with."""
+    """Base of the status errors; `code` is the gRPC status the call ends with.
+
+    Keyword details become `google.rpc` details in the `grpc-status-details-bin` trailer:
+    `field_violations` ({field path: description}) → BadRequest, `reason` (with `domain` and
+    `metadata`) → ErrorInfo, `retry_after` (seconds) → RetryInfo.
+    """
 
     code: ClassVar[grpc.StatusCode] = grpc.StatusCode.UNKNOWN
 
-    def __init__(self, message: str = "") -> None:
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        field_violations: Mapping[str, str] | None = None,
+        reason: str = "",
+        domain: str = "",
+        metadata: Mapping[str, str] | None = None,
+        retry_after: float | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
+        self.field_violations = dict(field_violations or {})
+        self.reason = reason
+        self.domain = domain
+        self.metadata = dict(metadata or {})
+        self.retry_after = retry_after
+
+    def details(self) -> list[Message]:
+        """The google.rpc detail messages this error carries."""
+        found: list[Message] = []
+        if self.field_violations:
+            found.append(
+                error_details_pb2.BadRequest(
+                    field_violations=[
+                        error_details_pb2.BadRequest.FieldViolation(field=f, description=d)
+                        for f, d in self.field_violations.items()
+                    ]
+                )
+            )
+        if self.reason:
+            found.append(
+                error_details_pb2.ErrorInfo(
+                    reason=self.reason, domain=self.domain, metadata=self.metadata
+                )
+            )
+        if self.retry_after is not None:
+            delay = duration_pb2.Duration()
+            delay.FromTimedelta(timedelta(seconds=self.retry_after))
+            found.append(error_details_pb2.RetryInfo(retry_delay=delay))
+        return found
+
+    def to_status(self) -> status_pb2.Status:
+        """This error as a google.rpc.Status."""
+        status = status_pb2.Status(code=self.code.value[0], message=self.message)
+        for detail in self.details():
+            status.details.add().Pack(detail)
+        return status
 
 
 class Cancelled(KeelError):

@@ -1,67 +1,134 @@
-"""Turning service implementations into grpc.aio method handlers."""
+"""`keel.Server` and `keel.serve`: a grpc.aio server with health, reflection and graceful drain."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+import asyncio
+import signal
+import sys
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Self
 
-import grpc
 import grpc.aio
+from grpc_health.v1 import health as grpc_health
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
 
-from keel.errors import KeelError
-from keel.runtime.context import Context
+from keel.runtime import logs
+from keel.runtime.config import ConfigError, Settings
+from keel.runtime.handlers import add_to_server
 from keel.runtime.service import ServiceBase
-from keel.runtime.spec import MethodSpec, RpcKind
 
-Handler = Callable[..., Any]
-
-
-def _unary_response(method: Handler) -> Handler:
-    async def behaviour(request: Any, context: Context) -> Any:
-        try:
-            return await method(request, context)
-        except KeelError as error:
-            await context.abort(error.code, error.message)
-
-    return behaviour
+_log = logs.get_logger("keel.server")
 
 
-def _stream_response(method: Handler) -> Handler:
-    async def behaviour(request: Any, context: Context) -> AsyncIterator[Any]:
-        try:
-            async for response in method(request, context):
-                yield response
-        except KeelError as error:
-            await context.abort(error.code, error.message)
+class Server:
+    """A gRPC server for service implementations (instances of generated `<Service>Base`s).
 
-    return behaviour
+    Every server answers `grpc.health.v1.Health` (per service, and "" for the whole server) and
+    server reflection. `stop()` turns health NOT_SERVING, refuses new calls and lets in-flight
+    calls finish within the grace period.
+
+        async with keel.Server([Orders()], port=0) as server:
+            print(server.port)
+    """
+
+    def __init__(
+        self,
+        services: Sequence[ServiceBase],
+        *,
+        port: int = 0,
+        host: str = "127.0.0.1",
+        grace_period: float = 30.0,
+    ) -> None:
+        names = [type(s).__keel_service__.name for s in services]
+        if len(set(names)) != len(names):
+            raise ValueError(f"each service may be served once: {names}")
+        self.services = tuple(services)
+        self.names = tuple(names)
+        self.grace_period = grace_period
+        self._address = f"{host}:{port}"
+        self._server: grpc.aio.Server | None = None
+        self._health = grpc_health.aio.HealthServicer()
+        self._port = 0
+
+    @property
+    def port(self) -> int:
+        """The port the server listens on (known once started)."""
+        return self._port
+
+    async def start(self) -> None:
+        """Bind and start serving; health turns SERVING."""
+        server = grpc.aio.server()
+        for service in self.services:
+            add_to_server(service, server)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        reflection.enable_server_reflection(
+            (
+                *self.names,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ),
+            server,
+        )
+        self._port = server.add_insecure_port(self._address)
+        if self._port == 0:
+            raise OSError(f"cannot listen on {self._address}")
+        await server.start()
+        self._server = server
+        for name in ("", *self.names):
+            await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Drain: health NOT_SERVING, refuse new calls, give in-flight calls `grace` seconds."""
+        if self._server is None:
+            return
+        await self._health.enter_graceful_shutdown()
+        await self._server.stop(self.grace_period if grace is None else grace)
+        self._server = None
+
+    async def wait(self) -> None:
+        """Until the server stops."""
+        if self._server is not None:
+            await self._server.wait_for_termination()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
 
 
-_FACTORIES: dict[RpcKind, tuple[Callable[..., grpc.RpcMethodHandler[Any, Any]], Handler]] = {
-    RpcKind.UNARY_UNARY: (grpc.unary_unary_rpc_method_handler, _unary_response),
-    RpcKind.UNARY_STREAM: (grpc.unary_stream_rpc_method_handler, _stream_response),
-    RpcKind.STREAM_UNARY: (grpc.stream_unary_rpc_method_handler, _unary_response),
-    RpcKind.STREAM_STREAM: (grpc.stream_stream_rpc_method_handler, _stream_response),
-}
+async def _serve(services: Sequence[ServiceBase], port: int, settings: Settings) -> None:
+    server = Server(services, port=port, host=settings.host, grace_period=settings.grace_period)
+    await server.start()
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    _log.info("serving", services=list(server.names), port=server.port, host=settings.host)
+    await stopping.wait()
+    _log.info("draining", grace_period=settings.grace_period)
+    await server.stop()
+    _log.info("stopped")
 
 
-def _handler(impl: ServiceBase, spec: MethodSpec[Any, Any]) -> grpc.RpcMethodHandler[Any, Any]:
-    make_handler, wrap = _FACTORIES[spec.kind]
-    method: Callable[..., Awaitable[Any]] = getattr(impl, spec.python_name)
-    return make_handler(
-        wrap(method),
-        request_deserializer=spec.request_type.FromString,
-        response_serializer=spec.response_type.SerializeToString,
-    )
+def serve(services: Sequence[ServiceBase], *, port: int | None = None) -> None:
+    """Serve until SIGTERM or SIGINT, then drain in-flight calls and return (exit status 0).
 
-
-def method_handlers(impl: ServiceBase) -> dict[str, grpc.RpcMethodHandler[Any, Any]]:
-    """The grpc method handlers of one implementation, keyed by method name."""
-    spec = type(impl).__keel_service__
-    return {method.name: _handler(impl, method) for method in spec.methods}
-
-
-def add_to_server(impl: ServiceBase, server: grpc.aio.Server) -> None:
-    """Serve `impl` (an instance of a generated `<Service>Base` subclass) on a grpc.aio server."""
-    spec = type(impl).__keel_service__
-    server.add_registered_method_handlers(spec.name, method_handlers(impl))
+    The port is `port`, else `KEEL_PORT`, else 50051; other settings come from `KEEL_*`
+    variables (see keel.runtime.config). A bad setting exits with status 2 and a message.
+    """
+    try:
+        settings = Settings.from_env()
+    except ConfigError as error:
+        print(f"keel: configuration error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+    logs.configure(settings.log_level, console=settings.console_logs)
+    asyncio.run(_serve(services, settings.port if port is None else port, settings))

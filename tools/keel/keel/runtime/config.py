@@ -1,0 +1,127 @@
+"""Settings from the environment (12-factor): every variable starts with `KEEL_`.
+
+| variable | meaning | default |
+| --- | --- | --- |
+| KEEL_HOST | address the gRPC server binds | 0.0.0.0 |
+| KEEL_PORT | gRPC port (0 picks a free one) | 50051 |
+| KEEL_METRICS_PORT | Prometheus metrics HTTP port (0 disables) | 9464 |
+| KEEL_LOG_LEVEL | debug, info, warning or error | info |
+| KEEL_LOG_FORMAT | json or console (console when stdout is a terminal) | auto |
+| KEEL_GRACE_PERIOD | seconds in-flight calls get to finish on SIGTERM | 30 |
+| KEEL_OTLP_ENDPOINT | OTLP/gRPC endpoint for traces (unset: no export) | |
+| KEEL_WORKERS | server processes sharing the port | 1 |
+
+An unknown `KEEL_` variable or an invalid value stops start-up with a message naming it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+from urllib.parse import urlparse
+
+PREFIX = "KEEL_"
+
+
+class ConfigError(Exception):
+    """A KEEL_* variable is unknown or has an invalid value."""
+
+
+def _port(value: str) -> int:
+    port = int(value)
+    if not 0 <= port <= 65535:
+        raise ValueError("must be a port number from 0 to 65535")
+    return port
+
+
+def _level(value: str) -> str:
+    level = value.lower()
+    if level not in ("debug", "info", "warning", "error"):
+        raise ValueError("must be one of debug, info, warning, error")
+    return level
+
+
+def _log_format(value: str) -> str:
+    choice = value.lower()
+    if choice not in ("json", "console", "auto"):
+        raise ValueError("must be json, console or auto")
+    return choice
+
+
+def _seconds(value: str) -> float:
+    seconds = float(value)
+    if math.isnan(seconds) or not 0 <= seconds < 3600:
+        raise ValueError("must be a number of seconds from 0 to 3600")
+    return seconds
+
+
+def _endpoint(value: str) -> str:
+    parsed = urlparse(value if "://" in value else f"http://{value}")
+    if not parsed.hostname or parsed.port is None:
+        raise ValueError("must be host:port or a URL with a port, e.g. http://collector:4317")
+    return value
+
+
+def _workers(value: str) -> int:
+    workers = int(value)
+    if not 1 <= workers <= 256:
+        raise ValueError("must be a whole number from 1 to 256")
+    return workers
+
+
+_PARSERS: dict[str, Callable[[str], Any]] = {
+    "host": str,
+    "port": _port,
+    "metrics_port": _port,
+    "log_level": _level,
+    "log_format": _log_format,
+    "grace_period": _seconds,
+    "otlp_endpoint": _endpoint,
+    "workers": _workers,
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Keel's runtime settings; `Settings.from_env()` reads them."""
+
+    host: str = "0.0.0.0"
+    port: int = 50051
+    metrics_port: int = 9464
+    log_level: str = "info"
+    log_format: str = "auto"
+    grace_period: float = 30.0
+    otlp_endpoint: str = ""
+    workers: int = 1
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Settings from `environ` (default: os.environ); ConfigError names any bad variable."""
+        environ = os.environ if environ is None else environ
+        known = {f"{PREFIX}{f.name.upper()}": f.name for f in fields(cls)}
+        values: dict[str, Any] = {}
+        for key, raw in sorted(environ.items()):
+            if not key.startswith(PREFIX):
+                continue
+            name = known.get(key)
+            if name is None:
+                raise ConfigError(
+                    f"unknown setting {key}; known settings: {', '.join(sorted(known))}"
+                )
+            try:
+                values[name] = _PARSERS[name](raw.strip())
+            except ValueError as error:
+                reason = str(error) if "must" in str(error) else "is not a valid value"
+                raise ConfigError(f"{key}={raw!r}: {reason}") from None
+        return cls(**values)
+
+    @property
+    def console_logs(self) -> bool:
+        """Whether logs are human-readable lines rather than JSON objects."""
+        if self.log_format == "auto":
+            return sys.stdout.isatty()
+        return self.log_format == "console"
