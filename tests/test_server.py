@@ -211,8 +211,15 @@ async def test_sigterm_lets_a_burst_of_slow_calls_finish() -> None:
     finally:
         process.kill()
     assert process.returncode == 0
-    events = [json.loads(line)["event"] for line in out.splitlines()]
-    assert events[-2:] == ["draining", "stopped"]
+    entries = [json.loads(line) for line in out.splitlines()]
+    events = [e["event"] for e in entries]
+    assert events[-1] == "stopped"
+    calls = [e for e in entries if e["event"] == "rpc"]
+    assert len(calls) == 20
+    # Every call was still in flight when the drain began, and all ended OK.
+    assert events.index("draining") < min(i for i, e in enumerate(events) if e == "rpc")
+    assert {(c["service"], c["method"], c["code"]) for c in calls} == {(SERVICE, "Cook", "OK")}
+    assert all(c["duration_ms"] >= 900 and len(c["correlation_id"]) == 32 for c in calls)
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,7 @@
 | KEEL_METRICS_PORT | Prometheus metrics HTTP port (0 disables) | 9464 |
 | KEEL_LOG_LEVEL | debug, info, warning or error | info |
 | KEEL_LOG_FORMAT | json or console (console when stdout is a terminal) | auto |
+| KEEL_LOG_CALLS | one log line per call: true or false | true |
 | KEEL_GRACE_PERIOD | seconds in-flight calls get to finish on SIGTERM | 30 |
 | KEEL_OTLP_ENDPOINT | OTLP/gRPC endpoint for traces (unset: no export) | |
 | KEEL_WORKERS | server processes sharing the port | 1 |
@@ -52,6 +53,15 @@ def _log_format(value: str) -> str:
     return choice
 
 
+def _bool(value: str) -> bool:
+    lowered = value.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("must be true or false")
+
+
 def _seconds(value: str) -> float:
     seconds = float(value)
     if math.isnan(seconds) or not 0 <= seconds < 3600:
@@ -79,6 +89,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "metrics_port": _port,
     "log_level": _level,
     "log_format": _log_format,
+    "log_calls": _bool,
     "grace_period": _seconds,
     "otlp_endpoint": _endpoint,
     "workers": _workers,
@@ -94,6 +105,7 @@ class Settings:
     metrics_port: int = 9464
     log_level: str = "info"
     log_format: str = "auto"
+    log_calls: bool = True
     grace_period: float = 30.0
     otlp_endpoint: str = ""
     workers: int = 1

@@ -7,6 +7,7 @@ never to the caller); request bytes that do not decode become INVALID_ARGUMENT.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -18,10 +19,12 @@ from keel.errors import InvalidArgument, KeelError
 from keel.runtime import correlation
 from keel.runtime.context import Context
 from keel.runtime.logs import get_logger
+from keel.runtime.observe import MethodObserver, Observation, status_code
 from keel.runtime.service import ServiceBase
 from keel.runtime.spec import MethodSpec, RpcKind
 
 Behaviour = Callable[..., Any]
+_QUIET = Observation(log_calls=False, metrics=None)
 _log = get_logger("keel.server")
 
 
@@ -75,48 +78,80 @@ def _start(context: Context) -> None:
     correlation.bind(correlation.from_metadata(context.invocation_metadata()))
 
 
-async def _checked(spec: MethodSpec[Any, Any], requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+async def _checked(
+    spec: MethodSpec[Any, Any], requests: AsyncIterator[Any], observer: MethodObserver
+) -> AsyncIterator[Any]:
     async for request in requests:
+        observer.received()
         if isinstance(request, Undecodable):
             raise _undecodable_error(spec, request)
         yield request
 
 
-def _unary_response(spec: MethodSpec[Any, Any], method: Behaviour) -> Behaviour:
-    streaming = spec.kind.client_streaming
+def _first(spec: MethodSpec[Any, Any], request: Any, observer: MethodObserver) -> Any:
+    """The request as the method gets it: a checked stream, or a decoded message."""
+    if spec.kind.client_streaming:
+        return _checked(spec, request, observer)
+    observer.received()
+    if isinstance(request, Undecodable):
+        raise _undecodable_error(spec, request)
+    return request
 
+
+def _failure_code(error: BaseException, context: Context) -> grpc.StatusCode:
+    if isinstance(error, KeelError):
+        return error.code
+    if isinstance(error, grpc.aio.AbortError):
+        return status_code(context.code())
+    if isinstance(error, asyncio.CancelledError):
+        return grpc.StatusCode.CANCELLED
+    return grpc.StatusCode.INTERNAL
+
+
+def _unary_response(
+    spec: MethodSpec[Any, Any], method: Behaviour, observer: MethodObserver
+) -> Behaviour:
     async def behaviour(request: Any, context: Context) -> Any:
         _start(context)
+        began = observer.started()
+        code = grpc.StatusCode.OK
         try:
-            if streaming:
-                request = _checked(spec, request)
-            elif isinstance(request, Undecodable):
-                raise _undecodable_error(spec, request)
-            return await method(request, context)
-        except grpc.aio.AbortError:
+            response = await method(_first(spec, request, observer), context)
+            observer.sent()
+            return response
+        except BaseException as error:
+            code = _failure_code(error, context)
+            if isinstance(error, Exception) and not isinstance(error, grpc.aio.AbortError):
+                await _end_call(context, spec, error)
             raise
-        except Exception as error:
-            await _end_call(context, spec, error)
+        finally:
+            if code is grpc.StatusCode.OK:
+                code = status_code(context.code())
+            observer.finished(began, code, context.peer())
 
     return behaviour
 
 
-def _stream_response(spec: MethodSpec[Any, Any], method: Behaviour) -> Behaviour:
-    streaming = spec.kind.client_streaming
-
+def _stream_response(
+    spec: MethodSpec[Any, Any], method: Behaviour, observer: MethodObserver
+) -> Behaviour:
     async def behaviour(request: Any, context: Context) -> AsyncIterator[Any]:
         _start(context)
+        began = observer.started()
+        code = grpc.StatusCode.OK
         try:
-            if streaming:
-                request = _checked(spec, request)
-            elif isinstance(request, Undecodable):
-                raise _undecodable_error(spec, request)
-            async for response in method(request, context):
+            async for response in method(_first(spec, request, observer), context):
+                observer.sent()
                 yield response
-        except grpc.aio.AbortError:
+        except BaseException as error:
+            code = _failure_code(error, context)
+            if isinstance(error, Exception) and not isinstance(error, grpc.aio.AbortError):
+                await _end_call(context, spec, error)
             raise
-        except Exception as error:
-            await _end_call(context, spec, error)
+        finally:
+            if code is grpc.StatusCode.OK:
+                code = status_code(context.code())
+            observer.finished(began, code, context.peer())
 
     return behaviour
 
@@ -129,22 +164,31 @@ _FACTORIES: dict[RpcKind, tuple[Callable[..., grpc.RpcMethodHandler[Any, Any]], 
 }
 
 
-def _handler(impl: ServiceBase, spec: MethodSpec[Any, Any]) -> grpc.RpcMethodHandler[Any, Any]:
+def _handler(
+    impl: ServiceBase, spec: MethodSpec[Any, Any], observation: Observation
+) -> grpc.RpcMethodHandler[Any, Any]:
     make_handler, wrap = _FACTORIES[spec.kind]
     return make_handler(
-        wrap(spec, getattr(impl, spec.python_name)),
+        wrap(spec, getattr(impl, spec.python_name), observation.for_method(spec)),
         request_deserializer=_deserializer(spec),
         response_serializer=spec.response_type.SerializeToString,
     )
 
 
-def method_handlers(impl: ServiceBase) -> dict[str, grpc.RpcMethodHandler[Any, Any]]:
+def method_handlers(
+    impl: ServiceBase, observation: Observation = _QUIET
+) -> dict[str, grpc.RpcMethodHandler[Any, Any]]:
     """The grpc method handlers of one implementation, keyed by method name."""
     spec = type(impl).__keel_service__
-    return {method.name: _handler(impl, method) for method in spec.methods}
+    return {method.name: _handler(impl, method, observation) for method in spec.methods}
 
 
-def add_to_server(impl: ServiceBase, server: grpc.aio.Server) -> None:
-    """Serve `impl` (an instance of a generated `<Service>Base` subclass) on a grpc.aio server."""
+def add_to_server(
+    impl: ServiceBase, server: grpc.aio.Server, observation: Observation = _QUIET
+) -> None:
+    """Serve `impl` (an instance of a generated `<Service>Base` subclass) on a grpc.aio server.
+
+    `keel.Server` passes an Observation that logs and measures every call; by default nothing is.
+    """
     spec = type(impl).__keel_service__
-    server.add_registered_method_handlers(spec.name, method_handlers(impl))
+    server.add_registered_method_handlers(spec.name, method_handlers(impl, observation))

@@ -10,6 +10,7 @@ from types import TracebackType
 from typing import Self
 
 import grpc.aio
+import prometheus_client
 from grpc_health.v1 import health as grpc_health
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
@@ -17,6 +18,7 @@ from grpc_reflection.v1alpha import reflection
 from keel.runtime import logs
 from keel.runtime.config import ConfigError, Settings
 from keel.runtime.handlers import add_to_server
+from keel.runtime.observe import Observation, default_metrics
 from keel.runtime.service import ServiceBase
 
 _log = logs.get_logger("keel.server")
@@ -40,6 +42,8 @@ class Server:
         port: int = 0,
         host: str = "127.0.0.1",
         grace_period: float = 30.0,
+        log_calls: bool = True,
+        metrics: bool = True,
     ) -> None:
         names = [type(s).__keel_service__.name for s in services]
         if len(set(names)) != len(names):
@@ -47,6 +51,9 @@ class Server:
         self.services = tuple(services)
         self.names = tuple(names)
         self.grace_period = grace_period
+        self.observation = Observation(
+            log_calls=log_calls, metrics=default_metrics() if metrics else None
+        )
         self._address = f"{host}:{port}"
         self._server: grpc.aio.Server | None = None
         self._health = grpc_health.aio.HealthServicer()
@@ -61,7 +68,7 @@ class Server:
         """Bind and start serving; health turns SERVING."""
         server = grpc.aio.server()
         for service in self.services:
-            add_to_server(service, server)
+            add_to_server(service, server, self.observation)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
             (
@@ -106,13 +113,28 @@ class Server:
 
 
 async def _serve(services: Sequence[ServiceBase], port: int, settings: Settings) -> None:
-    server = Server(services, port=port, host=settings.host, grace_period=settings.grace_period)
+    server = Server(
+        services,
+        port=port,
+        host=settings.host,
+        grace_period=settings.grace_period,
+        log_calls=settings.log_calls,
+        metrics=settings.metrics_port != 0,
+    )
+    if settings.metrics_port:
+        prometheus_client.start_http_server(settings.metrics_port, addr=settings.host)
     await server.start()
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
-    _log.info("serving", services=list(server.names), port=server.port, host=settings.host)
+    _log.info(
+        "serving",
+        services=list(server.names),
+        port=server.port,
+        host=settings.host,
+        metrics_port=settings.metrics_port,
+    )
     await stopping.wait()
     _log.info("draining", grace_period=settings.grace_period)
     await server.stop()

@@ -1,0 +1,156 @@
+"""Per-call logs and go-grpc-prometheus metrics, with no code in the service."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import urllib.request
+from collections.abc import AsyncIterator
+
+import grpc
+import grpc.aio
+import keel
+import pytest
+from prometheus_client import REGISTRY
+from structlog.testing import capture_logs
+
+from tests.conftest import REPO
+from tests.servers.kitchen_server import Kitchen, kitchen_keel, kitchen_pb2
+
+SERVICE = "kitchen.v1.KitchenService"
+
+
+def _sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def _cook_labels(**extra: str) -> dict[str, str]:
+    return {"grpc_type": "unary", "grpc_service": SERVICE, "grpc_method": "Cook", **extra}
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[kitchen_keel.KitchenServiceClient]:
+    async with (
+        keel.Server([Kitchen()], port=0) as server,
+        kitchen_keel.KitchenServiceClient.connect(f"127.0.0.1:{server.port}") as kitchen_client,
+    ):
+        yield kitchen_client
+
+
+async def _cook(client: kitchen_keel.KitchenServiceClient, name: str) -> None:
+    request = kitchen_pb2.CookRequest(dish=kitchen_pb2.Dish(name=name))
+    with contextlib.suppress(grpc.aio.AioRpcError):
+        await client.cook(request, metadata=[("x-request-id", f"id-{name}")])
+
+
+async def test_metrics_count_calls_by_code(client: kitchen_keel.KitchenServiceClient) -> None:
+    before = {
+        code: _sample("grpc_server_handled_total", **_cook_labels(grpc_code=code))
+        for code in ("OK", "INVALID_ARGUMENT", "INTERNAL")
+    }
+    started = _sample("grpc_server_started_total", **_cook_labels())
+    observed = _sample("grpc_server_handling_seconds_count", **_cook_labels())
+    for name in ("a", "b", "c", "invalid", "explode"):
+        await _cook(client, name)
+    after = {
+        code: _sample("grpc_server_handled_total", **_cook_labels(grpc_code=code))
+        for code in before
+    }
+    assert {code: after[code] - before[code] for code in before} == {
+        "OK": 3,
+        "INVALID_ARGUMENT": 1,
+        "INTERNAL": 1,
+    }
+    assert _sample("grpc_server_started_total", **_cook_labels()) - started == 5
+    assert _sample("grpc_server_handling_seconds_count", **_cook_labels()) - observed == 5
+
+
+async def test_stream_messages_are_counted(client: kitchen_keel.KitchenServiceClient) -> None:
+    labels = {"grpc_type": "client_stream", "grpc_service": SERVICE, "grpc_method": "Stock"}
+    received = _sample("grpc_server_msg_received_total", **labels)
+
+    async def items() -> AsyncIterator[kitchen_pb2.StockRequest]:
+        for quantity in (1, 2, 3):
+            yield kitchen_pb2.StockRequest(quantity=quantity)
+
+    assert (await client.stock(items())).total == 6
+    assert _sample("grpc_server_msg_received_total", **labels) - received == 3
+    assert _sample("grpc_server_msg_sent_total", **labels) >= 1
+
+
+async def test_one_log_line_per_call(client: kitchen_keel.KitchenServiceClient) -> None:
+    with capture_logs() as logs:
+        await _cook(client, "soup")
+        await _cook(client, "invalid")
+    calls = [entry for entry in logs if entry["event"] == "rpc"]
+    assert [(c["method"], c["code"], c["correlation_id"]) for c in calls] == [
+        ("Cook", "OK", "id-soup"),
+        ("Cook", "INVALID_ARGUMENT", "id-invalid"),
+    ]
+    for call in calls:
+        assert call["service"] == SERVICE
+        assert call["peer"].startswith("ipv4:127.0.0.1:")
+        assert call["duration_ms"] >= 0
+        # Request bodies are never logged.
+        assert "soup" not in json.dumps({k: v for k, v in call.items() if k != "correlation_id"})
+
+
+async def test_call_logs_and_metrics_can_be_turned_off() -> None:
+    quiet = keel.Server([Kitchen()], port=0, log_calls=False, metrics=False)
+    async with (
+        quiet as server,
+        kitchen_keel.KitchenServiceClient.connect(f"127.0.0.1:{server.port}") as client,
+    ):
+        started = _sample("grpc_server_started_total", **_cook_labels())
+        with capture_logs() as logs:
+            await _cook(client, "quiet")
+    assert [e for e in logs if e["event"] == "rpc"] == []
+    assert _sample("grpc_server_started_total", **_cook_labels()) == started
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def test_metrics_served_on_their_own_port() -> None:
+    metrics_port = _free_port()
+    env = {
+        **os.environ,
+        "KEEL_PORT": "0",
+        "KEEL_HOST": "127.0.0.1",
+        "KEEL_METRICS_PORT": str(metrics_port),
+        "KEEL_LOG_FORMAT": "json",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "tests/servers/kitchen_server.py"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        port = json.loads(process.stdout.readline())["port"]
+        async with kitchen_keel.KitchenServiceClient.connect(f"127.0.0.1:{port}") as client:
+            await _cook(client, "soup")
+        url = f"http://127.0.0.1:{metrics_port}/metrics"
+        direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        body = await asyncio.to_thread(lambda: direct.open(url, timeout=5).read())
+        text = body.decode()
+        assert (
+            'grpc_server_handled_total{grpc_code="OK",grpc_method="Cook",'
+            f'grpc_service="{SERVICE}",grpc_type="unary"}} 1.0'
+        ) in text
+        assert "grpc_server_handling_seconds_bucket" in text
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=15)
+    assert process.returncode == 0

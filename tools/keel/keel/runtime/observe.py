@@ -1,0 +1,154 @@
+"""Per-call observation on the server: one log line and go-grpc-prometheus metrics per call.
+
+Metric names and labels follow go-grpc-prometheus, so existing Grafana dashboards work:
+`grpc_server_started_total`, `grpc_server_handled_total{grpc_code}`,
+`grpc_server_msg_received_total`, `grpc_server_msg_sent_total` and the
+`grpc_server_handling_seconds` histogram, each labelled grpc_type, grpc_service, grpc_method.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import prometheus_client
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from keel.runtime import correlation
+from keel.runtime.logs import get_logger
+from keel.runtime.spec import MethodSpec, RpcKind
+
+GRPC_TYPE = {
+    RpcKind.UNARY_UNARY: "unary",
+    RpcKind.UNARY_STREAM: "server_stream",
+    RpcKind.STREAM_UNARY: "client_stream",
+    RpcKind.STREAM_STREAM: "bidi_stream",
+}
+_LABELS = ("grpc_type", "grpc_service", "grpc_method")
+_CODES = {code.value[0]: code for code in grpc.StatusCode}
+_log = get_logger("keel.call")
+
+prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
+
+
+class ServerMetrics:
+    """The server-side gRPC metrics, registered once per registry."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        registry = prometheus_client.REGISTRY if registry is None else registry
+        self.started = Counter(
+            "grpc_server_started", "RPCs started on the server.", _LABELS, registry=registry
+        )
+        self.handled = Counter(
+            "grpc_server_handled",
+            "RPCs completed on the server, regardless of success or failure.",
+            (*_LABELS, "grpc_code"),
+            registry=registry,
+        )
+        self.received = Counter(
+            "grpc_server_msg_received",
+            "RPC stream messages received on the server.",
+            _LABELS,
+            registry=registry,
+        )
+        self.sent = Counter(
+            "grpc_server_msg_sent",
+            "gRPC stream messages sent on the server.",
+            _LABELS,
+            registry=registry,
+        )
+        self.seconds = Histogram(
+            "grpc_server_handling_seconds",
+            "Histogram of response latency (seconds) of gRPC that had been application-level "
+            "handled by the server.",
+            _LABELS,
+            registry=registry,
+        )
+
+
+_default_metrics: ServerMetrics | None = None
+
+
+def default_metrics() -> ServerMetrics:
+    """The metrics in prometheus_client's default registry (created on first use)."""
+    global _default_metrics  # noqa: PLW0603 (one set of collectors per process registry)
+    if _default_metrics is None:
+        _default_metrics = ServerMetrics()
+    return _default_metrics
+
+
+def status_code(value: Any) -> grpc.StatusCode:
+    """A grpc.StatusCode from what a context reports (a StatusCode, an int or None → OK)."""
+    if isinstance(value, grpc.StatusCode):
+        return value
+    if isinstance(value, int):
+        return _CODES.get(value, grpc.StatusCode.UNKNOWN)
+    return grpc.StatusCode.OK
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What to record for calls: per-call log lines and/or metrics."""
+
+    log_calls: bool = True
+    metrics: ServerMetrics | None = None
+
+    def for_method(self, spec: MethodSpec[Any, Any]) -> MethodObserver:
+        return MethodObserver(spec, self)
+
+
+class MethodObserver:
+    """Records the calls of one method; label children are bound once, not per call."""
+
+    def __init__(self, spec: MethodSpec[Any, Any], observation: Observation) -> None:
+        self.spec = spec
+        self.log_calls = observation.log_calls
+        self.metrics = observation.metrics
+        self._service, _, self._method = spec.path[1:].partition("/")
+        labels = (GRPC_TYPE[spec.kind], self._service, self._method)
+        self._labels = labels
+        if self.metrics is not None:
+            self._started = self.metrics.started.labels(*labels)
+            self._received = self.metrics.received.labels(*labels)
+            self._sent = self.metrics.sent.labels(*labels)
+            self._seconds = self.metrics.seconds.labels(*labels)
+        self._handled: dict[grpc.StatusCode, Any] = {}
+
+    @property
+    def active(self) -> bool:
+        return self.log_calls or self.metrics is not None
+
+    def started(self) -> float:
+        if self.metrics is not None:
+            self._started.inc()
+        return time.perf_counter()
+
+    def received(self) -> None:
+        if self.metrics is not None:
+            self._received.inc()
+
+    def sent(self) -> None:
+        if self.metrics is not None:
+            self._sent.inc()
+
+    def finished(self, began: float, code: grpc.StatusCode, peer: str) -> None:
+        elapsed = time.perf_counter() - began
+        if self.metrics is not None:
+            handled = self._handled.get(code)
+            if handled is None:
+                handled = self.metrics.handled.labels(*self._labels, code.name)
+                self._handled[code] = handled
+            handled.inc()
+            self._seconds.observe(elapsed)
+        if self.log_calls:
+            _log.info(
+                "rpc",
+                service=self._service,
+                method=self._method,
+                code=code.name,
+                duration_ms=round(elapsed * 1000, 3),
+                correlation_id=correlation.current(),
+                peer=peer,
+            )
