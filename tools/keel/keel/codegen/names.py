@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import keyword
-import re
+
+from keel.naming import snake_case
 
 # Names generated classes already use, or that a Python class cannot take as a method.
 RESERVED_METHOD_NAMES = frozenset(
@@ -13,6 +14,10 @@ RESERVED_METHOD_NAMES = frozenset(
         "close",
         "channel",
         "_callable",
+        "_guard",
+        "_observer",
+        "_unary",
+        "_stream",
         "_timeout",
         "_unary_unary",
         "_unary_stream",
@@ -20,13 +25,6 @@ RESERVED_METHOD_NAMES = frozenset(
         "_stream_stream",
     }
 )
-
-_WORD_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
-
-
-def snake_case(name: str) -> str:
-    """`CreateOrder` → `create_order`, `GetHTTPRoute` → `get_http_route`."""
-    return _WORD_BOUNDARY.sub("_", name).lower()
 
 
 def method_name(rpc_name: str) -> str:

@@ -1,48 +1,84 @@
-"""The base of every generated `<Service>Client` class."""
+"""The base of every generated `<Service>Client` class.
+
+Each call: a deadline (the call's `timeout=`, else the method's, the service's, then
+KEEL_DEFAULT_TIMEOUT; never later than the deadline of the call being handled), propagated
+metadata (correlation id, trace context, caller identity), the target's circuit breaker,
+native retries for idempotent methods (see channels) and go-grpc-prometheus client metrics.
+"""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterable, AsyncIterator, Sequence
+from functools import cache
 from types import TracebackType
 from typing import Any, ClassVar, Self, TypeAlias
 
 import grpc
 import grpc.aio
 
+from keel.runtime import discovery, propagation
+from keel.runtime.breaker import BREAKERS
+from keel.runtime.channels import open_channel
+from keel.runtime.config import Settings
+from keel.runtime.observe import ClientObserver, client_metrics
 from keel.runtime.spec import MethodSpec, RequestT, ResponseT, ServiceSpec
 
 Metadata: TypeAlias = Sequence[tuple[str, str | bytes]]
 """Call metadata: (key, value) pairs; keys ending in `-bin` carry bytes."""
 
 
+@cache
+def _env_settings() -> Settings:
+    return Settings.from_env()
+
+
+def _deadline_exceeded(details: str) -> grpc.aio.AioRpcError:
+    return grpc.aio.AioRpcError(
+        grpc.StatusCode.DEADLINE_EXCEEDED, grpc.aio.Metadata(), grpc.aio.Metadata(), details
+    )
+
+
 class ClientBase:
     """A typed client of one service over a grpc.aio channel.
 
-    `Client(channel)` uses a channel you own; `Client.connect("host:port")` opens one that
-    the client closes, either on `await client.close()` or when its `async with` block ends.
+    `Client.connect()` finds the service through discovery (KEEL_TARGET_<SERVICE>, the
+    registry file); `Client.connect("host:port")` names the target; both open a channel with
+    retries and round-robin balancing that the client closes on `await client.close()` or at
+    the end of its `async with` block. `Client(channel)` uses a channel you own as it is.
     """
 
     __keel_service__: ClassVar[ServiceSpec]
 
-    def __init__(self, channel: grpc.aio.Channel, *, _owns_channel: bool = False) -> None:
+    def __init__(
+        self,
+        channel: grpc.aio.Channel,
+        *,
+        target: str = "",
+        settings: Settings | None = None,
+        _owns_channel: bool = False,
+    ) -> None:
         self._channel = channel
+        self._target = target or f"channel-{id(channel):x}"
+        self._settings = settings or _env_settings()
         self._owns_channel = _owns_channel
         self._callables: dict[str, Any] = {}
+        self._observers: dict[str, ClientObserver] = {}
 
     @classmethod
     def connect(
         cls,
-        target: str,
+        target: str | None = None,
         *,
         credentials: grpc.ChannelCredentials | None = None,
         options: Sequence[tuple[str, Any]] = (),
+        settings: Settings | None = None,
     ) -> Self:
-        """A client on a new channel to `target` (`host:port`, `dns:///name:port`, ...)."""
-        if credentials is None:
-            channel = grpc.aio.insecure_channel(target, options=options)
-        else:
-            channel = grpc.aio.secure_channel(target, credentials, options=options)
-        return cls(channel, _owns_channel=True)
+        """A client on a new channel to `target`, or to where discovery says the service is."""
+        settings = settings or _env_settings()
+        spec = cls.__keel_service__
+        uri = target if target is not None else discovery.resolve(spec.name, settings)
+        channel = open_channel(uri, spec, settings, credentials=credentials, options=options)
+        return cls(channel, target=uri, settings=settings, _owns_channel=True)
 
     @property
     def channel(self) -> grpc.aio.Channel:
@@ -65,12 +101,24 @@ class ClientBase:
     ) -> None:
         await self.close()
 
-    def _timeout(self, spec: MethodSpec[Any, Any], timeout: float | None) -> float | None:
-        if timeout is not None:
-            return timeout
-        if spec.timeout is not None:
-            return spec.timeout
-        return self.__keel_service__.default_timeout
+    def _timeout(self, spec: MethodSpec[Any, Any], timeout: float | None) -> float:
+        """The call's deadline in seconds from now (raises DEADLINE_EXCEEDED if none is left)."""
+        chosen = next(
+            t
+            for t in (
+                timeout,
+                spec.timeout,
+                self.__keel_service__.default_timeout,
+                self._settings.default_timeout,
+            )
+            if t is not None
+        )
+        remaining = propagation.remaining()
+        if remaining is None:
+            return chosen
+        if remaining <= 0:
+            raise _deadline_exceeded(f"{spec.path}: the inbound call's deadline has passed")
+        return min(chosen, remaining)
 
     def _callable(self, spec: MethodSpec[Any, Any]) -> Any:
         multi = self._callables.get(spec.name)
@@ -85,6 +133,69 @@ class ClientBase:
             self._callables[spec.name] = multi
         return multi
 
+    def _observer(self, spec: MethodSpec[Any, Any]) -> ClientObserver:
+        observer = self._observers.get(spec.name)
+        if observer is None:
+            observer = ClientObserver(spec, client_metrics())
+            self._observers[spec.name] = observer
+        return observer
+
+    def _guard(self) -> Any:
+        settings = self._settings
+        return BREAKERS.guard(self._target, settings.breaker_threshold, settings.breaker_reset)
+
+    async def _unary(
+        self, spec: MethodSpec[Any, Any], request: Any, timeout: float | None, metadata: Any
+    ) -> Any:
+        observer = self._observer(spec)
+        began = observer.started()
+        code = grpc.StatusCode.OK
+        try:
+            call_timeout = self._timeout(spec, timeout)
+            async with self._guard():
+                call = self._callable(spec)(
+                    request,
+                    timeout=call_timeout,
+                    metadata=propagation.outbound_metadata(metadata),
+                )
+                response = await call
+            observer.received()
+            return response
+        except grpc.aio.AioRpcError as error:
+            code = error.code()
+            raise
+        except BaseException:
+            code = grpc.StatusCode.CANCELLED
+            raise
+        finally:
+            observer.finished(began, code)
+
+    async def _stream(
+        self, spec: MethodSpec[Any, Any], request: Any, timeout: float | None, metadata: Any
+    ) -> AsyncIterator[Any]:
+        observer = self._observer(spec)
+        began = observer.started()
+        code = grpc.StatusCode.OK
+        try:
+            call_timeout = self._timeout(spec, timeout)
+            async with self._guard():
+                call = self._callable(spec)(
+                    request,
+                    timeout=call_timeout,
+                    metadata=propagation.outbound_metadata(metadata),
+                )
+                async for response in call:
+                    observer.received()
+                    yield response
+        except grpc.aio.AioRpcError as error:
+            code = error.code()
+            raise
+        except BaseException:
+            code = grpc.StatusCode.CANCELLED
+            raise
+        finally:
+            observer.finished(began, code)
+
     async def _unary_unary(
         self,
         spec: MethodSpec[RequestT, ResponseT],
@@ -93,10 +204,7 @@ class ClientBase:
         timeout: float | None,
         metadata: Metadata | None,
     ) -> ResponseT:
-        call = self._callable(spec)(
-            request, timeout=self._timeout(spec, timeout), metadata=metadata
-        )
-        response: ResponseT = await call
+        response: ResponseT = await self._unary(spec, request, timeout, metadata)
         return response
 
     async def _unary_stream(
@@ -107,10 +215,7 @@ class ClientBase:
         timeout: float | None,
         metadata: Metadata | None,
     ) -> AsyncIterator[ResponseT]:
-        call = self._callable(spec)(
-            request, timeout=self._timeout(spec, timeout), metadata=metadata
-        )
-        async for response in call:
+        async for response in self._stream(spec, request, timeout, metadata):
             yield response
 
     async def _stream_unary(
@@ -121,10 +226,7 @@ class ClientBase:
         timeout: float | None,
         metadata: Metadata | None,
     ) -> ResponseT:
-        call = self._callable(spec)(
-            requests, timeout=self._timeout(spec, timeout), metadata=metadata
-        )
-        response: ResponseT = await call
+        response: ResponseT = await self._unary(spec, requests, timeout, metadata)
         return response
 
     async def _stream_stream(
@@ -135,8 +237,5 @@ class ClientBase:
         timeout: float | None,
         metadata: Metadata | None,
     ) -> AsyncIterator[ResponseT]:
-        call = self._callable(spec)(
-            requests, timeout=self._timeout(spec, timeout), metadata=metadata
-        )
-        async for response in call:
+        async for response in self._stream(spec, requests, timeout, metadata):
             yield response

@@ -11,6 +11,12 @@
 | KEEL_GRACE_PERIOD | seconds in-flight calls get to finish on SIGTERM | 30 |
 | KEEL_OTLP_ENDPOINT | OTLP/gRPC endpoint for traces (unset: no export) | |
 | KEEL_WORKERS | server processes sharing the port | 1 |
+| KEEL_DEFAULT_TIMEOUT | deadline of client calls with none in the proto or the call | 10 |
+| KEEL_RETRY_MAX_ATTEMPTS | attempts of an idempotent call (1 = no retry, at most 5) | 4 |
+| KEEL_BREAKER_THRESHOLD | failures in a row that open a target's circuit | 5 |
+| KEEL_BREAKER_RESET | seconds an open circuit waits before a probe | 30 |
+| KEEL_REGISTRY | service registry file | services/registry.toml, found upwards |
+| KEEL_TARGET_<SERVICE> | address of one service (`ACME_ORDERS_V1_ORDERSERVICE`) | |
 
 An unknown `KEEL_` variable or an invalid value stops start-up with a message naming it.
 """
@@ -21,11 +27,18 @@ import math
 import os
 import sys
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 from urllib.parse import urlparse
 
 PREFIX = "KEEL_"
+TARGET_PREFIX = "KEEL_TARGET_"
+"""`KEEL_TARGET_ACME_ORDERS_V1_ORDERSERVICE=host:port`: where a service is (see discovery)."""
+
+
+def target_key(service: str) -> str:
+    """The KEEL_TARGET_ suffix for a full service name: dots become underscores, upper case."""
+    return service.replace(".", "_").upper()
 
 
 class ConfigError(Exception):
@@ -76,6 +89,27 @@ def _endpoint(value: str) -> str:
     return value
 
 
+def _positive_seconds(value: str) -> float:
+    seconds = _seconds(value)
+    if seconds == 0:
+        raise ValueError("must be a number of seconds from 0 to 3600, above 0")
+    return seconds
+
+
+def _attempts(value: str) -> int:
+    attempts = int(value)
+    if not 1 <= attempts <= 5:
+        raise ValueError("must be a whole number from 1 (no retries) to 5 (gRPC's limit)")
+    return attempts
+
+
+def _threshold(value: str) -> int:
+    threshold = int(value)
+    if not 1 <= threshold <= 1000:
+        raise ValueError("must be a whole number from 1 to 1000")
+    return threshold
+
+
 def _workers(value: str) -> int:
     workers = int(value)
     if not 1 <= workers <= 256:
@@ -93,6 +127,11 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "grace_period": _seconds,
     "otlp_endpoint": _endpoint,
     "workers": _workers,
+    "default_timeout": _positive_seconds,
+    "retry_max_attempts": _attempts,
+    "breaker_threshold": _threshold,
+    "breaker_reset": _positive_seconds,
+    "registry": str,
 }
 
 
@@ -109,15 +148,27 @@ class Settings:
     grace_period: float = 30.0
     otlp_endpoint: str = ""
     workers: int = 1
+    default_timeout: float = 10.0
+    retry_max_attempts: int = 4
+    breaker_threshold: int = 5
+    breaker_reset: float = 30.0
+    registry: str = ""
+    targets: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Settings from `environ` (default: os.environ); ConfigError names any bad variable."""
         environ = os.environ if environ is None else environ
-        known = {f"{PREFIX}{f.name.upper()}": f.name for f in fields(cls)}
+        known = {f"{PREFIX}{f.name.upper()}": f.name for f in fields(cls) if f.name != "targets"}
         values: dict[str, Any] = {}
+        targets: dict[str, str] = {}
         for key, raw in sorted(environ.items()):
             if not key.startswith(PREFIX):
+                continue
+            if key.startswith(TARGET_PREFIX) and len(key) > len(TARGET_PREFIX):
+                if not raw.strip():
+                    raise ConfigError(f"{key} is empty: give host:port or a gRPC target URI")
+                targets[key.removeprefix(TARGET_PREFIX)] = raw.strip()
                 continue
             name = known.get(key)
             if name is None:
@@ -129,7 +180,7 @@ class Settings:
             except ValueError as error:
                 reason = str(error) if "must" in str(error) else "is not a valid value"
                 raise ConfigError(f"{key}={raw!r}: {reason}") from None
-        return cls(**values)
+        return cls(**values, targets=targets)
 
     @property
     def console_logs(self) -> bool:

@@ -16,7 +16,7 @@ import grpc.aio
 from grpc_status import rpc_status
 
 from keel.errors import InvalidArgument, KeelError
-from keel.runtime import correlation
+from keel.runtime import correlation, propagation
 from keel.runtime.context import Context
 from keel.runtime.logs import get_logger
 from keel.runtime.observe import MethodObserver, Observation, status_code
@@ -24,6 +24,7 @@ from keel.runtime.service import ServiceBase
 from keel.runtime.spec import MethodSpec, RpcKind
 
 Behaviour = Callable[..., Any]
+PUSHBACK = "grpc-retry-pushback-ms"
 _QUIET = Observation(log_calls=False, metrics=None)
 _log = get_logger("keel.server")
 
@@ -62,7 +63,8 @@ async def _end_call(context: Context, spec: MethodSpec[Any, Any], error: Excepti
     """Abort the call for `error` (never returns)."""
     if isinstance(error, KeelError):
         status = rpc_status.to_status(error.to_status())
-        await context.abort(status.code, status.details, status.trailing_metadata)
+        trailers = tuple(status.trailing_metadata) + _pushback(error)
+        await context.abort(status.code, status.details, trailers)
     _log.error(
         "unhandled exception in handler",
         method=spec.path,
@@ -74,8 +76,17 @@ async def _end_call(context: Context, spec: MethodSpec[Any, Any], error: Excepti
     )
 
 
-def _start(context: Context) -> None:
-    correlation.bind(correlation.from_metadata(context.invocation_metadata()))
+def _pushback(error: KeelError) -> tuple[tuple[str, str], ...]:
+    """gRPC's retry pushback: RetryInfo's delay, or "do not retry" for RESOURCE_EXHAUSTED."""
+    if error.retry_after is not None:
+        return ((PUSHBACK, str(max(0, round(error.retry_after * 1000)))),)
+    if error.code is grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return ((PUSHBACK, "-1"),)
+    return ()
+
+
+def _start(spec: MethodSpec[Any, Any], context: Context) -> None:
+    propagation.bind(spec.service, context.time_remaining(), context.invocation_metadata())
 
 
 async def _checked(
@@ -112,7 +123,7 @@ def _unary_response(
     spec: MethodSpec[Any, Any], method: Behaviour, observer: MethodObserver
 ) -> Behaviour:
     async def behaviour(request: Any, context: Context) -> Any:
-        _start(context)
+        _start(spec, context)
         began = observer.started()
         code = grpc.StatusCode.OK
         try:
@@ -136,7 +147,7 @@ def _stream_response(
     spec: MethodSpec[Any, Any], method: Behaviour, observer: MethodObserver
 ) -> Behaviour:
     async def behaviour(request: Any, context: Context) -> AsyncIterator[Any]:
-        _start(context)
+        _start(spec, context)
         began = observer.started()
         code = grpc.StatusCode.OK
         try:

@@ -152,3 +152,75 @@ class MethodObserver:
                 correlation_id=correlation.current(),
                 peer=peer,
             )
+
+
+class ClientMetrics:
+    """The client-side twins: grpc_client_started_total, ..._handled_total, ..._handling_seconds."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        registry = prometheus_client.REGISTRY if registry is None else registry
+        self.started = Counter(
+            "grpc_client_started", "RPCs started on the client.", _LABELS, registry=registry
+        )
+        self.handled = Counter(
+            "grpc_client_handled",
+            "RPCs completed by the client, regardless of success or failure.",
+            (*_LABELS, "grpc_code"),
+            registry=registry,
+        )
+        self.received = Counter(
+            "grpc_client_msg_received",
+            "RPC stream messages received by the client.",
+            _LABELS,
+            registry=registry,
+        )
+        self.sent = Counter(
+            "grpc_client_msg_sent",
+            "gRPC stream messages sent by the client.",
+            _LABELS,
+            registry=registry,
+        )
+        self.seconds = Histogram(
+            "grpc_client_handling_seconds",
+            "Histogram of response latency (seconds) of the gRPC until it is finished by the "
+            "application.",
+            _LABELS,
+            registry=registry,
+        )
+
+
+_client_metrics: ClientMetrics | None = None
+
+
+def client_metrics() -> ClientMetrics:
+    """The client metrics in prometheus_client's default registry (created on first use)."""
+    global _client_metrics  # noqa: PLW0603
+    if _client_metrics is None:
+        _client_metrics = ClientMetrics()
+    return _client_metrics
+
+
+class ClientObserver:
+    """Counts the calls of one client method."""
+
+    def __init__(self, spec: MethodSpec[Any, Any], metrics: ClientMetrics) -> None:
+        service, _, method = spec.path[1:].partition("/")
+        self._labels = (GRPC_TYPE[spec.kind], service, method)
+        self._metrics = metrics
+        self._started = metrics.started.labels(*self._labels)
+        self._seconds = metrics.seconds.labels(*self._labels)
+        self.sent = metrics.sent.labels(*self._labels).inc
+        self.received = metrics.received.labels(*self._labels).inc
+        self._handled: dict[grpc.StatusCode, Any] = {}
+
+    def started(self) -> float:
+        self._started.inc()
+        return time.perf_counter()
+
+    def finished(self, began: float, code: grpc.StatusCode) -> None:
+        handled = self._handled.get(code)
+        if handled is None:
+            handled = self._metrics.handled.labels(*self._labels, code.name)
+            self._handled[code] = handled
+        handled.inc()
+        self._seconds.observe(time.perf_counter() - began)
