@@ -263,3 +263,85 @@ def test_settings_defaults_and_values() -> None:
         2.5,
         "otel:4317",
     )
+
+
+async def test_requests_are_validated_before_the_handler(channel: grpc.aio.Channel) -> None:
+    client = kitchen_keel.KitchenServiceClient(channel)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await client.cook(kitchen_pb2.CookRequest(dish=kitchen_pb2.Dish(name="")))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    status = _status(caught.value)
+    assert status is not None
+    bad_request = error_details_pb2.BadRequest()
+    assert status.details[0].Unpack(bad_request)
+    assert [(v.field, v.reason) for v in bad_request.field_violations] == [
+        ("dish.name", "string.min_len")
+    ]
+    assert status.message == "invalid kitchen.v1.CookRequest: dish.name: " + (
+        bad_request.field_violations[0].description
+    )
+
+
+async def test_every_broken_rule_is_one_field_violation() -> None:
+    from acme.orders.v1 import orders_keel, orders_pb2  # noqa: PLC0415 (gen/ is on pythonpath)
+
+    handled: list[Any] = []
+
+    class Orders(orders_keel.OrderServiceBase):
+        async def create_order(
+            self, request: orders_pb2.CreateOrderRequest, context: keel.Context
+        ) -> orders_pb2.CreateOrderResponse:
+            handled.append(request)
+            return orders_pb2.CreateOrderResponse()
+
+    async with (
+        keel.Server([Orders()], port=0) as server,
+        orders_keel.OrderServiceClient.connect(f"127.0.0.1:{server.port}") as client,
+    ):
+        bad = orders_pb2.CreateOrderRequest(
+            lines=[
+                orders_pb2.OrderLine(product_id="p1", quantity=1),
+                orders_pb2.OrderLine(product_id="", quantity=5000),
+            ]
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await client.create_order(bad)
+        good = orders_pb2.CreateOrderRequest(
+            customer_id="c1",
+            lines=[orders_pb2.OrderLine(product_id="p1", quantity=2)],
+            payment_method_token="tok",
+        )
+        await client.create_order(good)
+    status = _status(caught.value)
+    assert status is not None
+    bad_request = error_details_pb2.BadRequest()
+    assert status.details[0].Unpack(bad_request)
+    assert sorted((v.field, v.reason) for v in bad_request.field_violations) == [
+        ("customer_id", "string.min_len"),
+        ("lines[1].product_id", "string.min_len"),
+        ("lines[1].quantity", "int32.gt_lte"),
+        ("payment_method_token", "string.min_len"),
+    ]
+    assert handled == [good]  # the handler never saw the invalid request
+
+
+async def test_invalid_message_in_a_client_stream(channel: grpc.aio.Channel) -> None:
+    client = kitchen_keel.KitchenServiceClient(channel)
+
+    async def items() -> AsyncIterator[kitchen_pb2.StockRequest]:
+        yield kitchen_pb2.StockRequest(quantity=1)
+        yield kitchen_pb2.StockRequest(quantity=0)
+
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await client.stock(items())
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "quantity" in (caught.value.details() or "")
+
+
+async def test_validation_can_be_turned_off() -> None:
+    async with (
+        keel.Server([Kitchen()], port=0, validate=False) as server,
+        kitchen_keel.KitchenServiceClient.connect(f"127.0.0.1:{server.port}") as client,
+    ):
+        reply = await client.cook(kitchen_pb2.CookRequest(dish=kitchen_pb2.Dish(name="")))
+    assert reply.dish.name == ""

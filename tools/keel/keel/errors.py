@@ -8,9 +8,9 @@ There is one class per gRPC status code except OK.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 import grpc
 from google.protobuf import duration_pb2
@@ -24,6 +24,7 @@ __all__ = [
     "DataLoss",
     "DeadlineExceeded",
     "FailedPrecondition",
+    "FieldViolation",
     "Internal",
     "InvalidArgument",
     "KeelError",
@@ -36,6 +37,14 @@ __all__ = [
     "Unimplemented",
     "Unknown",
 ]
+
+
+class FieldViolation(NamedTuple):
+    """One bad field of a request: its path (`lines[0].quantity`), the problem, a reason id."""
+
+    field: str
+    description: str
+    reason: str = ""
 
 
 class KeelError(Exception):
@@ -52,7 +61,7 @@ class KeelError(Exception):
         self,
         message: str = "",
         *,
-        field_violations: Mapping[str, str] | None = None,
+        field_violations: Mapping[str, str] | Sequence[FieldViolation] | None = None,
         reason: str = "",
         domain: str = "",
         metadata: Mapping[str, str] | None = None,
@@ -60,7 +69,9 @@ class KeelError(Exception):
     ) -> None:
         super().__init__(message)
         self.message = message
-        self.field_violations = dict(field_violations or {})
+        if isinstance(field_violations, Mapping):
+            field_violations = [FieldViolation(f, d) for f, d in field_violations.items()]
+        self.field_violations = list(field_violations or ())
         self.reason = reason
         self.domain = domain
         self.metadata = dict(metadata or {})
@@ -73,8 +84,10 @@ class KeelError(Exception):
             found.append(
                 error_details_pb2.BadRequest(
                     field_violations=[
-                        error_details_pb2.BadRequest.FieldViolation(field=f, description=d)
-                        for f, d in self.field_violations.items()
+                        error_details_pb2.BadRequest.FieldViolation(
+                            field=v.field, description=v.description, reason=v.reason
+                        )
+                        for v in self.field_violations
                     ]
                 )
             )

@@ -16,7 +16,7 @@ import grpc.aio
 from grpc_status import rpc_status
 
 from keel.errors import InvalidArgument, KeelError
-from keel.runtime import correlation, propagation
+from keel.runtime import correlation, propagation, validation
 from keel.runtime.context import Context
 from keel.runtime.logs import get_logger
 from keel.runtime.observe import MethodObserver, Observation, status_code
@@ -89,24 +89,33 @@ def _start(spec: MethodSpec[Any, Any], context: Context) -> None:
     propagation.bind(spec.service, context.time_remaining(), context.invocation_metadata())
 
 
+def _check(spec: MethodSpec[Any, Any], request: Any, validate: bool) -> Any:
+    if isinstance(request, Undecodable):
+        raise _undecodable_error(spec, request)
+    if validate:
+        validation.check(request)
+    return request
+
+
 async def _checked(
-    spec: MethodSpec[Any, Any], requests: AsyncIterator[Any], observer: MethodObserver
+    spec: MethodSpec[Any, Any],
+    requests: AsyncIterator[Any],
+    observer: MethodObserver,
+    validate: bool,
 ) -> AsyncIterator[Any]:
     async for request in requests:
         observer.received()
-        if isinstance(request, Undecodable):
-            raise _undecodable_error(spec, request)
-        yield request
+        yield _check(spec, request, validate)
 
 
-def _first(spec: MethodSpec[Any, Any], request: Any, observer: MethodObserver) -> Any:
-    """The request as the method gets it: a checked stream, or a decoded message."""
+def _first(
+    spec: MethodSpec[Any, Any], request: Any, observer: MethodObserver, validate: bool
+) -> Any:
+    """The request as the method gets it: a checked stream, or a decoded, valid message."""
     if spec.kind.client_streaming:
-        return _checked(spec, request, observer)
+        return _checked(spec, request, observer, validate)
     observer.received()
-    if isinstance(request, Undecodable):
-        raise _undecodable_error(spec, request)
-    return request
+    return _check(spec, request, validate)
 
 
 def _failure_code(error: BaseException, context: Context) -> grpc.StatusCode:
@@ -120,14 +129,14 @@ def _failure_code(error: BaseException, context: Context) -> grpc.StatusCode:
 
 
 def _unary_response(
-    spec: MethodSpec[Any, Any], method: Behaviour, observer: MethodObserver
+    spec: MethodSpec[Any, Any], method: Behaviour, observer: MethodObserver, validate: bool
 ) -> Behaviour:
     async def behaviour(request: Any, context: Context) -> Any:
         _start(spec, context)
         began = observer.started()
         code = grpc.StatusCode.OK
         try:
-            response = await method(_first(spec, request, observer), context)
+            response = await method(_first(spec, request, observer, validate), context)
             observer.sent()
             return response
         except BaseException as error:
@@ -144,14 +153,14 @@ def _unary_response(
 
 
 def _stream_response(
-    spec: MethodSpec[Any, Any], method: Behaviour, observer: MethodObserver
+    spec: MethodSpec[Any, Any], method: Behaviour, observer: MethodObserver, validate: bool
 ) -> Behaviour:
     async def behaviour(request: Any, context: Context) -> AsyncIterator[Any]:
         _start(spec, context)
         began = observer.started()
         code = grpc.StatusCode.OK
         try:
-            async for response in method(_first(spec, request, observer), context):
+            async for response in method(_first(spec, request, observer, validate), context):
                 observer.sent()
                 yield response
         except BaseException as error:
@@ -176,30 +185,36 @@ _FACTORIES: dict[RpcKind, tuple[Callable[..., grpc.RpcMethodHandler[Any, Any]], 
 
 
 def _handler(
-    impl: ServiceBase, spec: MethodSpec[Any, Any], observation: Observation
+    impl: ServiceBase, spec: MethodSpec[Any, Any], observation: Observation, validate: bool
 ) -> grpc.RpcMethodHandler[Any, Any]:
     make_handler, wrap = _FACTORIES[spec.kind]
     return make_handler(
-        wrap(spec, getattr(impl, spec.python_name), observation.for_method(spec)),
+        wrap(spec, getattr(impl, spec.python_name), observation.for_method(spec), validate),
         request_deserializer=_deserializer(spec),
         response_serializer=spec.response_type.SerializeToString,
     )
 
 
 def method_handlers(
-    impl: ServiceBase, observation: Observation = _QUIET
+    impl: ServiceBase, observation: Observation = _QUIET, *, validate: bool = True
 ) -> dict[str, grpc.RpcMethodHandler[Any, Any]]:
     """The grpc method handlers of one implementation, keyed by method name."""
     spec = type(impl).__keel_service__
-    return {method.name: _handler(impl, method, observation) for method in spec.methods}
+    return {m.name: _handler(impl, m, observation, validate) for m in spec.methods}
 
 
 def add_to_server(
-    impl: ServiceBase, server: grpc.aio.Server, observation: Observation = _QUIET
+    impl: ServiceBase,
+    server: grpc.aio.Server,
+    observation: Observation = _QUIET,
+    *,
+    validate: bool = True,
 ) -> None:
     """Serve `impl` (an instance of a generated `<Service>Base` subclass) on a grpc.aio server.
 
+    Requests are validated against their `buf.validate` rules unless `validate=False`.
     `keel.Server` passes an Observation that logs and measures every call; by default nothing is.
     """
     spec = type(impl).__keel_service__
-    server.add_registered_method_handlers(spec.name, method_handlers(impl, observation))
+    handlers = method_handlers(impl, observation, validate=validate)
+    server.add_registered_method_handlers(spec.name, handlers)

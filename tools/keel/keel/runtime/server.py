@@ -44,6 +44,7 @@ class Server:
         grace_period: float = 30.0,
         log_calls: bool = True,
         metrics: bool = True,
+        validate: bool = True,
     ) -> None:
         names = [type(s).__keel_service__.name for s in services]
         if len(set(names)) != len(names):
@@ -51,6 +52,7 @@ class Server:
         self.services = tuple(services)
         self.names = tuple(names)
         self.grace_period = grace_period
+        self.validate = validate
         self.observation = Observation(
             log_calls=log_calls, metrics=default_metrics() if metrics else None
         )
@@ -68,7 +70,7 @@ class Server:
         """Bind and start serving; health turns SERVING."""
         server = grpc.aio.server()
         for service in self.services:
-            add_to_server(service, server, self.observation)
+            add_to_server(service, server, self.observation, validate=self.validate)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
             (

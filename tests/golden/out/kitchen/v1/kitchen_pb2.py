@@ -34,7 +34,7 @@ from keel.options.v1 import options_pb2 as keel_dot_options_dot_v1_dot_options__
 from kitchen.shared.v1 import shared_pb2 as kitchen_dot_shared_dot_v1_dot_shared__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18kitchen/v1/kitchen.proto\x12\nkitchen.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1egoogle/protobuf/wrappers.proto\x1a\x1dkeel/options/v1/options.proto\x1a\x1ekitchen/shared/v1/shared.proto\"\xb6\x07\n\x04\x44ish\x12\x1b\n\x04name\x18\x01 \x01(\tB\x07\xbaH\x04r\x02\x10\x01R\x04name\x12\x43\n\x0bingredients\x18\x02 \x03(\x0b\x32!.kitchen.v1.Dish.IngredientsEntryR\x0bingredients\x12\x34\n\x06prices\x18\x03 \x03(\x0b\x32\x1c.kitchen.v1.Dish.PricesEntryR\x06prices\x12\x1a\n\x07\x63\x65lsius\x18\x04 \x01(\x01H\x00R\x07\x63\x65lsius\x12 \n\nfahrenheit\x18\x05 \x01(\x01H\x00R\nfahrenheit\x12\x1f\n\x08servings\x18\x06 \x01(\x05H\x01R\x08servings\x88\x01\x01\x12\x12\n\x04tags\x18\x07 \x03(\tR\x04tags\x12\x36\n\tcook_time\x18\x08 \x01(\x0b\x32\x19.google.protobuf.DurationR\x08\x63ookTime\x12\x35\n\x08ready_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x07readyAt\x12-\n\x05notes\x18\n \x01(\x0b\x32\x17.google.protobuf.StructR\x05notes\x12\x30\n\x04\x63hef\x18\x0b \x01(\x0b\x32\x1c.google.protobuf.StringValueR\x04\x63hef\x12.\n\x04mask\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.FieldMaskR\x04mask\x12\'\n\x05spice\x18\r \x01(\x0e\x32\x11.kitchen.v1.SpiceR\x05spice\x12(\n\x03ref\x18\x0e \x01(\x0b\x32\x16.kitchen.shared.v1.RefR\x03ref\x12\x14\n\x05photo\x18\x0f \x01(\x0cR\x05photo\x12\x12\n\x04\x66rom\x18\x10 \x01(\tR\x04\x66rom\x12\x14\n\x05\x63lass\x18\x11 \x01(\x08R\x05\x63lass\x12+\n\x05steps\x18\x12 \x03(\x0b\x32\x15.kitchen.v1.Dish.StepR\x05steps\x1a>\n\x10IngredientsEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\x05R\x05value:\x02\x38\x01\x1aS\n\x0bPricesEntry\x12\x10\n\x03key\x18\x01 \x01(\x03R\x03key\x12.\n\x05value\x18\x02 \x01(\x0b\x32\x18.kitchen.shared.v1.MoneyR\x05value:\x02\x38\x01\x1a\x32\n\x04Step\x12\x16\n\x06number\x18\x01 \x01(\x05R\x06number\x12\x12\n\x04text\x18\x02 \x01(\tR\x04textB\r\n\x0btemperatureB\x0b\n\t_servings\"3\n\x0b\x43ookRequest\x12$\n\x04\x64ish\x18\x01 \x01(\x0b\x32\x10.kitchen.v1.DishR\x04\x64ish\"4\n\x0c\x43ookResponse\x12$\n\x04\x64ish\x18\x01 \x01(\x0b\x32\x10.kitchen.v1.DishR\x04\x64ish\"9\n\rFollowRequest\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n\x05steps\x18\x02 \x01(\x05R\x05steps\";\n\x0e\x46ollowResponse\x12)\n\x04step\x18\x01 \x01(\x0b\x32\x15.kitchen.v1.Dish.StepR\x04step\"J\n\x0cStockRequest\x12\x1e\n\ningredient\x18\x01 \x01(\tR\ningredient\x12\x1a\n\x08quantity\x18\x02 \x01(\x05R\x08quantity\"%\n\rStockResponse\x12\x14\n\x05total\x18\x01 \x01(\x05R\x05total\"!\n\x0b\x43hatRequest\x12\x12\n\x04text\x18\x01 \x01(\tR\x04text\"\"\n\x0c\x43hatResponse\x12\x12\n\x04text\x18\x01 \x01(\tR\x04text\"\'\n\rImportRequest\x12\x16\n\x06source\x18\x01 \x01(\tR\x06source\",\n\x0eImportResponse\x12\x1a\n\x08imported\x18\x01 \x01(\x05R\x08imported\"\x16\n\x14GetHTTPStatusRequest\"+\n\x15GetHTTPStatusResponse\x12\x12\n\x04\x63ode\x18\x01 \x01(\x05R\x04\x63ode\"\x0e\n\x0c\x43ountRequest\"%\n\rCountResponse\x12\x14\n\x05\x63ount\x18\x01 \x01(\x05R\x05\x63ount*=\n\x05Spice\x12\x15\n\x11SPICE_UNSPECIFIED\x10\x00\x12\x0e\n\nSPICE_MILD\x10\x01\x12\r\n\tSPICE_HOT\x10\x02\x32\xab\x05\n\x0eKitchenService\x12p\n\x04\x43ook\x12\x17.kitchen.v1.CookRequest\x1a\x18.kitchen.v1.CookResponse\"5\x82\xd3\xe4\x93\x02/\"\n/v1/dishes:\x01*Z\x1e\x1a\x16/v1/dishes/{dish.name}:\x04\x64ish\x12o\n\x06\x46ollow\x12\x19.kitchen.v1.FollowRequest\x1a\x1a.kitchen.v1.FollowResponse\",\x90\x02\x01\x82\xd3\xe4\x93\x02#\x12!/v1/dishes/{name=dishes/*}:follow0\x01\x12h\n\x05Stock\x12\x18.kitchen.v1.StockRequest\x1a\x19.kitchen.v1.StockResponse\"(\xf2\xa4\x19$\n\x02\x08\n\x12\x1e\x12\rkitchen.write\x12\rkitchen.admin(\x01\x12?\n\x04\x43hat\x12\x17.kitchen.v1.ChatRequest\x1a\x18.kitchen.v1.ChatResponse\"\x00(\x01\x30\x01\x12\x44\n\x06Import\x12\x19.kitchen.v1.ImportRequest\x1a\x1a.kitchen.v1.ImportResponse\"\x03\x90\x02\x02\x12;\n\x07\x43onnect\x12\x16.google.protobuf.Empty\x1a\x16.google.protobuf.Empty\"\x00\x12x\n\rGetHTTPStatus\x12 .kitchen.v1.GetHTTPStatusRequest\x1a!.kitchen.v1.GetHTTPStatusResponse\"\"\xf2\xa4\x19\x04\x12\x02\x08\x01\x82\xd3\xe4\x93\x02\x14\x42\x12\n\x04HEAD\x12\n/v1/status\x1a\x0e\xf2\xa4\x19\n\n\x08\x08\x02\x10\x80\xca\xb5\xee\x01\x32R\n\rPantryService\x12\x41\n\x05\x43ount\x12\x18.kitchen.v1.CountRequest\x1a\x19.kitchen.v1.CountResponse\"\x03\x88\x02\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18kitchen/v1/kitchen.proto\x12\nkitchen.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1egoogle/protobuf/wrappers.proto\x1a\x1dkeel/options/v1/options.proto\x1a\x1ekitchen/shared/v1/shared.proto\"\xb6\x07\n\x04\x44ish\x12\x1b\n\x04name\x18\x01 \x01(\tB\x07\xbaH\x04r\x02\x10\x01R\x04name\x12\x43\n\x0bingredients\x18\x02 \x03(\x0b\x32!.kitchen.v1.Dish.IngredientsEntryR\x0bingredients\x12\x34\n\x06prices\x18\x03 \x03(\x0b\x32\x1c.kitchen.v1.Dish.PricesEntryR\x06prices\x12\x1a\n\x07\x63\x65lsius\x18\x04 \x01(\x01H\x00R\x07\x63\x65lsius\x12 \n\nfahrenheit\x18\x05 \x01(\x01H\x00R\nfahrenheit\x12\x1f\n\x08servings\x18\x06 \x01(\x05H\x01R\x08servings\x88\x01\x01\x12\x12\n\x04tags\x18\x07 \x03(\tR\x04tags\x12\x36\n\tcook_time\x18\x08 \x01(\x0b\x32\x19.google.protobuf.DurationR\x08\x63ookTime\x12\x35\n\x08ready_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x07readyAt\x12-\n\x05notes\x18\n \x01(\x0b\x32\x17.google.protobuf.StructR\x05notes\x12\x30\n\x04\x63hef\x18\x0b \x01(\x0b\x32\x1c.google.protobuf.StringValueR\x04\x63hef\x12.\n\x04mask\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.FieldMaskR\x04mask\x12\'\n\x05spice\x18\r \x01(\x0e\x32\x11.kitchen.v1.SpiceR\x05spice\x12(\n\x03ref\x18\x0e \x01(\x0b\x32\x16.kitchen.shared.v1.RefR\x03ref\x12\x14\n\x05photo\x18\x0f \x01(\x0cR\x05photo\x12\x12\n\x04\x66rom\x18\x10 \x01(\tR\x04\x66rom\x12\x14\n\x05\x63lass\x18\x11 \x01(\x08R\x05\x63lass\x12+\n\x05steps\x18\x12 \x03(\x0b\x32\x15.kitchen.v1.Dish.StepR\x05steps\x1a>\n\x10IngredientsEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\x05R\x05value:\x02\x38\x01\x1aS\n\x0bPricesEntry\x12\x10\n\x03key\x18\x01 \x01(\x03R\x03key\x12.\n\x05value\x18\x02 \x01(\x0b\x32\x18.kitchen.shared.v1.MoneyR\x05value:\x02\x38\x01\x1a\x32\n\x04Step\x12\x16\n\x06number\x18\x01 \x01(\x05R\x06number\x12\x12\n\x04text\x18\x02 \x01(\tR\x04textB\r\n\x0btemperatureB\x0b\n\t_servings\"3\n\x0b\x43ookRequest\x12$\n\x04\x64ish\x18\x01 \x01(\x0b\x32\x10.kitchen.v1.DishR\x04\x64ish\"4\n\x0c\x43ookResponse\x12$\n\x04\x64ish\x18\x01 \x01(\x0b\x32\x10.kitchen.v1.DishR\x04\x64ish\"9\n\rFollowRequest\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n\x05steps\x18\x02 \x01(\x05R\x05steps\";\n\x0e\x46ollowResponse\x12)\n\x04step\x18\x01 \x01(\x0b\x32\x15.kitchen.v1.Dish.StepR\x04step\"S\n\x0cStockRequest\x12\x1e\n\ningredient\x18\x01 \x01(\tR\ningredient\x12#\n\x08quantity\x18\x02 \x01(\x05\x42\x07\xbaH\x04\x1a\x02 \x00R\x08quantity\"%\n\rStockResponse\x12\x14\n\x05total\x18\x01 \x01(\x05R\x05total\"!\n\x0b\x43hatRequest\x12\x12\n\x04text\x18\x01 \x01(\tR\x04text\"\"\n\x0c\x43hatResponse\x12\x12\n\x04text\x18\x01 \x01(\tR\x04text\"\'\n\rImportRequest\x12\x16\n\x06source\x18\x01 \x01(\tR\x06source\",\n\x0eImportResponse\x12\x1a\n\x08imported\x18\x01 \x01(\x05R\x08imported\"\x16\n\x14GetHTTPStatusRequest\"+\n\x15GetHTTPStatusResponse\x12\x12\n\x04\x63ode\x18\x01 \x01(\x05R\x04\x63ode\"\x0e\n\x0c\x43ountRequest\"%\n\rCountResponse\x12\x14\n\x05\x63ount\x18\x01 \x01(\x05R\x05\x63ount*=\n\x05Spice\x12\x15\n\x11SPICE_UNSPECIFIED\x10\x00\x12\x0e\n\nSPICE_MILD\x10\x01\x12\r\n\tSPICE_HOT\x10\x02\x32\xab\x05\n\x0eKitchenService\x12p\n\x04\x43ook\x12\x17.kitchen.v1.CookRequest\x1a\x18.kitchen.v1.CookResponse\"5\x82\xd3\xe4\x93\x02/\"\n/v1/dishes:\x01*Z\x1e\x1a\x16/v1/dishes/{dish.name}:\x04\x64ish\x12o\n\x06\x46ollow\x12\x19.kitchen.v1.FollowRequest\x1a\x1a.kitchen.v1.FollowResponse\",\x90\x02\x01\x82\xd3\xe4\x93\x02#\x12!/v1/dishes/{name=dishes/*}:follow0\x01\x12h\n\x05Stock\x12\x18.kitchen.v1.StockRequest\x1a\x19.kitchen.v1.StockResponse\"(\xf2\xa4\x19$\n\x02\x08\n\x12\x1e\x12\rkitchen.write\x12\rkitchen.admin(\x01\x12?\n\x04\x43hat\x12\x17.kitchen.v1.ChatRequest\x1a\x18.kitchen.v1.ChatResponse\"\x00(\x01\x30\x01\x12\x44\n\x06Import\x12\x19.kitchen.v1.ImportRequest\x1a\x1a.kitchen.v1.ImportResponse\"\x03\x90\x02\x02\x12;\n\x07\x43onnect\x12\x16.google.protobuf.Empty\x1a\x16.google.protobuf.Empty\"\x00\x12x\n\rGetHTTPStatus\x12 .kitchen.v1.GetHTTPStatusRequest\x1a!.kitchen.v1.GetHTTPStatusResponse\"\"\xf2\xa4\x19\x04\x12\x02\x08\x01\x82\xd3\xe4\x93\x02\x14\x42\x12\n\x04HEAD\x12\n/v1/status\x1a\x0e\xf2\xa4\x19\n\n\x08\x08\x02\x10\x80\xca\xb5\xee\x01\x32R\n\rPantryService\x12\x41\n\x05\x43ount\x12\x18.kitchen.v1.CountRequest\x1a\x19.kitchen.v1.CountResponse\"\x03\x88\x02\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -47,6 +47,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DISH_PRICESENTRY']._serialized_options = b'8\001'
   _globals['_DISH'].fields_by_name['name']._loaded_options = None
   _globals['_DISH'].fields_by_name['name']._serialized_options = b'\272H\004r\002\020\001'
+  _globals['_STOCKREQUEST'].fields_by_name['quantity']._loaded_options = None
+  _globals['_STOCKREQUEST'].fields_by_name['quantity']._serialized_options = b'\272H\004\032\002 \000'
   _globals['_KITCHENSERVICE']._loaded_options = None
   _globals['_KITCHENSERVICE']._serialized_options = b'\362\244\031\n\n\010\010\002\020\200\312\265\356\001'
   _globals['_KITCHENSERVICE'].methods_by_name['Cook']._loaded_options = None
@@ -61,8 +63,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_KITCHENSERVICE'].methods_by_name['GetHTTPStatus']._serialized_options = b'\362\244\031\004\022\002\010\001\202\323\344\223\002\024B\022\n\004HEAD\022\n/v1/status'
   _globals['_PANTRYSERVICE'].methods_by_name['Count']._loaded_options = None
   _globals['_PANTRYSERVICE'].methods_by_name['Count']._serialized_options = b'\210\002\001'
-  _globals['_SPICE']._serialized_start=1929
-  _globals['_SPICE']._serialized_end=1990
+  _globals['_SPICE']._serialized_start=1938
+  _globals['_SPICE']._serialized_end=1999
   _globals['_DISH']._serialized_start=353
   _globals['_DISH']._serialized_end=1303
   _globals['_DISH_INGREDIENTSENTRY']._serialized_start=1076
@@ -80,27 +82,27 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_FOLLOWRESPONSE']._serialized_start=1471
   _globals['_FOLLOWRESPONSE']._serialized_end=1530
   _globals['_STOCKREQUEST']._serialized_start=1532
-  _globals['_STOCKREQUEST']._serialized_end=1606
-  _globals['_STOCKRESPONSE']._serialized_start=1608
-  _globals['_STOCKRESPONSE']._serialized_end=1645
-  _globals['_CHATREQUEST']._serialized_start=1647
-  _globals['_CHATREQUEST']._serialized_end=1680
-  _globals['_CHATRESPONSE']._serialized_start=1682
-  _globals['_CHATRESPONSE']._serialized_end=1716
-  _globals['_IMPORTREQUEST']._serialized_start=1718
-  _globals['_IMPORTREQUEST']._serialized_end=1757
-  _globals['_IMPORTRESPONSE']._serialized_start=1759
-  _globals['_IMPORTRESPONSE']._serialized_end=1803
-  _globals['_GETHTTPSTATUSREQUEST']._serialized_start=1805
-  _globals['_GETHTTPSTATUSREQUEST']._serialized_end=1827
-  _globals['_GETHTTPSTATUSRESPONSE']._serialized_start=1829
-  _globals['_GETHTTPSTATUSRESPONSE']._serialized_end=1872
-  _globals['_COUNTREQUEST']._serialized_start=1874
-  _globals['_COUNTREQUEST']._serialized_end=1888
-  _globals['_COUNTRESPONSE']._serialized_start=1890
-  _globals['_COUNTRESPONSE']._serialized_end=1927
-  _globals['_KITCHENSERVICE']._serialized_start=1993
-  _globals['_KITCHENSERVICE']._serialized_end=2676
-  _globals['_PANTRYSERVICE']._serialized_start=2678
-  _globals['_PANTRYSERVICE']._serialized_end=2760
+  _globals['_STOCKREQUEST']._serialized_end=1615
+  _globals['_STOCKRESPONSE']._serialized_start=1617
+  _globals['_STOCKRESPONSE']._serialized_end=1654
+  _globals['_CHATREQUEST']._serialized_start=1656
+  _globals['_CHATREQUEST']._serialized_end=1689
+  _globals['_CHATRESPONSE']._serialized_start=1691
+  _globals['_CHATRESPONSE']._serialized_end=1725
+  _globals['_IMPORTREQUEST']._serialized_start=1727
+  _globals['_IMPORTREQUEST']._serialized_end=1766
+  _globals['_IMPORTRESPONSE']._serialized_start=1768
+  _globals['_IMPORTRESPONSE']._serialized_end=1812
+  _globals['_GETHTTPSTATUSREQUEST']._serialized_start=1814
+  _globals['_GETHTTPSTATUSREQUEST']._serialized_end=1836
+  _globals['_GETHTTPSTATUSRESPONSE']._serialized_start=1838
+  _globals['_GETHTTPSTATUSRESPONSE']._serialized_end=1881
+  _globals['_COUNTREQUEST']._serialized_start=1883
+  _globals['_COUNTREQUEST']._serialized_end=1897
+  _globals['_COUNTRESPONSE']._serialized_start=1899
+  _globals['_COUNTRESPONSE']._serialized_end=1936
+  _globals['_KITCHENSERVICE']._serialized_start=2002
+  _globals['_KITCHENSERVICE']._serialized_end=2685
+  _globals['_PANTRYSERVICE']._serialized_start=2687
+  _globals['_PANTRYSERVICE']._serialized_end=2769
 # @@protoc_insertion_point(module_scope)
