@@ -6,63 +6,18 @@ import asyncio
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import grpc
 import grpc.aio
 import keel
 import pytest
-from google.protobuf import empty_pb2
-from keel.runtime import correlation
 from keel.runtime.breaker import BREAKERS
 from keel.runtime.config import ConfigError
 from prometheus_client import REGISTRY
 
-from tests.servers.kitchen_server import kitchen_keel, kitchen_pb2
+from tests.servers.kitchen_server import Front, Pantry, kitchen_keel, kitchen_pb2
 
 FAST_RECONNECT = (("grpc.initial_reconnect_backoff_ms", 50), ("grpc.max_reconnect_backoff_ms", 100))
-
-
-class Pantry(kitchen_keel.PantryServiceBase):  # type: ignore[misc]
-    """Records what each call brought: deadline left and metadata."""
-
-    def __init__(self) -> None:
-        self.seen: list[dict[str, Any]] = []
-
-    async def count(self, request: Any, context: keel.Context) -> Any:
-        self.seen.append(
-            {"remaining": context.time_remaining(), **dict(context.invocation_metadata() or ())}
-        )
-        return kitchen_pb2.CountResponse(count=len(self.seen))
-
-
-class Front(kitchen_keel.KitchenServiceBase):  # type: ignore[misc]
-    """Calls the pantry while handling Cook; fails on demand for retry tests."""
-
-    def __init__(self, pantry_target: str = "") -> None:
-        self.pantry_target = pantry_target
-        self.attempts = 0
-        self.failures: list[keel.errors.KeelError] = []
-        self.correlation_ids: list[str] = []
-
-    async def cook(self, request: Any, context: keel.Context) -> Any:
-        self.attempts += 1
-        if self.failures:
-            raise self.failures.pop(0)
-        if self.pantry_target:
-            self.correlation_ids.append(correlation.current())
-            async with kitchen_keel.PantryServiceClient.connect(self.pantry_target) as pantry:
-                await pantry.count(kitchen_pb2.CountRequest())
-        return kitchen_pb2.CookResponse(dish=request.dish)
-
-    async def import_(self, request: Any, context: keel.Context) -> Any:
-        self.attempts += 1
-        if self.failures:
-            raise self.failures.pop(0)
-        return kitchen_pb2.ImportResponse(imported=self.attempts)
-
-    async def connect_(self, request: Any, context: keel.Context) -> Any:
-        return empty_pb2.Empty()
 
 
 @pytest.fixture

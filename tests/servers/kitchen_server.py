@@ -10,13 +10,16 @@ import asyncio
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "golden" / "out"))
 
 import keel
+from google.protobuf import empty_pb2
+from keel.runtime import correlation
 from kitchen.v1 import kitchen_keel, kitchen_pb2
 
-__all__ = ["Kitchen", "kitchen_keel", "kitchen_pb2"]
+__all__ = ["Front", "Kitchen", "Pantry", "kitchen_keel", "kitchen_pb2"]
 
 
 class Kitchen(kitchen_keel.KitchenServiceBase):  # type: ignore[misc]
@@ -44,6 +47,48 @@ class Kitchen(kitchen_keel.KitchenServiceBase):  # type: ignore[misc]
         self, requests: AsyncIterator[kitchen_pb2.StockRequest], context: keel.Context
     ) -> kitchen_pb2.StockResponse:
         return kitchen_pb2.StockResponse(total=sum([r.quantity async for r in requests]))
+
+
+class Pantry(kitchen_keel.PantryServiceBase):  # type: ignore[misc]
+    """Records what each call brought: deadline left and metadata."""
+
+    def __init__(self) -> None:
+        self.seen: list[dict[str, Any]] = []
+
+    async def count(self, request: Any, context: keel.Context) -> Any:
+        self.seen.append(
+            {"remaining": context.time_remaining(), **dict(context.invocation_metadata() or ())}
+        )
+        return kitchen_pb2.CountResponse(count=len(self.seen))
+
+
+class Front(kitchen_keel.KitchenServiceBase):  # type: ignore[misc]
+    """Calls the pantry while handling Cook; fails on demand for retry tests."""
+
+    def __init__(self, pantry_target: str = "") -> None:
+        self.pantry_target = pantry_target
+        self.attempts = 0
+        self.failures: list[keel.errors.KeelError] = []
+        self.correlation_ids: list[str] = []
+
+    async def cook(self, request: Any, context: keel.Context) -> Any:
+        self.attempts += 1
+        if self.failures:
+            raise self.failures.pop(0)
+        if self.pantry_target:
+            self.correlation_ids.append(correlation.current())
+            async with kitchen_keel.PantryServiceClient.connect(self.pantry_target) as pantry:
+                await pantry.count(kitchen_pb2.CountRequest())
+        return kitchen_pb2.CookResponse(dish=request.dish)
+
+    async def import_(self, request: Any, context: keel.Context) -> Any:
+        self.attempts += 1
+        if self.failures:
+            raise self.failures.pop(0)
+        return kitchen_pb2.ImportResponse(imported=self.attempts)
+
+    async def connect_(self, request: Any, context: keel.Context) -> Any:
+        return empty_pb2.Empty()
 
 
 if __name__ == "__main__":

@@ -12,9 +12,10 @@ from collections.abc import Iterable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 
-from keel.runtime import correlation
+from keel.runtime import correlation, tracing
 
-PROPAGATED = ("traceparent", "tracestate", "x-keel-subject")
+TRACE_CONTEXT = ("traceparent", "tracestate")
+PROPAGATED = (*TRACE_CONTEXT, "x-keel-subject")
 """Inbound metadata copied to outbound calls as is (x-request-id is handled separately)."""
 CALLER = "x-keel-caller"
 """Outbound metadata naming the calling service (the full name of the service handling)."""
@@ -66,7 +67,9 @@ def outbound_metadata(
         result.append((correlation.HEADER, correlation.current() or correlation.new_id()))
     inbound = _inbound.get()
     if inbound is not None:
-        result.extend((k, v) for k, v in inbound.metadata if k not in present)
+        # With tracing on, the client interceptor writes trace context for the new span.
+        skip = TRACE_CONTEXT if tracing.enabled() else ()
+        result.extend((k, v) for k, v in inbound.metadata if k not in present and k not in skip)
         if CALLER not in present:
             result.append((CALLER, inbound.service))
     return result

@@ -15,7 +15,7 @@ from grpc_health.v1 import health as grpc_health
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from keel.runtime import logs
+from keel.runtime import logs, tracing
 from keel.runtime.config import ConfigError, Settings
 from keel.runtime.handlers import add_to_server
 from keel.runtime.observe import Observation, default_metrics
@@ -68,7 +68,7 @@ class Server:
 
     async def start(self) -> None:
         """Bind and start serving; health turns SERVING."""
-        server = grpc.aio.server()
+        server = grpc.aio.server(interceptors=tracing.server_interceptors() or None)
         for service in self.services:
             add_to_server(service, server, self.observation, validate=self.validate)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
@@ -123,6 +123,8 @@ async def _serve(services: Sequence[ServiceBase], port: int, settings: Settings)
         log_calls=settings.log_calls,
         metrics=settings.metrics_port != 0,
     )
+    if settings.otlp_endpoint:
+        tracing.configure(settings.otlp_endpoint, server.names[0] if server.names else "keel")
     if settings.metrics_port:
         prometheus_client.start_http_server(settings.metrics_port, addr=settings.host)
     await server.start()
@@ -140,6 +142,7 @@ async def _serve(services: Sequence[ServiceBase], port: int, settings: Settings)
     await stopping.wait()
     _log.info("draining", grace_period=settings.grace_period)
     await server.stop()
+    tracing.shutdown()
     _log.info("stopped")
 
 
