@@ -77,7 +77,8 @@ class Front(kitchen_keel.KitchenServiceBase):  # type: ignore[misc]
             raise self.failures.pop(0)
         if self.pantry_target:
             self.correlation_ids.append(correlation.current())
-            async with kitchen_keel.PantryServiceClient.connect(self.pantry_target) as pantry:
+            target = None if self.pantry_target == "discover" else self.pantry_target
+            async with kitchen_keel.PantryServiceClient.connect(target) as pantry:
                 await pantry.count(kitchen_pb2.CountRequest())
         return kitchen_pb2.CookResponse(dish=request.dish)
 

@@ -17,6 +17,24 @@ from google.protobuf import descriptor_pb2
 from google.protobuf.compiler import plugin_pb2
 
 
+def docstring_safe(files: descriptor_pb2.FileDescriptorSet) -> descriptor_pb2.FileDescriptorSet:
+    """A copy whose comments can sit inside a \"\"\" docstring.
+
+    grpcio-tools' generator pastes rpc comments into `_pb2_grpc.py` docstrings unescaped, so a
+    comment with triple quotes or a backslash would make invalid (or warning) Python.
+    """
+    safe = descriptor_pb2.FileDescriptorSet()
+    safe.CopyFrom(files)
+    for file in safe.file:
+        for location in file.source_code_info.location:
+            for field in ("leading_comments", "trailing_comments"):
+                text = getattr(location, field)
+                if "\\" in text or '"' in text:
+                    escaped = text.replace("\\", "\\\\").replace('"', '\\"')
+                    setattr(location, field, escaped)
+    return safe
+
+
 class ProtocRun:
     """grpcio-tools' protoc over a descriptor set, in a child process started on entry.
 
@@ -35,7 +53,7 @@ class ProtocRun:
         self._tmp = tempfile.TemporaryDirectory(prefix="keel-protoc-")
         root = Path(self._tmp.name)
         image = root / "image.binpb"
-        image.write_bytes(self._files.SerializeToString())
+        image.write_bytes(docstring_safe(self._files).SerializeToString())
         self._out = root / "out"
         self._out.mkdir()
         args = [f"--descriptor_set_in={image}", *(f"{f}={self._out}" for f in self._flags)]

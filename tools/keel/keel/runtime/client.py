@@ -9,14 +9,13 @@ native retries for idempotent methods (see channels) and go-grpc-prometheus clie
 from __future__ import annotations
 
 from collections.abc import AsyncIterable, AsyncIterator, Sequence
-from functools import cache
 from types import TracebackType
 from typing import Any, ClassVar, Self, TypeAlias
 
 import grpc
 import grpc.aio
 
-from keel.runtime import discovery, propagation
+from keel.runtime import config, discovery, propagation
 from keel.runtime.breaker import BREAKERS
 from keel.runtime.channels import open_channel
 from keel.runtime.config import Settings
@@ -25,11 +24,6 @@ from keel.runtime.spec import MethodSpec, RequestT, ResponseT, ServiceSpec
 
 Metadata: TypeAlias = Sequence[tuple[str, str | bytes]]
 """Call metadata: (key, value) pairs; keys ending in `-bin` carry bytes."""
-
-
-@cache
-def _env_settings() -> Settings:
-    return Settings.from_env()
 
 
 def _deadline_exceeded(details: str) -> grpc.aio.AioRpcError:
@@ -59,7 +53,7 @@ class ClientBase:
     ) -> None:
         self._channel = channel
         self._target = target or f"channel-{id(channel):x}"
-        self._settings = settings or _env_settings()
+        self._settings = settings or config.current()
         self._owns_channel = _owns_channel
         self._callables: dict[str, Any] = {}
         self._observers: dict[str, ClientObserver] = {}
@@ -74,7 +68,7 @@ class ClientBase:
         settings: Settings | None = None,
     ) -> Self:
         """A client on a new channel to `target`, or to where discovery says the service is."""
-        settings = settings or _env_settings()
+        settings = settings or config.current()
         spec = cls.__keel_service__
         uri = target if target is not None else discovery.resolve(spec.name, settings)
         channel = open_channel(uri, spec, settings, credentials=credentials, options=options)

@@ -188,3 +188,20 @@ class Settings:
         if self.log_format == "auto":
             return sys.stdout.isatty()
         return self.log_format == "console"
+
+
+_current: Settings | None = None
+
+
+def current() -> Settings:
+    """The process's settings: from the environment on first use, or as `set_current` made them."""
+    global _current  # noqa: PLW0603 (process-wide configuration)
+    if _current is None:
+        _current = Settings.from_env()
+    return _current
+
+
+def set_current(settings: Settings | None) -> None:
+    """Replace the process's settings (None: read the environment again on next use)."""
+    global _current  # noqa: PLW0603
+    _current = settings

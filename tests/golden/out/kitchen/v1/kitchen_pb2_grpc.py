@@ -78,7 +78,7 @@ class KitchenServiceServicer:
     """
 
     def Cook(self, request, context):
-        """Unary: cook one dish. """Quotes""" and \backslashes\ survive in docstrings.
+        """Unary: cook one dish. \"\"\"Quotes\"\"\" and \\backslashes\\ survive in docstrings.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
