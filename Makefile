@@ -19,9 +19,12 @@ $(BIN)/uv:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet uv==$(UV_VERSION)
 
-$(INSTALLED): $(BIN)/uv requirements.lock pyproject.toml tools/keel/pyproject.toml
+$(INSTALLED): $(BIN)/uv requirements.lock pyproject.toml tools/keel/pyproject.toml services/*/pyproject.toml
 	$(BIN)/uv pip sync --quiet --python $(BIN)/python requirements.lock
-	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e tools/keel
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e tools/keel \
+	  -e services/catalog -e services/orders -e services/payments
+	@# gen/ is an import root for everything in this repository's venv.
+	echo "$(CURDIR)/gen" > "$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/keel-gen.pth"
 	touch $@
 
 install: $(INSTALLED) ## create .venv and install the locked dependencies
@@ -50,7 +53,8 @@ fmt: $(INSTALLED) ## format Python and protos
 check: $(INSTALLED) ## static checks: ruff, mypy --strict, gen drift
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy tools/keel/keel tools/keel/scripts gen tests/*.py tests/servers/*.py bench/*.py
+	$(BIN)/mypy tools/keel/keel tools/keel/scripts gen tests/*.py tests/servers/*.py bench/*.py \
+	  services/*/src services/*/tests
 
 test: $(INSTALLED) ## run the whole test suite (static checks included)
 	$(MAKE) --no-print-directory check lint

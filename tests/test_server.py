@@ -345,3 +345,15 @@ async def test_validation_can_be_turned_off() -> None:
     ):
         reply = await client.cook(kitchen_pb2.CookRequest(dish=kitchen_pb2.Dish(name="")))
     assert reply.dish.name == ""
+
+
+async def test_services_close_hook_runs_on_stop() -> None:
+    closed: list[str] = []
+
+    class Closing(Kitchen):
+        async def __keel_close__(self) -> None:
+            closed.append("kitchen")
+
+    async with keel.Server([Closing()], port=0):
+        assert closed == []
+    assert closed == ["kitchen"]

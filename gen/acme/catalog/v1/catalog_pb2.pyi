@@ -56,7 +56,10 @@ class Product(_message.Message):
     product_id: _builtins.str
     """Server-assigned id, e.g. "p_123"."""
     title: _builtins.str
-    """Human-readable name."""
+    """Human-readable name.
+    Rules hold for fields that are set, so a partial update (update_mask) validates too;
+    CreateProductRequest requires a title.
+    """
     price_cents: _builtins.int
     """Price in the smallest currency unit (cents)."""
     currency: _builtins.str

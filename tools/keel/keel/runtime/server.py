@@ -29,7 +29,8 @@ class Server:
 
     Every server answers `grpc.health.v1.Health` (per service, and "" for the whole server) and
     server reflection. `stop()` turns health NOT_SERVING, refuses new calls and lets in-flight
-    calls finish within the grace period.
+    calls finish within the grace period; then each service's optional
+    `async def __keel_close__(self)` runs (close clients, flush buffers).
 
         async with keel.Server([Orders()], port=0) as server:
             print(server.port)
@@ -95,6 +96,10 @@ class Server:
         await self._health.enter_graceful_shutdown()
         await self._server.stop(self.grace_period if grace is None else grace)
         self._server = None
+        for service in self.services:
+            close = getattr(service, "__keel_close__", None)
+            if close is not None:
+                await close()
 
     async def wait(self) -> None:
         """Until the server stops."""

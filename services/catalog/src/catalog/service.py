@@ -1,0 +1,135 @@
+"""acme.catalog.v1.CatalogService over the catalog domain: proto in, proto out."""
+
+from __future__ import annotations
+
+import keel
+from acme.catalog.v1 import catalog_keel, catalog_pb2
+from google.protobuf import timestamp_pb2
+
+from catalog.domain import (
+    Catalog,
+    MixedCurrenciesError,
+    NotFoundError,
+    OutOfStockError,
+    Product,
+    Store,
+)
+
+DEFAULT_PAGE_SIZE = 50
+UPDATABLE = {"title", "price_cents", "currency", "labels"}
+
+
+def to_proto(product: Product) -> catalog_pb2.Product:
+    created = timestamp_pb2.Timestamp()
+    created.FromDatetime(product.created)
+    return catalog_pb2.Product(
+        product_id=product.product_id,
+        title=product.title,
+        price_cents=product.price_cents,
+        currency=product.currency,
+        stock=product.stock,
+        labels=product.labels,
+        create_time=created,
+    )
+
+
+def _offset(token: str) -> int:
+    if not token:
+        return 0
+    if not token.isdigit():
+        raise keel.errors.InvalidArgument(
+            "page_token is not one this service issued",
+            field_violations={"page_token": "use next_page_token from a previous response"},
+        )
+    return int(token)
+
+
+class CatalogService(catalog_keel.CatalogServiceBase):
+    """The catalog over gRPC."""
+
+    def __init__(self, store: Store) -> None:
+        self.catalog = Catalog(store)
+
+    def _get(self, product_id: str) -> Product:
+        try:
+            return self.catalog.get(product_id)
+        except NotFoundError:
+            raise keel.errors.NotFound(f"product {product_id} does not exist") from None
+
+    async def get_product(
+        self, request: catalog_pb2.GetProductRequest, context: keel.Context
+    ) -> catalog_pb2.GetProductResponse:
+        return catalog_pb2.GetProductResponse(product=to_proto(self._get(request.product_id)))
+
+    async def list_products(
+        self, request: catalog_pb2.ListProductsRequest, context: keel.Context
+    ) -> catalog_pb2.ListProductsResponse:
+        products, following = self.catalog.page(
+            _offset(request.page_token), request.page_size or DEFAULT_PAGE_SIZE
+        )
+        return catalog_pb2.ListProductsResponse(
+            products=[to_proto(p) for p in products],
+            next_page_token="" if following is None else str(following),
+        )
+
+    async def create_product(
+        self, request: catalog_pb2.CreateProductRequest, context: keel.Context
+    ) -> catalog_pb2.CreateProductResponse:
+        given = request.product
+        product = self.catalog.create(given.title, given.price_cents, given.currency or "EUR")
+        if given.labels:
+            product = self.catalog.update(product.product_id, labels=dict(given.labels))
+        return catalog_pb2.CreateProductResponse(product=to_proto(product))
+
+    async def update_product(
+        self, request: catalog_pb2.UpdateProductRequest, context: keel.Context
+    ) -> catalog_pb2.UpdateProductResponse:
+        paths = list(request.update_mask.paths) or sorted(UPDATABLE)
+        unknown = [p for p in paths if p not in UPDATABLE]
+        if unknown:
+            raise keel.errors.InvalidArgument(
+                "update_mask names fields that cannot be changed",
+                field_violations={
+                    f"update_mask.paths[{paths.index(p)}]": f"{p!r} cannot be changed"
+                    for p in unknown
+                },
+            )
+        self._get(request.product.product_id)
+        given = request.product
+        changes = {p: dict(given.labels) if p == "labels" else getattr(given, p) for p in paths}
+        product = self.catalog.update(given.product_id, **changes)
+        return catalog_pb2.UpdateProductResponse(product=to_proto(product))
+
+    async def reserve_stock(
+        self, request: catalog_pb2.ReserveStockRequest, context: keel.Context
+    ) -> catalog_pb2.ReserveStockResponse:
+        lines = [(line.product_id, line.quantity) for line in request.lines]
+        for product_id, _ in lines:
+            self._get(product_id)
+        try:
+            reservation = self.catalog.reserve(request.order_id, lines)
+        except OutOfStockError as error:
+            raise keel.errors.FailedPrecondition(
+                "not enough stock",
+                field_violations={
+                    f"lines[{i}].quantity": f"{asked} asked, {available} in stock"
+                    for i, (product_id, _) in enumerate(lines)
+                    if product_id in error.shortages
+                    for asked, available in [error.shortages[product_id]]
+                },
+                reason="OUT_OF_STOCK",
+                domain="catalog.acme",
+            ) from None
+        except MixedCurrenciesError as error:
+            raise keel.errors.FailedPrecondition(
+                f"an order cannot mix currencies {error.args[0]}", reason="MIXED_CURRENCIES"
+            ) from None
+        return catalog_pb2.ReserveStockResponse(
+            total_cents=reservation.total_cents, currency=reservation.currency
+        )
+
+    async def release_stock(
+        self, request: catalog_pb2.ReleaseStockRequest, context: keel.Context
+    ) -> catalog_pb2.ReleaseStockResponse:
+        self.catalog.release(request.order_id)
+        return catalog_pb2.ReleaseStockResponse()

@@ -1,0 +1,124 @@
+"""Contract tests of the catalog through its generated client and a real server."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import grpc
+import grpc.aio
+import keel
+import pytest
+from acme.catalog.v1 import catalog_keel, catalog_pb2
+from catalog.service import CatalogService
+from catalog.store import MemoryStore, seed
+from google.protobuf import field_mask_pb2
+
+Client = catalog_keel.CatalogServiceClient
+
+
+@pytest.fixture
+def keel_services() -> Sequence[keel.ServiceBase]:
+    return [CatalogService(seed(MemoryStore()))]
+
+
+@pytest.fixture
+def catalog(keel_client: Callable[[type[Any]], Any]) -> Client:
+    client: Client = keel_client(Client)
+    return client
+
+
+def _lines(*lines: tuple[str, int]) -> list[catalog_pb2.StockLine]:
+    return [catalog_pb2.StockLine(product_id=p, quantity=q) for p, q in lines]
+
+
+async def test_get_seeded_and_missing_product(catalog: Client) -> None:
+    reply = await catalog.get_product(catalog_pb2.GetProductRequest(product_id="p_mug"))
+    assert (reply.product.title, reply.product.price_cents, reply.product.stock) == (
+        "Mug",
+        899,
+        200,
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await catalog.get_product(catalog_pb2.GetProductRequest(product_id="p_nope"))
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_list_pages_through_everything(catalog: Client) -> None:
+    seen, token = [], ""
+    while True:
+        page = await catalog.list_products(
+            catalog_pb2.ListProductsRequest(page_size=2, page_token=token)
+        )
+        seen += [p.product_id for p in page.products]
+        token = page.next_page_token
+        if not token:
+            break
+    assert seen == ["p_kettle", "p_mug", "p_teapot"]
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await catalog.list_products(catalog_pb2.ListProductsRequest(page_token="abc"))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_create_and_update_with_mask(catalog: Client) -> None:
+    created = await catalog.create_product(
+        catalog_pb2.CreateProductRequest(
+            product=catalog_pb2.Product(title="Spoon", price_cents=199, currency="EUR")
+        )
+    )
+    product_id = created.product.product_id
+    assert product_id.startswith("p_")
+    updated = await catalog.update_product(
+        catalog_pb2.UpdateProductRequest(
+            product=catalog_pb2.Product(product_id=product_id, title="Teaspoon", price_cents=1),
+            update_mask=field_mask_pb2.FieldMask(paths=["title"]),
+        )
+    )
+    assert (updated.product.title, updated.product.price_cents) == ("Teaspoon", 199)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await catalog.update_product(
+            catalog_pb2.UpdateProductRequest(
+                product=catalog_pb2.Product(product_id=product_id, title="x"),
+                update_mask=field_mask_pb2.FieldMask(paths=["stock"]),
+            )
+        )
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_create_validates_the_product(catalog: Client) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await catalog.create_product(
+            catalog_pb2.CreateProductRequest(
+                product=catalog_pb2.Product(title="", price_cents=-1, currency="euro")
+            )
+        )
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    details = caught.value.details() or ""
+    for problem in ("product.price_cents", "product.currency", "a new product needs a title"):
+        assert problem in details
+
+
+async def test_reserve_is_idempotent_and_release_restores_stock(catalog: Client) -> None:
+    request = catalog_pb2.ReserveStockRequest(order_id="o_1", lines=_lines(("p_teapot", 4)))
+    first = await catalog.reserve_stock(request)
+    again = await catalog.reserve_stock(request)
+    assert (first.total_cents, first.currency) == (4 * 3499, "EUR")
+    assert again == first
+    teapot = catalog_pb2.GetProductRequest(product_id="p_teapot")
+    assert (await catalog.get_product(teapot)).product.stock == 6
+    await catalog.release_stock(catalog_pb2.ReleaseStockRequest(order_id="o_1"))
+    await catalog.release_stock(catalog_pb2.ReleaseStockRequest(order_id="o_1"))
+    assert (await catalog.get_product(teapot)).product.stock == 10
+
+
+async def test_out_of_stock_names_the_line(catalog: Client) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await catalog.reserve_stock(
+            catalog_pb2.ReserveStockRequest(
+                order_id="o_2", lines=_lines(("p_mug", 1), ("p_teapot", 11))
+            )
+        )
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "lines[1].quantity" not in (caught.value.details() or "")  # details ride in the trailer
+    mug = await catalog.get_product(catalog_pb2.GetProductRequest(product_id="p_mug"))
+    assert mug.product.stock == 200  # nothing was taken
