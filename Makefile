@@ -63,11 +63,10 @@ test: $(INSTALLED) ## run the whole test suite (static checks included)
 golden: $(INSTALLED) ## refresh the generator's golden files (tests/golden/out)
 	$(BIN)/python tests/golden/refresh.py
 
-run: gen ## generate and show what was generated (services and gateway come in later issues)
-	@echo "Generated from proto/ into gen/:"
-	@cd gen && find . -type f ! -name '.*' | sort | sed 's|^\./|  gen/|'
-	@echo
+run: gen ## generate, then run every service with readable logs until Ctrl-C
 	@$(BIN)/python -m keel.codegen.summary gen
+	@echo
+	@$(BIN)/keel dev
 
 bench: $(INSTALLED) ## benchmarks: codegen wall time, message encode/decode
 	$(BIN)/python bench/gen_bench.py

@@ -39,6 +39,19 @@ def _breaking(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dev(args: argparse.Namespace) -> int:
+    import asyncio  # noqa: PLC0415
+
+    from keel import devrun  # noqa: PLC0415
+    from keel.runtime.config import ConfigError  # noqa: PLC0415
+
+    try:
+        return asyncio.run(devrun.run(args.services, args.registry, args.gen))
+    except ConfigError as error:
+        print(f"keel dev: {error}", file=sys.stderr)
+        return 2
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="keel", description=__doc__)
     commands = root.add_subparsers(dest="command", required=True)
@@ -63,6 +76,14 @@ def parser() -> argparse.ArgumentParser:
         help="git revision or buf git input (default .git#branch=main)",
     )
     brk.set_defaults(run=_breaking)
+
+    dev = commands.add_parser("dev", help="run every service locally until Ctrl-C")
+    dev.add_argument("--services", type=Path, default=Path("services"), help="services folder")
+    dev.add_argument(
+        "--registry", type=Path, default=Path("services/registry.toml"), help="registry file"
+    )
+    dev.add_argument("--gen", type=Path, default=Path("gen"), help="generated code (import root)")
+    dev.set_defaults(run=_dev)
     return root
 
 

@@ -1,0 +1,80 @@
+"""`keel dev` (what `make run` starts): the example services together, stopped by Ctrl-C."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+from acme.orders.v1 import orders_keel, orders_pb2
+from keel.runtime.config import Settings
+
+from tests.conftest import BIN, REPO
+
+SERVICES = (
+    "acme.catalog.v1.CatalogService",
+    "acme.orders.v1.OrderService",
+    "acme.payments.v1.PaymentService",
+)
+
+
+def _free_pair() -> int:
+    """A port p with p and p + 1000 free (gRPC and metrics)."""
+    for _ in range(100):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = int(probe.getsockname()[1])
+        if port + 1000 > 65535:
+            continue
+        with socket.socket() as other:
+            try:
+                other.bind(("127.0.0.1", port + 1000))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free port pair")
+
+
+async def test_keel_dev_runs_the_services_until_interrupted(tmp_path: Path) -> None:
+    registry = tmp_path / "registry.toml"
+    ports = [_free_pair() for _ in SERVICES]
+    lines = [f'"{name}" = "127.0.0.1:{port}"' for name, port in zip(SERVICES, ports, strict=True)]
+    registry.write_text("[targets]\n" + "\n".join(lines) + "\n")
+    log = (tmp_path / "dev.log").open("w")
+    process = subprocess.Popen(  # a real process: it must stop all three on SIGINT
+        [str(BIN / "keel"), "dev", "--registry", str(registry)],
+        cwd=REPO,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={k: v for k, v in os.environ.items() if not k.startswith("KEEL_")},
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while (tmp_path / "dev.log").read_text().count("serving") < 3:
+            assert process.poll() is None, (tmp_path / "dev.log").read_text()
+            assert time.monotonic() < deadline, "services did not start"
+            await asyncio.sleep(0.1)
+        settings = Settings(registry=str(registry))
+        async with orders_keel.OrderServiceClient.connect(settings=settings) as orders:
+            reply = await orders.create_order(
+                orders_pb2.CreateOrderRequest(
+                    customer_id="c_1",
+                    lines=[orders_pb2.OrderLine(product_id="p_mug", quantity=2)],
+                    payment_method_token="tok_visa",
+                )
+            )
+        assert reply.order.state == orders_pb2.ORDER_STATE_CONFIRMED
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=30) == 0
+    finally:
+        process.kill()
+        log.close()
+    output = (tmp_path / "dev.log").read_text()
+    assert output.rstrip().endswith("keel dev: stopped")
+    for name in ("catalog", "orders", "payments"):
+        assert f"{name}\x1b[0m │" in output  # each service's lines carry its colored name
+    assert output.count("stopped") >= 4  # three services drained, then keel dev

@@ -1,0 +1,124 @@
+"""`keel dev`: run every service of a repository locally, with readable logs, until Ctrl-C.
+
+Services are the folders under `services/` whose pyproject.toml says
+`[tool.keel] serves = ["acme.orders.v1.OrderService"]`; each runs as `python -m <package>` on
+the port the registry gives its first service, metrics on that port + 1000, console logs
+prefixed with the service's name. Ctrl-C (or SIGTERM) drains and stops them all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from keel.runtime import discovery
+from keel.runtime.config import ConfigError, Settings
+
+_COLORS = ("\033[36m", "\033[35m", "\033[33m", "\033[32m", "\033[34m", "\033[31m")
+_RESET = "\033[0m"
+
+
+@dataclass(frozen=True)
+class DevService:
+    name: str
+    package: str
+    serves: tuple[str, ...]
+    port: int
+
+
+def discover(services_dir: Path, registry: Path) -> list[DevService]:
+    """The runnable services under `services_dir`, with their ports from `registry`."""
+    settings = Settings(registry=str(registry))
+    found = []
+    for pyproject in sorted(services_dir.glob("*/pyproject.toml")):
+        data = tomllib.loads(pyproject.read_text())
+        serves = tuple(data.get("tool", {}).get("keel", {}).get("serves", ()))
+        if not serves:
+            continue
+        mains = sorted(pyproject.parent.glob("src/*/__main__.py"))
+        if len(mains) != 1:
+            raise ConfigError(f"{pyproject.parent}: expected one src/<package>/__main__.py")
+        target = discovery.resolve(serves[0], settings)
+        host, _, port = target.rpartition(":")
+        if not port.isdigit() or "/" in host:
+            raise ConfigError(f"{registry}: {serves[0]} needs a host:port address for keel dev")
+        found.append(DevService(pyproject.parent.name, mains[0].parent.name, serves, int(port)))
+    return found
+
+
+async def _relay(name: str, color: str, stream: asyncio.StreamReader) -> None:
+    prefix = f"{color}{name:>10}{_RESET} │ "
+    while line := await stream.readline():
+        sys.stdout.write(prefix + line.decode(errors="replace"))
+        sys.stdout.flush()
+
+
+async def run(services_dir: Path, registry: Path, gen: Path) -> int:
+    """Start the services, relay their logs, stop them all on SIGINT/SIGTERM."""
+    services = discover(services_dir, registry)
+    if not services:
+        print(f"keel dev: no services with [tool.keel] serves under {services_dir}")
+        return 1
+    path = os.pathsep.join(filter(None, [str(gen.resolve()), os.environ.get("PYTHONPATH", "")]))
+    processes = []
+    relays = []
+    for index, service in enumerate(services):
+        env = {
+            **os.environ,
+            "PYTHONPATH": path,
+            "KEEL_HOST": "127.0.0.1",
+            "KEEL_PORT": str(service.port),
+            "KEEL_METRICS_PORT": str(service.port + 1000),
+            "KEEL_LOG_FORMAT": "console",
+            "KEEL_GRACE_PERIOD": "5",
+            "KEEL_REGISTRY": str(registry.resolve()),
+        }
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            service.package,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        processes.append(process)
+        if process.stdout is None:  # pragma: no cover (stdout=PIPE always gives a stream)
+            raise RuntimeError("no stdout pipe")
+        relays.append(
+            asyncio.ensure_future(_relay(service.name, _COLORS[index % 6], process.stdout))
+        )
+    print("keel dev: services (gRPC, metrics):")
+    for service in services:
+        for full_name in service.serves:
+            metrics = f"http://127.0.0.1:{service.port + 1000}/metrics"
+            print(f"  {full_name:<36} 127.0.0.1:{service.port}  {metrics}")
+    print("keel dev: Ctrl-C stops them all", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    exited = asyncio.ensure_future(
+        asyncio.wait(
+            [asyncio.ensure_future(p.wait()) for p in processes],
+            return_when=asyncio.FIRST_COMPLETED,
+        )
+    )
+    await asyncio.wait(
+        [exited, asyncio.ensure_future(stop.wait())], return_when=asyncio.FIRST_COMPLETED
+    )
+    for process in processes:
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+    codes = await asyncio.gather(*(p.wait() for p in processes))
+    await asyncio.gather(*relays)
+    failed = [s.name for s, code in zip(services, codes, strict=True) if code != 0]
+    if failed and not stop.is_set():
+        print(f"keel dev: {', '.join(failed)} exited early; stopped the others", flush=True)
+        return 1
+    print("keel dev: stopped", flush=True)
+    return 0
