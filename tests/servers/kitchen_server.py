@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -38,6 +39,8 @@ class Kitchen(kitchen_keel.KitchenServiceBase):  # type: ignore[misc]
                 domain="kitchen.example",
                 metadata={"dish": "invalid"},
             )
+        if request.dish.name == "whoami":
+            return kitchen_pb2.CookResponse(dish=kitchen_pb2.Dish(name=str(os.getpid())))
         if request.dish.name == "busy":
             raise keel.errors.ResourceExhausted("the kitchen is full", retry_after=1.5)
         await asyncio.sleep(request.dish.cook_time.ToTimedelta().total_seconds())

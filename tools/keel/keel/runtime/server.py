@@ -6,6 +6,7 @@ import asyncio
 import signal
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from types import TracebackType
 from typing import Self
 
@@ -119,7 +120,9 @@ class Server:
         await self.stop()
 
 
-async def _serve(services: Sequence[ServiceBase], port: int, settings: Settings) -> None:
+async def _serve(
+    services: Sequence[ServiceBase], port: int, settings: Settings, *, metrics_http: bool = True
+) -> None:
     server = Server(
         services,
         port=port,
@@ -130,7 +133,7 @@ async def _serve(services: Sequence[ServiceBase], port: int, settings: Settings)
     )
     if settings.otlp_endpoint:
         tracing.configure(settings.otlp_endpoint, server.names[0] if server.names else "keel")
-    if settings.metrics_port:
+    if settings.metrics_port and metrics_http:
         prometheus_client.start_http_server(settings.metrics_port, addr=settings.host)
     await server.start()
     stopping = asyncio.Event()
@@ -151,16 +154,32 @@ async def _serve(services: Sequence[ServiceBase], port: int, settings: Settings)
     _log.info("stopped")
 
 
-def serve(services: Sequence[ServiceBase], *, port: int | None = None) -> None:
+def serve(
+    services: Sequence[ServiceBase], *, port: int | None = None, workers: int | None = None
+) -> None:
     """Serve until SIGTERM or SIGINT, then drain in-flight calls and return (exit status 0).
 
-    The port is `port`, else `KEEL_PORT`, else 50051; other settings come from `KEEL_*`
+    The port is `port`, else `KEEL_PORT`, else 50051; `workers` (else `KEEL_WORKERS`, else 1)
+    server processes share it (see keel.runtime.workers). Other settings come from `KEEL_*`
     variables (see keel.runtime.config). A bad setting exits with status 2 and a message.
     """
     try:
         settings = Settings.from_env()
+        if workers is not None:
+            settings = replace(settings, workers=workers)
+        chosen_port = settings.port if port is None else port
+        if settings.workers > 1 and chosen_port == 0:
+            raise ConfigError("KEEL_WORKERS > 1 needs a fixed port (KEEL_PORT), not 0")
     except ConfigError as error:
         print(f"keel: configuration error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
     logs.configure(settings.log_level, console=settings.console_logs)
-    asyncio.run(_serve(services, settings.port if port is None else port, settings))
+    if settings.workers > 1:
+        from keel.runtime import workers as worker_pool  # noqa: PLC0415
+
+        code = worker_pool.run(
+            lambda: asyncio.run(_serve(services, chosen_port, settings, metrics_http=False)),
+            settings,
+        )
+        raise SystemExit(code)
+    asyncio.run(_serve(services, chosen_port, settings))

@@ -1,0 +1,105 @@
+"""KEEL_WORKERS: several server processes on one port, metrics merged, clean stop."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from typing import Any
+
+import grpc.aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from tests.conftest import REPO
+from tests.servers.kitchen_server import kitchen_keel, kitchen_pb2
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def _wait_until_serving(port: int) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                health: Any = health_pb2_grpc.HealthStub(channel)  # stubs are typed for sync
+                await health.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                return
+        except grpc.aio.AioRpcError:
+            assert time.monotonic() < deadline, "workers did not start"
+            await asyncio.sleep(0.1)
+
+
+async def test_two_workers_share_a_port_and_merge_metrics() -> None:
+    port, metrics_port = _free_port(), _free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("KEEL_")},
+        "KEEL_PORT": str(port),
+        "KEEL_HOST": "127.0.0.1",
+        "KEEL_WORKERS": "2",
+        "KEEL_METRICS_PORT": str(metrics_port),
+        "KEEL_LOG_CALLS": "false",
+        "KEEL_LOG_FORMAT": "json",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "tests/servers/kitchen_server.py"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        await _wait_until_serving(port)
+        pids: set[str] = set()
+        calls = 0
+        # Each new connection lands on one worker; the kernel spreads connections.
+        while len(pids) < 2 and calls < 200:
+            async with kitchen_keel.KitchenServiceClient.connect(f"127.0.0.1:{port}") as client:
+                reply = await client.cook(
+                    kitchen_pb2.CookRequest(dish=kitchen_pb2.Dish(name="whoami"))
+                )
+            pids.add(reply.dish.name)
+            calls += 1
+        assert len(pids) == 2
+        assert str(process.pid) not in pids  # the supervisor serves no calls
+        direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        url = f"http://127.0.0.1:{metrics_port}/metrics"
+        text = await asyncio.to_thread(lambda: direct.open(url, timeout=5).read().decode())
+        handled = re.search(
+            r'grpc_server_handled_total\{grpc_code="OK",grpc_method="Cook",'
+            r'grpc_service="kitchen.v1.KitchenService",grpc_type="unary"\} (\S+)',
+            text,
+        )
+        assert handled is not None, text[:2000]
+        assert float(handled.group(1)) == calls  # the sum over both workers
+    finally:
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(timeout=30)
+    assert code == 0
+
+
+def test_workers_need_a_fixed_port() -> None:
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("KEEL_")},
+        "KEEL_PORT": "0",
+        "KEEL_WORKERS": "2",
+    }
+    result = subprocess.run(
+        [sys.executable, "tests/servers/kitchen_server.py"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "KEEL_WORKERS > 1 needs a fixed port" in result.stderr

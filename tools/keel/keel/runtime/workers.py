@@ -1,0 +1,91 @@
+"""Several server processes on one port (SO_REUSEPORT), so a service uses every core.
+
+A grpc.aio server is one event loop on one core. `keel.serve(..., workers=N)` forks N worker
+processes before any event loop or gRPC object exists; each binds the same port (gRPC sets
+SO_REUSEPORT on Linux, so the kernel spreads connections over them) and runs its own loop,
+health and servers. Metrics are merged: prometheus_client's multiprocess mode keeps each
+worker's values in a shared folder, and the supervising process serves their sum on
+KEEL_METRICS_PORT. Each worker has its own copy of in-memory state.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+import tempfile
+from collections.abc import Callable
+
+import prometheus_client
+from prometheus_client import CollectorRegistry, multiprocess, values
+
+from keel.runtime import logs
+from keel.runtime.config import Settings
+
+_log = logs.get_logger("keel.workers")
+
+
+def _share_metrics() -> str:
+    """Switch prometheus_client to multiprocess mode (before any metric exists)."""
+    folder = tempfile.mkdtemp(prefix="keel-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder
+    values.ValueClass = values.MultiProcessValue()  # type: ignore[no-untyped-call]
+    return folder
+
+
+def _fork(target: Callable[[], None]) -> int:
+    pid = os.fork()
+    if pid == 0:  # the worker
+        code = 0
+        try:
+            target()
+        except BaseException:
+            _log.exception("worker failed")
+            code = 1
+        finally:
+            sys.stdout.flush()
+            os._exit(code)
+    return pid
+
+
+def run(target: Callable[[], None], settings: Settings) -> int:
+    """Run `target` in `settings.workers` processes until SIGTERM/SIGINT; 0 if all ended cleanly."""
+    folder = _share_metrics() if settings.metrics_port else ""
+    pids = [_fork(target) for _ in range(settings.workers)]
+    if settings.metrics_port:
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry, path=folder)  # type: ignore[no-untyped-call]
+        prometheus_client.start_http_server(
+            settings.metrics_port, addr=settings.host, registry=registry
+        )
+    stopping = False
+
+    def forward(signum: int, _: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    _log.info("workers started", workers=len(pids), pids=pids)
+    failed = False
+    remaining = set(pids)
+    while remaining:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            break
+        remaining.discard(pid)
+        code = os.waitstatus_to_exitcode(status)
+        if code != 0 and not stopping:
+            failed = True
+            _log.error("worker exited", pid=pid, code=code)
+            forward(signal.SIGTERM, None)
+    if folder:
+        for name in os.listdir(folder):
+            os.unlink(os.path.join(folder, name))
+        os.rmdir(folder)
+    return 1 if failed else 0
