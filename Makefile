@@ -68,9 +68,11 @@ run: gen ## generate, then run every service with readable logs until Ctrl-C
 	@echo
 	@$(BIN)/keel dev
 
-bench: $(INSTALLED) ## benchmarks: codegen wall time, message encode/decode
+bench: $(INSTALLED) ## benchmarks: codegen, messages, server overhead (prints ratios)
 	$(BIN)/python bench/gen_bench.py
 	$(BIN)/python bench/message_bench.py
+	command -v h2load >/dev/null || (apt-get update -qq && apt-get install -y -qq nghttp2-client)
+	$(BIN)/python bench/server_bench.py
 
 clean: ## remove the virtualenv and caches
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache bench/_work

@@ -5,13 +5,15 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterator
 
+import grpc
+import grpc.aio
 import keel
 import pytest
 from keel.runtime import tracing
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import SpanKind, StatusCode
 
 from tests.servers.kitchen_server import Front, Pantry, kitchen_keel, kitchen_pb2
 
@@ -37,10 +39,10 @@ async def test_one_trace_across_two_hops(spans: InMemorySpanExporter) -> None:
             await client.cook(kitchen_pb2.CookRequest())
     finished = spans.get_finished_spans()
     by_role = {(s.name, s.kind): s for s in finished}
-    client_cook = by_role["/kitchen.v1.KitchenService/Cook", SpanKind.CLIENT]
-    server_cook = by_role["/kitchen.v1.KitchenService/Cook", SpanKind.SERVER]
-    client_count = by_role["/kitchen.v1.PantryService/Count", SpanKind.CLIENT]
-    server_count = by_role["/kitchen.v1.PantryService/Count", SpanKind.SERVER]
+    client_cook = by_role["kitchen.v1.KitchenService/Cook", SpanKind.CLIENT]
+    server_cook = by_role["kitchen.v1.KitchenService/Cook", SpanKind.SERVER]
+    client_count = by_role["kitchen.v1.PantryService/Count", SpanKind.CLIENT]
+    server_count = by_role["kitchen.v1.PantryService/Count", SpanKind.SERVER]
     chain = [client_cook, server_cook, client_count, server_count]
     assert len({span.context.trace_id for span in chain}) == 1
     for parent, child in itertools.pairwise(chain):
@@ -48,6 +50,25 @@ async def test_one_trace_across_two_hops(spans: InMemorySpanExporter) -> None:
         assert child.parent.span_id == parent.context.span_id
 
 
-async def test_no_tracing_no_interceptors() -> None:
-    assert tracing.server_interceptors() == []
-    assert tracing.client_interceptors() == []
+async def test_span_attributes_and_error_status(spans: InMemorySpanExporter) -> None:
+    async with keel.Server([Pantry()], port=0, log_calls=False) as pantry:
+        front_impl = Front(f"127.0.0.1:{pantry.port}")
+        front_impl.failures = [keel.errors.NotFound("no dish")]
+        async with (
+            keel.Server([front_impl], port=0, log_calls=False) as front,
+            kitchen_keel.KitchenServiceClient.connect(f"127.0.0.1:{front.port}") as client,
+        ):
+            with pytest.raises(grpc.aio.AioRpcError):
+                await client.cook(kitchen_pb2.CookRequest())
+    for span in spans.get_finished_spans():
+        assert span.attributes is not None
+        assert span.attributes["rpc.system"] == "grpc"
+        assert span.attributes["rpc.service"] == "kitchen.v1.KitchenService"
+        assert span.attributes["rpc.method"] == "Cook"
+        assert span.attributes["rpc.grpc.status_code"] == grpc.StatusCode.NOT_FOUND.value[0]
+        assert span.status.status_code == StatusCode.ERROR
+
+
+def test_nothing_is_traced_without_a_provider() -> None:
+    assert not tracing.enabled()
+    assert tracing.tracer() is None

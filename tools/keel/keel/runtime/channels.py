@@ -16,7 +16,6 @@ from typing import Any
 import grpc
 import grpc.aio
 
-from keel.runtime import tracing
 from keel.runtime.config import Settings
 from keel.runtime.spec import ServiceSpec
 
@@ -57,9 +56,6 @@ def open_channel(
         ("grpc.enable_retries", 1),
         *options,
     ]
-    interceptors = tracing.client_interceptors() or None
     if credentials is None:
-        return grpc.aio.insecure_channel(target, options=all_options, interceptors=interceptors)
-    return grpc.aio.secure_channel(
-        target, credentials, options=all_options, interceptors=interceptors
-    )
+        return grpc.aio.insecure_channel(target, options=all_options)
+    return grpc.aio.secure_channel(target, credentials, options=all_options)

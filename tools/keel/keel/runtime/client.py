@@ -9,13 +9,14 @@ native retries for idempotent methods (see channels) and go-grpc-prometheus clie
 from __future__ import annotations
 
 from collections.abc import AsyncIterable, AsyncIterator, Sequence
+from contextlib import nullcontext
 from types import TracebackType
 from typing import Any, ClassVar, Self, TypeAlias
 
 import grpc
 import grpc.aio
 
-from keel.runtime import config, discovery, propagation
+from keel.runtime import config, discovery, propagation, tracing
 from keel.runtime.breaker import BREAKERS
 from keel.runtime.channels import open_channel
 from keel.runtime.config import Settings
@@ -24,6 +25,13 @@ from keel.runtime.spec import MethodSpec, RequestT, ResponseT, ServiceSpec
 
 Metadata: TypeAlias = Sequence[tuple[str, str | bytes]]
 """Call metadata: (key, value) pairs; keys ending in `-bin` carry bytes."""
+
+
+def _client_span(spec: MethodSpec[Any, Any], metadata: list[tuple[str, str | bytes]]) -> Any:
+    tracer = tracing.tracer()
+    if tracer is None:
+        return nullcontext(None)
+    return tracing.client_span(tracer, spec.path, metadata)
 
 
 def _deadline_exceeded(details: str) -> grpc.aio.AioRpcError:
@@ -143,52 +151,52 @@ class ClientBase:
     ) -> Any:
         observer = self._observer(spec)
         began = observer.started()
-        code = grpc.StatusCode.OK
-        try:
-            call_timeout = self._timeout(spec, timeout)
-            async with self._guard():
-                call = self._callable(spec)(
-                    request,
-                    timeout=call_timeout,
-                    metadata=propagation.outbound_metadata(metadata),
-                )
-                response = await call
-            observer.received()
-            return response
-        except grpc.aio.AioRpcError as error:
-            code = error.code()
-            raise
-        except BaseException:
-            code = grpc.StatusCode.CANCELLED
-            raise
-        finally:
-            observer.finished(began, code)
+        outbound = propagation.outbound_metadata(metadata)
+        with _client_span(spec, outbound) as span:
+            code = grpc.StatusCode.OK
+            try:
+                call_timeout = self._timeout(spec, timeout)
+                async with self._guard():
+                    call = self._callable(spec)(request, timeout=call_timeout, metadata=outbound)
+                    response = await call
+                observer.received()
+                return response
+            except grpc.aio.AioRpcError as error:
+                code = error.code()
+                raise
+            except BaseException:
+                code = grpc.StatusCode.CANCELLED
+                raise
+            finally:
+                if span is not None:
+                    tracing.finish(span, code)
+                observer.finished(began, code)
 
     async def _stream(
         self, spec: MethodSpec[Any, Any], request: Any, timeout: float | None, metadata: Any
     ) -> AsyncIterator[Any]:
         observer = self._observer(spec)
         began = observer.started()
-        code = grpc.StatusCode.OK
-        try:
-            call_timeout = self._timeout(spec, timeout)
-            async with self._guard():
-                call = self._callable(spec)(
-                    request,
-                    timeout=call_timeout,
-                    metadata=propagation.outbound_metadata(metadata),
-                )
-                async for response in call:
-                    observer.received()
-                    yield response
-        except grpc.aio.AioRpcError as error:
-            code = error.code()
-            raise
-        except BaseException:
-            code = grpc.StatusCode.CANCELLED
-            raise
-        finally:
-            observer.finished(began, code)
+        outbound = propagation.outbound_metadata(metadata)
+        with _client_span(spec, outbound) as span:
+            code = grpc.StatusCode.OK
+            try:
+                call_timeout = self._timeout(spec, timeout)
+                async with self._guard():
+                    call = self._callable(spec)(request, timeout=call_timeout, metadata=outbound)
+                    async for response in call:
+                        observer.received()
+                        yield response
+            except grpc.aio.AioRpcError as error:
+                code = error.code()
+                raise
+            except BaseException:
+                code = grpc.StatusCode.CANCELLED
+                raise
+            finally:
+                if span is not None:
+                    tracing.finish(span, code)
+                observer.finished(began, code)
 
     async def _unary_unary(
         self,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from contextlib import nullcontext
 from typing import Any
 
 import grpc
@@ -16,7 +17,7 @@ import grpc.aio
 from grpc_status import rpc_status
 
 from keel.errors import InvalidArgument, KeelError
-from keel.runtime import correlation, propagation, validation
+from keel.runtime import correlation, propagation, tracing, validation
 from keel.runtime.context import Context
 from keel.runtime.logs import get_logger
 from keel.runtime.observe import MethodObserver, Observation, status_code
@@ -85,37 +86,54 @@ def _pushback(error: KeelError) -> tuple[tuple[str, str], ...]:
     return ()
 
 
-def _start(spec: MethodSpec[Any, Any], context: Context) -> None:
-    propagation.bind(spec.service, context.time_remaining(), context.invocation_metadata())
+Check = Callable[[Any], None]
 
 
-def _check(spec: MethodSpec[Any, Any], request: Any, validate: bool) -> Any:
-    if isinstance(request, Undecodable):
-        raise _undecodable_error(spec, request)
-    if validate:
-        validation.check(request)
-    return request
+def _checker(spec: MethodSpec[Any, Any], validate: bool) -> Check | None:
+    """Validation for this method's requests, or None if off or its message has no rules."""
+    if validate and validation.has_rules(spec.request_type.DESCRIPTOR):
+        return validation.check
+    return None
 
 
 async def _checked(
     spec: MethodSpec[Any, Any],
     requests: AsyncIterator[Any],
     observer: MethodObserver,
-    validate: bool,
+    check: Check | None,
 ) -> AsyncIterator[Any]:
     async for request in requests:
         observer.received()
-        yield _check(spec, request, validate)
+        if type(request) is Undecodable:
+            raise _undecodable_error(spec, request)
+        if check is not None:
+            check(request)
+        yield request
 
 
-def _first(
-    spec: MethodSpec[Any, Any], request: Any, observer: MethodObserver, validate: bool
-) -> Any:
-    """The request as the method gets it: a checked stream, or a decoded, valid message."""
+def _preparer(
+    spec: MethodSpec[Any, Any], observer: MethodObserver, validate: bool
+) -> Callable[[Any], Any]:
+    """request → what the method gets: a checked stream, or a decoded, valid message."""
+    check = _checker(spec, validate)
     if spec.kind.client_streaming:
-        return _checked(spec, request, observer, validate)
-    observer.received()
-    return _check(spec, request, validate)
+        return lambda requests: _checked(spec, requests, observer, check)
+
+    def prepare(request: Any) -> Any:
+        observer.received()
+        if type(request) is Undecodable:
+            raise _undecodable_error(spec, request)
+        if check is not None:
+            check(request)
+        return request
+
+    return prepare
+
+
+def _span(observer: MethodObserver, path: str, metadata: Any) -> Any:
+    if observer.tracer is None:
+        return nullcontext(None)
+    return tracing.server_span(observer.tracer, path, metadata or ())
 
 
 def _failure_code(error: BaseException, context: Context) -> grpc.StatusCode:
@@ -131,47 +149,71 @@ def _failure_code(error: BaseException, context: Context) -> grpc.StatusCode:
 def _unary_response(
     spec: MethodSpec[Any, Any], method: Behaviour, observer: MethodObserver, validate: bool
 ) -> Behaviour:
-    async def behaviour(request: Any, context: Context) -> Any:
-        _start(spec, context)
-        began = observer.started()
-        code = grpc.StatusCode.OK
-        try:
-            response = await method(_first(spec, request, observer, validate), context)
-            observer.sent()
-            return response
-        except BaseException as error:
-            code = _failure_code(error, context)
-            if isinstance(error, Exception) and not isinstance(error, grpc.aio.AbortError):
-                await _end_call(context, spec, error)
-            raise
-        finally:
-            if code is grpc.StatusCode.OK:
-                code = status_code(context.code())
-            observer.finished(began, code, context.peer())
+    prepare = _preparer(spec, observer, validate)
+    service = spec.service
 
-    return behaviour
+    async def quiet(request: Any, context: Context) -> Any:
+        propagation.bind(service, context.time_remaining(), context.invocation_metadata())
+        try:
+            return await method(prepare(request), context)
+        except grpc.aio.AbortError:
+            raise
+        except Exception as error:
+            await _end_call(context, spec, error)
+
+    async def observed(request: Any, context: Context) -> Any:
+        metadata = context.invocation_metadata()
+        propagation.bind(service, context.time_remaining(), metadata)
+        began = observer.started()
+        with _span(observer, spec.path, metadata) as span:
+            code = grpc.StatusCode.OK
+            try:
+                response = await method(prepare(request), context)
+                observer.sent()
+                return response
+            except BaseException as error:
+                code = _failure_code(error, context)
+                if isinstance(error, Exception) and not isinstance(error, grpc.aio.AbortError):
+                    await _end_call(context, spec, error)
+                raise
+            finally:
+                if code is grpc.StatusCode.OK:
+                    code = status_code(context.code())
+                if span is not None:
+                    tracing.finish(span, code)
+                observer.finished(began, code, context)
+
+    return observed if observer.active else quiet
 
 
 def _stream_response(
     spec: MethodSpec[Any, Any], method: Behaviour, observer: MethodObserver, validate: bool
 ) -> Behaviour:
+    prepare = _preparer(spec, observer, validate)
+    service = spec.service
+
     async def behaviour(request: Any, context: Context) -> AsyncIterator[Any]:
-        _start(spec, context)
+        metadata = context.invocation_metadata()
+        propagation.bind(service, context.time_remaining(), metadata)
         began = observer.started()
-        code = grpc.StatusCode.OK
-        try:
-            async for response in method(_first(spec, request, observer, validate), context):
-                observer.sent()
-                yield response
-        except BaseException as error:
-            code = _failure_code(error, context)
-            if isinstance(error, Exception) and not isinstance(error, grpc.aio.AbortError):
-                await _end_call(context, spec, error)
-            raise
-        finally:
-            if code is grpc.StatusCode.OK:
-                code = status_code(context.code())
-            observer.finished(began, code, context.peer())
+        with _span(observer, spec.path, metadata) as span:
+            code = grpc.StatusCode.OK
+            try:
+                async for response in method(prepare(request), context):
+                    observer.sent()
+                    yield response
+            except BaseException as error:
+                code = _failure_code(error, context)
+                if isinstance(error, Exception) and not isinstance(error, grpc.aio.AbortError):
+                    await _end_call(context, spec, error)
+                raise
+            finally:
+                if observer.active:
+                    if code is grpc.StatusCode.OK:
+                        code = status_code(context.code())
+                    if span is not None:
+                        tracing.finish(span, code)
+                    observer.finished(began, code, context)
 
     return behaviour
 

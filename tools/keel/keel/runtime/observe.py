@@ -16,7 +16,7 @@ import grpc
 import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from keel.runtime import correlation
+from keel.runtime import correlation, tracing
 from keel.runtime.logs import get_logger
 from keel.runtime.spec import MethodSpec, RpcKind
 
@@ -115,10 +115,11 @@ class MethodObserver:
             self._sent = self.metrics.sent.labels(*labels)
             self._seconds = self.metrics.seconds.labels(*labels)
         self._handled: dict[grpc.StatusCode, Any] = {}
+        self.tracer = tracing.tracer()
 
     @property
     def active(self) -> bool:
-        return self.log_calls or self.metrics is not None
+        return self.log_calls or self.metrics is not None or self.tracer is not None
 
     def started(self) -> float:
         if self.metrics is not None:
@@ -133,7 +134,8 @@ class MethodObserver:
         if self.metrics is not None:
             self._sent.inc()
 
-    def finished(self, began: float, code: grpc.StatusCode, peer: str) -> None:
+    def finished(self, began: float, code: grpc.StatusCode, context: Any) -> None:
+        """Record one finished call (the context is asked for the peer only when logging)."""
         elapsed = time.perf_counter() - began
         if self.metrics is not None:
             handled = self._handled.get(code)
@@ -150,7 +152,7 @@ class MethodObserver:
                 code=code.name,
                 duration_ms=round(elapsed * 1000, 3),
                 correlation_id=correlation.current(),
-                peer=peer,
+                peer=context.peer(),
             )
 
 

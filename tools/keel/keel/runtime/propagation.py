@@ -1,60 +1,96 @@
 """What travels from a call being handled to every call it makes.
 
-Inside a handler, the inbound call's deadline, correlation id, W3C trace context and caller
-identity are bound here; generated clients read them for outgoing calls, so deadlines shrink
-along a chain of calls and one id follows a request through every service.
+The server binds the inbound call (its service, deadline and metadata) in a context variable;
+generated clients read it for outgoing calls, so deadlines shrink along a chain of calls and one
+correlation id follows a request through every service. Everything derived from the metadata
+(the correlation id, the headers to pass on) is computed on first use: a call that logs nothing
+and calls no one pays only for binding.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterable, Sequence
 from contextvars import ContextVar
-from dataclasses import dataclass
 
-from keel.runtime import correlation, tracing
+from keel.runtime import tracing
 
+CORRELATION_HEADER = "x-request-id"
 TRACE_CONTEXT = ("traceparent", "tracestate")
 PROPAGATED = (*TRACE_CONTEXT, "x-keel-subject")
-"""Inbound metadata copied to outbound calls as is (x-request-id is handled separately)."""
+"""Inbound metadata copied to outbound calls as is."""
 CALLER = "x-keel-caller"
 """Outbound metadata naming the calling service (the full name of the service handling)."""
 
+Metadata = Iterable[tuple[str, str | bytes]]
 
-@dataclass(frozen=True)
+
+def new_id() -> str:
+    """A fresh correlation id (128 random bits, hex)."""
+    return os.urandom(16).hex()
+
+
+def correlation_from(metadata: Metadata | None) -> str:
+    """The caller's `x-request-id`, or a new id if it sent none (or an unusable one)."""
+    for key, value in metadata or ():
+        if key == CORRELATION_HEADER and isinstance(value, str) and 0 < len(value) <= 128:
+            return value
+    return new_id()
+
+
 class Inbound:
-    """The call being handled: its service, deadline (monotonic seconds) and metadata to pass on."""
+    """The call being handled: service, deadline (monotonic seconds) and metadata."""
 
-    service: str
-    deadline: float | None
-    metadata: tuple[tuple[str, str], ...]
+    __slots__ = ("_correlation_id", "deadline", "metadata", "service")
+
+    def __init__(self, service: str, time_remaining: float | None, metadata: Metadata | None):
+        self.service = service
+        self.deadline = None if time_remaining is None else time.monotonic() + time_remaining
+        self.metadata = tuple(metadata or ())
+        self._correlation_id = ""
+
+    @property
+    def correlation_id(self) -> str:
+        if not self._correlation_id:
+            self._correlation_id = correlation_from(self.metadata)
+        return self._correlation_id
+
+    def passed_on(self) -> list[tuple[str, str]]:
+        """Inbound metadata to copy to outbound calls (trace context only when not tracing)."""
+        skip = TRACE_CONTEXT if tracing.enabled() else ()
+        return [
+            (key, value)
+            for key, value in self.metadata
+            if key in PROPAGATED and key not in skip and isinstance(value, str)
+        ]
 
 
 _inbound: ContextVar[Inbound | None] = ContextVar("keel_inbound", default=None)
 
 
-def bind(
-    service: str,
-    time_remaining: float | None,
-    metadata: Iterable[tuple[str, str | bytes]] | None,
-) -> None:
-    """Record the call being handled (called by the server for every call)."""
-    passed = tuple(
-        (key, value)
-        for key, value in metadata or ()
-        if key in PROPAGATED and isinstance(value, str)
-    )
-    deadline = None if time_remaining is None else time.monotonic() + time_remaining
-    _inbound.set(Inbound(service, deadline, passed))
-    correlation.bind(correlation.from_metadata(metadata))
+def bind(service: str, time_remaining: float | None, metadata: Metadata | None) -> None:
+    """Record the call being handled (the server does this for every call)."""
+    _inbound.set(Inbound(service, time_remaining, metadata))
+
+
+def inbound() -> Inbound | None:
+    """The call being handled, if any."""
+    return _inbound.get()
+
+
+def correlation_id() -> str:
+    """The correlation id of the call being handled ("" outside a call)."""
+    current = _inbound.get()
+    return "" if current is None else current.correlation_id
 
 
 def remaining() -> float | None:
     """Seconds left of the inbound call's deadline; None outside a call or without a deadline."""
-    inbound = _inbound.get()
-    if inbound is None or inbound.deadline is None:
+    current = _inbound.get()
+    if current is None or current.deadline is None:
         return None
-    return inbound.deadline - time.monotonic()
+    return current.deadline - time.monotonic()
 
 
 def outbound_metadata(
@@ -63,13 +99,11 @@ def outbound_metadata(
     """The caller's metadata plus correlation id, trace context and caller identity."""
     result = list(metadata or ())
     present = {key for key, _ in result}
-    if correlation.HEADER not in present:
-        result.append((correlation.HEADER, correlation.current() or correlation.new_id()))
-    inbound = _inbound.get()
-    if inbound is not None:
-        # With tracing on, the client interceptor writes trace context for the new span.
-        skip = TRACE_CONTEXT if tracing.enabled() else ()
-        result.extend((k, v) for k, v in inbound.metadata if k not in present and k not in skip)
+    current = _inbound.get()
+    if CORRELATION_HEADER not in present:
+        result.append((CORRELATION_HEADER, current.correlation_id if current else new_id()))
+    if current is not None:
+        result.extend((k, v) for k, v in current.passed_on() if k not in present)
         if CALLER not in present:
-            result.append((CALLER, inbound.service))
+            result.append((CALLER, current.service))
     return result

@@ -70,7 +70,7 @@ class Server:
 
     async def start(self) -> None:
         """Bind and start serving; health turns SERVING."""
-        server = grpc.aio.server(interceptors=tracing.server_interceptors() or None)
+        server = grpc.aio.server()
         for service in self.services:
             add_to_server(service, server, self.observation, validate=self.validate)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)

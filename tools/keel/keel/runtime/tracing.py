@@ -1,30 +1,42 @@
-"""OpenTelemetry traces for servers and clients (opentelemetry-instrumentation-grpc).
+"""OpenTelemetry traces for servers and clients.
 
-With `KEEL_OTLP_ENDPOINT` set, `keel.serve` exports spans over OTLP/gRPC; servers and clients
-made afterwards carry the instrumentation's interceptors, so one trace follows a request from
-client to server to every downstream server (W3C `traceparent` in the metadata). Without an
-endpoint (and no `use(provider)`), no interceptor is installed and tracing costs nothing.
+With `KEEL_OTLP_ENDPOINT` set, `keel.serve` exports spans over OTLP/gRPC. Keel's own handler
+and client wrappers make the spans (no gRPC interceptors: those cost more than the call here),
+named and attributed by OpenTelemetry's RPC semantic conventions (`rpc.system=grpc`,
+`rpc.service`, `rpc.method`, `rpc.grpc.status_code`), with W3C trace context carried in the
+metadata, so one trace follows a request from client to server to every downstream server.
+Without an endpoint (and no `use(provider)`), nothing is traced and it costs nothing.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
+import grpc
+from opentelemetry import propagate, trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
 
-_provider: TracerProvider | None = None
+_provider: Any = None
+_tracer: trace.Tracer | None = None
 
 
-def use(provider: TracerProvider | None) -> None:
+def use(provider: Any) -> None:
     """Trace servers and clients created from now on with `provider` (None: stop tracing)."""
-    global _provider  # noqa: PLW0603 (one tracer provider per process, like OpenTelemetry's own)
+    global _provider, _tracer  # noqa: PLW0603 (one tracer provider per process, as in OpenTelemetry)
     _provider = provider
+    _tracer = None if provider is None else provider.get_tracer("keel")
 
 
 def enabled() -> bool:
     """Whether new servers and clients are traced."""
-    return _provider is not None
+    return _tracer is not None
+
+
+def tracer() -> trace.Tracer | None:
+    """The tracer servers and clients made now use (None: tracing is off)."""
+    return _tracer
 
 
 def configure(endpoint: str, service_name: str) -> None:
@@ -32,12 +44,13 @@ def configure(endpoint: str, service_name: str) -> None:
     from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (  # noqa: PLC0415
         OTLPSpanExporter,
     )
+    from opentelemetry.sdk.resources import Resource  # noqa: PLC0415
+    from opentelemetry.sdk.trace import TracerProvider  # noqa: PLC0415
     from opentelemetry.sdk.trace.export import BatchSpanProcessor  # noqa: PLC0415
 
     provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
-    provider.add_span_processor(
-        BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint, insecure=True))
-    )
+    exporter = OTLPSpanExporter(endpoint=endpoint, insecure=True)
+    provider.add_span_processor(BatchSpanProcessor(exporter))
     use(provider)
 
 
@@ -47,19 +60,49 @@ def shutdown() -> None:
         _provider.shutdown()
 
 
-def server_interceptors() -> list[Any]:
-    """The interceptors a grpc.aio server needs for tracing (none when tracing is off)."""
-    if _provider is None:
-        return []
-    from opentelemetry.instrumentation.grpc import aio_server_interceptor  # noqa: PLC0415
-
-    return [aio_server_interceptor(tracer_provider=_provider)]  # type: ignore[no-untyped-call]
+def _attributes(path: str) -> dict[str, str]:
+    service, _, method = path[1:].partition("/")
+    return {"rpc.system": "grpc", "rpc.service": service, "rpc.method": method}
 
 
-def client_interceptors() -> list[Any]:
-    """The interceptors a grpc.aio channel needs for tracing (none when tracing is off)."""
-    if _provider is None:
-        return []
-    from opentelemetry.instrumentation.grpc import aio_client_interceptors  # noqa: PLC0415
+@contextmanager
+def server_span(
+    tracer: trace.Tracer, path: str, metadata: Iterable[tuple[str, Any]]
+) -> Iterator[trace.Span]:
+    """A SERVER span for the call at `path`, child of the caller's span if it sent one."""
+    carrier = {key: value for key, value in metadata if isinstance(value, str)}
+    parent = propagate.extract(carrier)
+    with tracer.start_as_current_span(
+        path[1:],
+        context=parent,
+        kind=SpanKind.SERVER,
+        attributes=_attributes(path),
+        record_exception=False,
+        set_status_on_exception=False,
+    ) as span:
+        yield span
 
-    return list(aio_client_interceptors(tracer_provider=_provider))  # type: ignore[no-untyped-call]
+
+@contextmanager
+def client_span(
+    tracer: trace.Tracer, path: str, metadata: list[tuple[str, str | bytes]]
+) -> Iterator[trace.Span]:
+    """A CLIENT span for a call to `path`; its context is added to `metadata`."""
+    with tracer.start_as_current_span(
+        path[1:],
+        kind=SpanKind.CLIENT,
+        attributes=_attributes(path),
+        record_exception=False,
+        set_status_on_exception=False,
+    ) as span:
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier)
+        metadata.extend(carrier.items())
+        yield span
+
+
+def finish(span: trace.Span, code: grpc.StatusCode) -> None:
+    """Record the call's status on its span (errors per the RPC semantic conventions)."""
+    span.set_attribute("rpc.grpc.status_code", code.value[0])
+    if code is not grpc.StatusCode.OK:
+        span.set_status(Status(StatusCode.ERROR, code.name))

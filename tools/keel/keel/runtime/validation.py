@@ -10,15 +10,45 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-import protovalidate
+from buf.validate import validate_pb2
+from google.protobuf.descriptor import Descriptor
 from google.protobuf.message import Message
 
 from keel.errors import FieldViolation, InvalidArgument
 
 
 @cache
-def _validator() -> protovalidate.Validator:
+def _validator() -> Any:
+    """protovalidate's validator, imported on first use: its engine adds ~15 MiB of memory,
+    which a service whose messages carry no rules never pays."""
+    import protovalidate  # noqa: PLC0415
+
     return protovalidate.Validator()
+
+
+def _has_rules(message: Descriptor, seen: set[str]) -> bool:
+    if message.full_name in seen:
+        return False
+    seen.add(message.full_name)
+    if message.GetOptions().HasExtension(validate_pb2.message):
+        return True
+    if any(o.GetOptions().HasExtension(validate_pb2.oneof) for o in message.oneofs):
+        return True
+    for field in message.fields:
+        if field.GetOptions().HasExtension(validate_pb2.field):
+            return True
+        if field.message_type is not None and _has_rules(field.message_type, seen):
+            return True
+    return False
+
+
+@cache
+def has_rules(message: Descriptor) -> bool:
+    """Whether `message` or any message inside it carries buf.validate rules.
+
+    Messages without rules skip validation entirely (it cannot fail for them).
+    """
+    return _has_rules(message, set())
 
 
 def field_path(path: Any) -> str:

@@ -1,0 +1,241 @@
+"""Echo unary over loopback: keel.Server vs raw grpc.aio, loaded by h2load (issue 3's benchmark).
+
+Server and load generator are separate processes; h2load (Debian's nghttp2-client) sends gRPC
+frames for a fraction of a core, so the server is what is measured. Each row is measured in this
+run; ratios are against `raw` (grpc.aio + servicer + health + reflection). h2load counts HTTP 200
+only, so each server is first checked with a real gRPC call (grpc-status OK).
+
+Targets: keel (logs + metrics + traces on) >= 0.85x raw QPS; keel-off >= 0.95x;
+keel with 2 workers >= 1.5x; idle RSS <= 1.2x raw.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import shutil
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import grpc.aio
+
+HERE = Path(__file__).resolve().parent
+WORK = HERE / "_work" / "server"
+BIN = Path(sys.executable).parent
+PATH = "/echo.v1.EchoService/Echo"
+MODES = ("raw", "keel", "keel-off", "keel-workers", "keel-logs", "keel-metrics", "keel-traces")
+
+
+@dataclass
+class Row:
+    mode: str
+    qps: float
+    p50_ms: float
+    p99_ms: float
+    ok: int
+    c1_p50_ms: float
+    rss_mib: float
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _generate() -> Path:
+    gen = WORK / "gen"
+    subprocess.run(
+        [str(BIN / "keel"), "gen", "--workspace", str(HERE / "proto"), "--out", str(gen)],
+        check=True,
+        capture_output=True,
+    )
+    return gen
+
+
+def _payload(gen: Path) -> Path:
+    sys.path.insert(0, str(gen))
+    from echo.v1 import echo_pb2  # noqa: PLC0415
+
+    message = echo_pb2.EchoRequest(text="hello, keel").SerializeToString()
+    data = WORK / "request.bin"
+    data.write_bytes(b"\x00" + struct.pack(">I", len(message)) + message)
+    return data
+
+
+def _rss_mib(pid: int) -> float:
+    pids = [pid]
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    if children.exists():
+        pids += [int(p) for p in children.read_text().split()]
+    total = 0
+    for each in pids:
+        for line in Path(f"/proc/{each}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1])
+    return total / 1024
+
+
+async def _ready(port: int, gen: Path) -> None:
+    from echo.v1 import echo_keel, echo_pb2  # noqa: PLC0415
+
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            async with echo_keel.EchoServiceClient.connect(f"127.0.0.1:{port}") as client:
+                reply = await client.echo(echo_pb2.EchoRequest(text="check"), timeout=2)
+                assert reply.text == "check", "echo answered wrongly"
+                return
+        except grpc.aio.AioRpcError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.2)
+
+
+def _h2load(
+    port: int, data: Path, clients: int, streams: int, seconds: float
+) -> tuple[float, list[float], int]:
+    log = WORK / f"h2load-{port}-{clients}.tsv"
+    result = subprocess.run(
+        [
+            "h2load",
+            f"-c{clients}",
+            f"-m{streams}",
+            f"-D{max(1, round(seconds))}",
+            "-d",
+            str(data),
+            "-H",
+            "content-type: application/grpc",
+            "-H",
+            "te: trailers",
+            f"--log-file={log}",
+            f"http://127.0.0.1:{port}{PATH}",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    qps = float(re.search(r"finished in [^,]+, ([\d.]+) req/s", result.stdout).group(1))  # type: ignore[union-attr]
+    latencies, ok = [], 0
+    for line in log.read_text().splitlines():
+        _, status, micros = line.split("\t")[:3]
+        if status == "200":
+            ok += 1
+            latencies.append(int(micros) / 1000)
+    return qps, latencies, ok
+
+
+def _percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))] if ordered else float("nan")
+
+
+def measure(mode: str, gen: Path, data: Path, seconds: float) -> Row:
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KEEL_")}
+    env.update({"KEEL_METRICS_PORT": "0", "KEEL_HOST": "127.0.0.1", "KEEL_LOG_CALLS": "false"})
+    if mode == "keel-workers":
+        env["KEEL_WORKERS"] = "2"
+    server = subprocess.Popen(
+        [sys.executable, str(HERE / "echo_server.py"), mode, str(port), str(gen)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        asyncio.run(_ready(port, gen))
+        time.sleep(0.5)
+        rss = _rss_mib(server.pid)
+        qps, latencies, ok = _h2load(port, data, 10, 5, seconds)
+        _, single, _ = _h2load(port, data, 1, 1, max(1.0, seconds / 3))
+        return Row(
+            mode,
+            qps,
+            _percentile(latencies, 0.5),
+            _percentile(latencies, 0.99),
+            ok,
+            statistics.median(single),
+            rss,
+        )
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+async def _client_overhead(gen: Path, calls: int) -> tuple[float, float]:
+    """p50 µs of sequential calls to a raw server: grpcio stub vs generated Keel client."""
+    from echo.v1 import echo_keel, echo_pb2, echo_pb2_grpc  # noqa: PLC0415
+
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, str(HERE / "echo_server.py"), "raw", str(port), str(gen)],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        await _ready(port, gen)
+        request = echo_pb2.EchoRequest(text="hello, keel")
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub: Any = echo_pb2_grpc.EchoServiceStub(channel)
+            client = echo_keel.EchoServiceClient(channel)
+            timings: dict[str, list[float]] = {"stub": [], "keel": []}
+            for _ in range(calls):
+                for name, call in (("stub", stub.Echo), ("keel", client.echo)):
+                    began = time.perf_counter()
+                    await call(request, timeout=5)
+                    timings[name].append((time.perf_counter() - began) * 1e6)
+        return statistics.median(timings["stub"]), statistics.median(timings["keel"])
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per load run")
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds (median kept)")
+    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
+    args = parser.parse_args()
+    if shutil.which("h2load") is None:
+        raise SystemExit("h2load not found: apt-get install nghttp2-client (make bench does)")
+    WORK.mkdir(parents=True, exist_ok=True)
+    gen = _generate()
+    data = _payload(gen)
+    runs: dict[str, list[Row]] = {mode: [] for mode in args.modes}
+    for round_ in range(args.rounds):  # interleaved, so drift in the machine hits every mode
+        order = args.modes if round_ % 2 == 0 else list(reversed(args.modes))
+        for mode in order:
+            runs[mode].append(measure(mode, gen, data, args.duration))
+    rows = [sorted(runs[mode], key=lambda r: r.qps)[len(runs[mode]) // 2] for mode in args.modes]
+    base = next((r for r in rows if r.mode == "raw"), rows[0])
+    print(
+        f"echo unary, h2load -c10 -m5 (concurrency 50), {args.duration:g} s, median of "
+        f"{args.rounds} interleaved rounds; c1 = -c1 -m1"
+    )
+    print(
+        f"{'server':<14}{'QPS':>9}{'ratio':>8}{'p50 ms':>9}{'p99 ms':>9}{'c1 p50':>9}{'RSS MiB':>9}{'RSS ratio':>10}"
+    )
+    for r in rows:
+        print(
+            f"{r.mode:<14}{r.qps:>9.0f}{r.qps / base.qps:>7.2f}x{r.p50_ms:>9.2f}{r.p99_ms:>9.2f}"
+            f"{r.c1_p50_ms:>9.2f}{r.rss_mib:>9.1f}{r.rss_mib / base.rss_mib:>9.2f}x"
+        )
+    print("targets: keel >= 0.85x, keel-off >= 0.95x, keel-workers (2) >= 1.5x, RSS <= 1.2x")
+    stub_us, keel_us = asyncio.run(_client_overhead(gen, 2000))
+    print(
+        f"client, sequential calls to the raw server: grpcio stub p50 {stub_us:.0f} µs, "
+        f"generated Keel client p50 {keel_us:.0f} µs ({keel_us / stub_us:.2f}x)"
+    )
+
+
+if __name__ == "__main__":
+    main()
