@@ -222,7 +222,8 @@ def main() -> None:
         f"{args.rounds} interleaved rounds; c1 = -c1 -m1"
     )
     print(
-        f"{'server':<14}{'QPS':>9}{'ratio':>8}{'p50 ms':>9}{'p99 ms':>9}{'c1 p50':>9}{'RSS MiB':>9}{'RSS ratio':>10}"
+        f"{'server':<14}{'QPS':>9}{'ratio':>8}{'p50 ms':>9}{'p99 ms':>9}{'c1 p50':>9}"
+        f"{'RSS MiB':>9}{'RSS ratio':>10}"
     )
     for r in rows:
         print(
