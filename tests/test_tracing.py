@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
 from collections.abc import Iterator
+from typing import Any
 
 import grpc
 import grpc.aio
 import keel
 import pytest
 from keel.runtime import tracing
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
+from tests.conftest import REPO
 from tests.servers.kitchen_server import Front, Pantry, kitchen_keel, kitchen_pb2
 
 
@@ -72,3 +81,60 @@ async def test_span_attributes_and_error_status(spans: InMemorySpanExporter) -> 
 def test_nothing_is_traced_without_a_provider() -> None:
     assert not tracing.enabled()
     assert tracing.tracer() is None
+
+
+class _Collector:
+    """A real OTLP/gRPC trace collector endpoint that keeps what it receives."""
+
+    def __init__(self) -> None:
+        self.requests: list[Any] = []
+
+    async def Export(self, request: Any, context: Any) -> Any:  # noqa: N802 (OTLP's name)
+        self.requests.append(request)
+        return trace_service_pb2.ExportTraceServiceResponse()
+
+
+async def test_keel_serve_exports_spans_over_otlp() -> None:
+    collector = _Collector()
+    otlp = grpc.aio.server()
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(collector, otlp)  # type: ignore[no-untyped-call]
+    otlp_port = otlp.add_insecure_port("127.0.0.1:0")
+    await otlp.start()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("KEEL_", "OTEL_"))},
+        "KEEL_PORT": "0",
+        "KEEL_HOST": "127.0.0.1",
+        "KEEL_METRICS_PORT": "0",
+        "KEEL_LOG_FORMAT": "json",
+        "KEEL_OTLP_ENDPOINT": f"127.0.0.1:{otlp_port}",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "tests/servers/kitchen_server.py"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        port = json.loads(process.stdout.readline())["port"]
+        async with kitchen_keel.KitchenServiceClient.connect(f"127.0.0.1:{port}") as client:
+            await client.cook(kitchen_pb2.CookRequest(dish=kitchen_pb2.Dish(name="soup")))
+        process.send_signal(signal.SIGTERM)  # shutdown flushes the batch of spans
+        await asyncio.to_thread(process.communicate, None, 30)
+    finally:
+        process.kill()
+        await otlp.stop(0)
+    assert process.returncode == 0
+    spans = [
+        (resource_spans.resource, span)
+        for request in collector.requests
+        for resource_spans in request.resource_spans
+        for scope_spans in resource_spans.scope_spans
+        for span in scope_spans.spans
+    ]
+    names = {span.name for _, span in spans}
+    assert "kitchen.v1.KitchenService/Cook" in names
+    resource, _ = spans[0]
+    service_names = [a.value.string_value for a in resource.attributes if a.key == "service.name"]
+    assert service_names == ["kitchen.v1.KitchenService"]
