@@ -53,6 +53,7 @@ fmt: $(INSTALLED) ## format Python and protos
 check: $(INSTALLED) ## static checks: ruff, mypy --strict, gen drift
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 	$(BIN)/mypy tools/keel/keel tools/keel/scripts gen tests/*.py tests/servers/*.py bench/*.py \
 	  services/*/src services/*/tests
 
@@ -64,7 +65,7 @@ golden: $(INSTALLED) ## refresh the generator's golden files (tests/golden/out)
 	$(BIN)/python tests/golden/refresh.py
 
 run: gen ## generate, then run every service with readable logs until Ctrl-C
-	@$(BIN)/python -m keel.codegen.summary gen
+	@$(BIN)/python -m keel.summary gen
 	@echo
 	@$(BIN)/keel dev
 

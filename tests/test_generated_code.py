@@ -227,7 +227,7 @@ async def test_client_uses_method_then_service_default_timeout(client: Any, kitc
 
 
 def test_summary_lists_routes_and_internal_methods() -> None:
-    from keel.codegen.summary import describe  # noqa: PLC0415
+    from keel.summary import describe  # noqa: PLC0415
 
     lines = describe(REPO / "gen")
     assert "acme.orders.v1.OrderService  (acme/orders/v1/orders.proto)" in lines

@@ -1,4 +1,4 @@
-"""`python -m keel.codegen.summary GEN_DIR`: the services, rpcs and HTTP routes generated there."""
+"""`python -m keel.summary GEN_DIR`: the services, rpcs and HTTP routes generated there."""
 
 from __future__ import annotations
 
