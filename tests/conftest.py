@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import subprocess
 import sys
@@ -39,6 +41,37 @@ def write_workspace(
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
     return root
+
+
+def start_kitchen_server(env: dict[str, str]) -> tuple[subprocess.Popen[str], int]:
+    """tests/servers/kitchen_server.py under `keel.serve` in its own process, and its port.
+
+    Settings start clean (no KEEL_* or OTEL_* from the caller's environment): port 0 on
+    127.0.0.1, metrics off, JSON logs; `env` adds to them. The port comes from the "serving" line.
+    """
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("KEEL_", "OTEL_"))}
+    settings = {
+        "KEEL_PORT": "0",
+        "KEEL_HOST": "127.0.0.1",
+        "KEEL_METRICS_PORT": "0",
+        "KEEL_LOG_FORMAT": "json",
+        **env,
+    }
+    process = subprocess.Popen(
+        [sys.executable, "tests/servers/kitchen_server.py"],
+        cwd=REPO,
+        env={**clean, **settings},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    if process.stdout is None:
+        raise RuntimeError("no stdout pipe")
+    line = process.stdout.readline()
+    started = json.loads(line)
+    if started.get("event") != "serving":
+        process.kill()
+        raise RuntimeError(f"kitchen server did not start: {line}")
+    return process, int(started["port"])
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:

@@ -5,11 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import signal
 import socket
-import subprocess
-import sys
 import urllib.request
 from collections.abc import AsyncIterator
 
@@ -20,7 +17,7 @@ import pytest
 from prometheus_client import REGISTRY
 from structlog.testing import capture_logs
 
-from tests.conftest import REPO
+from tests.conftest import start_kitchen_server
 from tests.servers.kitchen_server import Kitchen, kitchen_keel, kitchen_pb2
 
 SERVICE = "kitchen.v1.KitchenService"
@@ -122,23 +119,8 @@ def _free_port() -> int:
 
 async def test_metrics_served_on_their_own_port() -> None:
     metrics_port = _free_port()
-    env = {
-        **os.environ,
-        "KEEL_PORT": "0",
-        "KEEL_HOST": "127.0.0.1",
-        "KEEL_METRICS_PORT": str(metrics_port),
-        "KEEL_LOG_FORMAT": "json",
-    }
-    process = subprocess.Popen(
-        [sys.executable, "tests/servers/kitchen_server.py"],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    process, port = start_kitchen_server({"KEEL_METRICS_PORT": str(metrics_port)})
     try:
-        assert process.stdout is not None
-        port = json.loads(process.stdout.readline())["port"]
         async with kitchen_keel.KitchenServiceClient.connect(f"127.0.0.1:{port}") as client:
             await _cook(client, "soup")
         url = f"http://127.0.0.1:{metrics_port}/metrics"

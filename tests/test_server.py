@@ -23,7 +23,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_status import rpc_status
 from structlog.testing import capture_logs
 
-from tests.conftest import REPO
+from tests.conftest import REPO, start_kitchen_server
 from tests.servers.kitchen_server import Kitchen, kitchen_keel, kitchen_pb2
 
 SERVICE = "kitchen.v1.KitchenService"
@@ -181,24 +181,8 @@ def test_one_service_twice_is_refused() -> None:
         keel.Server([Kitchen(), Kitchen()])
 
 
-def _start_process(env: dict[str, str]) -> tuple[subprocess.Popen[str], int]:
-    process = subprocess.Popen(
-        [sys.executable, "tests/servers/kitchen_server.py"],
-        cwd=REPO,
-        env={**os.environ, "KEEL_PORT": "0", "KEEL_HOST": "127.0.0.1", **env},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert process.stdout is not None
-    line = process.stdout.readline()
-    started = json.loads(line)
-    assert started["event"] == "serving", line
-    return process, int(started["port"])
-
-
 async def test_sigterm_lets_a_burst_of_slow_calls_finish() -> None:
-    process, port = _start_process({"KEEL_GRACE_PERIOD": "10", "KEEL_LOG_FORMAT": "json"})
+    process, port = start_kitchen_server({"KEEL_GRACE_PERIOD": "10"})
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             client = kitchen_keel.KitchenServiceClient(channel)

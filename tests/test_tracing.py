@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
-import os
 import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -23,7 +19,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from tests.conftest import REPO
+from tests.conftest import start_kitchen_server
 from tests.servers.kitchen_server import Front, Pantry, kitchen_keel, kitchen_pb2
 
 
@@ -100,24 +96,8 @@ async def test_keel_serve_exports_spans_over_otlp() -> None:
     trace_service_pb2_grpc.add_TraceServiceServicer_to_server(collector, otlp)  # type: ignore[no-untyped-call]
     otlp_port = otlp.add_insecure_port("127.0.0.1:0")
     await otlp.start()
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("KEEL_", "OTEL_"))},
-        "KEEL_PORT": "0",
-        "KEEL_HOST": "127.0.0.1",
-        "KEEL_METRICS_PORT": "0",
-        "KEEL_LOG_FORMAT": "json",
-        "KEEL_OTLP_ENDPOINT": f"127.0.0.1:{otlp_port}",
-    }
-    process = subprocess.Popen(
-        [sys.executable, "tests/servers/kitchen_server.py"],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    process, port = start_kitchen_server({"KEEL_OTLP_ENDPOINT": f"127.0.0.1:{otlp_port}"})
     try:
-        assert process.stdout is not None
-        port = json.loads(process.stdout.readline())["port"]
         async with kitchen_keel.KitchenServiceClient.connect(f"127.0.0.1:{port}") as client:
             await client.cook(kitchen_pb2.CookRequest(dish=kitchen_pb2.Dish(name="soup")))
         process.send_signal(signal.SIGTERM)  # shutdown flushes the batch of spans

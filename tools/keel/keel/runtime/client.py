@@ -9,9 +9,9 @@ native retries for idempotent methods (see channels) and go-grpc-prometheus clie
 from __future__ import annotations
 
 from collections.abc import AsyncIterable, AsyncIterator, Sequence
-from contextlib import nullcontext
+from contextlib import asynccontextmanager, nullcontext
 from types import TracebackType
-from typing import Any, ClassVar, Self, TypeAlias
+from typing import Any, ClassVar, NamedTuple, Self, TypeAlias
 
 import grpc
 import grpc.aio
@@ -25,6 +25,12 @@ from keel.runtime.spec import MethodSpec, RequestT, ResponseT, ServiceSpec
 
 Metadata: TypeAlias = Sequence[tuple[str, str | bytes]]
 """Call metadata: (key, value) pairs; keys ending in `-bin` carry bytes."""
+
+
+class _Call(NamedTuple):
+    timeout: float
+    metadata: list[tuple[str, str | bytes]]
+    observer: ClientObserver
 
 
 def _client_span(spec: MethodSpec[Any, Any], metadata: list[tuple[str, str | bytes]]) -> Any:
@@ -146,21 +152,20 @@ class ClientBase:
         settings = self._settings
         return BREAKERS.guard(self._target, settings.breaker_threshold, settings.breaker_reset)
 
-    async def _unary(
-        self, spec: MethodSpec[Any, Any], request: Any, timeout: float | None, metadata: Any
-    ) -> Any:
+    @asynccontextmanager
+    async def _call(
+        self, spec: MethodSpec[Any, Any], timeout: float | None, metadata: Metadata | None
+    ) -> AsyncIterator[_Call]:
+        """Around one call: deadline, metadata, span, circuit breaker, metrics."""
         observer = self._observer(spec)
         began = observer.started()
         outbound = propagation.outbound_metadata(metadata)
         with _client_span(spec, outbound) as span:
             code = grpc.StatusCode.OK
             try:
-                call_timeout = self._timeout(spec, timeout)
+                call = _Call(self._timeout(spec, timeout), outbound, observer)
                 async with self._guard():
-                    call = self._callable(spec)(request, timeout=call_timeout, metadata=outbound)
-                    response = await call
-                observer.received()
-                return response
+                    yield call
             except grpc.aio.AioRpcError as error:
                 code = error.code()
                 raise
@@ -172,31 +177,24 @@ class ClientBase:
                     tracing.finish(span, code)
                 observer.finished(began, code)
 
+    async def _unary(
+        self, spec: MethodSpec[Any, Any], request: Any, timeout: float | None, metadata: Any
+    ) -> Any:
+        async with self._call(spec, timeout, metadata) as call:
+            response = await self._callable(spec)(
+                request, timeout=call.timeout, metadata=call.metadata
+            )
+            call.observer.received()
+            return response
+
     async def _stream(
         self, spec: MethodSpec[Any, Any], request: Any, timeout: float | None, metadata: Any
     ) -> AsyncIterator[Any]:
-        observer = self._observer(spec)
-        began = observer.started()
-        outbound = propagation.outbound_metadata(metadata)
-        with _client_span(spec, outbound) as span:
-            code = grpc.StatusCode.OK
-            try:
-                call_timeout = self._timeout(spec, timeout)
-                async with self._guard():
-                    call = self._callable(spec)(request, timeout=call_timeout, metadata=outbound)
-                    async for response in call:
-                        observer.received()
-                        yield response
-            except grpc.aio.AioRpcError as error:
-                code = error.code()
-                raise
-            except BaseException:
-                code = grpc.StatusCode.CANCELLED
-                raise
-            finally:
-                if span is not None:
-                    tracing.finish(span, code)
-                observer.finished(began, code)
+        async with self._call(spec, timeout, metadata) as call:
+            responses = self._callable(spec)(request, timeout=call.timeout, metadata=call.metadata)
+            async for response in responses:
+                call.observer.received()
+                yield response
 
     async def _unary_unary(
         self,

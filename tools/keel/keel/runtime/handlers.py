@@ -137,6 +137,7 @@ def _span(observer: MethodObserver, path: str, metadata: Any) -> Any:
 
 
 def _failure_code(error: BaseException, context: Context) -> grpc.StatusCode:
+    """The status a call that raised `error` ends with."""
     if isinstance(error, KeelError):
         return error.code
     if isinstance(error, grpc.aio.AbortError):
@@ -144,6 +145,25 @@ def _failure_code(error: BaseException, context: Context) -> grpc.StatusCode:
     if isinstance(error, asyncio.CancelledError):
         return grpc.StatusCode.CANCELLED
     return grpc.StatusCode.INTERNAL
+
+
+async def _end_if_unhandled(
+    context: Context, spec: MethodSpec[Any, Any], error: BaseException
+) -> None:
+    """End the call with a status for an exception grpc would otherwise answer UNKNOWN."""
+    if isinstance(error, Exception) and not isinstance(error, grpc.aio.AbortError):
+        await _end_call(context, spec, error)
+
+
+def _record(
+    observer: MethodObserver, span: Any, began: float, code: grpc.StatusCode, context: Context
+) -> None:
+    """Log, count and trace one finished call."""
+    if code is grpc.StatusCode.OK:
+        code = status_code(context.code())
+    if span is not None:
+        tracing.finish(span, code)
+    observer.finished(began, code, context)
 
 
 def _unary_response(
@@ -173,15 +193,10 @@ def _unary_response(
                 return response
             except BaseException as error:
                 code = _failure_code(error, context)
-                if isinstance(error, Exception) and not isinstance(error, grpc.aio.AbortError):
-                    await _end_call(context, spec, error)
+                await _end_if_unhandled(context, spec, error)
                 raise
             finally:
-                if code is grpc.StatusCode.OK:
-                    code = status_code(context.code())
-                if span is not None:
-                    tracing.finish(span, code)
-                observer.finished(began, code, context)
+                _record(observer, span, began, code, context)
 
     return observed if observer.active else quiet
 
@@ -204,16 +219,11 @@ def _stream_response(
                     yield response
             except BaseException as error:
                 code = _failure_code(error, context)
-                if isinstance(error, Exception) and not isinstance(error, grpc.aio.AbortError):
-                    await _end_call(context, spec, error)
+                await _end_if_unhandled(context, spec, error)
                 raise
             finally:
                 if observer.active:
-                    if code is grpc.StatusCode.OK:
-                        code = status_code(context.code())
-                    if span is not None:
-                        tracing.finish(span, code)
-                    observer.finished(began, code, context)
+                    _record(observer, span, began, code, context)
 
     return behaviour
 
