@@ -122,3 +122,20 @@ def test_grpc_python_shim_runs_grpcio_generator(tmp_path: Path) -> None:
 )
 def test_method_names(rpc: str, python: str) -> None:
     assert names.method_name(rpc) == python
+
+
+@pytest.mark.parametrize(
+    ("rule", "error"),
+    [
+        ('get: "/v1/{name=a/{b}}"', "variables cannot nest"),
+        ('get: "/v1/{missing}"', "missing is not a field of the request message"),
+        ('get: "/v1/{name.x}"', "name.x: name is not a message"),
+        ('get: "/v1/{a}"', "a is a message; path variables need a scalar field"),
+    ],
+)
+def test_bad_path_variables_fail_generation(tmp_path: Path, rule: str, error: str) -> None:
+    messages = "message A { string name = 1; }\nmessage B { A a = 1; string name = 2; }\n"
+    rpc = f"rpc Do(B) returns (A) {{ option (google.api.http) = {{{rule}}}; }}"
+    response = plugin.generate(_request(tmp_path, HEAD + messages + f"service S {{ {rpc} }}\n"))
+    assert error in response.error
+    assert "demo/v1/demo.proto: demo.v1.S.Do" in response.error

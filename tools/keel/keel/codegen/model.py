@@ -5,7 +5,7 @@ All checks happen here, so rendering cannot fail; errors name the proto file and
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,6 +13,7 @@ from google.api import annotations_pb2, http_pb2
 from google.protobuf import descriptor_pb2
 from google.protobuf.compiler import plugin_pb2
 
+from keel import httprule
 from keel.codegen import names
 from keel.options.v1 import options_pb2
 
@@ -126,6 +127,7 @@ class _Index:
     def __init__(self, files: Iterable[descriptor_pb2.FileDescriptorProto]) -> None:
         self.messages: dict[str, TypeRef] = {}
         self.fields: dict[str, frozenset[str]] = {}
+        self.field_types: dict[str, dict[str, descriptor_pb2.FieldDescriptorProto]] = {}
         self.files: dict[str, descriptor_pb2.FileDescriptorProto] = {}
         for file in files:
             self.files[file.name] = file
@@ -145,6 +147,7 @@ class _Index:
             name = f"{local}.{message.name}" if local else message.name
             self.messages[full] = TypeRef(full.lstrip("."), module, name)
             self.fields[full] = frozenset(field.name for field in message.field)
+            self.field_types[full] = {field.name: field for field in message.field}
             self._add(module, full, name, message.nested_type)
 
 
@@ -174,6 +177,30 @@ def _auth(policy: options_pb2.AuthPolicy, present: bool) -> Auth | None:
     return Auth(_ACCESS.get(policy.access, "UNSPECIFIED"), tuple(policy.scopes))
 
 
+def _field_path_checker(index: _Index, message: str) -> Callable[[tuple[str, ...]], str]:
+    """A check that a path variable names a singular, non-message field of `message`."""
+
+    def check(path: tuple[str, ...]) -> str:
+        current = message
+        for depth, name in enumerate(path):
+            field = index.field_types.get(current, {}).get(name)
+            dotted = ".".join(path)
+            if field is None:
+                return f"{dotted} is not a field of the request message"
+            if field.label == descriptor_pb2.FieldDescriptorProto.LABEL_REPEATED:
+                return f"{dotted} is repeated; path variables need a singular field"
+            is_message = field.type == descriptor_pb2.FieldDescriptorProto.TYPE_MESSAGE
+            if depth < len(path) - 1:
+                if not is_message:
+                    return f"{dotted}: {name} is not a message"
+                current = field.type_name
+            elif is_message:
+                return f"{dotted} is a message; path variables need a scalar field"
+        return ""
+
+    return check
+
+
 def _http_rules(
     rule: http_pb2.HttpRule,
     file: str,
@@ -181,6 +208,7 @@ def _http_rules(
     input_fields: frozenset[str],
     output_fields: frozenset[str],
     *,
+    check_field_path: Callable[[tuple[str, ...]], str],
     nested: bool = False,
 ) -> tuple[Http, ...]:
     pattern = rule.WhichOneof("pattern")
@@ -194,6 +222,14 @@ def _http_rules(
         verb, path = pattern.upper(), getattr(rule, pattern)
     if not path.startswith("/"):
         raise CodegenError(file, symbol, f"HTTP path {path!r} must start with '/'")
+    try:
+        template = httprule.parse(path)
+    except httprule.InvalidTemplateError as error:
+        raise CodegenError(file, symbol, str(error)) from None
+    for variable in template.variables:
+        problem = check_field_path(variable.field_path)
+        if problem:
+            raise CodegenError(file, symbol, f"HTTP path {path!r}: {problem}")
     if rule.body not in ("", "*") and rule.body not in input_fields:
         raise CodegenError(
             file, symbol, f"HTTP body {rule.body!r} is not a field of the request message"
@@ -208,7 +244,17 @@ def _http_rules(
         raise CodegenError(file, symbol, "additional_bindings may not nest")
     rules = [Http(verb, path, rule.body, rule.response_body)]
     for binding in rule.additional_bindings:
-        rules.extend(_http_rules(binding, file, symbol, input_fields, output_fields, nested=True))
+        rules.extend(
+            _http_rules(
+                binding,
+                file,
+                symbol,
+                input_fields,
+                output_fields,
+                check_field_path=check_field_path,
+                nested=True,
+            )
+        )
     return tuple(rules)
 
 
@@ -234,6 +280,7 @@ def _method(
             symbol,
             index.fields[method.input_type],
             index.fields[method.output_type],
+            check_field_path=_field_path_checker(index, method.input_type),
         )
     keel = options.Extensions[options_pb2.method]
     return Method(

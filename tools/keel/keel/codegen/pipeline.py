@@ -28,6 +28,7 @@ _CODEGEN = Path(__file__).resolve().parent
 _TOOLS = ("buf-bin", "grpcio-tools", "mypy-protobuf", "protobuf")
 # The modules whose code shapes the output (a change to them invalidates earlier outputs).
 _GENERATOR_SOURCES = (
+    "../httprule.py",
     "../naming.py",
     "errors.py",
     "grpc_python.py",
