@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 from acme.orders.v1 import orders_keel, orders_pb2
@@ -42,11 +45,12 @@ def _free_pair() -> int:
 async def test_keel_dev_runs_the_services_until_interrupted(tmp_path: Path) -> None:
     registry = tmp_path / "registry.toml"
     ports = [_free_pair() for _ in SERVICES]
+    gateway = _free_pair()
     lines = [f'"{name}" = "127.0.0.1:{port}"' for name, port in zip(SERVICES, ports, strict=True)]
     registry.write_text("[targets]\n" + "\n".join(lines) + "\n")
     log = (tmp_path / "dev.log").open("w")
     process = subprocess.Popen(  # a real process: it must stop all three on SIGINT
-        [str(BIN / "keel"), "dev", "--registry", str(registry)],
+        [str(BIN / "keel"), "dev", "--registry", str(registry), "--gateway-port", str(gateway)],
         cwd=REPO,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -68,6 +72,15 @@ async def test_keel_dev_runs_the_services_until_interrupted(tmp_path: Path) -> N
                 )
             )
         assert reply.order.state == orders_pb2.ORDER_STATE_CONFIRMED
+        direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        url = f"http://127.0.0.1:{gateway}/v1/orders/{reply.order.order_id}"
+        for _ in range(100):  # the gateway may still be starting
+            try:
+                body = await asyncio.to_thread(lambda: direct.open(url, timeout=5).read())
+                break
+            except urllib.error.URLError:
+                await asyncio.sleep(0.1)
+        assert json.loads(body)["order"]["state"] == "ORDER_STATE_CONFIRMED"
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=30) == 0
     finally:
@@ -78,3 +91,4 @@ async def test_keel_dev_runs_the_services_until_interrupted(tmp_path: Path) -> N
     for name in ("catalog", "orders", "payments"):
         assert f"{name}\x1b[0m │" in output  # each service's lines carry its colored name
     assert output.count("stopped") >= 4  # three services drained, then keel dev
+    assert f"REST gateway http://127.0.0.1:{gateway}" in output

@@ -46,10 +46,24 @@ def _dev(args: argparse.Namespace) -> int:
     from keel.runtime.config import ConfigError  # noqa: PLC0415
 
     try:
-        return asyncio.run(devrun.run(args.services, args.registry, args.gen))
+        return asyncio.run(devrun.run(args.services, args.registry, args.gen, args.gateway_port))
     except ConfigError as error:
         print(f"keel dev: {error}", file=sys.stderr)
         return 2
+
+
+def _gateway(args: argparse.Namespace) -> int:
+    from keel.gateway import serve  # noqa: PLC0415
+
+    targets = {}
+    for item in args.target:
+        service, sep, address = item.partition("=")
+        if not sep or not service or not address:
+            print(f"keel gateway: --target {item!r}: expected SERVICE=HOST:PORT", file=sys.stderr)
+            return 2
+        targets[service] = address
+    serve.run(args.gen, targets, args.default_target, args.host, args.port)
+    return 0
 
 
 def parser() -> argparse.ArgumentParser:
@@ -83,7 +97,20 @@ def parser() -> argparse.ArgumentParser:
         "--registry", type=Path, default=Path("services/registry.toml"), help="registry file"
     )
     dev.add_argument("--gen", type=Path, default=Path("gen"), help="generated code (import root)")
+    dev.add_argument(
+        "--gateway-port", type=int, default=8080, help="REST gateway port (0: no gateway)"
+    )
     dev.set_defaults(run=_dev)
+
+    gateway = commands.add_parser("gateway", help="serve the REST gateway")
+    gateway.add_argument("--gen", type=Path, default=Path("gen"), help="generated code")
+    gateway.add_argument(
+        "--target", action="append", default=[], help="SERVICE=HOST:PORT (full service name)"
+    )
+    gateway.add_argument("--default-target", help="HOST:PORT for services without --target")
+    gateway.add_argument("--host", default="127.0.0.1")
+    gateway.add_argument("--port", type=int, default=8080)
+    gateway.set_defaults(run=_gateway)
     return root
 
 
@@ -91,3 +118,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the `keel` console script."""
     args = parser().parse_args(argv)
     sys.exit(args.run(args))
+
+
+if __name__ == "__main__":
+    main()

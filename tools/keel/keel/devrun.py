@@ -58,8 +58,9 @@ async def _relay(name: str, color: str, stream: asyncio.StreamReader) -> None:
         sys.stdout.flush()
 
 
-async def run(services_dir: Path, registry: Path, gen: Path) -> int:
-    """Start the services, relay their logs, stop them all on SIGINT/SIGTERM."""
+async def run(services_dir: Path, registry: Path, gen: Path, gateway_port: int = 0) -> int:
+    """Start the services (and the REST gateway on `gateway_port`, unless 0), relay their
+    logs, stop them all on SIGINT/SIGTERM."""
     services = discover(services_dir, registry)
     if not services:
         print(f"keel dev: no services with [tool.keel] serves under {services_dir}")
@@ -92,11 +93,33 @@ async def run(services_dir: Path, registry: Path, gen: Path) -> int:
         relays.append(
             asyncio.ensure_future(_relay(service.name, _COLORS[index % 6], process.stdout))
         )
+    if gateway_port:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "keel.cli",
+            "gateway",
+            "--gen",
+            str(gen),
+            "--port",
+            str(gateway_port),
+            env={**os.environ, "PYTHONPATH": path, "KEEL_REGISTRY": str(registry.resolve())},
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        processes.append(process)
+        services = [*services, DevService("gateway", "keel.gateway", (), gateway_port)]
+        if process.stdout is None:  # pragma: no cover
+            raise RuntimeError("no stdout pipe")
+        relays.append(asyncio.ensure_future(_relay("gateway", "\033[1m", process.stdout)))
     print("keel dev: services (gRPC, metrics):")
     for service in services:
         for full_name in service.serves:
             metrics = f"http://127.0.0.1:{service.port + 1000}/metrics"
             print(f"  {full_name:<36} 127.0.0.1:{service.port}  {metrics}")
+    if gateway_port:
+        url = f"http://127.0.0.1:{gateway_port}"
+        print(f"keel dev: REST gateway {url}; try: curl {url}/v1/products/p_mug")
     print("keel dev: Ctrl-C stops them all", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

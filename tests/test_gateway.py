@@ -1,0 +1,178 @@
+"""The REST gateway: a real uvicorn server in front of the real example services."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import urllib.error
+import urllib.request
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import keel.testing
+import pytest
+import uvicorn
+from catalog.service import CatalogService
+from catalog.store import MemoryStore, seed
+from keel.gateway import Gateway, RouteTable
+from keel.gateway.app import grpc_timeout
+from orders.service import OrderService
+from payments.service import PaymentService
+
+from tests.conftest import REPO
+
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: dict[str, str]
+    body: object
+
+
+@pytest.fixture
+async def gateway() -> AsyncIterator[str]:
+    services = [CatalogService(seed(MemoryStore())), OrderService(), PaymentService()]
+    async with keel.testing.cluster(*services) as running:
+        routes = RouteTable.from_generated(REPO / "gen")
+        targets = {name: running.address(name) for name in running.servers}
+        app = Gateway(routes, targets=targets, max_body_bytes=4096)
+        config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
+        server = uvicorn.Server(config)
+        task = asyncio.ensure_future(server.serve())
+        while not server.started:
+            await asyncio.sleep(0.01)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        yield f"http://127.0.0.1:{port}"
+        server.should_exit = True
+        await task
+
+
+async def call(
+    url: str, method: str = "GET", body: object = None, headers: dict[str, str] | None = None
+) -> Reply:
+    data = body if isinstance(body, bytes) else None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method=method, headers=headers or {})
+
+    def send() -> Reply:
+        try:
+            with _DIRECT.open(request, timeout=10) as response:
+                return Reply(response.status, dict(response.headers), json.loads(response.read()))
+        except urllib.error.HTTPError as error:
+            return Reply(error.code, dict(error.headers), json.loads(error.read()))
+
+    return await asyncio.to_thread(send)
+
+
+async def test_get_with_path_variable_and_response_body(gateway: str) -> None:
+    reply = await call(f"{gateway}/v1/products/p_mug")
+    assert reply.status == 200
+    assert reply.body["title"] == "Mug"  # type: ignore[index]
+    assert reply.body["priceCents"] == "899"  # type: ignore[index]  # int64 as a string
+
+
+async def test_query_parameters_by_json_or_proto_name(gateway: str) -> None:
+    first = await call(f"{gateway}/v1/products?pageSize=2")
+    second = await call(f"{gateway}/v1/products?page_size=2&page_token=2")
+    assert [p["productId"] for p in first.body["products"]] == ["p_kettle", "p_mug"]  # type: ignore[index]
+    assert first.body["nextPageToken"] == "2"  # type: ignore[index]
+    assert [p["productId"] for p in second.body["products"]] == ["p_teapot"]  # type: ignore[index]
+
+
+async def test_post_body_star_then_custom_verb_and_response_body_list(gateway: str) -> None:
+    order = {
+        "customerId": "c_1",
+        "lines": [{"productId": "p_kettle", "quantity": 1}],
+        "payment_method_token": "tok_visa",
+    }
+    created = await call(f"{gateway}/v1/orders", "POST", order)
+    assert created.status == 200
+    order_id = created.body["order"]["orderId"]  # type: ignore[index]
+    assert created.body["order"]["state"] == "ORDER_STATE_CONFIRMED"  # type: ignore[index]
+    listed = await call(f"{gateway}/v1/customers/c_1/orders")
+    assert [o["orderId"] for o in listed.body] == [order_id]  # type: ignore[attr-defined]
+    cancelled = await call(f"{gateway}/v1/orders/{order_id}:cancel", "POST", {"reason": "oops"})
+    assert cancelled.body["order"]["state"] == "ORDER_STATE_CANCELLED"  # type: ignore[index]
+    via_binding = await call(f"{gateway}/v1/customers/c_1/orders/{order_id}")
+    assert via_binding.body["order"]["orderId"] == order_id  # type: ignore[index]
+
+
+async def test_patch_with_body_field(gateway: str) -> None:
+    reply = await call(
+        f"{gateway}/v1/products/p_mug?update_mask=title", "PATCH", {"title": "Big mug"}
+    )
+    assert reply.status == 200, reply.body
+    assert reply.body["product"]["title"] == "Big mug"  # type: ignore[index]
+
+
+async def test_grpc_errors_map_to_http_with_details(gateway: str) -> None:
+    missing = await call(f"{gateway}/v1/products/p_nope")
+    assert missing.status == 404
+    assert missing.body["code"] == 5  # type: ignore[index]
+    assert "p_nope" in missing.body["message"]  # type: ignore[index]
+    invalid = await call(f"{gateway}/v1/orders", "POST", {"customerId": "c_1"})
+    assert invalid.status == 400
+    details = invalid.body["details"]  # type: ignore[index]
+    bad_request = next(d for d in details if d["@type"].endswith("google.rpc.BadRequest"))
+    fields = {v["field"] for v in bad_request["fieldViolations"]}
+    assert {"lines", "payment_method_token"} <= fields
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status", "says"),
+    [
+        ("POST", "/v1/orders", b"{not json", 400, "not valid JSON"),
+        ("POST", "/v1/orders", [1, 2], 400, "must be a JSON object"),
+        ("POST", "/v1/orders", {"lines": [{"quantity": "many"}]}, 400, "quantity"),
+        ("POST", "/v1/orders", {"colour": "red"}, 400, "colour"),
+        ("GET", "/v1/products?colour=red", None, 400, "colour"),
+        ("POST", "/v1/orders", {"customerId": "x" * 5000}, 413, "larger than 4096 bytes"),
+        ("GET", "/v1/nothing/here", None, 404, "no route"),
+        ("GET", "/v1/catalog.v1.CatalogService/ReserveStock", None, 404, "no route"),
+    ],
+    ids=[
+        "malformed",
+        "not-object",
+        "wrong-type",
+        "unknown-field",
+        "unknown-query",
+        "too-big",
+        "unknown-route",
+        "internal-method",
+    ],
+)
+async def test_bad_input_is_4xx_json_naming_the_problem(
+    gateway: str, *, method: str, path: str, body: object, status: int, says: str
+) -> None:
+    reply = await call(f"{gateway}{path}", method, body)
+    assert reply.status == status
+    assert says in reply.body["message"]  # type: ignore[index]
+
+
+async def test_wrong_method_is_405_with_allow(gateway: str) -> None:
+    reply = await call(f"{gateway}/v1/products/p_mug", "DELETE")
+    assert reply.status == 405
+    assert reply.headers["allow"] == "GET, PATCH"
+
+
+async def test_request_id_is_echoed_or_created(gateway: str) -> None:
+    given = await call(f"{gateway}/v1/products/p_mug", headers={"X-Request-Id": "req-9"})
+    assert given.headers["x-request-id"] == "req-9"
+    created = await call(f"{gateway}/v1/products/p_mug")
+    assert len(created.headers["x-request-id"]) == 32
+
+
+def test_grpc_timeout_header() -> None:
+    assert grpc_timeout("5S") == 5.0
+    assert grpc_timeout("250m") == 0.25
+    assert grpc_timeout("soon") is None
+
+
+def test_only_annotated_methods_have_routes() -> None:
+    routes = RouteTable.from_generated(Path(REPO / "gen"))
+    paths = {route.method.path for route in routes.routes}
+    assert "/acme.orders.v1.OrderService/CreateOrder" in paths
+    for internal in ("ReserveStock", "ReleaseStock", "MarkShipped", "AuthorizePayment"):
+        assert not any(p.endswith(f"/{internal}") for p in paths)

@@ -1,0 +1,216 @@
+"""The gateway as a plain ASGI app: route, transcode, call gRPC, answer JSON.
+
+Errors are always JSON (`{"code", "message", "details"}`): unknown route 404, known path with
+another method 405 with `Allow`, bad input 400 naming the field, oversized body 413, gRPC
+statuses by google/rpc/code.proto's HTTP mapping. Never a stack trace in a response.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import grpc
+import grpc.aio
+from grpc_status import rpc_status
+
+from keel.gateway import status
+from keel.gateway.routes import Match, RouteTable
+from keel.gateway.transcode import BadInputError, request_message, response_body
+from keel.runtime import discovery, propagation
+from keel.runtime.channels import open_channel
+from keel.runtime.config import Settings
+from keel.runtime.logs import get_logger
+from keel.runtime.spec import RpcKind, ServiceSpec
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+_log = get_logger("keel.gateway")
+_TIMEOUT = re.compile(r"^(\d{1,8})([HMSmun])$")
+_UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
+_FORWARDED = ("authorization", "traceparent", "tracestate")
+JSON = [(b"content-type", b"application/json")]
+
+
+class _TooLargeError(Exception):
+    pass
+
+
+def grpc_timeout(value: str) -> float | None:
+    """Seconds from a `Grpc-Timeout` header (`5S`, `250m`), None if malformed."""
+    match = _TIMEOUT.match(value.strip())
+    return None if match is None else int(match[1]) * _UNITS[match[2]]
+
+
+class Gateway:
+    """REST/JSON in front of the gRPC services in `routes`.
+
+    `targets` maps full service names to addresses; others use `default_target`, else
+    discovery (KEEL_TARGET_*, services/registry.toml).
+    """
+
+    def __init__(
+        self,
+        routes: RouteTable,
+        *,
+        targets: Mapping[str, str] | None = None,
+        default_target: str | None = None,
+        settings: Settings | None = None,
+        max_body_bytes: int = 1 << 20,
+    ) -> None:
+        self.routes = routes
+        self.targets = dict(targets or {})
+        self.default_target = default_target
+        self.settings = settings or Settings()
+        self.max_body_bytes = max_body_bytes
+        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._callables: dict[str, Any] = {}
+
+    def _target(self, service: ServiceSpec) -> str:
+        if service.name in self.targets:
+            return self.targets[service.name]
+        if self.default_target:
+            return self.default_target
+        return discovery.resolve(service.name, self.settings)
+
+    def _callable(self, match: Match) -> Any:
+        method = match.route.method
+        found = self._callables.get(method.path)
+        if found is None:
+            service = next(s for s in self.routes.services if s.name == method.service)
+            channel = self._channels.get(service.name)
+            if channel is None:
+                channel = open_channel(self._target(service), service, self.settings)
+                self._channels[service.name] = channel
+            found = channel.unary_unary(
+                method.path,
+                request_serializer=method.request_type.SerializeToString,
+                response_deserializer=method.response_type.FromString,
+            )
+            self._callables[method.path] = found
+        return found
+
+    async def close(self) -> None:
+        for channel in self._channels.values():
+            await channel.close()
+        self._channels.clear()
+        self._callables.clear()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+        elif scope["type"] == "http":
+            await self._http(scope, receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _body(self, receive: Receive) -> bytes:
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                raise _TooLargeError
+            chunks.append(chunk)
+            if not message.get("more_body"):
+                return b"".join(chunks)
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        request_id = headers.get("x-request-id") or propagation.new_id()
+        extra = [(b"x-request-id", request_id.encode())]
+
+        async def reply(code: int, payload: bytes, more: list[tuple[bytes, bytes]] = ()) -> None:  # type: ignore[assignment]
+            await send(
+                {"type": "http.response.start", "status": code, "headers": [*JSON, *extra, *more]}
+            )
+            await send({"type": "http.response.body", "body": payload})
+
+        raw = scope.get("raw_path") or scope["path"].encode()
+        path = raw.decode("latin-1").split("?", 1)[0]
+        found = self.routes.find(scope["method"], path)
+        if found is None:
+            await reply(404, status.body(grpc.StatusCode.NOT_FOUND, f"no route for {path}"))
+            return
+        if isinstance(found, set):
+            allow = ", ".join(sorted(found))
+            message = f"{scope['method']} is not allowed on {path}; allowed: {allow}"
+            await reply(
+                405,
+                status.body(grpc.StatusCode.UNIMPLEMENTED, message),
+                [(b"allow", allow.encode())],
+            )
+            return
+        if found.route.method.kind is not RpcKind.UNARY_UNARY:
+            message = f"{found.route.method.path} streams; streaming over REST is not served yet"
+            await reply(501, status.body(grpc.StatusCode.UNIMPLEMENTED, message))
+            return
+        try:
+            body = await self._body(receive)
+            request = request_message(found, scope.get("query_string", b"").decode("latin-1"), body)
+        except _TooLargeError:
+            limit = f"the body is larger than {self.max_body_bytes} bytes"
+            await reply(413, status.body(grpc.StatusCode.INVALID_ARGUMENT, limit))
+            return
+        except BadInputError as error:
+            await reply(400, status.body(grpc.StatusCode.INVALID_ARGUMENT, str(error)))
+            return
+        await self._call(found, request, {**headers, "x-request-id": request_id}, scope, reply)
+
+    async def _call(
+        self,
+        match: Match,
+        request: Any,
+        headers: Mapping[str, str],
+        scope: Scope,
+        reply: Callable[..., Awaitable[None]],
+    ) -> None:
+        method = match.route.method
+        metadata: list[tuple[str, str]] = [("x-request-id", headers["x-request-id"])]
+        metadata += [(k, headers[k]) for k in _FORWARDED if k in headers]
+        metadata += [
+            (k.removeprefix("grpc-metadata-"), v)
+            for k, v in headers.items()
+            if k.startswith("grpc-metadata-")
+        ]
+        client = scope.get("client")
+        forwarded = headers.get("x-forwarded-for")
+        if client:
+            forwarded = f"{forwarded}, {client[0]}" if forwarded else client[0]
+        if forwarded:
+            metadata.append(("x-forwarded-for", forwarded))
+        service = next(s for s in self.routes.services if s.name == method.service)
+        timeout = (
+            grpc_timeout(headers.get("grpc-timeout", ""))
+            or method.timeout
+            or (service.default_timeout or self.settings.default_timeout)
+        )
+        try:
+            response = await self._callable(match)(request, timeout=timeout, metadata=metadata)
+        except grpc.aio.AioRpcError as error:
+            code = error.code()
+            found = rpc_status.from_call(error)  # type: ignore[arg-type]
+            payload = (
+                status.from_status(found)
+                if found is not None
+                else status.body(code, error.details() or code.name)
+            )
+            await reply(status.HTTP_STATUS.get(code, 500), payload)
+            return
+        except Exception:
+            _log.exception("gateway call failed", method=method.path)
+            await reply(500, status.body(grpc.StatusCode.INTERNAL, "internal error"))
+            return
+        await reply(200, response_body(match, response))

@@ -1,0 +1,78 @@
+"""The gateway's route table: every `google.api.http` binding found in generated code.
+
+Routes come only from the `MethodSpec.http` rules generated from the protos; methods without
+`google.api.http` have no route and cannot be reached from outside. Templates are parsed and
+compiled once; a request path either matches a route (FULL), matches with another HTTP method
+(the 405 case, with `Allow`), or matches nothing (404).
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from keel.httprule import Literal, Matcher, Template, parse
+from keel.runtime.spec import HttpRule, MethodSpec, ServiceSpec
+
+
+@dataclass(frozen=True)
+class Route:
+    verb: str
+    template: Template
+    matcher: Matcher
+    rule: HttpRule
+    method: MethodSpec[Any, Any]
+
+    @property
+    def specificity(self) -> tuple[int, int, int]:
+        """More literal segments, then longer templates, then a custom verb win."""
+        flat = self.template.flat()
+        literals = sum(isinstance(s, Literal) for s, v in flat if v is None)
+        return (literals, len(flat), 1 if self.template.verb else 0)
+
+
+@dataclass(frozen=True)
+class Match:
+    route: Route
+    variables: dict[str, str]
+
+
+class RouteTable:
+    """Routes by specificity; `find(verb, path)` → Match, a set of allowed verbs, or None."""
+
+    def __init__(self, services: Iterable[ServiceSpec]) -> None:
+        routes = []
+        self.services = tuple(services)
+        for service in self.services:
+            for method in service.methods:
+                for rule in method.http:
+                    template = parse(rule.path)
+                    routes.append(Route(rule.method, template, Matcher(template), rule, method))
+        self.routes = sorted(routes, key=lambda r: r.specificity, reverse=True)
+
+    def find(self, verb: str, path: str) -> Match | set[str] | None:
+        allowed: set[str] = set()
+        for route in self.routes:
+            variables = route.matcher.match(path)
+            if variables is None:
+                continue
+            if route.verb == verb or (verb == "HEAD" and route.verb == "GET"):
+                return Match(route, variables)
+            allowed.add(route.verb)
+        return allowed or None
+
+    @classmethod
+    def from_generated(cls, gen: Path) -> RouteTable:
+        """Every service declared by the `*_keel.py` modules under `gen` (an import root)."""
+        root = str(gen.resolve())
+        if root not in sys.path:
+            sys.path.insert(0, root)
+        services = []
+        for path in sorted(gen.rglob("*_keel.py")):
+            module = importlib.import_module(".".join(path.relative_to(gen).with_suffix("").parts))
+            services += [v for v in vars(module).values() if isinstance(v, ServiceSpec)]
+        return cls(services)
