@@ -176,3 +176,96 @@ def test_only_annotated_methods_have_routes() -> None:
     assert "/acme.orders.v1.OrderService/CreateOrder" in paths
     for internal in ("ReserveStock", "ReleaseStock", "MarkShipped", "AuthorizePayment"):
         assert not any(p.endswith(f"/{internal}") for p in paths)
+
+
+def _stream_lines(url: str, accept: str = "") -> tuple[str, list[str]]:
+    headers = {"Accept": accept} if accept else {}
+    request = urllib.request.Request(url, headers=headers)
+    with _DIRECT.open(request, timeout=10) as response:
+        kind = response.headers["content-type"]
+        return kind, [line.decode().rstrip("\n") for line in response]
+
+
+async def _ship_soon(gateway: str, order_id: str) -> None:
+    from acme.orders.v1 import orders_keel, orders_pb2  # noqa: PLC0415
+    from keel.runtime import config  # noqa: PLC0415
+
+    await asyncio.sleep(0.3)
+    address = config.current().targets["ACME_ORDERS_V1_ORDERSERVICE"]
+    async with orders_keel.OrderServiceClient.connect(address) as orders:
+        await orders.mark_shipped(orders_pb2.MarkShippedRequest(order_id=order_id))
+
+
+async def _new_order(gateway: str) -> str:
+    order = {
+        "customerId": "c_1",
+        "lines": [{"productId": "p_mug", "quantity": 1}],
+        "paymentMethodToken": "tok_visa",
+    }
+    created = await call(f"{gateway}/v1/orders", "POST", order)
+    return str(created.body["order"]["orderId"])  # type: ignore[index]
+
+
+async def test_server_streaming_as_ndjson(gateway: str) -> None:
+    order_id = await _new_order(gateway)
+    shipping = asyncio.ensure_future(_ship_soon(gateway, order_id))
+    kind, lines = await asyncio.to_thread(_stream_lines, f"{gateway}/v1/orders/{order_id}:watch")
+    await shipping
+    assert kind == "application/x-ndjson"
+    states = [json.loads(line)["result"]["order"]["state"] for line in lines]
+    assert states == ["ORDER_STATE_CONFIRMED", "ORDER_STATE_SHIPPED"]
+
+
+async def test_server_streaming_as_server_sent_events(gateway: str) -> None:
+    order_id = await _new_order(gateway)
+    shipping = asyncio.ensure_future(_ship_soon(gateway, order_id))
+    kind, lines = await asyncio.to_thread(
+        _stream_lines, f"{gateway}/v1/orders/{order_id}:watch", "text/event-stream"
+    )
+    await shipping
+    assert kind == "text/event-stream"
+    events = [
+        json.loads(line.removeprefix("data: ")) for line in lines if line.startswith("data: ")
+    ]
+    assert [e["result"]["order"]["state"] for e in events] == [
+        "ORDER_STATE_CONFIRMED",
+        "ORDER_STATE_SHIPPED",
+    ]
+
+
+async def test_stream_failing_before_its_first_message_is_an_http_error(gateway: str) -> None:
+    reply = await call(f"{gateway}/v1/orders/o_missing:watch")
+    assert reply.status == 404
+    assert reply.body["code"] == 5  # type: ignore[index]
+
+
+async def test_health_readiness_and_metrics(gateway: str) -> None:
+    assert (await call(f"{gateway}/healthz")).body == {"status": "ok"}
+    assert (await call(f"{gateway}/readyz")).body == {"status": "ready"}
+
+    def metrics() -> str:
+        with _DIRECT.open(f"{gateway}/metrics", timeout=10) as response:
+            return str(response.read().decode())
+
+    assert "python_info" in await asyncio.to_thread(metrics)
+
+
+async def test_readyz_is_503_when_an_upstream_is_down() -> None:
+    routes = RouteTable.from_generated(REPO / "gen")
+    app = Gateway(routes, default_target="127.0.0.1:1")
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
+    task = asyncio.ensure_future(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        reply = await call(f"http://127.0.0.1:{port}/readyz")
+        unavailable = await call(f"http://127.0.0.1:{port}/v1/products/p_mug")
+    finally:
+        server.should_exit = True
+        await task
+    assert reply.status == 503
+    assert "acme.catalog.v1.CatalogService" in reply.body["not_serving"]  # type: ignore[index]
+    assert unavailable.status == 503
+    assert unavailable.body["code"] == 14  # type: ignore[index]

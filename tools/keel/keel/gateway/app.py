@@ -7,12 +7,16 @@ statuses by google/rpc/code.proto's HTTP mapping. Never a stack trace in a respo
 
 from __future__ import annotations
 
+import asyncio
+import json
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import grpc
 import grpc.aio
+import prometheus_client
+from grpc_health.v1 import health_pb2
 from grpc_status import rpc_status
 
 from keel.gateway import status
@@ -20,9 +24,9 @@ from keel.gateway.routes import Match, RouteTable
 from keel.gateway.transcode import BadInputError, request_message, response_body
 from keel.runtime import discovery, propagation
 from keel.runtime.channels import open_channel
-from keel.runtime.config import Settings
+from keel.runtime.config import ConfigError, Settings
 from keel.runtime.logs import get_logger
-from keel.runtime.spec import RpcKind, ServiceSpec
+from keel.runtime.spec import ServiceSpec
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -76,16 +80,20 @@ class Gateway:
             return self.default_target
         return discovery.resolve(service.name, self.settings)
 
+    def _channel(self, service: ServiceSpec) -> grpc.aio.Channel:
+        channel = self._channels.get(service.name)
+        if channel is None:
+            channel = open_channel(self._target(service), service, self.settings)
+            self._channels[service.name] = channel
+        return channel
+
     def _callable(self, match: Match) -> Any:
         method = match.route.method
         found = self._callables.get(method.path)
         if found is None:
             service = next(s for s in self.routes.services if s.name == method.service)
-            channel = self._channels.get(service.name)
-            if channel is None:
-                channel = open_channel(self._target(service), service, self.settings)
-                self._channels[service.name] = channel
-            found = channel.unary_unary(
+            factory = getattr(self._channel(service), method.kind.value)
+            found = factory(
                 method.path,
                 request_serializer=method.request_type.SerializeToString,
                 response_deserializer=method.response_type.FromString,
@@ -140,6 +148,9 @@ class Gateway:
 
         raw = scope.get("raw_path") or scope["path"].encode()
         path = raw.decode("latin-1").split("?", 1)[0]
+        if path in ("/healthz", "/readyz", "/metrics") and scope["method"] in ("GET", "HEAD"):
+            await self._edge(path, reply)
+            return
         found = self.routes.find(scope["method"], path)
         if found is None:
             await reply(404, status.body(grpc.StatusCode.NOT_FOUND, f"no route for {path}"))
@@ -153,8 +164,8 @@ class Gateway:
                 [(b"allow", allow.encode())],
             )
             return
-        if found.route.method.kind is not RpcKind.UNARY_UNARY:
-            message = f"{found.route.method.path} streams; streaming over REST is not served yet"
+        if found.route.method.kind.client_streaming:
+            message = f"{found.route.method.path} takes a stream of requests: gRPC only"
             await reply(501, status.body(grpc.StatusCode.UNIMPLEMENTED, message))
             return
         try:
@@ -167,16 +178,52 @@ class Gateway:
         except BadInputError as error:
             await reply(400, status.body(grpc.StatusCode.INVALID_ARGUMENT, str(error)))
             return
-        await self._call(found, request, {**headers, "x-request-id": request_id}, scope, reply)
+        call_headers = {**headers, "x-request-id": request_id}
+        if found.route.method.kind.server_streaming:
+            sse = "text/event-stream" in headers.get("accept", "")
+            stream = _Stream(send, receive, extra, sse, reply)
+            await self._stream(found, request, call_headers, scope, stream)
+        else:
+            await self._call(found, request, call_headers, scope, reply)
 
-    async def _call(
-        self,
-        match: Match,
-        request: Any,
-        headers: Mapping[str, str],
-        scope: Scope,
-        reply: Callable[..., Awaitable[None]],
-    ) -> None:
+    async def _edge(self, path: str, reply: Callable[..., Awaitable[None]]) -> None:
+        if path == "/healthz":
+            await reply(200, b'{"status":"ok"}')
+        elif path == "/readyz":
+            down = await self._unready()
+            if down:
+                payload = json.dumps({"status": "unavailable", "not_serving": down}).encode()
+                await reply(503, payload)
+            else:
+                await reply(200, b'{"status":"ready"}')
+        else:
+            metrics = prometheus_client.generate_latest()
+            await reply(
+                200, metrics, [(b"content-type", prometheus_client.CONTENT_TYPE_LATEST.encode())]
+            )
+
+    async def _unready(self) -> list[str]:
+        """The upstream services whose health check does not answer SERVING."""
+        down = []
+        for service in self.routes.services:
+            try:
+                channel = self._channel(service)
+                check = channel.unary_unary(
+                    "/grpc.health.v1.Health/Check",
+                    request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
+                    response_deserializer=health_pb2.HealthCheckResponse.FromString,
+                )
+                answer = await check(health_pb2.HealthCheckRequest(service=service.name), timeout=2)
+                if answer.status != health_pb2.HealthCheckResponse.SERVING:
+                    down.append(service.name)
+            except (grpc.aio.AioRpcError, ConfigError):
+                down.append(service.name)
+        return down
+
+    def _outbound(
+        self, match: Match, headers: Mapping[str, str], scope: Scope
+    ) -> tuple[list[tuple[str, str]], float]:
+        """The call's metadata (forwarded headers) and deadline."""
         method = match.route.method
         metadata: list[tuple[str, str]] = [("x-request-id", headers["x-request-id"])]
         metadata += [(k, headers[k]) for k in _FORWARDED if k in headers]
@@ -195,22 +242,115 @@ class Gateway:
         timeout = (
             grpc_timeout(headers.get("grpc-timeout", ""))
             or method.timeout
-            or (service.default_timeout or self.settings.default_timeout)
+            or service.default_timeout
+            or self.settings.default_timeout
         )
+        return metadata, timeout
+
+    async def _call(
+        self,
+        match: Match,
+        request: Any,
+        headers: Mapping[str, str],
+        scope: Scope,
+        reply: Callable[..., Awaitable[None]],
+    ) -> None:
+        metadata, timeout = self._outbound(match, headers, scope)
         try:
             response = await self._callable(match)(request, timeout=timeout, metadata=metadata)
-        except grpc.aio.AioRpcError as error:
-            code = error.code()
-            found = rpc_status.from_call(error)  # type: ignore[arg-type]
-            payload = (
-                status.from_status(found)
-                if found is not None
-                else status.body(code, error.details() or code.name)
-            )
-            await reply(status.HTTP_STATUS.get(code, 500), payload)
-            return
-        except Exception:
-            _log.exception("gateway call failed", method=method.path)
-            await reply(500, status.body(grpc.StatusCode.INTERNAL, "internal error"))
+        except Exception as error:
+            await reply(*_failure(match, error))
             return
         await reply(200, response_body(match, response))
+
+    async def _stream(
+        self,
+        match: Match,
+        request: Any,
+        headers: Mapping[str, str],
+        scope: Scope,
+        stream: _Stream,
+    ) -> None:
+        """Server streaming: NDJSON `{"result": ...}` lines, or SSE `data:` events.
+
+        Until the first message the HTTP status still says how the call went; after it, an
+        error arrives as a last `{"error": ...}` line (SSE: an `error` event).
+        """
+        metadata, timeout = self._outbound(match, headers, scope)
+        call = self._callable(match)(request, timeout=timeout, metadata=metadata)
+        watcher = asyncio.ensure_future(stream.disconnected())
+        watcher.add_done_callback(lambda _: call.cancel())
+        try:
+            async for response in call:
+                await stream.item(b'{"result":' + response_body(match, response) + b"}")
+        except Exception as error:
+            if watcher.done():
+                return
+            code, payload = _failure(match, error)
+            if stream.started:
+                await stream.item(b'{"error":' + payload + b"}", event=b"error")
+            else:
+                await stream.reply(code, payload)
+                return
+        finally:
+            watcher.cancel()
+        await stream.end()
+
+
+class _Stream:
+    """Writes a streamed response: headers before the first item, then one item per message."""
+
+    def __init__(
+        self,
+        send: Send,
+        receive: Receive,
+        extra: list[tuple[bytes, bytes]],
+        sse: bool,
+        reply: Callable[..., Awaitable[None]],
+    ) -> None:
+        self.reply = reply
+        self._send = send
+        self._receive = receive
+        self._extra = extra
+        self.sse = sse
+        self.started = False
+
+    async def disconnected(self) -> None:
+        while (await self._receive())["type"] != "http.disconnect":
+            pass
+
+    async def _start(self) -> None:
+        kind = b"text/event-stream" if self.sse else b"application/x-ndjson"
+        headers = [(b"content-type", kind), (b"cache-control", b"no-cache"), *self._extra]
+        await self._send({"type": "http.response.start", "status": 200, "headers": headers})
+        self.started = True
+
+    async def item(self, payload: bytes, event: bytes = b"") -> None:
+        if not self.started:
+            await self._start()
+        if self.sse:
+            head = b"event: " + event + b"\n" if event else b""
+            chunk = head + b"data: " + payload + b"\n\n"
+        else:
+            chunk = payload + b"\n"
+        await self._send({"type": "http.response.body", "body": chunk, "more_body": True})
+
+    async def end(self) -> None:
+        if not self.started:
+            await self._start()
+        await self._send({"type": "http.response.body", "body": b""})
+
+
+def _failure(match: Match, error: Exception) -> tuple[int, bytes]:
+    """HTTP status and JSON body for a failed upstream call."""
+    if isinstance(error, grpc.aio.AioRpcError):
+        code = error.code()
+        found = rpc_status.from_call(error)  # type: ignore[arg-type]
+        payload = (
+            status.from_status(found)
+            if found is not None
+            else status.body(code, error.details() or code.name)
+        )
+        return status.HTTP_STATUS.get(code, 500), payload
+    _log.error("gateway call failed", method=match.route.method.path, exc_info=error)
+    return 500, status.body(grpc.StatusCode.INTERNAL, "internal error")
