@@ -269,3 +269,10 @@ async def test_readyz_is_503_when_an_upstream_is_down() -> None:
     assert "acme.catalog.v1.CatalogService" in reply.body["not_serving"]  # type: ignore[index]
     assert unavailable.status == 503
     assert unavailable.body["code"] == 14  # type: ignore[index]
+
+
+async def test_patch_without_mask_updates_only_the_fields_sent(gateway: str) -> None:
+    reply = await call(f"{gateway}/v1/products/p_teapot", "PATCH", {"priceCents": "3000"})
+    assert reply.status == 200, reply.body
+    product = reply.body["product"]  # type: ignore[index]
+    assert (product["title"], product["priceCents"]) == ("Teapot", "3000")  # title untouched

@@ -72,6 +72,50 @@ def _query(message: Descriptor, query: str, data: dict[str, Any], bound: set[str
         _set(data, path, _query_value(field, values))
 
 
+def _mask_paths(descriptor: Descriptor, value: dict[str, Any], prefix: str) -> list[str]:
+    """FieldMask paths (in JSON's camelCase form) of the keys set in a JSON object."""
+    paths = []
+    for key, item in value.items():
+        field = _field(descriptor, key)
+        if field is None:
+            continue  # ParseDict reports the unknown field
+        path = f"{prefix}{field.json_name}"
+        nested = field.message_type
+        if (
+            nested is not None
+            and not nested.GetOptions().map_entry
+            and not nested.full_name.startswith("google.protobuf.")
+            and not field.is_repeated
+            and isinstance(item, dict)
+            and item
+        ):
+            paths += _mask_paths(nested, item, f"{path}.")
+        else:
+            paths.append(path)
+    return paths
+
+
+def _fill_update_mask(
+    match: Match, descriptor: Descriptor, data: dict[str, Any], query: str
+) -> None:
+    """PATCH without an `update_mask`: the mask is the body's keys (as grpc-gateway does)."""
+    rule = match.route.rule
+    mask = descriptor.fields_by_name.get("update_mask")
+    if (
+        match.route.verb != "PATCH"
+        or rule.body in ("", "*")
+        or mask is None
+        or mask.message_type is None
+        or mask.message_type.full_name != "google.protobuf.FieldMask"
+        or {key for key, _ in parse_qsl(query)} & {"update_mask", "updateMask"}
+    ):
+        return
+    body = data.get(rule.body)
+    target = descriptor.fields_by_name[rule.body].message_type
+    if isinstance(body, dict) and target is not None:
+        data["update_mask"] = ",".join(_mask_paths(target, body, ""))
+
+
 def request_message(match: Match, query: str, body: bytes) -> Message:
     """The request message for a matched route (path variables, query string, JSON body)."""
     route = match.route
@@ -89,6 +133,7 @@ def request_message(match: Match, query: str, body: bytes) -> Message:
             data = parsed
         else:
             data[body_field] = parsed
+            _fill_update_mask(match, message.DESCRIPTOR, data, query)
     if body_field != "*":
         _query(message.DESCRIPTOR, query, data, set(match.variables))
     for name, value in match.variables.items():
