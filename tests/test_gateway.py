@@ -276,3 +276,49 @@ async def test_patch_without_mask_updates_only_the_fields_sent(gateway: str) -> 
     assert reply.status == 200, reply.body
     product = reply.body["product"]  # type: ignore[index]
     assert (product["title"], product["priceCents"]) == ("Teapot", "3000")  # title untouched
+
+
+def test_generated_openapi_documents_are_valid_openapi_3_1() -> None:
+    from openapi_spec_validator import validate  # noqa: PLC0415
+
+    documents = sorted((REPO / "gen" / "openapi").rglob("*.json"))
+    documents += sorted((REPO / "tests" / "golden" / "out" / "openapi").rglob("*.json"))
+    assert len(documents) == 4
+    for document in documents:
+        validate(json.loads(document.read_text()))
+    validate(RouteTable.from_generated(REPO / "gen").openapi)
+
+
+def test_openapi_describes_routes_schemas_and_security() -> None:
+    doc = json.loads((REPO / "gen/openapi/acme/catalog/v1/catalog.json").read_text())
+    get = doc["paths"]["/v1/products/{product_id}"]["get"]
+    assert get["security"] == []  # ACCESS_PUBLIC
+    assert get["responses"]["200"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/acme.catalog.v1.Product"  # response_body: product
+    }
+    create = doc["paths"]["/v1/products"]["post"]
+    assert create["security"] == [{"bearer": ["catalog.write"]}]
+    product = doc["components"]["schemas"]["acme.catalog.v1.Product"]
+    assert product["properties"]["priceCents"]["type"] == "string"  # int64 in proto3 JSON
+    assert product["properties"]["productId"]["readOnly"] is True  # OUTPUT_ONLY
+    assert product["required"] == ["title"]  # field_behavior REQUIRED
+    assert (
+        "Price in the smallest currency unit" in product["properties"]["priceCents"]["description"]
+    )
+    listing = doc["paths"]["/v1/products"]["get"]
+    assert {p["name"] for p in listing["parameters"]} == {"pageSize", "pageToken"}
+    kitchen = json.loads((REPO / "tests/golden/out/openapi/kitchen/v1/kitchen.json").read_text())
+    # /v1/dishes/{name=dishes/*}:follow: one parameter per *, named after its collection
+    assert "/v1/dishes/dishes/{dish}:follow" in kitchen["paths"]
+
+
+async def test_gateway_serves_openapi_and_docs(gateway: str) -> None:
+    doc = await call(f"{gateway}/openapi.json")
+    assert doc.status == 200
+    assert "/v1/orders" in doc.body["paths"]  # type: ignore[index]
+
+    def page() -> str:
+        with _DIRECT.open(f"{gateway}/docs", timeout=10) as response:
+            return str(response.read().decode())
+
+    assert "/openapi.json" in await asyncio.to_thread(page)

@@ -6,7 +6,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import buf.validate.validate_pb2
 import google.api.annotations_pb2
+import google.api.field_behavior_pb2
 from google.protobuf import descriptor_pb2
 
 import keel.options.v1.options_pb2
@@ -15,7 +17,12 @@ from keel.codegen.buf import BufError, run_buf
 from keel.codegen.errors import BuildError
 
 # Option extensions are decoded when the image is parsed only if their modules are loaded.
-_EXTENSION_MODULES = (google.api.annotations_pb2, keel.options.v1.options_pb2)
+_EXTENSION_MODULES = (
+    google.api.annotations_pb2,
+    google.api.field_behavior_pb2,
+    keel.options.v1.options_pb2,
+    buf.validate.validate_pb2,
+)
 
 
 @dataclass(frozen=True)

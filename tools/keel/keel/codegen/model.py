@@ -151,6 +151,11 @@ class _Index:
             self._add(module, full, name, message.nested_type)
 
 
+def file_comments(file: descriptor_pb2.FileDescriptorProto) -> Mapping[tuple[int, ...], str]:
+    """Cleaned leading (else trailing) comments of a file, by source location path."""
+    return _comments(file)
+
+
 def _comments(file: descriptor_pb2.FileDescriptorProto) -> Mapping[tuple[int, ...], str]:
     comments: dict[tuple[int, ...], str] = {}
     for location in file.source_code_info.location:

@@ -35,6 +35,7 @@ _GENERATOR_SOURCES = (
     "image.py",
     "model.py",
     "names.py",
+    "openapi.py",
     "pipeline.py",
     "plugin.py",
     "render.py",

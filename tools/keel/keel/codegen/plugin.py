@@ -9,7 +9,7 @@ import sys
 
 from google.protobuf.compiler import plugin_pb2
 
-from keel.codegen import model, render
+from keel.codegen import model, openapi, render
 
 
 def generate(
@@ -26,6 +26,11 @@ def generate(
         return response
     for path, content in render.render_all(files).items():
         response.file.add(name=path, content=content)
+    for file in files:
+        document = openapi.render(file, list(request.proto_file))
+        if document is not None:
+            name = "openapi/" + file.proto.removesuffix(".proto") + ".json"
+            response.file.add(name=name, content=document)
     return response
 
 

@@ -20,6 +20,7 @@ from grpc_health.v1 import health_pb2
 from grpc_status import rpc_status
 
 from keel.gateway import status
+from keel.gateway.docs import DOCS_PAGE
 from keel.gateway.routes import Match, RouteTable
 from keel.gateway.transcode import BadInputError, request_message, response_body
 from keel.runtime import discovery, propagation
@@ -36,6 +37,7 @@ _log = get_logger("keel.gateway")
 _TIMEOUT = re.compile(r"^(\d{1,8})([HMSmun])$")
 _UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
 _FORWARDED = ("authorization", "traceparent", "tracestate")
+_EDGE = ("/healthz", "/readyz", "/metrics", "/openapi.json", "/docs")
 JSON = [(b"content-type", b"application/json")]
 
 
@@ -72,6 +74,7 @@ class Gateway:
         self.max_body_bytes = max_body_bytes
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._callables: dict[str, Any] = {}
+        self._openapi = json.dumps(routes.openapi).encode()
 
     def _target(self, service: ServiceSpec) -> str:
         if service.name in self.targets:
@@ -148,7 +151,7 @@ class Gateway:
 
         raw = scope.get("raw_path") or scope["path"].encode()
         path = raw.decode("latin-1").split("?", 1)[0]
-        if path in ("/healthz", "/readyz", "/metrics") and scope["method"] in ("GET", "HEAD"):
+        if path in _EDGE and scope["method"] in ("GET", "HEAD"):
             await self._edge(path, reply)
             return
         found = self.routes.find(scope["method"], path)
@@ -189,6 +192,10 @@ class Gateway:
     async def _edge(self, path: str, reply: Callable[..., Awaitable[None]]) -> None:
         if path == "/healthz":
             await reply(200, b'{"status":"ok"}')
+        elif path == "/openapi.json":
+            await reply(200, self._openapi)
+        elif path == "/docs":
+            await reply(200, DOCS_PAGE, [(b"content-type", b"text/html; charset=utf-8")])
         elif path == "/readyz":
             down = await self._unready()
             if down:

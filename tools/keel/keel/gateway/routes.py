@@ -9,6 +9,7 @@ compiled once; a request path either matches a route (FULL), matches with anothe
 from __future__ import annotations
 
 import importlib
+import json
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -44,9 +45,12 @@ class Match:
 class RouteTable:
     """Routes by specificity; `find(verb, path)` → Match, a set of allowed verbs, or None."""
 
-    def __init__(self, services: Iterable[ServiceSpec]) -> None:
+    def __init__(
+        self, services: Iterable[ServiceSpec], openapi: dict[str, Any] | None = None
+    ) -> None:
         routes = []
         self.services = tuple(services)
+        self.openapi = openapi or {"openapi": "3.1.0", "info": {"title": "Keel", "version": "v1"}}
         for service in self.services:
             for method in service.methods:
                 for rule in method.http:
@@ -75,4 +79,21 @@ class RouteTable:
         for path in sorted(gen.rglob("*_keel.py")):
             module = importlib.import_module(".".join(path.relative_to(gen).with_suffix("").parts))
             services += [v for v in vars(module).values() if isinstance(v, ServiceSpec)]
-        return cls(services)
+        return cls(services, merge_openapi(sorted((gen / "openapi").rglob("*.json"))))
+
+
+def merge_openapi(documents: Iterable[Path]) -> dict[str, Any]:
+    """One OpenAPI 3.1 document from the per-file ones `keel gen` wrote."""
+    merged: dict[str, Any] = {
+        "openapi": "3.1.0",
+        "info": {"title": "Keel REST gateway", "version": "v1"},
+        "paths": {},
+        "components": {"schemas": {}, "securitySchemes": {}},
+    }
+    for document in documents:
+        data = json.loads(document.read_text())
+        for path, operations in data.get("paths", {}).items():
+            merged["paths"].setdefault(path, {}).update(operations)
+        for section in ("schemas", "securitySchemes"):
+            merged["components"][section].update(data.get("components", {}).get(section, {}))
+    return merged
