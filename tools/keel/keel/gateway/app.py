@@ -20,6 +20,7 @@ from grpc_health.v1 import health_pb2
 from grpc_status import rpc_status
 
 from keel.gateway import status
+from keel.gateway.auth import Authenticator, DeniedError, policy
 from keel.gateway.docs import DOCS_PAGE
 from keel.gateway.routes import Match, RouteTable
 from keel.gateway.transcode import BadInputError, request_message, response_body
@@ -75,6 +76,13 @@ class Gateway:
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._callables: dict[str, Any] = {}
         self._openapi = json.dumps(routes.openapi).encode()
+        self._services = {service.name: service for service in routes.services}
+        self.auth = Authenticator(self.settings)
+        if not self.auth.configured:
+            _log.warning(
+                "NO AUTHENTICATION: no JWT keys configured (KEEL_JWT_SECRET, KEEL_JWKS_FILE or "
+                "KEEL_JWKS_URL); every method is reachable without a token. Development only."
+            )
 
     def _target(self, service: ServiceSpec) -> str:
         if service.name in self.targets:
@@ -94,7 +102,7 @@ class Gateway:
         method = match.route.method
         found = self._callables.get(method.path)
         if found is None:
-            service = next(s for s in self.routes.services if s.name == method.service)
+            service = self._services[method.service]
             factory = getattr(self._channel(service), method.kind.value)
             found = factory(
                 method.path,
@@ -114,7 +122,21 @@ class Gateway:
         if scope["type"] == "lifespan":
             await self._lifespan(receive, send)
         elif scope["type"] == "http":
-            await self._http(scope, receive, send)
+            started = False
+
+            async def tracked(message: dict[str, Any]) -> None:
+                nonlocal started
+                started = started or message["type"] == "http.response.start"
+                await send(message)
+
+            try:
+                await self._http(scope, receive, tracked)
+            except Exception:  # an edge answers JSON, never a stack trace
+                _log.exception("gateway request failed", path=scope.get("path"))
+                if not started:
+                    await send({"type": "http.response.start", "status": 500, "headers": JSON})
+                    payload = status.body(grpc.StatusCode.INTERNAL, "internal error")
+                    await send({"type": "http.response.body", "body": payload})
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -139,7 +161,14 @@ class Gateway:
                 return b"".join(chunks)
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        headers = {
+            key: value
+            for key, value in (
+                (k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in scope["headers"]
+            )
+            # Identity metadata comes from verified tokens only, never from the client.
+            if not key.startswith("grpc-metadata-x-keel-")
+        }
         request_id = headers.get("x-request-id") or propagation.new_id()
         extra = [(b"x-request-id", request_id.encode())]
 
@@ -167,6 +196,24 @@ class Gateway:
                 [(b"allow", allow.encode())],
             )
             return
+        method = found.route.method
+        try:
+            claims = self.auth.check(
+                policy(method, self._services[method.service]), headers.get("authorization")
+            )
+        except DeniedError as denied:
+            code = grpc.StatusCode.UNAUTHENTICATED
+            if denied.status == 403:
+                code = grpc.StatusCode.PERMISSION_DENIED
+            challenge = [(b"www-authenticate", denied.challenge().encode())]
+            await reply(denied.status, status.body(code, denied.description), challenge)
+            return
+        if claims is not None:
+            headers = {
+                **headers,
+                "grpc-metadata-x-keel-subject": str(claims.get("sub", "")),
+                "grpc-metadata-x-keel-claims": json.dumps(claims, separators=(",", ":")),
+            }
         if found.route.method.kind.client_streaming:
             message = f"{found.route.method.path} takes a stream of requests: gRPC only"
             await reply(501, status.body(grpc.StatusCode.UNIMPLEMENTED, message))
@@ -245,7 +292,7 @@ class Gateway:
             forwarded = f"{forwarded}, {client[0]}" if forwarded else client[0]
         if forwarded:
             metadata.append(("x-forwarded-for", forwarded))
-        service = next(s for s in self.routes.services if s.name == method.service)
+        service = self._services[method.service]
         timeout = (
             grpc_timeout(headers.get("grpc-timeout", ""))
             or method.timeout

@@ -16,6 +16,9 @@
 | KEEL_BREAKER_THRESHOLD | failures in a row that open a target's circuit | 5 |
 | KEEL_BREAKER_RESET | seconds an open circuit waits before a probe | 30 |
 | KEEL_REGISTRY | service registry file | services/registry.toml, found upwards |
+| KEEL_JWT_SECRET | gateway: HS256 shared secret for bearer tokens | |
+| KEEL_JWKS_FILE / KEEL_JWKS_URL | gateway: JSON Web Key Set (RS256, ES256, ...) | |
+| KEEL_JWT_AUDIENCE / KEEL_JWT_ISSUER | gateway: required `aud` / `iss` of tokens | |
 | KEEL_TARGET_<SERVICE> | address of one service (`ACME_ORDERS_V1_ORDERSERVICE`) | |
 
 An unknown `KEEL_` variable or an invalid value stops start-up with a message naming it.
@@ -132,6 +135,11 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "breaker_threshold": _threshold,
     "breaker_reset": _positive_seconds,
     "registry": str,
+    "jwt_secret": str,
+    "jwks_file": str,
+    "jwks_url": str,
+    "jwt_audience": str,
+    "jwt_issuer": str,
 }
 
 
@@ -153,6 +161,11 @@ class Settings:
     breaker_threshold: int = 5
     breaker_reset: float = 30.0
     registry: str = ""
+    jwt_secret: str = ""
+    jwks_file: str = ""
+    jwks_url: str = ""
+    jwt_audience: str = ""
+    jwt_issuer: str = ""
     targets: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
