@@ -7,7 +7,7 @@ import json
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import jwt
 import keel
@@ -32,7 +32,7 @@ SECRET = "test-secret-that-is-long-enough-for-hs256"
 class SeeingPayments(PaymentService):
     """Records the identity metadata each call brought."""
 
-    seen: list[dict[str, str]] = []
+    seen: ClassVar[list[dict[str, str]]] = []
 
     async def get_payment(self, request: Any, context: keel.Context) -> Any:
         metadata = dict(context.invocation_metadata() or ())
