@@ -36,7 +36,9 @@ class SeeingPayments(PaymentService):
 
     async def get_payment(self, request: Any, context: keel.Context) -> Any:
         metadata = dict(context.invocation_metadata() or ())
-        SeeingPayments.seen.append({k: v for k, v in metadata.items() if k.startswith("x-keel-")})
+        SeeingPayments.seen.append(
+            {k: str(v) for k, v in metadata.items() if k.startswith("x-keel-")}
+        )
         return await super().get_payment(request, context)
 
 
