@@ -22,6 +22,7 @@ from grpc_status import rpc_status
 from keel.gateway import status
 from keel.gateway.auth import Authenticator, DeniedError, policy
 from keel.gateway.docs import DOCS_PAGE
+from keel.gateway.edge import Cors, RateLimiter
 from keel.gateway.routes import Match, RouteTable
 from keel.gateway.transcode import BadInputError, request_message, response_body
 from keel.runtime import discovery, propagation
@@ -77,6 +78,12 @@ class Gateway:
         self._callables: dict[str, Any] = {}
         self._openapi = json.dumps(routes.openapi).encode()
         self._services = {service.name: service for service in routes.services}
+        self.cors = Cors(self.settings.cors_origins.split(","))
+        self.limiter = (
+            RateLimiter(self.settings.rate_limit, self.settings.rate_burst)
+            if self.settings.rate_limit
+            else None
+        )
         self.auth = Authenticator(self.settings)
         if not self.auth.configured:
             _log.warning(
@@ -171,6 +178,13 @@ class Gateway:
         }
         request_id = headers.get("x-request-id") or propagation.new_id()
         extra = [(b"x-request-id", request_id.encode())]
+        allow_origin = self.cors.allowed(headers.get("origin"))
+        if allow_origin:
+            extra += [
+                (b"access-control-allow-origin", allow_origin.encode()),
+                (b"access-control-expose-headers", b"x-request-id"),
+                (b"vary", b"origin"),
+            ]
 
         async def reply(code: int, payload: bytes, more: list[tuple[bytes, bytes]] = ()) -> None:  # type: ignore[assignment]
             await send(
@@ -182,6 +196,9 @@ class Gateway:
         path = raw.decode("latin-1").split("?", 1)[0]
         if path in _EDGE and scope["method"] in ("GET", "HEAD"):
             await self._edge(path, reply)
+            return
+        if scope["method"] == "OPTIONS" and "access-control-request-method" in headers:
+            await self._preflight(path, headers, send)
             return
         found = self.routes.find(scope["method"], path)
         if found is None:
@@ -196,17 +213,8 @@ class Gateway:
                 [(b"allow", allow.encode())],
             )
             return
-        method = found.route.method
-        try:
-            claims = self.auth.check(
-                policy(method, self._services[method.service]), headers.get("authorization")
-            )
-        except DeniedError as denied:
-            code = grpc.StatusCode.UNAUTHENTICATED
-            if denied.status == 403:
-                code = grpc.StatusCode.PERMISSION_DENIED
-            challenge = [(b"www-authenticate", denied.challenge().encode())]
-            await reply(denied.status, status.body(code, denied.description), challenge)
+        admitted, claims = await self._admit(found, headers, scope, reply)
+        if not admitted:
             return
         if claims is not None:
             headers = {
@@ -235,6 +243,52 @@ class Gateway:
             await self._stream(found, request, call_headers, scope, stream)
         else:
             await self._call(found, request, call_headers, scope, reply)
+
+    async def _admit(
+        self,
+        found: Match,
+        headers: Mapping[str, str],
+        scope: Scope,
+        reply: Callable[..., Awaitable[None]],
+    ) -> tuple[bool, dict[str, Any] | None]:
+        """Authentication and rate limiting; (False, None) once it has answered the request."""
+        method = found.route.method
+        try:
+            claims = self.auth.check(
+                policy(method, self._services[method.service]), headers.get("authorization")
+            )
+        except DeniedError as denied:
+            code = grpc.StatusCode.UNAUTHENTICATED
+            if denied.status == 403:
+                code = grpc.StatusCode.PERMISSION_DENIED
+            challenge = [(b"www-authenticate", denied.challenge().encode())]
+            await reply(denied.status, status.body(code, denied.description), challenge)
+            return False, None
+        if self.limiter is not None:
+            identity = str(claims.get("sub")) if claims else str((scope.get("client") or ("",))[0])
+            if not self.limiter.allow(identity, f"{found.route.verb} {found.route.rule.path}"):
+                wait = str(self.limiter.retry_after).encode()
+                message = "too many requests; slow down"
+                body = status.body(grpc.StatusCode.RESOURCE_EXHAUSTED, message)
+                await reply(429, body, [(b"retry-after", wait)])
+                return False, None
+        return True, claims
+
+    async def _preflight(self, path: str, headers: Mapping[str, str], send: Send) -> None:
+        origin = self.cors.allowed(headers.get("origin"))
+        verbs: set[str] = set()
+        for verb in ("GET", "POST", "PUT", "PATCH", "DELETE"):
+            if isinstance(self.routes.find(verb, path), Match):
+                verbs.add(verb)
+        if origin is None or not verbs:
+            await send({"type": "http.response.start", "status": 403, "headers": JSON})
+            payload = status.body(grpc.StatusCode.PERMISSION_DENIED, "CORS preflight refused")
+            await send({"type": "http.response.body", "body": payload})
+            return
+        requested = headers.get("access-control-request-headers", "")
+        allowed = self.cors.preflight(origin, verbs, requested)
+        await send({"type": "http.response.start", "status": 204, "headers": allowed})
+        await send({"type": "http.response.body", "body": b""})
 
     async def _edge(self, path: str, reply: Callable[..., Awaitable[None]]) -> None:
         if path == "/healthz":

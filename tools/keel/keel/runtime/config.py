@@ -19,6 +19,9 @@
 | KEEL_JWT_SECRET | gateway: HS256 shared secret for bearer tokens | |
 | KEEL_JWKS_FILE / KEEL_JWKS_URL | gateway: JSON Web Key Set (RS256, ES256, ...) | |
 | KEEL_JWT_AUDIENCE / KEEL_JWT_ISSUER | gateway: required `aud` / `iss` of tokens | |
+| KEEL_RATE_LIMIT | gateway: requests a second per client and route (0: off) | 0 |
+| KEEL_RATE_BURST | gateway: requests a client may make at once | 20 |
+| KEEL_CORS_ORIGINS | gateway: allowed origins, comma-separated, or * | |
 | KEEL_TARGET_<SERVICE> | address of one service (`ACME_ORDERS_V1_ORDERSERVICE`) | |
 
 An unknown `KEEL_` variable or an invalid value stops start-up with a message naming it.
@@ -113,6 +116,13 @@ def _threshold(value: str) -> int:
     return threshold
 
 
+def _rate(value: str) -> float:
+    rate = float(value)
+    if math.isnan(rate) or not 0 <= rate <= 1_000_000:
+        raise ValueError("must be requests per second, from 0 (off) to 1000000")
+    return rate
+
+
 def _workers(value: str) -> int:
     workers = int(value)
     if not 1 <= workers <= 256:
@@ -140,6 +150,9 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "jwks_url": str,
     "jwt_audience": str,
     "jwt_issuer": str,
+    "rate_limit": _rate,
+    "rate_burst": _threshold,
+    "cors_origins": str,
 }
 
 
@@ -166,6 +179,9 @@ class Settings:
     jwks_url: str = ""
     jwt_audience: str = ""
     jwt_issuer: str = ""
+    rate_limit: float = 0.0
+    rate_burst: int = 20
+    cors_origins: str = ""
     targets: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
