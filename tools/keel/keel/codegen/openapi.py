@@ -213,7 +213,8 @@ def _openapi_path(template: Template) -> tuple[str, list[tuple[str, str]]]:
         if isinstance(segment, Variable):
             field = ".".join(segment.field_path)
             if not segment.multi_segment:
-                parts.append("{" + name_for(field) + "}")
+                # `{book.name}` documents as `{name}`: dotted names trip up OpenAPI tools
+                parts.append("{" + name_for(segment.field_path[-1]) + "}")
                 params.append((parts[-1][1:-1], field))
                 continue
             previous = ""

@@ -39,6 +39,8 @@ _log = get_logger("keel.gateway")
 _TIMEOUT = re.compile(r"^(\d{1,8})([HMSmun])$")
 _UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
 _FORWARDED = ("authorization", "traceparent", "tracestate")
+_METADATA_KEY = re.compile(r"[0-9a-z_.\-]+")
+_METADATA_VALUE = re.compile(r"[\x20-\x7e]*")
 _EDGE = ("/healthz", "/readyz", "/metrics", "/openapi.json", "/docs")
 JSON = [(b"content-type", b"application/json")]
 
@@ -346,6 +348,11 @@ class Gateway:
             forwarded = f"{forwarded}, {client[0]}" if forwarded else client[0]
         if forwarded:
             metadata.append(("x-forwarded-for", forwarded))
+        for key, value in metadata:
+            if not _METADATA_KEY.fullmatch(key):
+                raise BadInputError(f"header {key!r} cannot travel as gRPC metadata")
+            if not _METADATA_VALUE.fullmatch(value):
+                raise BadInputError(f"header {key!r} has characters gRPC metadata cannot carry")
         service = self._services[method.service]
         timeout = (
             grpc_timeout(headers.get("grpc-timeout", ""))
@@ -363,7 +370,11 @@ class Gateway:
         scope: Scope,
         reply: Callable[..., Awaitable[None]],
     ) -> None:
-        metadata, timeout = self._outbound(match, headers, scope)
+        try:
+            metadata, timeout = self._outbound(match, headers, scope)
+        except BadInputError as error:
+            await reply(400, status.body(grpc.StatusCode.INVALID_ARGUMENT, str(error)))
+            return
         try:
             response = await self._callable(match)(request, timeout=timeout, metadata=metadata)
         except Exception as error:
@@ -384,7 +395,11 @@ class Gateway:
         Until the first message the HTTP status still says how the call went; after it, an
         error arrives as a last `{"error": ...}` line (SSE: an `error` event).
         """
-        metadata, timeout = self._outbound(match, headers, scope)
+        try:
+            metadata, timeout = self._outbound(match, headers, scope)
+        except BadInputError as error:
+            await stream.reply(400, status.body(grpc.StatusCode.INVALID_ARGUMENT, str(error)))
+            return
         call = self._callable(match)(request, timeout=timeout, metadata=metadata)
         watcher = asyncio.ensure_future(stream.disconnected())
         watcher.add_done_callback(lambda _: call.cancel())
