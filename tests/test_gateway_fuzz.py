@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import keel.testing
 import pytest
@@ -67,7 +68,7 @@ def base_url() -> Iterator[str]:
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-def test_no_server_errors(case: schemathesis.Case, base_url: str) -> None:
+def test_no_server_errors(case: schemathesis.Case[Any], base_url: str) -> None:
     response = case.call(base_url=base_url, timeout=10)
     assert response.status_code < 500, (case.method, case.formatted_path, response.text)
     content_type = (response.headers.get("content-type") or [""])[0]
