@@ -330,3 +330,36 @@ async def test_headers_grpc_cannot_carry_are_400(gateway: str) -> None:
     assert reply.status == 400
     assert "grpc-metadata-note" not in reply.body["message"]  # type: ignore[index]
     assert "'note' has characters gRPC metadata cannot carry" in reply.body["message"]  # type: ignore[index]
+
+
+@pytest.fixture
+async def photo_gateway() -> AsyncIterator[str]:
+    from tests.servers.kitchen_server import Photos  # noqa: PLC0415
+
+    async with keel.testing.cluster(Photos()) as running:
+        routes = RouteTable.from_generated(REPO / "tests" / "golden" / "out")
+        app = Gateway(routes, default_target=running.address("kitchen.v1.PhotoService"))
+        config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
+        server = uvicorn.Server(config)
+        task = asyncio.ensure_future(server.serve())
+        while not server.started:
+            await asyncio.sleep(0.01)
+        yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+        server.should_exit = True
+        await task
+
+
+async def test_http_body_passes_through_with_its_content_type(photo_gateway: str) -> None:
+    image = b"\x89PNG\r\n\x1a\n" + bytes(range(256))
+    stored = await call(
+        f"{photo_gateway}/v1/dishes/soup/photo", "PUT", image, {"Content-Type": "image/png"}
+    )
+    assert stored.body == {"size": len(image), "contentType": "image/png"}
+
+    def fetch() -> tuple[str, bytes]:
+        with _DIRECT.open(f"{photo_gateway}/v1/dishes/soup/photo", timeout=10) as response:
+            return str(response.headers["content-type"]), bytes(response.read())
+
+    assert await asyncio.to_thread(fetch) == ("image/png", image)
+    missing = await call(f"{photo_gateway}/v1/dishes/stew/photo")
+    assert missing.status == 404

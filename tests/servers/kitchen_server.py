@@ -20,7 +20,7 @@ from google.protobuf import empty_pb2
 from keel.runtime import correlation
 from kitchen.v1 import kitchen_keel, kitchen_pb2
 
-__all__ = ["Front", "Kitchen", "Pantry", "kitchen_keel", "kitchen_pb2"]
+__all__ = ["Front", "Kitchen", "Pantry", "Photos", "kitchen_keel", "kitchen_pb2"]
 
 
 class Kitchen(kitchen_keel.KitchenServiceBase):  # type: ignore[misc]
@@ -93,6 +93,24 @@ class Front(kitchen_keel.KitchenServiceBase):  # type: ignore[misc]
 
     async def connect_(self, request: Any, context: keel.Context) -> Any:
         return empty_pb2.Empty()
+
+
+class Photos(kitchen_keel.PhotoServiceBase):  # type: ignore[misc]
+    """Keeps one photo per dish, as google.api.HttpBody."""
+
+    def __init__(self) -> None:
+        self.photos: dict[str, Any] = {}
+
+    async def put_photo(self, request: Any, context: keel.Context) -> Any:
+        self.photos[request.name] = request.photo
+        return kitchen_pb2.PutPhotoResponse(
+            size=len(request.photo.data), content_type=request.photo.content_type
+        )
+
+    async def get_photo(self, request: Any, context: keel.Context) -> Any:
+        if request.name not in self.photos:
+            raise keel.errors.NotFound(f"no photo of {request.name}")
+        return self.photos[request.name]
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from keel.gateway.auth import Authenticator, DeniedError, policy
 from keel.gateway.docs import DOCS_PAGE
 from keel.gateway.edge import Cors, RateLimiter
 from keel.gateway.routes import Match, RouteTable
-from keel.gateway.transcode import BadInputError, request_message, response_body
+from keel.gateway.transcode import BadInputError, raw_response, request_message, response_body
 from keel.runtime import discovery, propagation
 from keel.runtime.channels import open_channel
 from keel.runtime.config import ConfigError, Settings
@@ -188,10 +188,13 @@ class Gateway:
                 (b"vary", b"origin"),
             ]
 
-        async def reply(code: int, payload: bytes, more: list[tuple[bytes, bytes]] = ()) -> None:  # type: ignore[assignment]
-            await send(
-                {"type": "http.response.start", "status": code, "headers": [*JSON, *extra, *more]}
-            )
+        async def reply(
+            code: int, payload: bytes, more: list[tuple[bytes, bytes]] | None = None
+        ) -> None:
+            more = more or []
+            typed = any(key == b"content-type" for key, _ in more)
+            headers = [*more, *extra] if typed else [*JSON, *more, *extra]
+            await send({"type": "http.response.start", "status": code, "headers": headers})
             await send({"type": "http.response.body", "body": payload})
 
         raw = scope.get("raw_path") or scope["path"].encode()
@@ -230,7 +233,9 @@ class Gateway:
             return
         try:
             body = await self._body(receive)
-            request = request_message(found, scope.get("query_string", b"").decode("latin-1"), body)
+            query = scope.get("query_string", b"").decode("latin-1")
+            content_type = headers.get("content-type", "")
+            request = request_message(found, query, body, content_type)
         except _TooLargeError:
             limit = f"the body is larger than {self.max_body_bytes} bytes"
             await reply(413, status.body(grpc.StatusCode.INVALID_ARGUMENT, limit))
@@ -379,6 +384,10 @@ class Gateway:
             response = await self._callable(match)(request, timeout=timeout, metadata=metadata)
         except Exception as error:
             await reply(*_failure(match, error))
+            return
+        raw = raw_response(match, response)
+        if raw is not None:
+            await reply(200, raw[1], [(b"content-type", raw[0].encode())])
             return
         await reply(200, response_body(match, response))
 

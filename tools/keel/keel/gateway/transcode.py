@@ -116,12 +116,34 @@ def _fill_update_mask(
         data["update_mask"] = ",".join(_mask_paths(target, body, ""))
 
 
-def request_message(match: Match, query: str, body: bytes) -> Message:
-    """The request message for a matched route (path variables, query string, JSON body)."""
+HTTP_BODY = "google.api.HttpBody"
+
+
+def _raw_body_target(match: Match, message: Message) -> Message | None:
+    """The google.api.HttpBody the raw request body goes into, if the rule has one."""
+    body_field = match.route.rule.body
+    if body_field == "*" and message.DESCRIPTOR.full_name == HTTP_BODY:
+        return message
+    if body_field not in ("", "*"):
+        field = message.DESCRIPTOR.fields_by_name[body_field]
+        if field.message_type is not None and field.message_type.full_name == HTTP_BODY:
+            target: Message = getattr(message, body_field)
+            return target
+    return None
+
+
+def request_message(match: Match, query: str, body: bytes, content_type: str = "") -> Message:
+    """The request message for a matched route (path variables, query string, body).
+
+    A body bound to a `google.api.HttpBody` is taken as is, with its content type.
+    """
     route = match.route
     message = route.method.request_type()
     data: dict[str, Any] = {}
     body_field = route.rule.body
+    raw_target = _raw_body_target(match, message)
+    if raw_target is not None:
+        body_field = ""  # the body is not JSON; path and query still bind the other fields
     if body_field:
         try:
             parsed = json.loads(body) if body.strip() else {}
@@ -142,8 +164,25 @@ def request_message(match: Match, query: str, body: bytes) -> Message:
         json_format.ParseDict(data, message)
     except json_format.ParseError as error:
         raise BadInputError(str(error)) from None
+    raw_target = _raw_body_target(match, message)
+    if raw_target is not None:
+        raw_target.content_type = content_type  # type: ignore[attr-defined]
+        raw_target.data = body  # type: ignore[attr-defined]
     built: Message = message
     return built
+
+
+def raw_response(match: Match, response: Message) -> tuple[str, bytes] | None:
+    """(content type, bytes) when the response, or its response_body, is a google.api.HttpBody."""
+    field_name = match.route.rule.response_body
+    if field_name:
+        field = response.DESCRIPTOR.fields_by_name[field_name]
+        if field.is_repeated or field.message_type is None:
+            return None
+    target: Any = getattr(response, field_name) if field_name else response
+    if target.DESCRIPTOR.full_name != HTTP_BODY:
+        return None
+    return target.content_type or "application/octet-stream", bytes(target.data)
 
 
 def response_body(match: Match, response: Message) -> bytes:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterable, AsyncIterator
 
 import keel
+from google.api import httpbody_pb2
 from google.protobuf import empty_pb2
 from kitchen.v1 import kitchen_pb2
 
@@ -123,6 +124,49 @@ KITCHEN_SERVICE = keel.ServiceSpec(
     default_timeout=2.5,
 )
 """The declaration of kitchen.v1.KitchenService."""
+
+_PHOTO_SERVICE__GET_PHOTO = keel.MethodSpec(
+    name="GetPhoto",
+    python_name="get_photo",
+    service="kitchen.v1.PhotoService",
+    kind=keel.RpcKind.UNARY_UNARY,
+    request_type=kitchen_pb2.GetPhotoRequest,
+    response_type=httpbody_pb2.HttpBody,
+    idempotency=keel.Idempotency.NO_SIDE_EFFECTS,
+    http=(
+        keel.HttpRule(
+            method="GET",
+            path="/v1/dishes/{name}/photo",
+        ),
+    ),
+)
+
+_PHOTO_SERVICE__PUT_PHOTO = keel.MethodSpec(
+    name="PutPhoto",
+    python_name="put_photo",
+    service="kitchen.v1.PhotoService",
+    kind=keel.RpcKind.UNARY_UNARY,
+    request_type=kitchen_pb2.PutPhotoRequest,
+    response_type=kitchen_pb2.PutPhotoResponse,
+    idempotency=keel.Idempotency.IDEMPOTENT,
+    http=(
+        keel.HttpRule(
+            method="PUT",
+            path="/v1/dishes/{name}/photo",
+            body="photo",
+        ),
+    ),
+)
+
+PHOTO_SERVICE = keel.ServiceSpec(
+    name="kitchen.v1.PhotoService",
+    file="kitchen/v1/kitchen.proto",
+    methods=(
+        _PHOTO_SERVICE__GET_PHOTO,
+        _PHOTO_SERVICE__PUT_PHOTO,
+    ),
+)
+"""The declaration of kitchen.v1.PhotoService."""
 
 _PANTRY_SERVICE__COUNT = keel.MethodSpec(
     name="Count",
@@ -329,6 +373,75 @@ class KitchenServiceClient(keel.ClientBase):
         """An acronym in the name."""
         return await self._unary_unary(
             _KITCHEN_SERVICE__GET_HTTP_STATUS,
+            request,
+            timeout=timeout,
+            metadata=metadata,
+        )
+
+
+class PhotoServiceBase(keel.ServiceBase):
+    """Photos of dishes: google.api.HttpBody in and out of the REST gateway.
+
+    Subclass and override the methods you serve; the others answer UNIMPLEMENTED.
+    """
+
+    __keel_service__ = PHOTO_SERVICE
+
+    async def get_photo(
+        self,
+        request: kitchen_pb2.GetPhotoRequest,
+        context: keel.Context,
+    ) -> httpbody_pb2.HttpBody:
+        """A dish's photo, as stored."""
+        raise keel.errors.Unimplemented(
+            "kitchen.v1.PhotoService.GetPhoto is not implemented",
+        )
+
+    async def put_photo(
+        self,
+        request: kitchen_pb2.PutPhotoRequest,
+        context: keel.Context,
+    ) -> kitchen_pb2.PutPhotoResponse:
+        """Store a dish's photo (any content type)."""
+        raise keel.errors.Unimplemented(
+            "kitchen.v1.PhotoService.PutPhoto is not implemented",
+        )
+
+
+class PhotoServiceClient(keel.ClientBase):
+    """Photos of dishes: google.api.HttpBody in and out of the REST gateway.
+
+    Use `PhotoServiceClient(channel)`, or
+    `async with PhotoServiceClient.connect("host:port") as client: ...`.
+    """
+
+    __keel_service__ = PHOTO_SERVICE
+
+    async def get_photo(
+        self,
+        request: kitchen_pb2.GetPhotoRequest,
+        *,
+        timeout: float | None = None,
+        metadata: keel.Metadata | None = None,
+    ) -> httpbody_pb2.HttpBody:
+        """A dish's photo, as stored."""
+        return await self._unary_unary(
+            _PHOTO_SERVICE__GET_PHOTO,
+            request,
+            timeout=timeout,
+            metadata=metadata,
+        )
+
+    async def put_photo(
+        self,
+        request: kitchen_pb2.PutPhotoRequest,
+        *,
+        timeout: float | None = None,
+        metadata: keel.Metadata | None = None,
+    ) -> kitchen_pb2.PutPhotoResponse:
+        """Store a dish's photo (any content type)."""
+        return await self._unary_unary(
+            _PHOTO_SERVICE__PUT_PHOTO,
             request,
             timeout=timeout,
             metadata=metadata,

@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from google.api import httpbody_pb2 as google_dot_api_dot_httpbody__pb2
 from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
 from kitchen.v1 import kitchen_pb2 as kitchen_dot_v1_dot_kitchen__pb2
 
@@ -355,6 +356,126 @@ class KitchenService:
             '/kitchen.v1.KitchenService/GetHTTPStatus',
             kitchen_dot_v1_dot_kitchen__pb2.GetHTTPStatusRequest.SerializeToString,
             kitchen_dot_v1_dot_kitchen__pb2.GetHTTPStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class PhotoServiceStub:
+    """Photos of dishes: google.api.HttpBody in and out of the REST gateway.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.GetPhoto = channel.unary_unary(
+                '/kitchen.v1.PhotoService/GetPhoto',
+                request_serializer=kitchen_dot_v1_dot_kitchen__pb2.GetPhotoRequest.SerializeToString,
+                response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+                _registered_method=True)
+        self.PutPhoto = channel.unary_unary(
+                '/kitchen.v1.PhotoService/PutPhoto',
+                request_serializer=kitchen_dot_v1_dot_kitchen__pb2.PutPhotoRequest.SerializeToString,
+                response_deserializer=kitchen_dot_v1_dot_kitchen__pb2.PutPhotoResponse.FromString,
+                _registered_method=True)
+
+
+class PhotoServiceServicer:
+    """Photos of dishes: google.api.HttpBody in and out of the REST gateway.
+    """
+
+    def GetPhoto(self, request, context):
+        """A dish's photo, as stored.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PutPhoto(self, request, context):
+        """Store a dish's photo (any content type).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_PhotoServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'GetPhoto': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPhoto,
+                    request_deserializer=kitchen_dot_v1_dot_kitchen__pb2.GetPhotoRequest.FromString,
+                    response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
+            ),
+            'PutPhoto': grpc.unary_unary_rpc_method_handler(
+                    servicer.PutPhoto,
+                    request_deserializer=kitchen_dot_v1_dot_kitchen__pb2.PutPhotoRequest.FromString,
+                    response_serializer=kitchen_dot_v1_dot_kitchen__pb2.PutPhotoResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'kitchen.v1.PhotoService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('kitchen.v1.PhotoService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class PhotoService:
+    """Photos of dishes: google.api.HttpBody in and out of the REST gateway.
+    """
+
+    @staticmethod
+    def GetPhoto(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kitchen.v1.PhotoService/GetPhoto',
+            kitchen_dot_v1_dot_kitchen__pb2.GetPhotoRequest.SerializeToString,
+            google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PutPhoto(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kitchen.v1.PhotoService/PutPhoto',
+            kitchen_dot_v1_dot_kitchen__pb2.PutPhotoRequest.SerializeToString,
+            kitchen_dot_v1_dot_kitchen__pb2.PutPhotoResponse.FromString,
             options,
             channel_credentials,
             insecure,

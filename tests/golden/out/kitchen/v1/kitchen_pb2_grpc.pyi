@@ -4,6 +4,7 @@ isort:skip_file
 """
 
 from collections import abc as _abc
+from google.api import httpbody_pb2 as _httpbody_pb2
 from google.protobuf import empty_pb2 as _empty_pb2
 from grpc import aio as _aio
 from kitchen.v1 import kitchen_pb2 as _kitchen_pb2
@@ -135,6 +136,49 @@ class KitchenServiceServicer(metaclass=_abc_1.ABCMeta):
         """An acronym in the name."""
 
 def add_KitchenServiceServicer_to_server(servicer: KitchenServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
+
+class PhotoServiceStub:
+    """Photos of dishes: google.api.HttpBody in and out of the REST gateway."""
+
+    @_typing.overload
+    def __new__(cls, channel: _grpc.Channel) -> _Self: ...
+    @_typing.overload
+    def __new__(cls, channel: _aio.Channel) -> PhotoServiceAsyncStub: ...
+    GetPhoto: _grpc.UnaryUnaryMultiCallable[_kitchen_pb2.GetPhotoRequest, _httpbody_pb2.HttpBody]
+    """A dish's photo, as stored."""
+    PutPhoto: _grpc.UnaryUnaryMultiCallable[_kitchen_pb2.PutPhotoRequest, _kitchen_pb2.PutPhotoResponse]
+    """Store a dish's photo (any content type)."""
+
+@_typing.type_check_only
+class PhotoServiceAsyncStub(PhotoServiceStub):
+    """Photos of dishes: google.api.HttpBody in and out of the REST gateway."""
+
+    def __init__(self, channel: _aio.Channel) -> None: ...
+    GetPhoto: _aio.UnaryUnaryMultiCallable[_kitchen_pb2.GetPhotoRequest, _httpbody_pb2.HttpBody]  # type: ignore[assignment]
+    """A dish's photo, as stored."""
+    PutPhoto: _aio.UnaryUnaryMultiCallable[_kitchen_pb2.PutPhotoRequest, _kitchen_pb2.PutPhotoResponse]  # type: ignore[assignment]
+    """Store a dish's photo (any content type)."""
+
+class PhotoServiceServicer(metaclass=_abc_1.ABCMeta):
+    """Photos of dishes: google.api.HttpBody in and out of the REST gateway."""
+
+    @_abc_1.abstractmethod
+    def GetPhoto(
+        self,
+        request: _kitchen_pb2.GetPhotoRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_httpbody_pb2.HttpBody, _abc.Awaitable[_httpbody_pb2.HttpBody]]:
+        """A dish's photo, as stored."""
+
+    @_abc_1.abstractmethod
+    def PutPhoto(
+        self,
+        request: _kitchen_pb2.PutPhotoRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_kitchen_pb2.PutPhotoResponse, _abc.Awaitable[_kitchen_pb2.PutPhotoResponse]]:
+        """Store a dish's photo (any content type)."""
+
+def add_PhotoServiceServicer_to_server(servicer: PhotoServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
 
 class PantryServiceStub:
     """A second service in the same file."""
