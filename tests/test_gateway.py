@@ -12,7 +12,6 @@ from pathlib import Path
 
 import keel.testing
 import pytest
-import uvicorn
 from catalog.service import CatalogService
 from catalog.store import MemoryStore, seed
 from keel.gateway import Gateway, RouteTable
@@ -20,7 +19,7 @@ from keel.gateway.app import grpc_timeout
 from orders.service import OrderService
 from payments.service import PaymentService
 
-from tests.conftest import REPO
+from tests.conftest import REPO, serve_asgi
 
 _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
@@ -39,15 +38,8 @@ async def gateway() -> AsyncIterator[str]:
         routes = RouteTable.from_generated(REPO / "gen")
         targets = {name: running.address(name) for name in running.servers}
         app = Gateway(routes, targets=targets, max_body_bytes=4096)
-        config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
-        server = uvicorn.Server(config)
-        task = asyncio.ensure_future(server.serve())
-        while not server.started:
-            await asyncio.sleep(0.01)
-        port = server.servers[0].sockets[0].getsockname()[1]
-        yield f"http://127.0.0.1:{port}"
-        server.should_exit = True
-        await task
+        async with serve_asgi(app) as url:
+            yield url
 
 
 async def call(
@@ -253,18 +245,9 @@ async def test_health_readiness_and_metrics(gateway: str) -> None:
 async def test_readyz_is_503_when_an_upstream_is_down() -> None:
     routes = RouteTable.from_generated(REPO / "gen")
     app = Gateway(routes, default_target="127.0.0.1:1")
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
-    server = uvicorn.Server(config)
-    task = asyncio.ensure_future(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        reply = await call(f"http://127.0.0.1:{port}/readyz")
-        unavailable = await call(f"http://127.0.0.1:{port}/v1/products/p_mug")
-    finally:
-        server.should_exit = True
-        await task
+    async with serve_asgi(app) as url:
+        reply = await call(f"{url}/readyz")
+        unavailable = await call(f"{url}/v1/products/p_mug")
     assert reply.status == 503
     assert "acme.catalog.v1.CatalogService" in reply.body["not_serving"]  # type: ignore[index]
     assert unavailable.status == 503
@@ -339,14 +322,8 @@ async def photo_gateway() -> AsyncIterator[str]:
     async with keel.testing.cluster(Photos()) as running:
         routes = RouteTable.from_generated(REPO / "tests" / "golden" / "out")
         app = Gateway(routes, default_target=running.address("kitchen.v1.PhotoService"))
-        config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
-        server = uvicorn.Server(config)
-        task = asyncio.ensure_future(server.serve())
-        while not server.started:
-            await asyncio.sleep(0.01)
-        yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
-        server.should_exit = True
-        await task
+        async with serve_asgi(app) as url:
+            yield url
 
 
 async def test_http_body_passes_through_with_its_content_type(photo_gateway: str) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Callable
@@ -13,7 +12,6 @@ import jwt
 import keel
 import keel.testing
 import pytest
-import uvicorn
 from catalog.service import CatalogService
 from catalog.store import MemoryStore, seed
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -23,7 +21,7 @@ from orders.service import OrderService
 from payments.service import PaymentService
 from structlog.testing import capture_logs
 
-from tests.conftest import REPO
+from tests.conftest import REPO, serve_asgi
 from tests.test_gateway import call
 
 SECRET = "test-secret-that-is-long-enough-for-hs256"
@@ -47,15 +45,8 @@ async def _serve(settings: Settings) -> AsyncIterator[str]:
     async with keel.testing.cluster(*services) as running:
         targets = {name: running.address(name) for name in running.servers}
         app = Gateway(RouteTable.from_generated(REPO / "gen"), targets=targets, settings=settings)
-        server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
-        )
-        task = asyncio.ensure_future(server.serve())
-        while not server.started:
-            await asyncio.sleep(0.01)
-        yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
-        server.should_exit = True
-        await task
+        async with serve_asgi(app) as url:
+            yield url
 
 
 @pytest.fixture
