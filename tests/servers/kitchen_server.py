@@ -11,7 +11,7 @@ import os
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "golden" / "out"))
 
@@ -26,6 +26,8 @@ __all__ = ["Front", "Kitchen", "Pantry", "Photos", "kitchen_keel", "kitchen_pb2"
 class Kitchen(kitchen_keel.KitchenServiceBase):  # type: ignore[misc]
     """Cooks slowly, counts stock, and fails on request."""
 
+    in_flight: ClassVar[int] = 0
+
     async def cook(
         self, request: kitchen_pb2.CookRequest, context: keel.Context
     ) -> kitchen_pb2.CookResponse:
@@ -39,11 +41,17 @@ class Kitchen(kitchen_keel.KitchenServiceBase):  # type: ignore[misc]
                 domain="kitchen.example",
                 metadata={"dish": "invalid"},
             )
+        if request.dish.name == "in-flight":  # how many slow cooks are running now
+            return kitchen_pb2.CookResponse(dish=kitchen_pb2.Dish(servings=Kitchen.in_flight))
         if request.dish.name == "whoami":
             return kitchen_pb2.CookResponse(dish=kitchen_pb2.Dish(name=str(os.getpid())))
         if request.dish.name == "busy":
             raise keel.errors.ResourceExhausted("the kitchen is full", retry_after=1.5)
-        await asyncio.sleep(request.dish.cook_time.ToTimedelta().total_seconds())
+        Kitchen.in_flight += 1
+        try:
+            await asyncio.sleep(request.dish.cook_time.ToTimedelta().total_seconds())
+        finally:
+            Kitchen.in_flight -= 1
         return kitchen_pb2.CookResponse(dish=request.dish)
 
     async def stock(
