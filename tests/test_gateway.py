@@ -6,7 +6,7 @@ import asyncio
 import json
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -170,22 +170,35 @@ def test_only_annotated_methods_have_routes() -> None:
         assert not any(p.endswith(f"/{internal}") for p in paths)
 
 
-def _stream_lines(url: str, accept: str = "") -> tuple[str, list[str]]:
+def _stream_lines(
+    url: str, after_first: Callable[[], None], accept: str = ""
+) -> tuple[str, list[str]]:
+    """Read a streamed response line by line; call `after_first` once the first line is in."""
     headers = {"Accept": accept} if accept else {}
     request = urllib.request.Request(url, headers=headers)
+    lines: list[str] = []
     with _DIRECT.open(request, timeout=10) as response:
         kind = response.headers["content-type"]
-        return kind, [line.decode().rstrip("\n") for line in response]
+        for line in response:
+            lines.append(line.decode().rstrip("\n"))
+            if len(lines) == 1:
+                after_first()
+    return kind, lines
 
 
-async def _ship_soon(gateway: str, order_id: str) -> None:
+def _shipper(order_id: str) -> Callable[[], None]:
+    """Ship the order through gRPC, from the reading thread, on the test's event loop."""
     from acme.orders.v1 import orders_keel, orders_pb2  # noqa: PLC0415
     from keel.runtime import config  # noqa: PLC0415
 
-    await asyncio.sleep(0.3)
+    loop = asyncio.get_running_loop()
     address = config.current().targets["ACME_ORDERS_V1_ORDERSERVICE"]
-    async with orders_keel.OrderServiceClient.connect(address) as orders:
-        await orders.mark_shipped(orders_pb2.MarkShippedRequest(order_id=order_id))
+
+    async def ship() -> None:
+        async with orders_keel.OrderServiceClient.connect(address) as orders:
+            await orders.mark_shipped(orders_pb2.MarkShippedRequest(order_id=order_id))
+
+    return lambda: asyncio.run_coroutine_threadsafe(ship(), loop).result(10)
 
 
 async def _new_order(gateway: str) -> str:
@@ -200,9 +213,8 @@ async def _new_order(gateway: str) -> str:
 
 async def test_server_streaming_as_ndjson(gateway: str) -> None:
     order_id = await _new_order(gateway)
-    shipping = asyncio.ensure_future(_ship_soon(gateway, order_id))
-    kind, lines = await asyncio.to_thread(_stream_lines, f"{gateway}/v1/orders/{order_id}:watch")
-    await shipping
+    url = f"{gateway}/v1/orders/{order_id}:watch"
+    kind, lines = await asyncio.to_thread(_stream_lines, url, _shipper(order_id))
     assert kind == "application/x-ndjson"
     states = [json.loads(line)["result"]["order"]["state"] for line in lines]
     assert states == ["ORDER_STATE_CONFIRMED", "ORDER_STATE_SHIPPED"]
@@ -210,11 +222,10 @@ async def test_server_streaming_as_ndjson(gateway: str) -> None:
 
 async def test_server_streaming_as_server_sent_events(gateway: str) -> None:
     order_id = await _new_order(gateway)
-    shipping = asyncio.ensure_future(_ship_soon(gateway, order_id))
+    url = f"{gateway}/v1/orders/{order_id}:watch"
     kind, lines = await asyncio.to_thread(
-        _stream_lines, f"{gateway}/v1/orders/{order_id}:watch", "text/event-stream"
+        _stream_lines, url, _shipper(order_id), "text/event-stream"
     )
-    await shipping
     assert kind == "text/event-stream"
     events = [
         json.loads(line.removeprefix("data: ")) for line in lines if line.startswith("data: ")

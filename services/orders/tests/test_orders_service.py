@@ -128,7 +128,10 @@ async def test_watch_follows_the_order_until_shipped(
             states.append(update.order.state)
 
     watching = asyncio.ensure_future(watch())
-    await asyncio.sleep(0.2)
+    for _ in range(500):  # until the watch has delivered the current state
+        if states:
+            break
+        await asyncio.sleep(0.01)
     shipped = await orders.mark_shipped(orders_pb2.MarkShippedRequest(order_id=order.order_id))
     assert shipped.order.state == State.ORDER_STATE_SHIPPED
     await asyncio.wait_for(watching, 5)
