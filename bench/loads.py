@@ -1,0 +1,153 @@
+"""Shared parts of the load benchmarks: the echo workspace, free ports and two load generators.
+
+h2load (Debian's nghttp2-client) sends gRPC frames and wrk sends HTTP/1.1; both are C programs
+that use a fraction of a core, so the server under test is what is measured.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import socket
+import struct
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc.aio
+
+HERE = Path(__file__).resolve().parent
+BIN = Path(sys.executable).parent
+ECHO_PATH = "/echo.v1.EchoService/Echo"
+
+
+@dataclass
+class Load:
+    """What one load run measured: requests a second, latencies and how many succeeded."""
+
+    qps: float
+    p50_ms: float
+    p99_ms: float
+    ok: int
+    failed: int
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))] if ordered else float("nan")
+
+
+def generate_echo(work: Path) -> Path:
+    """`keel gen` over bench/proto into `work`/gen, which goes on sys.path."""
+    gen = work / "gen"
+    subprocess.run(
+        [str(BIN / "keel"), "gen", "--workspace", str(HERE / "proto"), "--out", str(gen)],
+        check=True,
+        capture_output=True,
+    )
+    if str(gen) not in sys.path:
+        sys.path.insert(0, str(gen))
+    return gen
+
+
+def echo_frame(work: Path, text: str = "hello, keel") -> Path:
+    """A file holding one gRPC frame of an EchoRequest, for h2load's -d."""
+    from echo.v1 import echo_pb2  # noqa: PLC0415
+
+    message = echo_pb2.EchoRequest(text=text).SerializeToString()
+    data = work / "request.bin"
+    data.write_bytes(b"\x00" + struct.pack(">I", len(message)) + message)
+    return data
+
+
+async def echo_ready(port: int, timeout: float = 30) -> None:
+    """Wait until an echo server on `port` answers a real gRPC call correctly."""
+    from echo.v1 import echo_keel, echo_pb2  # noqa: PLC0415
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            async with echo_keel.EchoServiceClient.connect(f"127.0.0.1:{port}") as client:
+                reply = await client.echo(echo_pb2.EchoRequest(text="check"), timeout=2)
+                assert reply.text == "check", "echo answered wrongly"
+                return
+        except grpc.aio.AioRpcError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.2)
+
+
+def h2load(work: Path, port: int, data: Path, clients: int, streams: int, seconds: float) -> Load:
+    """gRPC unary echo calls; h2load counts HTTP 200 only, so check grpc-status elsewhere."""
+    log = work / f"h2load-{port}-{clients}.tsv"
+    result = subprocess.run(
+        [
+            "h2load",
+            f"-c{clients}",
+            f"-m{streams}",
+            f"-D{max(1, round(seconds))}",
+            "-d",
+            str(data),
+            "-H",
+            "content-type: application/grpc",
+            "-H",
+            "te: trailers",
+            f"--log-file={log}",
+            f"http://127.0.0.1:{port}{ECHO_PATH}",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    found = re.search(r"finished in [^,]+, ([\d.]+) req/s", result.stdout)
+    assert found, result.stdout
+    latencies, failed = [], 0
+    for line in log.read_text().splitlines():
+        _, status, micros = line.split("\t")[:3]
+        if status == "200":
+            latencies.append(int(micros) / 1000)
+        else:
+            failed += 1
+    log.unlink()
+    return Load(
+        float(found[1]),
+        percentile(latencies, 0.5),
+        percentile(latencies, 0.99),
+        len(latencies),
+        failed,
+    )
+
+
+_UNIT_MS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+
+def _ms(value: str) -> float:
+    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", value).groups()  # type: ignore[union-attr]
+    return float(number) * _UNIT_MS[unit]
+
+
+def wrk(url: str, connections: int, seconds: float, script: Path | None = None) -> Load:
+    """HTTP/1.1 load from wrk (one thread); non-2xx answers and socket errors count as failed."""
+    command = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency"]
+    if script is not None:
+        command += ["-s", str(script)]
+    result = subprocess.run([*command, url], capture_output=True, text=True, check=True)
+    out = result.stdout
+    qps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    total = re.search(r"(\d+) requests in", out)
+    p50 = re.search(r"\s50%\s+([\d.]+\w+)", out)
+    p99 = re.search(r"\s99%\s+([\d.]+\w+)", out)
+    assert qps and total and p50 and p99, out
+    failed = sum(int(n) for n in re.findall(r"Non-2xx or 3xx responses: (\d+)", out))
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    if errors:
+        failed += sum(int(n) for n in errors.groups())
+    return Load(float(qps[1]), _ms(p50[1]), _ms(p99[1]), int(total[1]) - failed, failed)
