@@ -81,9 +81,9 @@ def start_kitchen_server(env: dict[str, str]) -> tuple[subprocess.Popen[str], in
 async def serve_asgi(app: Any) -> AsyncIterator[str]:
     """`app` under a real uvicorn on a free loopback port; yields its base URL."""
     import uvicorn  # noqa: PLC0415
+    from keel.gateway.serve import uvicorn_config  # noqa: PLC0415
 
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(uvicorn_config(app, "127.0.0.1", 0))
     task = asyncio.ensure_future(server.serve())
     try:
         while not server.started:

@@ -19,6 +19,7 @@ from catalog.service import CatalogService
 from catalog.store import MemoryStore, seed
 from hypothesis import HealthCheck, settings
 from keel.gateway import Gateway, RouteTable
+from keel.gateway.serve import uvicorn_config
 from keel.runtime.config import Settings
 from orders.service import OrderService
 from payments.service import PaymentService
@@ -41,9 +42,7 @@ def base_url() -> Iterator[str]:
         async with keel.testing.cluster(*services) as running:
             targets = {name: running.address(name) for name in running.servers}
             app = Gateway(ROUTES, targets=targets, settings=Settings(default_timeout=5))
-            server = uvicorn.Server(
-                uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
-            )
+            server = uvicorn.Server(uvicorn_config(app, "127.0.0.1", 0))
             task = asyncio.ensure_future(server.serve())
             while not server.started:
                 await asyncio.sleep(0.01)

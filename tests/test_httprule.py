@@ -9,6 +9,7 @@ from keel.httprule import (
     DeepWildcard,
     InvalidTemplateError,
     Literal,
+    Matcher,
     Template,
     Variable,
     Wildcard,
@@ -105,3 +106,38 @@ def _templates(draw: st.DrawFn) -> Template:
 def test_printing_and_parsing_round_trip(template: Template) -> None:
     assert parse(str(template)) == template
     assert str(parse(str(template))) == str(template)
+
+
+_segment_text = st.text(
+    alphabet="abcdefghijklmnopqrstuvwxyz0123456789-._~:", min_size=0, max_size=6
+)
+
+
+@st.composite
+def _paths_for(draw: st.DrawFn, template: Template) -> tuple[str, bool]:
+    """A path built to fit `template`, sometimes altered so that it may no longer fit."""
+    parts: list[str] = []
+    for segment, _ in template.flat():
+        if isinstance(segment, Literal):
+            parts.append(segment.value)
+        elif isinstance(segment, Wildcard):
+            parts.append(draw(_segment_text.filter(bool)))
+        else:
+            parts += draw(st.lists(_segment_text, max_size=3))
+    path = "/" + "/".join(parts) + (f":{template.verb}" if template.verb else "")
+    altered = draw(st.booleans())
+    if altered:
+        cut = draw(st.integers(0, len(path)))
+        path = path[:cut] + draw(_segment_text | st.just("/")) + path[cut:]
+    return path, altered
+
+
+@given(st.data())
+def test_the_fast_matcher_agrees_with_segment_by_segment_matching(data: st.DataObject) -> None:
+    template = data.draw(_templates())
+    path, altered = data.draw(_paths_for(template))
+    matcher = Matcher(template)
+    found = matcher.match(path)
+    assert found == matcher._match_escaped(path)
+    if not altered:
+        assert found is not None, f"{path} was built to fit {template}"

@@ -52,8 +52,16 @@ def _dev(args: argparse.Namespace) -> int:
         return 2
 
 
+def _positive(text: str) -> int:
+    value = int(text) if text.isdigit() else 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, not {text!r}")
+    return value
+
+
 def _gateway(args: argparse.Namespace) -> int:
     from keel.gateway import serve  # noqa: PLC0415
+    from keel.runtime import config  # noqa: PLC0415
 
     targets = {}
     for item in args.target:
@@ -62,8 +70,17 @@ def _gateway(args: argparse.Namespace) -> int:
             print(f"keel gateway: --target {item!r}: expected SERVICE=HOST:PORT", file=sys.stderr)
             return 2
         targets[service] = address
-    serve.run(args.gen, targets, args.default_target, args.host, args.port)
-    return 0
+    try:
+        worker_count = args.workers or config.current().workers
+    except config.ConfigError as error:
+        print(f"keel gateway: configuration error: {error}", file=sys.stderr)
+        return 2
+    if worker_count > 1 and args.port == 0:
+        print("keel gateway: --workers > 1 needs a fixed --port, not 0", file=sys.stderr)
+        return 2
+    return serve.run(
+        args.gen, targets, args.default_target, args.host, args.port, worker_count=worker_count
+    )
 
 
 def parser() -> argparse.ArgumentParser:
@@ -110,6 +127,11 @@ def parser() -> argparse.ArgumentParser:
     gateway.add_argument("--default-target", help="HOST:PORT for services without --target")
     gateway.add_argument("--host", default="127.0.0.1")
     gateway.add_argument("--port", type=int, default=8080)
+    gateway.add_argument(
+        "--workers",
+        type=_positive,
+        help="processes sharing the port, one event loop each (default: KEEL_WORKERS, else 1)",
+    )
     gateway.set_defaults(run=_gateway)
     return root
 

@@ -197,15 +197,53 @@ def _decode(value: str, *, keep_slashes: bool) -> str:
 
 
 class Matcher:
-    """A compiled template: `match(path)` gives the variables' values, or None."""
+    """A compiled template: `match(path)` gives the variables' values, or None.
+
+    Paths without percent-escapes (nearly all) are matched by one regular expression; the
+    others segment by segment, decoding each.
+    """
 
     def __init__(self, template: Template) -> None:
         self.template = template
         self._flat = template.flat()
         self._deep = bool(self._flat) and isinstance(self._flat[-1][0], DeepWildcard)
+        self._regex = re.compile(self._pattern())
+        self._names = {
+            variable: ".".join(variable.field_path) for _, variable in self._flat if variable
+        }
+
+    def _pattern(self) -> str:
+        """One capture group per path segment; `**` captures the rest, slashes and all."""
+        pattern = "^"
+        for segment, _ in self._flat:
+            if isinstance(segment, DeepWildcard):
+                pattern += "(?:/(.*))?"
+            elif isinstance(segment, Wildcard):
+                pattern += "/([^/]+)"
+            else:
+                pattern += "/(" + re.escape(segment.value) + ")"
+        if self.template.verb:
+            pattern += re.escape(":" + self.template.verb)
+        return pattern + "$"
 
     def match(self, path: str) -> dict[str, str] | None:
         """Field path → percent-decoded value for a request path (with its `:verb`, if any)."""
+        if "%" in path:
+            return self._match_escaped(path)
+        found = self._regex.match(path)
+        if found is None:
+            return None
+        if not self._names:
+            return {}
+        values: dict[Variable, list[str]] = {}
+        for (_, variable), text in zip(self._flat, found.groups(), strict=True):
+            if variable is not None:
+                taken = values.setdefault(variable, [])
+                if text is not None:
+                    taken.append(text)
+        return {self._names[variable]: "/".join(texts) for variable, texts in values.items()}
+
+    def _match_escaped(self, path: str) -> dict[str, str] | None:
         if self.template.verb:
             suffix = ":" + self.template.verb
             if not path.endswith(suffix):

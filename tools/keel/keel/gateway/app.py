@@ -25,7 +25,7 @@ from keel.gateway.docs import DOCS_PAGE
 from keel.gateway.edge import Cors, RateLimiter
 from keel.gateway.routes import Match, RouteTable
 from keel.gateway.transcode import BadInputError, raw_response, request_message, response_body
-from keel.runtime import discovery, propagation
+from keel.runtime import discovery, propagation, workers
 from keel.runtime.channels import open_channel
 from keel.runtime.config import ConfigError, Settings
 from keel.runtime.logs import get_logger
@@ -131,21 +131,14 @@ class Gateway:
         if scope["type"] == "lifespan":
             await self._lifespan(receive, send)
         elif scope["type"] == "http":
-            started = False
-
-            async def tracked(message: dict[str, Any]) -> None:
-                nonlocal started
-                started = started or message["type"] == "http.response.start"
-                await send(message)
-
+            exchange = _Exchange(send)
             try:
-                await self._http(scope, receive, tracked)
+                await self._http(scope, receive, exchange)
             except Exception:  # an edge answers JSON, never a stack trace
                 _log.exception("gateway request failed", path=scope.get("path"))
-                if not started:
-                    await send({"type": "http.response.start", "status": 500, "headers": JSON})
+                if not exchange.started:
                     payload = status.body(grpc.StatusCode.INTERNAL, "internal error")
-                    await send({"type": "http.response.body", "body": payload})
+                    await exchange.reply(500, payload)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -169,7 +162,7 @@ class Gateway:
             if not message.get("more_body"):
                 return b"".join(chunks)
 
-    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _http(self, scope: Scope, receive: Receive, exchange: _Exchange) -> None:
         headers = {
             key: value
             for key, value in (
@@ -179,23 +172,15 @@ class Gateway:
             if not key.startswith("grpc-metadata-x-keel-")
         }
         request_id = headers.get("x-request-id") or propagation.new_id()
-        extra = [(b"x-request-id", request_id.encode())]
+        exchange.extra.append((b"x-request-id", request_id.encode()))
         allow_origin = self.cors.allowed(headers.get("origin"))
         if allow_origin:
-            extra += [
+            exchange.extra += [
                 (b"access-control-allow-origin", allow_origin.encode()),
                 (b"access-control-expose-headers", b"x-request-id"),
                 (b"vary", b"origin"),
             ]
-
-        async def reply(
-            code: int, payload: bytes, more: list[tuple[bytes, bytes]] | None = None
-        ) -> None:
-            more = more or []
-            typed = any(key == b"content-type" for key, _ in more)
-            headers = [*more, *extra] if typed else [*JSON, *more, *extra]
-            await send({"type": "http.response.start", "status": code, "headers": headers})
-            await send({"type": "http.response.body", "body": payload})
+        reply = exchange.reply
 
         raw = scope.get("raw_path") or scope["path"].encode()
         path = raw.decode("latin-1").split("?", 1)[0]
@@ -203,7 +188,7 @@ class Gateway:
             await self._edge(path, reply)
             return
         if scope["method"] == "OPTIONS" and "access-control-request-method" in headers:
-            await self._preflight(path, headers, send)
+            await self._preflight(path, headers, exchange)
             return
         found = self.routes.find(scope["method"], path)
         if found is None:
@@ -246,7 +231,7 @@ class Gateway:
         call_headers = {**headers, "x-request-id": request_id}
         if found.route.method.kind.server_streaming:
             sse = "text/event-stream" in headers.get("accept", "")
-            stream = _Stream(send, receive, extra, sse, reply)
+            stream = _Stream(exchange, receive, sse)
             await self._stream(found, request, call_headers, scope, stream)
         else:
             await self._call(found, request, call_headers, scope, reply)
@@ -281,21 +266,19 @@ class Gateway:
                 return False, None
         return True, claims
 
-    async def _preflight(self, path: str, headers: Mapping[str, str], send: Send) -> None:
+    async def _preflight(self, path: str, headers: Mapping[str, str], exchange: _Exchange) -> None:
         origin = self.cors.allowed(headers.get("origin"))
         verbs: set[str] = set()
         for verb in ("GET", "POST", "PUT", "PATCH", "DELETE"):
             if isinstance(self.routes.find(verb, path), Match):
                 verbs.add(verb)
         if origin is None or not verbs:
-            await send({"type": "http.response.start", "status": 403, "headers": JSON})
             payload = status.body(grpc.StatusCode.PERMISSION_DENIED, "CORS preflight refused")
-            await send({"type": "http.response.body", "body": payload})
+            await exchange.send_all(403, [*JSON], payload)
             return
         requested = headers.get("access-control-request-headers", "")
         allowed = self.cors.preflight(origin, verbs, requested)
-        await send({"type": "http.response.start", "status": 204, "headers": allowed})
-        await send({"type": "http.response.body", "body": b""})
+        await exchange.send_all(204, allowed, b"")
 
     async def _edge(self, path: str, reply: Callable[..., Awaitable[None]]) -> None:
         if path == "/healthz":
@@ -312,7 +295,7 @@ class Gateway:
             else:
                 await reply(200, b'{"status":"ready"}')
         else:
-            metrics = prometheus_client.generate_latest()
+            metrics = workers.merged_metrics()
             await reply(
                 200, metrics, [(b"content-type", prometheus_client.CONTENT_TYPE_LATEST.encode())]
             )
@@ -429,23 +412,49 @@ class Gateway:
         await stream.end()
 
 
+class _Exchange:
+    """One HTTP response being written: its extra headers, and whether it has started."""
+
+    __slots__ = ("extra", "send", "started")
+
+    def __init__(self, send: Send) -> None:
+        self.send = send
+        self.extra: list[tuple[bytes, bytes]] = []
+        self.started = False
+
+    async def start(self, code: int, headers: list[tuple[bytes, bytes]]) -> None:
+        self.started = True
+        await self.send({"type": "http.response.start", "status": code, "headers": headers})
+
+    async def send_all(self, code: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        await self.start(code, headers)
+        await self.send({"type": "http.response.body", "body": body})
+
+    async def reply(
+        self, code: int, payload: bytes, more: list[tuple[bytes, bytes]] | None = None
+    ) -> None:
+        """A whole response: JSON unless `more` names another content type."""
+        if more is None:
+            headers = [*JSON, *self.extra]
+        elif any(key == b"content-type" for key, _ in more):
+            headers = [*more, *self.extra]
+        else:
+            headers = [*JSON, *more, *self.extra]
+        await self.send_all(code, headers, payload)
+
+
 class _Stream:
     """Writes a streamed response: headers before the first item, then one item per message."""
 
-    def __init__(
-        self,
-        send: Send,
-        receive: Receive,
-        extra: list[tuple[bytes, bytes]],
-        sse: bool,
-        reply: Callable[..., Awaitable[None]],
-    ) -> None:
-        self.reply = reply
-        self._send = send
+    def __init__(self, exchange: _Exchange, receive: Receive, sse: bool) -> None:
+        self.exchange = exchange
+        self.reply = exchange.reply
         self._receive = receive
-        self._extra = extra
         self.sse = sse
-        self.started = False
+
+    @property
+    def started(self) -> bool:
+        return self.exchange.started
 
     async def disconnected(self) -> None:
         while (await self._receive())["type"] != "http.disconnect":
@@ -453,9 +462,8 @@ class _Stream:
 
     async def _start(self) -> None:
         kind = b"text/event-stream" if self.sse else b"application/x-ndjson"
-        headers = [(b"content-type", kind), (b"cache-control", b"no-cache"), *self._extra]
-        await self._send({"type": "http.response.start", "status": 200, "headers": headers})
-        self.started = True
+        headers = [(b"content-type", kind), (b"cache-control", b"no-cache"), *self.exchange.extra]
+        await self.exchange.start(200, headers)
 
     async def item(self, payload: bytes, event: bytes = b"") -> None:
         if not self.started:
@@ -465,12 +473,12 @@ class _Stream:
             chunk = head + b"data: " + payload + b"\n\n"
         else:
             chunk = payload + b"\n"
-        await self._send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await self.exchange.send({"type": "http.response.body", "body": chunk, "more_body": True})
 
     async def end(self) -> None:
         if not self.started:
             await self._start()
-        await self._send({"type": "http.response.body", "body": b""})
+        await self.exchange.send({"type": "http.response.body", "body": b""})
 
 
 def _failure(match: Match, error: Exception) -> tuple[int, bytes]:

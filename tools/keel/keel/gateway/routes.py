@@ -15,6 +15,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
+
+from google.protobuf.descriptor import FieldDescriptor
 
 from keel.httprule import Literal, Matcher, Template, parse
 from keel.runtime.spec import HttpRule, MethodSpec, ServiceSpec
@@ -27,6 +30,8 @@ class Route:
     matcher: Matcher
     rule: HttpRule
     method: MethodSpec[Any, Any]
+    strings_only: bool = False
+    """No body, and every path variable is a top-level string field: built by keywords."""
 
     @property
     def specificity(self) -> tuple[int, int, int]:
@@ -55,12 +60,23 @@ class RouteTable:
             for method in service.methods:
                 for rule in method.http:
                     template = parse(rule.path)
-                    routes.append(Route(rule.method, template, Matcher(template), rule, method))
+                    matcher = Matcher(template)
+                    simple = not rule.body and _top_level_strings(template, method)
+                    routes.append(Route(rule.method, template, matcher, rule, method, simple))
         self.routes = sorted(routes, key=lambda r: r.specificity, reverse=True)
+        # Routes whose first segment is a literal are only tried for paths that start with it.
+        self._unkeyed = [r for r in self.routes if _first_literal(r) is None]
+        self._by_first: dict[str, list[Route]] = {}
+        for key in {k for k in map(_first_literal, self.routes) if k is not None}:
+            self._by_first[key] = [r for r in self.routes if _first_literal(r) in (key, None)]
 
     def find(self, verb: str, path: str) -> Match | set[str] | None:
+        first = path[1:].split("/", 1)[0]
+        if "%" in first:
+            first = unquote(first)
+        candidates = self._by_first.get(first.split(":", 1)[0], self._unkeyed)
         allowed: set[str] = set()
-        for route in self.routes:
+        for route in candidates:
             variables = route.matcher.match(path)
             if variables is None:
                 continue
@@ -80,6 +96,20 @@ class RouteTable:
             module = importlib.import_module(".".join(path.relative_to(gen).with_suffix("").parts))
             services += [v for v in vars(module).values() if isinstance(v, ServiceSpec)]
         return cls(services, merge_openapi(sorted((gen / "openapi").rglob("*.json"))))
+
+
+def _top_level_strings(template: Template, method: MethodSpec[Any, Any]) -> bool:
+    fields = method.request_type.DESCRIPTOR.fields_by_name
+    for variable in template.variables:
+        field = fields.get(variable.field_path[0]) if len(variable.field_path) == 1 else None
+        if field is None or field.type != FieldDescriptor.TYPE_STRING or field.is_repeated:
+            return False
+    return True
+
+
+def _first_literal(route: Route) -> str | None:
+    segment = route.template.segments[0] if route.template.segments else None
+    return segment.value if isinstance(segment, Literal) else None
 
 
 def merge_openapi(documents: Iterable[Path]) -> dict[str, Any]:

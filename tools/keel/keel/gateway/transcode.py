@@ -138,6 +138,9 @@ def request_message(match: Match, query: str, body: bytes, content_type: str = "
     A body bound to a `google.api.HttpBody` is taken as is, with its content type.
     """
     route = match.route
+    if route.strings_only and not query:  # the common GET: no JSON to parse
+        simple: Message = route.method.request_type(**match.variables)
+        return simple
     message = route.method.request_type()
     data: dict[str, Any] = {}
     body_field = route.rule.body

@@ -34,6 +34,16 @@ def _share_metrics() -> str:
     return folder
 
 
+def merged_metrics() -> bytes:
+    """Prometheus text of this process's metrics, or of every worker's when they share them."""
+    folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not folder:
+        return prometheus_client.generate_latest()
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=folder)  # type: ignore[no-untyped-call]
+    return prometheus_client.generate_latest(registry)
+
+
 def _fork(target: Callable[[], None]) -> int:
     pid = os.fork()
     if pid == 0:  # the worker
@@ -49,11 +59,16 @@ def _fork(target: Callable[[], None]) -> int:
     return pid
 
 
-def run(target: Callable[[], None], settings: Settings) -> int:
-    """Run `target` in `settings.workers` processes until SIGTERM/SIGINT; 0 if all ended cleanly."""
-    folder = _share_metrics() if settings.metrics_port else ""
+def run(target: Callable[[], None], settings: Settings, *, serve_metrics: bool = True) -> int:
+    """Run `target` in `settings.workers` processes until SIGTERM/SIGINT; 0 if all ended cleanly.
+
+    Metrics are merged on KEEL_METRICS_PORT by this process; with `serve_metrics=False` they
+    are still shared, for workers that serve the merged view themselves (see `merged_metrics`).
+    """
+    share = bool(settings.metrics_port) or not serve_metrics
+    folder = _share_metrics() if share else ""
     pids = [_fork(target) for _ in range(settings.workers)]
-    if settings.metrics_port:
+    if settings.metrics_port and serve_metrics:
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry, path=folder)  # type: ignore[no-untyped-call]
         prometheus_client.start_http_server(
