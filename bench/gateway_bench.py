@@ -96,8 +96,8 @@ def measure(proxy: str, upstream: int, gen: Path, script: Path, seconds: float) 
 
 
 def _direct(upstream: int, data: Path, seconds: float) -> Row:
-    load = h2load(WORK, upstream, data, 10, 5, seconds)
-    single = h2load(WORK, upstream, data, 1, 1, max(1.0, seconds / 3))
+    load = h2load(upstream, data, clients=10, streams=5, seconds=seconds)
+    single = h2load(upstream, data, clients=1, streams=1, seconds=max(1.0, seconds / 3))
     return Row("grpc-direct", "-", load, single.p50_ms)
 
 

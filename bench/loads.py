@@ -85,9 +85,9 @@ async def echo_ready(port: int, timeout: float = 30) -> None:
             await asyncio.sleep(0.2)
 
 
-def h2load(work: Path, port: int, data: Path, clients: int, streams: int, seconds: float) -> Load:
+def h2load(port: int, data: Path, *, clients: int, streams: int, seconds: float) -> Load:
     """gRPC unary echo calls; h2load counts HTTP 200 only, so check grpc-status elsewhere."""
-    log = work / f"h2load-{port}-{clients}.tsv"
+    log = data.parent / f"h2load-{port}-{clients}.tsv"
     result = subprocess.run(
         [
             "h2load",
@@ -145,7 +145,8 @@ def wrk(url: str, connections: int, seconds: float, script: Path | None = None) 
     total = re.search(r"(\d+) requests in", out)
     p50 = re.search(r"\s50%\s+([\d.]+\w+)", out)
     p99 = re.search(r"\s99%\s+([\d.]+\w+)", out)
-    assert qps and total and p50 and p99, out
+    if not (qps and total and p50 and p99):
+        raise RuntimeError(f"unexpected wrk output:\n{out}")
     failed = sum(int(n) for n in re.findall(r"Non-2xx or 3xx responses: (\d+)", out))
     errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     if errors:

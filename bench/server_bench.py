@@ -14,11 +14,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import re
 import shutil
-import socket
 import statistics
-import struct
 import subprocess
 import sys
 import time
@@ -26,13 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import grpc
 import grpc.aio
+from loads import HERE, echo_frame, echo_ready, free_port, generate_echo, h2load
 
-HERE = Path(__file__).resolve().parent
 WORK = HERE / "_work" / "server"
-BIN = Path(sys.executable).parent
-PATH = "/echo.v1.EchoService/Echo"
 MODES = ("raw", "keel", "keel-off", "keel-workers", "keel-logs", "keel-metrics", "keel-traces")
 
 
@@ -45,32 +39,6 @@ class Row:
     ok: int
     c1_p50_ms: float
     rss_mib: float
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _generate() -> Path:
-    gen = WORK / "gen"
-    subprocess.run(
-        [str(BIN / "keel"), "gen", "--workspace", str(HERE / "proto"), "--out", str(gen)],
-        check=True,
-        capture_output=True,
-    )
-    return gen
-
-
-def _payload(gen: Path) -> Path:
-    sys.path.insert(0, str(gen))
-    from echo.v1 import echo_pb2  # noqa: PLC0415
-
-    message = echo_pb2.EchoRequest(text="hello, keel").SerializeToString()
-    data = WORK / "request.bin"
-    data.write_bytes(b"\x00" + struct.pack(">I", len(message)) + message)
-    return data
 
 
 def _rss_mib(pid: int) -> float:
@@ -86,62 +54,8 @@ def _rss_mib(pid: int) -> float:
     return total / 1024
 
 
-async def _ready(port: int, gen: Path) -> None:
-    from echo.v1 import echo_keel, echo_pb2  # noqa: PLC0415
-
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            async with echo_keel.EchoServiceClient.connect(f"127.0.0.1:{port}") as client:
-                reply = await client.echo(echo_pb2.EchoRequest(text="check"), timeout=2)
-                assert reply.text == "check", "echo answered wrongly"
-                return
-        except grpc.aio.AioRpcError:
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.2)
-
-
-def _h2load(
-    port: int, data: Path, clients: int, streams: int, seconds: float
-) -> tuple[float, list[float], int]:
-    log = WORK / f"h2load-{port}-{clients}.tsv"
-    result = subprocess.run(
-        [
-            "h2load",
-            f"-c{clients}",
-            f"-m{streams}",
-            f"-D{max(1, round(seconds))}",
-            "-d",
-            str(data),
-            "-H",
-            "content-type: application/grpc",
-            "-H",
-            "te: trailers",
-            f"--log-file={log}",
-            f"http://127.0.0.1:{port}{PATH}",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    qps = float(re.search(r"finished in [^,]+, ([\d.]+) req/s", result.stdout).group(1))  # type: ignore[union-attr]
-    latencies, ok = [], 0
-    for line in log.read_text().splitlines():
-        _, status, micros = line.split("\t")[:3]
-        if status == "200":
-            ok += 1
-            latencies.append(int(micros) / 1000)
-    return qps, latencies, ok
-
-
-def _percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))] if ordered else float("nan")
-
-
 def measure(mode: str, gen: Path, data: Path, seconds: float) -> Row:
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("KEEL_")}
     env.update({"KEEL_METRICS_PORT": "0", "KEEL_HOST": "127.0.0.1", "KEEL_LOG_CALLS": "false"})
     if mode == "keel-workers":
@@ -153,20 +67,12 @@ def measure(mode: str, gen: Path, data: Path, seconds: float) -> Row:
         stderr=subprocess.PIPE,
     )
     try:
-        asyncio.run(_ready(port, gen))
+        asyncio.run(echo_ready(port))
         time.sleep(0.5)
         rss = _rss_mib(server.pid)
-        qps, latencies, ok = _h2load(port, data, 10, 5, seconds)
-        _, single, _ = _h2load(port, data, 1, 1, max(1.0, seconds / 3))
-        return Row(
-            mode,
-            qps,
-            _percentile(latencies, 0.5),
-            _percentile(latencies, 0.99),
-            ok,
-            statistics.median(single),
-            rss,
-        )
+        load = h2load(port, data, clients=10, streams=5, seconds=seconds)
+        single = h2load(port, data, clients=1, streams=1, seconds=max(1.0, seconds / 3))
+        return Row(mode, load.qps, load.p50_ms, load.p99_ms, load.ok, single.p50_ms, rss)
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -176,13 +82,13 @@ async def _client_overhead(gen: Path, calls: int) -> tuple[float, float]:
     """p50 µs of sequential calls to a raw server: grpcio stub vs generated Keel client."""
     from echo.v1 import echo_keel, echo_pb2, echo_pb2_grpc  # noqa: PLC0415
 
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         [sys.executable, str(HERE / "echo_server.py"), "raw", str(port), str(gen)],
         stdout=subprocess.DEVNULL,
     )
     try:
-        await _ready(port, gen)
+        await echo_ready(port)
         request = echo_pb2.EchoRequest(text="hello, keel")
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             stub: Any = echo_pb2_grpc.EchoServiceStub(channel)
@@ -208,8 +114,8 @@ def main() -> None:
     if shutil.which("h2load") is None:
         raise SystemExit("h2load not found: apt-get install nghttp2-client (make bench does)")
     WORK.mkdir(parents=True, exist_ok=True)
-    gen = _generate()
-    data = _payload(gen)
+    gen = generate_echo(WORK)
+    data = echo_frame(WORK)
     runs: dict[str, list[Row]] = {mode: [] for mode in args.modes}
     for round_ in range(args.rounds):  # interleaved, so drift in the machine hits every mode
         order = args.modes if round_ % 2 == 0 else list(reversed(args.modes))
