@@ -18,6 +18,7 @@ from keel.gateway import Gateway, RouteTable
 from keel.gateway.app import grpc_timeout
 from orders.service import OrderService
 from payments.service import PaymentService
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import REPO, serve_asgi
 
@@ -250,7 +251,26 @@ async def test_health_readiness_and_metrics(gateway: str) -> None:
         with _DIRECT.open(f"{gateway}/metrics", timeout=10) as response:
             return str(response.read().decode())
 
-    assert "python_info" in await asyncio.to_thread(metrics)
+    def handled(text: str, code: str) -> float:
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                labels = sample.labels
+                if (
+                    sample.name == "grpc_client_handled_total"
+                    and labels.get("grpc_method") == "GetProduct"
+                    and labels.get("grpc_code") == code
+                ):
+                    return float(sample.value)
+        return 0.0
+
+    before = await asyncio.to_thread(metrics)
+    assert "python_info" in before
+    await call(f"{gateway}/v1/products/p_mug")
+    await call(f"{gateway}/v1/products/p_none")
+    after = await asyncio.to_thread(metrics)
+    # Upstream calls are counted under go-grpc-prometheus' client names, by status.
+    assert handled(after, "OK") == handled(before, "OK") + 1
+    assert handled(after, "NOT_FOUND") == handled(before, "NOT_FOUND") + 1
 
 
 async def test_readyz_is_503_when_an_upstream_is_down() -> None:

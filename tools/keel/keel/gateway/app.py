@@ -29,6 +29,7 @@ from keel.runtime import discovery, propagation, workers
 from keel.runtime.channels import open_channel
 from keel.runtime.config import ConfigError, Settings
 from keel.runtime.logs import get_logger
+from keel.runtime.observe import ClientObserver, client_metrics
 from keel.runtime.spec import ServiceSpec
 
 Scope = dict[str, Any]
@@ -77,7 +78,7 @@ class Gateway:
         self.settings = settings or Settings()
         self.max_body_bytes = max_body_bytes
         self._channels: dict[str, grpc.aio.Channel] = {}
-        self._callables: dict[str, Any] = {}
+        self._callables: dict[str, tuple[Any, ClientObserver]] = {}
         self._openapi = json.dumps(routes.openapi).encode()
         self._services = {service.name: service for service in routes.services}
         self.cors = Cors(self.settings.cors_origins.split(","))
@@ -107,17 +108,19 @@ class Gateway:
             self._channels[service.name] = channel
         return channel
 
-    def _callable(self, match: Match) -> Any:
+    def _callable(self, match: Match) -> tuple[Any, ClientObserver]:
+        """The upstream method, and the grpc_client_* metrics of its calls."""
         method = match.route.method
         found = self._callables.get(method.path)
         if found is None:
             service = self._services[method.service]
             factory = getattr(self._channel(service), method.kind.value)
-            found = factory(
+            multicallable = factory(
                 method.path,
                 request_serializer=method.request_type.SerializeToString,
                 response_deserializer=method.response_type.FromString,
             )
+            found = (multicallable, ClientObserver(method, client_metrics()))
             self._callables[method.path] = found
         return found
 
@@ -363,11 +366,15 @@ class Gateway:
         except BadInputError as error:
             await reply(400, status.body(grpc.StatusCode.INVALID_ARGUMENT, str(error)))
             return
+        upstream, observer = self._callable(match)
+        began = observer.started()
         try:
-            response = await self._callable(match)(request, timeout=timeout, metadata=metadata)
+            response = await upstream(request, timeout=timeout, metadata=metadata)
         except Exception as error:
+            observer.finished(began, _code(error))
             await reply(*_failure(match, error))
             return
+        observer.finished(began, grpc.StatusCode.OK)
         raw = raw_response(match, response)
         if raw is not None:
             await reply(200, raw[1], [(b"content-type", raw[0].encode())])
@@ -392,13 +399,17 @@ class Gateway:
         except BadInputError as error:
             await stream.reply(400, status.body(grpc.StatusCode.INVALID_ARGUMENT, str(error)))
             return
-        call = self._callable(match)(request, timeout=timeout, metadata=metadata)
+        upstream, observer = self._callable(match)
+        began = observer.started()
+        call = upstream(request, timeout=timeout, metadata=metadata)
         watcher = asyncio.ensure_future(stream.disconnected())
         watcher.add_done_callback(lambda _: call.cancel())
         try:
             async for response in call:
+                observer.received()
                 await stream.item(b'{"result":' + response_body(match, response) + b"}")
         except Exception as error:
+            observer.finished(began, _code(error))
             if watcher.done():
                 return
             code, payload = _failure(match, error)
@@ -409,6 +420,7 @@ class Gateway:
                 return
         finally:
             watcher.cancel()
+        observer.finished(began, grpc.StatusCode.OK)
         await stream.end()
 
 
@@ -479,6 +491,14 @@ class _Stream:
         if not self.started:
             await self._start()
         await self.exchange.send({"type": "http.response.body", "body": b""})
+
+
+def _code(error: Exception) -> grpc.StatusCode:
+    if isinstance(error, grpc.aio.AioRpcError):
+        return error.code()
+    if isinstance(error, asyncio.CancelledError):
+        return grpc.StatusCode.CANCELLED
+    return grpc.StatusCode.UNKNOWN
 
 
 def _failure(match: Match, error: Exception) -> tuple[int, bytes]:
