@@ -41,6 +41,7 @@ lint: $(INSTALLED) ## buf lint + buf format check on proto/
 	$(BIN)/buf lint
 	$(BIN)/buf format proto --diff --exit-code
 	$(BIN)/buf format tools/keel/keel/protos --path tools/keel/keel/protos/keel --diff --exit-code
+	$(BIN)/buf format tests/conformance/proto --diff --exit-code
 
 breaking: $(INSTALLED) ## buf breaking against BASE (default .git#branch=main)
 	$(BIN)/keel breaking --against '$(BASE)'

@@ -21,6 +21,7 @@ from keel.codegen import model
 from keel.httprule import DeepWildcard, Literal, Template, Variable, parse
 
 F = descriptor_pb2.FieldDescriptorProto
+_OPENAPI_METHODS = frozenset({"get", "put", "post", "delete", "options", "head", "patch", "trace"})
 # googleapis-common-protos' stubs type the extension loosely: FieldOptions → [FieldBehavior].
 _FIELD_BEHAVIOR: Any = field_behavior_pb2.field_behavior
 _SCALARS: dict[int, dict[str, Any]] = {
@@ -232,6 +233,7 @@ def _openapi_path(template: Template) -> tuple[str, list[tuple[str, str]]]:
             parts.append(segment.value)
         else:  # a bare * or ** outside a variable binds no field
             parts.append("{" + name_for("segment") + "}")
+            params.append((parts[-1][1:-1], ""))
     path = "/" + "/".join(parts)
     return (f"{path}:{template.verb}" if template.verb else path), params
 
@@ -245,14 +247,18 @@ def _operations(
                 template = parse(rule.path)
                 path, params = _openapi_path(template)
                 request = index.messages[f".{method.input.full_name}"].descriptor
-                bound = {field.split(".")[0] for _, field in params}
+                bound = {field.split(".")[0] for _, field in params if field}
                 parameters: list[dict[str, Any]] = [
                     {
                         "name": name,
                         "in": "path",
                         "required": True,
                         "schema": {"type": "string"},
-                        "description": f"the request's {field}",
+                        "description": (
+                            f"the request's {field}"
+                            if field
+                            else "any path segment; binds no field"
+                        ),
                     }
                     for name, field in params
                 ]
@@ -333,7 +339,12 @@ def render(file: model.File, files: list[descriptor_pb2.FileDescriptorProto]) ->
     schemas = _Schemas(index)
     paths: dict[str, dict[str, Any]] = {}
     for path, verb, operation in _operations(file, schemas, index):
-        paths.setdefault(path, {})[verb] = operation
+        if verb in _OPENAPI_METHODS:
+            paths.setdefault(path, {})[verb] = operation
+        else:  # OpenAPI 3.1 has no other methods: a custom kind goes in an extension
+            paths.setdefault(path, {}).setdefault("x-keel-custom-methods", {})[verb.upper()] = (
+                operation
+            )
     package = file.services[0].full_name.rpartition(".")[0]
     document = {
         "openapi": "3.1.0",

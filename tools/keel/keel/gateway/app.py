@@ -344,14 +344,18 @@ class Gateway:
                 raise BadInputError(f"header {key!r} cannot travel as gRPC metadata")
             if not _METADATA_VALUE.fullmatch(value):
                 raise BadInputError(f"header {key!r} has characters gRPC metadata cannot carry")
+        asked = headers.get("grpc-timeout")
+        timeout = grpc_timeout(asked) if asked is not None else None
+        if asked is not None and timeout is None:
+            raise BadInputError(
+                f"header grpc-timeout {asked!r} is not a gRPC timeout (e.g. 5S, 250m)"
+            )
         service = self._services[method.service]
         timeout = (
-            grpc_timeout(headers.get("grpc-timeout", ""))
-            or method.timeout
-            or service.default_timeout
-            or self.settings.default_timeout
+            timeout or method.timeout or service.default_timeout or self.settings.edge_timeout
         )
-        return metadata, timeout
+        cap = self.settings.edge_max_timeout
+        return metadata, min(timeout, cap) if cap else timeout
 
     async def _call(
         self,

@@ -22,6 +22,8 @@
 | KEEL_RATE_LIMIT | gateway: requests a second per client and route (0: off) | 0 |
 | KEEL_RATE_BURST | gateway: requests a client may make at once | 20 |
 | KEEL_CORS_ORIGINS | gateway: allowed origins, comma-separated, or * | |
+| KEEL_EDGE_TIMEOUT | gateway: deadline of a call with no `Grpc-Timeout` and none in the proto | 30 |
+| KEEL_EDGE_MAX_TIMEOUT | gateway: the longest deadline a request gets, whatever it asks (0: no cap) | 0 |
 | KEEL_TARGET_<SERVICE> | address of one service (`ACME_ORDERS_V1_ORDERSERVICE`) | |
 
 An unknown `KEEL_` variable or an invalid value stops start-up with a message naming it.
@@ -153,6 +155,8 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "rate_limit": _rate,
     "rate_burst": _threshold,
     "cors_origins": str,
+    "edge_timeout": _positive_seconds,
+    "edge_max_timeout": _seconds,
 }
 
 
@@ -182,6 +186,8 @@ class Settings:
     rate_limit: float = 0.0
     rate_burst: int = 20
     cors_origins: str = ""
+    edge_timeout: float = 30.0
+    edge_max_timeout: float = 0.0
     targets: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
