@@ -351,9 +351,7 @@ class Gateway:
                 f"header grpc-timeout {asked!r} is not a gRPC timeout (e.g. 5S, 250m)"
             )
         service = self._services[method.service]
-        timeout = (
-            timeout or method.timeout or service.default_timeout or self.settings.edge_timeout
-        )
+        timeout = timeout or method.timeout or service.default_timeout or self.settings.edge_timeout
         cap = self.settings.edge_max_timeout
         return metadata, min(timeout, cap) if cap else timeout
 

@@ -22,8 +22,8 @@
 | KEEL_RATE_LIMIT | gateway: requests a second per client and route (0: off) | 0 |
 | KEEL_RATE_BURST | gateway: requests a client may make at once | 20 |
 | KEEL_CORS_ORIGINS | gateway: allowed origins, comma-separated, or * | |
-| KEEL_EDGE_TIMEOUT | gateway: deadline of a call with no `Grpc-Timeout` and none in the proto | 30 |
-| KEEL_EDGE_MAX_TIMEOUT | gateway: the longest deadline a request gets, whatever it asks (0: no cap) | 0 |
+| KEEL_EDGE_TIMEOUT | gateway: deadline when neither Grpc-Timeout nor the proto sets one | 30 |
+| KEEL_EDGE_MAX_TIMEOUT | gateway: the longest deadline any request gets (0: no cap) | 0 |
 | KEEL_TARGET_<SERVICE> | address of one service (`ACME_ORDERS_V1_ORDERSERVICE`) | |
 
 An unknown `KEEL_` variable or an invalid value stops start-up with a message naming it.
