@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from keel.runtime.breaker import BREAKERS
 from keel.runtime.config import ConfigError
 from prometheus_client import REGISTRY
 
+from tests.conftest import free_port
 from tests.servers.kitchen_server import Front, Pantry, kitchen_keel, kitchen_pb2
 
 FAST_RECONNECT = (("grpc.initial_reconnect_backoff_ms", 50), ("grpc.max_reconnect_backoff_ms", 100))
@@ -134,14 +134,8 @@ async def test_retries_stop_at_the_attempt_limit() -> None:
     assert front.attempts == 3
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 async def test_circuit_opens_fails_fast_half_opens_and_closes() -> None:
-    port = _free_port()
+    port = free_port()
     target = f"127.0.0.1:{port}"
     settings = keel.Settings(breaker_threshold=3, breaker_reset=0.3)
     client = kitchen_keel.KitchenServiceClient.connect(

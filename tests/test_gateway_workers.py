@@ -15,18 +15,10 @@ from catalog.service import CatalogService
 from catalog.store import MemoryStore, seed
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import REPO
+from tests.conftest import REPO, free_port
 from tests.test_gateway import _DIRECT, call
 
 KEEL = str(Path(sys.executable).parent / "keel")
-
-
-def _free_port() -> int:
-    import socket  # noqa: PLC0415
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _listeners(port: int) -> int:
@@ -52,7 +44,7 @@ def _handled_ok(text: str) -> float:
 
 async def test_workers_share_the_port_merge_metrics_and_stop_cleanly() -> None:
     async with keel.testing.cluster(CatalogService(seed(MemoryStore()))) as running:
-        port = _free_port()
+        port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("KEEL_")}
         command = [KEEL, "gateway", "--gen", str(REPO / "gen"), "--port", str(port)]
         command += ["--default-target", running.address("acme.catalog.v1.CatalogService")]

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import json
 import signal
-import socket
 import urllib.request
 from collections.abc import AsyncIterator
 
@@ -17,7 +16,7 @@ import pytest
 from prometheus_client import REGISTRY
 from structlog.testing import capture_logs
 
-from tests.conftest import start_kitchen_server
+from tests.conftest import free_port, start_kitchen_server
 from tests.servers.kitchen_server import Kitchen, kitchen_keel, kitchen_pb2
 
 SERVICE = "kitchen.v1.KitchenService"
@@ -111,14 +110,8 @@ async def test_call_logs_and_metrics_can_be_turned_off() -> None:
     assert _sample("grpc_server_started_total", **_cook_labels()) == started
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 async def test_metrics_served_on_their_own_port() -> None:
-    metrics_port = _free_port()
+    metrics_port = free_port()
     process, port = start_kitchen_server({"KEEL_METRICS_PORT": str(metrics_port)})
     try:
         async with kitchen_keel.KitchenServiceClient.connect(f"127.0.0.1:{port}") as client:

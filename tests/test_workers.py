@@ -6,7 +6,6 @@ import asyncio
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,14 +15,8 @@ from typing import Any
 import grpc.aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.conftest import REPO
+from tests.conftest import REPO, free_port
 from tests.servers.kitchen_server import kitchen_keel, kitchen_pb2
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 async def _wait_until_serving(port: int) -> None:
@@ -40,7 +33,7 @@ async def _wait_until_serving(port: int) -> None:
 
 
 async def test_two_workers_share_a_port_and_merge_metrics() -> None:
-    port, metrics_port = _free_port(), _free_port()
+    port, metrics_port = free_port(), free_port()
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("KEEL_")},
         "KEEL_PORT": str(port),
