@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -81,6 +82,16 @@ async def test_keel_dev_runs_the_services_until_interrupted(tmp_path: Path) -> N
             except urllib.error.URLError:
                 await asyncio.sleep(0.1)
         assert json.loads(body)["order"]["state"] == "ORDER_STATE_CONFIRMED"
+        # The URLs keel dev prints work: the curl line and the API docs.
+        printed = (tmp_path / "dev.log").read_text()
+        curl = re.search(r"try: curl (\S+)", printed)
+        docs = re.search(r"API docs (\S+)", printed)
+        assert curl, printed
+        assert docs, printed
+        product = await asyncio.to_thread(lambda: direct.open(curl[1], timeout=5).read())
+        assert json.loads(product)["title"] == "Mug"
+        page = await asyncio.to_thread(lambda: direct.open(docs[1], timeout=5))
+        assert page.headers["content-type"].startswith("text/html")
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=30) == 0
     finally:

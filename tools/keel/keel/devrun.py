@@ -119,7 +119,8 @@ async def run(services_dir: Path, registry: Path, gen: Path, gateway_port: int =
             print(f"  {full_name:<36} 127.0.0.1:{service.port}  {metrics}")
     if gateway_port:
         url = f"http://127.0.0.1:{gateway_port}"
-        print(f"keel dev: REST gateway {url}; try: curl {url}/v1/products/p_mug")
+        print(f"keel dev: REST gateway {url}, API docs {url}/docs")
+        print(f"keel dev: try: curl {url}/v1/products/p_mug")
     print("keel dev: Ctrl-C stops them all", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
