@@ -8,11 +8,13 @@ import json
 import signal
 import urllib.request
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import grpc
 import grpc.aio
 import keel
 import pytest
+from keel.runtime import logs
 from prometheus_client import REGISTRY
 from structlog.testing import capture_logs
 
@@ -129,3 +131,19 @@ async def test_metrics_served_on_their_own_port() -> None:
         process.send_signal(signal.SIGTERM)
         process.communicate(timeout=15)
     assert process.returncode == 0
+
+
+def test_hot_logger_follows_reconfiguration(capsys: pytest.CaptureFixture[str]) -> None:
+    logs.configure("info")
+    hot = logs.HotLogger("keel.test")
+    hot.get().info("before", where=Path("/tmp"), counts={1: "one"})
+    with capture_logs() as captured:
+        hot.get().info("inside", n=1)
+    hot.get().info("after")
+    assert captured == [{"event": "inside", "n": 1, "log_level": "info"}]
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [line["event"] for line in lines] == ["before", "after"]
+    # Values JSON cannot hold are written as their repr; non-string keys as strings.
+    assert lines[0]["where"] == "PosixPath('/tmp')"
+    assert lines[0]["counts"] == {"1": "one"}
+    assert lines[0]["level"] == "info"

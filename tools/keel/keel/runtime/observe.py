@@ -17,7 +17,7 @@ import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from keel.runtime import correlation, tracing
-from keel.runtime.logs import get_logger
+from keel.runtime.logs import HotLogger
 from keel.runtime.spec import MethodSpec, RpcKind
 
 GRPC_TYPE = {
@@ -28,7 +28,7 @@ GRPC_TYPE = {
 }
 _LABELS = ("grpc_type", "grpc_service", "grpc_method")
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
-_log = get_logger("keel.call")
+_calls = HotLogger("keel.call")
 
 prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
 
@@ -145,7 +145,7 @@ class MethodObserver:
             handled.inc()
             self._seconds.observe(elapsed)
         if self.log_calls:
-            _log.info(
+            _calls.get().info(
                 "rpc",
                 service=self._service,
                 method=self._method,

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import grpc
+from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
@@ -65,22 +66,26 @@ def _attributes(path: str) -> dict[str, str]:
     return {"rpc.system": "grpc", "rpc.service": service, "rpc.method": method}
 
 
+_CARRIED = frozenset({"traceparent", "tracestate", "baggage"})
+
+
 @contextmanager
 def server_span(
     tracer: trace.Tracer, path: str, metadata: Iterable[tuple[str, Any]]
 ) -> Iterator[trace.Span]:
-    """A SERVER span for the call at `path`, child of the caller's span if it sent one."""
-    carrier = {key: value for key, value in metadata if isinstance(value, str)}
-    parent = propagate.extract(carrier)
-    with tracer.start_as_current_span(
-        path[1:],
-        context=parent,
-        kind=SpanKind.SERVER,
-        attributes=_attributes(path),
-        record_exception=False,
-        set_status_on_exception=False,
-    ) as span:
+    """A SERVER span for the call at `path`, current while the handler runs; a child of the
+    caller's span if it sent one (W3C trace context in the metadata)."""
+    carrier = {k: v for k, v in metadata if k in _CARRIED and isinstance(v, str)}
+    parent = propagate.extract(carrier) if carrier else None
+    span = tracer.start_span(
+        path[1:], context=parent, kind=SpanKind.SERVER, attributes=_attributes(path)
+    )
+    token = otel_context.attach(trace.set_span_in_context(span, parent))
+    try:
         yield span
+    finally:
+        otel_context.detach(token)
+        span.end()
 
 
 @contextmanager
