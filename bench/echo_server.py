@@ -1,8 +1,9 @@
 """An echo server for bench/server_bench.py: `python bench/echo_server.py MODE PORT GEN_DIR`.
 
-MODE: raw (grpc.aio + servicer + health + reflection), keel (keel.Server, logs + metrics +
-traces on), keel-off (all three off), keel-logs / keel-metrics / keel-traces (one of them on),
-keel-workers (keel.serve with KEEL_WORKERS from the environment).
+MODE: raw (grpc.aio + servicer + health + reflection, on asyncio's loop), raw-uvloop (the same
+on uvloop, the loop keel.serve uses), keel (keel.Server, logs + metrics + traces on), keel-off
+(all three off), keel-logs / keel-metrics / keel-traces (one of them on), keel-workers
+(keel.serve with KEEL_WORKERS from the environment). Keel modes run on keel.serve's loop.
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ sys.path.insert(0, sys.argv[3])
 
 import grpc.aio
 import keel
+import uvloop
 from echo.v1 import echo_keel, echo_pb2, echo_pb2_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from keel.runtime import logs, tracing
+from keel.runtime.server import run as keel_run
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import (
     BatchSpanProcessor,
@@ -97,8 +100,10 @@ def main() -> None:
     mode, port = sys.argv[1], int(sys.argv[2])
     if mode == "raw":
         asyncio.run(raw(port))
+    elif mode == "raw-uvloop":
+        uvloop.run(raw(port))
     elif mode in PARTS:
-        asyncio.run(keel_server(port, PARTS[mode]))
+        keel_run(keel_server(port, PARTS[mode]))
     elif mode == "keel-workers":
         print("ready", flush=True)
         keel.serve([KeelEcho()], port=port)

@@ -24,7 +24,17 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from loads import HERE, Load, echo_frame, echo_ready, free_port, generate_echo, h2load, wrk
+from loads import (
+    HERE,
+    Load,
+    cpu_seconds,
+    echo_frame,
+    echo_ready,
+    free_port,
+    generate_echo,
+    h2load,
+    wrk,
+)
 
 WORK = HERE / "_work" / "gateway"
 PROXIES = ("fastapi", "keel", "keel-2w")
@@ -40,6 +50,8 @@ class Row:
     route: str
     load: Load
     c1_p50_ms: float
+    cpu_us: float = float("nan")
+    """CPU the proxy spent per request under load (µs)."""
 
 
 def _start(proxy: str, port: int, upstream: int, gen: Path) -> subprocess.Popen[bytes]:
@@ -86,9 +98,11 @@ def measure(proxy: str, upstream: int, gen: Path, script: Path, seconds: float) 
             ("POST", f"http://127.0.0.1:{port}/v1/echo", script),
         ):
             wrk(url, 50, 1, body)  # warm-up
+            began = cpu_seconds(server.pid)
             load = wrk(url, 50, seconds, body)
+            cpu_us = (cpu_seconds(server.pid) - began) / max(1, load.ok + load.failed) * 1e6
             single = wrk(url, 1, max(1.0, seconds / 3), body)
-            rows.append(Row(proxy, route, load, single.p50_ms))
+            rows.append(Row(proxy, route, load, single.p50_ms, cpu_us))
         return rows
     finally:
         server.terminate()
@@ -151,7 +165,7 @@ def _report(
     )
     print(
         f"{'proxy':<13}{'route':<6}{'QPS':>8}{'xFastAPI':>10}{'p50 ms':>8}{'p99 ms':>8}"
-        f"{'failed':>8}{'c1 p50':>8}{'c1 added':>10}"
+        f"{'failed':>8}{'c1 p50':>8}{'c1 added':>10}{'CPU µs/req':>12}"
     )
     g = grpc_row.load
     print(
@@ -166,6 +180,7 @@ def _report(
         print(
             f"{proxy:<13}{route:<6}{row.load.qps:>8.0f}{ratio:>10}{row.load.p50_ms:>8.2f}"
             f"{row.load.p99_ms:>8.2f}{row.load.failed:>8}{row.c1_p50_ms:>8.2f}{added:>9.2f}ms"
+            f"{row.cpu_us:>12.0f}"
         )
     print("targets: keel >= 1.3x FastAPI QPS; keel c1 p50 added over direct gRPC < 1 ms")
 

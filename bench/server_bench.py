@@ -27,7 +27,16 @@ import grpc.aio
 from loads import HERE, echo_frame, echo_ready, free_port, generate_echo, h2load
 
 WORK = HERE / "_work" / "server"
-MODES = ("raw", "keel", "keel-off", "keel-workers", "keel-logs", "keel-metrics", "keel-traces")
+MODES = (
+    "raw",
+    "raw-uvloop",
+    "keel",
+    "keel-off",
+    "keel-workers",
+    "keel-logs",
+    "keel-metrics",
+    "keel-traces",
+)
 
 
 @dataclass

@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import replace
 from types import TracebackType
-from typing import Self
+from typing import Any, Self, TypeVar
 
 import grpc.aio
 import prometheus_client
+import uvloop
 from grpc_health.v1 import health as grpc_health
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
@@ -23,6 +24,7 @@ from keel.runtime.observe import Observation, default_metrics
 from keel.runtime.service import ServiceBase
 
 _log = logs.get_logger("keel.server")
+T = TypeVar("T")
 
 
 class Server:
@@ -178,8 +180,18 @@ def serve(
         from keel.runtime import workers as worker_pool  # noqa: PLC0415
 
         code = worker_pool.run(
-            lambda: asyncio.run(_serve(services, chosen_port, settings, metrics_http=False)),
+            lambda: run(_serve(services, chosen_port, settings, metrics_http=False)),
             settings,
         )
         raise SystemExit(code)
-    asyncio.run(_serve(services, chosen_port, settings))
+    run(_serve(services, chosen_port, settings))
+
+
+def run(main: Coroutine[Any, Any, T]) -> T:
+    """Run `main` to completion on a new uvloop event loop, as `keel.serve` runs servers.
+
+    grpc.aio works on any asyncio loop; on uvloop the same server answers 20-30% more calls
+    here (bench/server_bench.py shows both).
+    """
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(main)
