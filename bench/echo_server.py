@@ -2,8 +2,10 @@
 
 MODE: raw (grpc.aio + servicer + health + reflection, on asyncio's loop), raw-uvloop (the same
 on uvloop, the loop keel.serve uses), keel (keel.Server, logs + metrics + traces on), keel-off
-(all three off), keel-logs / keel-metrics / keel-traces (one of them on), keel-workers
-(keel.serve with KEEL_WORKERS from the environment). Keel modes run on keel.serve's loop.
+(all three off), keel-logs / keel-metrics / keel-traces (one of them on), keel-all-sampled and
+keel-traces-all-sampled (every call traced, not Keel's default share of new traces),
+keel-workers (keel.serve with KEEL_WORKERS from the environment). Keel modes run on
+keel.serve's loop and trace with Keel's sampler.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from echo.v1 import echo_keel, echo_pb2, echo_pb2_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from keel.runtime import logs, tracing
+from keel.runtime.config import Settings
 from keel.runtime.server import run as keel_run
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import (
@@ -36,6 +39,8 @@ PARTS = {
     "keel-logs": {"logs"},
     "keel-metrics": {"metrics"},
     "keel-traces": {"traces"},
+    "keel-all-sampled": {"logs", "metrics", "traces", "every-trace"},
+    "keel-traces-all-sampled": {"traces", "every-trace"},
 }
 
 
@@ -75,7 +80,9 @@ async def raw(port: int) -> None:
 
 async def keel_server(port: int, parts: set[str]) -> None:
     if "traces" in parts:
-        provider = TracerProvider()
+        # As keel.serve configures it: Keel's sampler at the default ratio, or every call.
+        ratio = 1.0 if "every-trace" in parts else Settings().trace_sample_ratio
+        provider = TracerProvider(sampler=tracing.sampler(ratio))
         provider.add_span_processor(BatchSpanProcessor(DropSpans()))
         tracing.use(provider)
     logs.configure("info")

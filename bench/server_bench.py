@@ -36,6 +36,8 @@ MODES = (
     "keel-logs",
     "keel-metrics",
     "keel-traces",
+    "keel-all-sampled",
+    "keel-traces-all-sampled",
 )
 
 

@@ -225,6 +225,8 @@ async def test_sigterm_lets_a_burst_of_slow_calls_finish() -> None:
         ({"KEEL_GRACE_PERIOD": "-1"}, "KEEL_GRACE_PERIOD='-1': must be a number of seconds"),
         ({"KEEL_LOG_LEVEL": "loud"}, "KEEL_LOG_LEVEL='loud': must be one of"),
         ({"KEEL_OTLP_ENDPOINT": "collector"}, "KEEL_OTLP_ENDPOINT='collector': must be host:port"),
+        ({"KEEL_TRACE_SAMPLE_RATIO": "2"}, "KEEL_TRACE_SAMPLE_RATIO='2': must be a number from 0"),
+        ({"KEEL_EDGE_TIMEOUT": "0"}, "KEEL_EDGE_TIMEOUT='0': must be"),
     ],
 )
 def test_bad_settings_stop_start_up_with_a_clear_message(env: dict[str, str], message: str) -> None:

@@ -96,7 +96,9 @@ async def test_keel_serve_exports_spans_over_otlp() -> None:
     trace_service_pb2_grpc.add_TraceServiceServicer_to_server(collector, otlp)  # type: ignore[no-untyped-call]
     otlp_port = otlp.add_insecure_port("127.0.0.1:0")
     await otlp.start()
-    process, port = start_kitchen_server({"KEEL_OTLP_ENDPOINT": f"127.0.0.1:{otlp_port}"})
+    process, port = start_kitchen_server(
+        {"KEEL_OTLP_ENDPOINT": f"127.0.0.1:{otlp_port}", "KEEL_TRACE_SAMPLE_RATIO": "1"}
+    )
     try:
         async with kitchen_keel.KitchenServiceClient.connect(f"127.0.0.1:{port}") as client:
             await client.cook(kitchen_pb2.CookRequest(dish=kitchen_pb2.Dish(name="soup")))
@@ -118,3 +120,35 @@ async def test_keel_serve_exports_spans_over_otlp() -> None:
     resource, _ = spans[0]
     service_names = [a.value.string_value for a in resource.attributes if a.key == "service.name"]
     assert service_names == ["kitchen.v1.KitchenService"]
+
+
+async def test_sampling_follows_the_caller_and_samples_new_traces_by_ratio() -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=tracing.sampler(0.0))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracing.use(provider)
+    trace_id, parent_id = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
+    try:
+        async with (
+            keel.Server([Pantry()], port=0, log_calls=False) as pantry,
+            grpc.aio.insecure_channel(f"127.0.0.1:{pantry.port}") as channel,
+        ):
+            count = channel.unary_unary(
+                "/kitchen.v1.PantryService/Count",
+                request_serializer=kitchen_pb2.CountRequest.SerializeToString,
+                response_deserializer=kitchen_pb2.CountResponse.FromString,
+            )
+            await count(kitchen_pb2.CountRequest(), timeout=5)  # a new trace, ratio 0
+            assert exporter.get_finished_spans() == ()
+            for flags in ("00", "01"):  # the caller did not, then did, sample its trace
+                traceparent = f"00-{trace_id}-{parent_id}-{flags}"
+                await count(
+                    kitchen_pb2.CountRequest(), timeout=5, metadata=[("traceparent", traceparent)]
+                )
+    finally:
+        tracing.use(None)
+        provider.shutdown()
+    (span,) = exporter.get_finished_spans()
+    assert span.context.trace_id == int(trace_id, 16)
+    assert span.parent is not None
+    assert span.parent.span_id == int(parent_id, 16)

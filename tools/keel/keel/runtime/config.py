@@ -10,6 +10,7 @@
 | KEEL_LOG_CALLS | one log line per call: true or false | true |
 | KEEL_GRACE_PERIOD | seconds in-flight calls get to finish on SIGTERM | 30 |
 | KEEL_OTLP_ENDPOINT | OTLP/gRPC endpoint for traces (unset: no export) | |
+| KEEL_TRACE_SAMPLE_RATIO | share of new traces recorded; a caller's sampled trace always is | 0.1 |
 | KEEL_WORKERS | server processes sharing the port | 1 |
 | KEEL_DEFAULT_TIMEOUT | deadline of client calls with none in the proto or the call | 10 |
 | KEEL_RETRY_MAX_ATTEMPTS | attempts of an idempotent call (1 = no retry, at most 5) | 4 |
@@ -125,6 +126,13 @@ def _rate(value: str) -> float:
     return rate
 
 
+def _ratio(value: str) -> float:
+    ratio = float(value)
+    if math.isnan(ratio) or not 0 <= ratio <= 1:
+        raise ValueError("must be a number from 0 to 1")
+    return ratio
+
+
 def _workers(value: str) -> int:
     workers = int(value)
     if not 1 <= workers <= 256:
@@ -141,6 +149,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "log_calls": _bool,
     "grace_period": _seconds,
     "otlp_endpoint": _endpoint,
+    "trace_sample_ratio": _ratio,
     "workers": _workers,
     "default_timeout": _positive_seconds,
     "retry_max_attempts": _attempts,
@@ -172,6 +181,7 @@ class Settings:
     log_calls: bool = True
     grace_period: float = 30.0
     otlp_endpoint: str = ""
+    trace_sample_ratio: float = 0.1
     workers: int = 1
     default_timeout: float = 10.0
     retry_max_attempts: int = 4

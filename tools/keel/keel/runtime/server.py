@@ -134,7 +134,11 @@ async def _serve(
         metrics=settings.metrics_port != 0,
     )
     if settings.otlp_endpoint:
-        tracing.configure(settings.otlp_endpoint, server.names[0] if server.names else "keel")
+        tracing.configure(
+            settings.otlp_endpoint,
+            server.names[0] if server.names else "keel",
+            settings.trace_sample_ratio,
+        )
     if settings.metrics_port and metrics_http:
         prometheus_client.start_http_server(settings.metrics_port, addr=settings.host)
     await server.start()

@@ -10,6 +10,7 @@ Without an endpoint (and no `use(provider)`), nothing is traced and it costs not
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 import grpc
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
+from opentelemetry.sdk.trace.sampling import ParentBased, Sampler, TraceIdRatioBased
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 _provider: Any = None
@@ -40,8 +42,17 @@ def tracer() -> trace.Tracer | None:
     return _tracer
 
 
-def configure(endpoint: str, service_name: str) -> None:
-    """Export spans to the OTLP/gRPC collector at `endpoint` (host:port or URL)."""
+def sampler(ratio: float) -> Sampler:
+    """Keel's sampling: a call whose caller sent a sampled trace context is always traced (so a
+    trace is whole or absent), and `ratio` of the traces that start here are."""
+    return ParentBased(TraceIdRatioBased(ratio))
+
+
+def configure(endpoint: str, service_name: str, sample_ratio: float = 1.0) -> None:
+    """Export spans to the OTLP/gRPC collector at `endpoint` (host:port or URL).
+
+    Sampling is `sampler(sample_ratio)`, unless OTEL_TRACES_SAMPLER chooses another.
+    """
     from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (  # noqa: PLC0415
         OTLPSpanExporter,
     )
@@ -49,7 +60,10 @@ def configure(endpoint: str, service_name: str) -> None:
     from opentelemetry.sdk.trace import TracerProvider  # noqa: PLC0415
     from opentelemetry.sdk.trace.export import BatchSpanProcessor  # noqa: PLC0415
 
-    provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
+    chosen = None if os.environ.get("OTEL_TRACES_SAMPLER") else sampler(sample_ratio)
+    provider = TracerProvider(
+        resource=Resource.create({"service.name": service_name}), sampler=chosen
+    )
     exporter = OTLPSpanExporter(endpoint=endpoint, insecure=True)
     provider.add_span_processor(BatchSpanProcessor(exporter))
     use(provider)
