@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc.aio
-from loads import HERE, echo_frame, echo_ready, free_port, generate_echo, h2load
+from loads import HERE, cpu_seconds, echo_frame, echo_ready, free_port, generate_echo, h2load
 
 WORK = HERE / "_work" / "server"
 MODES = (
@@ -50,6 +50,8 @@ class Row:
     ok: int
     c1_p50_ms: float
     rss_mib: float
+    cpu_us: float
+    """Server CPU (all its processes and threads) per call under load, µs."""
 
 
 def _rss_mib(pid: int) -> float:
@@ -81,9 +83,11 @@ def measure(mode: str, gen: Path, data: Path, seconds: float) -> Row:
         asyncio.run(echo_ready(port))
         time.sleep(0.5)
         rss = _rss_mib(server.pid)
+        began = cpu_seconds(server.pid)
         load = h2load(port, data, clients=10, streams=5, seconds=seconds)
+        cpu_us = (cpu_seconds(server.pid) - began) / max(1, load.ok) * 1e6
         single = h2load(port, data, clients=1, streams=1, seconds=max(1.0, seconds / 3))
-        return Row(mode, load.qps, load.p50_ms, load.p99_ms, load.ok, single.p50_ms, rss)
+        return Row(mode, load.qps, load.p50_ms, load.p99_ms, load.ok, single.p50_ms, rss, cpu_us)
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -139,13 +143,14 @@ def main() -> None:
         f"{args.rounds} interleaved rounds; c1 = -c1 -m1"
     )
     print(
-        f"{'server':<14}{'QPS':>9}{'ratio':>8}{'p50 ms':>9}{'p99 ms':>9}{'c1 p50':>9}"
-        f"{'RSS MiB':>9}{'RSS ratio':>10}"
+        f"{'server':<24}{'QPS':>9}{'ratio':>8}{'p50 ms':>9}{'p99 ms':>9}{'c1 p50':>9}"
+        f"{'RSS MiB':>9}{'RSS ratio':>10}{'CPU µs/call':>12}"
     )
     for r in rows:
         print(
-            f"{r.mode:<14}{r.qps:>9.0f}{r.qps / base.qps:>7.2f}x{r.p50_ms:>9.2f}{r.p99_ms:>9.2f}"
+            f"{r.mode:<24}{r.qps:>9.0f}{r.qps / base.qps:>7.2f}x{r.p50_ms:>9.2f}{r.p99_ms:>9.2f}"
             f"{r.c1_p50_ms:>9.2f}{r.rss_mib:>9.1f}{r.rss_mib / base.rss_mib:>9.2f}x"
+            f"{r.cpu_us:>12.0f}"
         )
     print("targets: keel >= 0.85x, keel-off >= 0.95x, keel-workers (2) >= 1.5x, RSS <= 1.2x")
     stub_us, keel_us = asyncio.run(_client_overhead(gen, 2000))
