@@ -7,13 +7,14 @@ import contextlib
 import json
 import signal
 import urllib.request
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import grpc
 import grpc.aio
 import keel
 import pytest
+import structlog
 from keel.runtime import logs
 from prometheus_client import REGISTRY
 from structlog.testing import capture_logs
@@ -133,6 +134,15 @@ async def test_metrics_served_on_their_own_port() -> None:
     assert process.returncode == 0
 
 
+@pytest.fixture
+def restored_logging() -> Iterator[None]:
+    """Put structlog's configuration back: this test binds it to its own captured stdout."""
+    saved = structlog.get_config()
+    yield
+    structlog.configure(**saved)
+
+
+@pytest.mark.usefixtures("restored_logging")
 def test_hot_logger_follows_reconfiguration(capsys: pytest.CaptureFixture[str]) -> None:
     logs.configure("info")
     hot = logs.HotLogger("keel.test")
@@ -147,3 +157,19 @@ def test_hot_logger_follows_reconfiguration(capsys: pytest.CaptureFixture[str]) 
     assert lines[0]["where"] == "PosixPath('/tmp')"
     assert lines[0]["counts"] == {"1": "one"}
     assert lines[0]["level"] == "info"
+
+
+@pytest.mark.usefixtures("restored_logging")
+async def test_a_closed_stdout_does_not_fail_calls(tmp_path: Path) -> None:
+    closed = (tmp_path / "stdout").open("w")
+    closed.close()
+    structlog.configure(
+        processors=[structlog.processors.JSONRenderer()],
+        logger_factory=structlog.PrintLoggerFactory(closed),
+    )
+    async with (
+        keel.Server([Kitchen()], port=0) as server,
+        kitchen_keel.KitchenServiceClient.connect(f"127.0.0.1:{server.port}") as client,
+    ):
+        reply = await client.cook(kitchen_pb2.CookRequest(dish=kitchen_pb2.Dish(name="soup")))
+    assert reply.HasField("dish")

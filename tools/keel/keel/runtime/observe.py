@@ -116,6 +116,8 @@ class MethodObserver:
             self._seconds = self.metrics.seconds.labels(*labels)
         self._handled: dict[grpc.StatusCode, Any] = {}
         self.tracer = tracing.tracer()
+        self.lost_lines = 0
+        """Per-call log lines that could not be written."""
 
     @property
     def active(self) -> bool:
@@ -145,15 +147,18 @@ class MethodObserver:
             handled.inc()
             self._seconds.observe(elapsed)
         if self.log_calls:
-            _calls.get().info(
-                "rpc",
-                service=self._service,
-                method=self._method,
-                code=code.name,
-                duration_ms=round(elapsed * 1000, 3),
-                correlation_id=correlation.current(),
-                peer=context.peer(),
-            )
+            try:
+                _calls.get().info(
+                    "rpc",
+                    service=self._service,
+                    method=self._method,
+                    code=code.name,
+                    duration_ms=round(elapsed * 1000, 3),
+                    correlation_id=correlation.current(),
+                    peer=context.peer(),
+                )
+            except (OSError, ValueError):  # stdout closed or broken: the call still succeeds
+                self.lost_lines += 1
 
 
 class ClientMetrics:
