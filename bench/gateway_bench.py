@@ -118,7 +118,7 @@ def _direct(upstream: int, data: Path, seconds: float) -> Row:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per load run")
-    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds (median kept)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median kept)")
     parser.add_argument("--proxies", nargs="+", default=list(PROXIES), choices=PROXIES)
     args = parser.parse_args()
     for tool, package in (("wrk", "wrk"), ("h2load", "nghttp2-client")):

@@ -123,7 +123,7 @@ async def _client_overhead(gen: Path, calls: int) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per load run")
-    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds (median kept)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median kept)")
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
     args = parser.parse_args()
     if shutil.which("h2load") is None:
