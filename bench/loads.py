@@ -41,14 +41,26 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def process_tree(pid: int) -> list[int]:
+    """A process and its direct children (a supervisor and its workers)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    return [pid, *(int(p) for p in children.read_text().split())] if children.exists() else [pid]
+
+
+def rss_mib(pid: int) -> float:
+    """Resident memory of a process and its children, MiB."""
+    total = 0
+    for each in process_tree(pid):
+        for line in Path(f"/proc/{each}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1])
+    return total / 1024
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU of a process and its children so far (from /proc)."""
-    pids = [pid]
-    children = Path(f"/proc/{pid}/task/{pid}/children")
-    if children.exists():
-        pids += [int(p) for p in children.read_text().split()]
     total = 0
-    for each in pids:
+    for each in process_tree(pid):
         fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
         total += int(fields[11]) + int(fields[12])
     return total / os.sysconf("SC_CLK_TCK")

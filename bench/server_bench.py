@@ -24,7 +24,16 @@ from pathlib import Path
 from typing import Any
 
 import grpc.aio
-from loads import HERE, cpu_seconds, echo_frame, echo_ready, free_port, generate_echo, h2load
+from loads import (
+    HERE,
+    cpu_seconds,
+    echo_frame,
+    echo_ready,
+    free_port,
+    generate_echo,
+    h2load,
+    rss_mib,
+)
 
 WORK = HERE / "_work" / "server"
 MODES = (
@@ -54,19 +63,6 @@ class Row:
     """Server CPU (all its processes and threads) per call under load, µs."""
 
 
-def _rss_mib(pid: int) -> float:
-    pids = [pid]
-    children = Path(f"/proc/{pid}/task/{pid}/children")
-    if children.exists():
-        pids += [int(p) for p in children.read_text().split()]
-    total = 0
-    for each in pids:
-        for line in Path(f"/proc/{each}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                total += int(line.split()[1])
-    return total / 1024
-
-
 def measure(mode: str, gen: Path, data: Path, seconds: float) -> Row:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("KEEL_")}
@@ -82,7 +78,7 @@ def measure(mode: str, gen: Path, data: Path, seconds: float) -> Row:
     try:
         asyncio.run(echo_ready(port))
         time.sleep(0.5)
-        rss = _rss_mib(server.pid)
+        rss = rss_mib(server.pid)
         began = cpu_seconds(server.pid)
         load = h2load(port, data, clients=10, streams=5, seconds=seconds)
         cpu_us = (cpu_seconds(server.pid) - began) / max(1, load.ok) * 1e6
