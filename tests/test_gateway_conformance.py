@@ -11,6 +11,7 @@ import asyncio
 import json
 import subprocess
 import sys
+import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -159,6 +160,21 @@ async def test_custom_verb(gateway: str) -> None:
 async def test_custom_http_method(gateway: str) -> None:
     answer = await _ok(f"{gateway}/v1/items?tags=a", "SEARCH")
     assert (answer["seen"]["rpc"], answer["tags"]) == ("custom_method", ["a"])
+
+
+async def test_cors_preflight_lists_custom_methods(generated: Path) -> None:
+    origin = "https://app.example"
+    preflight = {"origin": origin, "access-control-request-method": "SEARCH"}
+
+    def ask(url: str) -> tuple[int, str]:
+        request = urllib.request.Request(f"{url}/v1/items", method="OPTIONS", headers=preflight)
+        with _DIRECT.open(request, timeout=10) as response:
+            return response.status, response.headers["access-control-allow-methods"]
+
+    async with _gateway(generated, Settings(cors_origins=origin)) as url:
+        status, allowed = await asyncio.to_thread(ask, url)
+    assert status == 204
+    assert allowed == "SEARCH"
 
 
 @pytest.mark.parametrize(

@@ -81,6 +81,7 @@ class Gateway:
         self._callables: dict[str, tuple[Any, ClientObserver]] = {}
         self._openapi = json.dumps(routes.openapi).encode()
         self._services = {service.name: service for service in routes.services}
+        self._verbs = {route.verb for route in routes.routes}  # custom methods included
         self.cors = Cors(self.settings.cors_origins.split(","))
         self.limiter = (
             RateLimiter(self.settings.rate_limit, self.settings.rate_burst)
@@ -271,10 +272,7 @@ class Gateway:
 
     async def _preflight(self, path: str, headers: Mapping[str, str], exchange: _Exchange) -> None:
         origin = self.cors.allowed(headers.get("origin"))
-        verbs: set[str] = set()
-        for verb in ("GET", "POST", "PUT", "PATCH", "DELETE"):
-            if isinstance(self.routes.find(verb, path), Match):
-                verbs.add(verb)
+        verbs = {v for v in self._verbs if isinstance(self.routes.find(v, path), Match)}
         if origin is None or not verbs:
             payload = status.body(grpc.StatusCode.PERMISSION_DENIED, "CORS preflight refused")
             await exchange.send_all(403, [*JSON], payload)
