@@ -173,7 +173,7 @@ def _unary_response(
     service = spec.service
 
     async def quiet(request: Any, context: Context) -> Any:
-        propagation.bind(service, context.time_remaining(), context.invocation_metadata())
+        propagation.bind(service, context)
         try:
             return await method(prepare(request), context)
         except grpc.aio.AbortError:
@@ -183,7 +183,7 @@ def _unary_response(
 
     async def observed(request: Any, context: Context) -> Any:
         metadata = context.invocation_metadata()
-        propagation.bind(service, context.time_remaining(), metadata)
+        propagation.bind(service, context, metadata)
         began = observer.started()
         with _span(observer, spec.path, metadata) as span:
             code = grpc.StatusCode.OK
@@ -209,7 +209,7 @@ def _stream_response(
 
     async def behaviour(request: Any, context: Context) -> AsyncIterator[Any]:
         metadata = context.invocation_metadata()
-        propagation.bind(service, context.time_remaining(), metadata)
+        propagation.bind(service, context, metadata)
         began = observer.started()
         with _span(observer, spec.path, metadata) as span:
             code = grpc.StatusCode.OK

@@ -10,9 +10,9 @@ and calls no one pays only for binding.
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Iterable, Sequence
 from contextvars import ContextVar
+from typing import Any, Protocol
 
 from keel.runtime import tracing
 
@@ -39,16 +39,34 @@ def correlation_from(metadata: Metadata | None) -> str:
     return new_id()
 
 
+class CallContext(Protocol):
+    """What the server's call context offers propagation (grpc.aio's ServicerContext does)."""
+
+    def time_remaining(self) -> float | None: ...
+
+    def invocation_metadata(self) -> Any: ...
+
+
 class Inbound:
-    """The call being handled: service, deadline (monotonic seconds) and metadata."""
+    """The call being handled: its service; its metadata and deadline read when first needed."""
 
-    __slots__ = ("_correlation_id", "deadline", "metadata", "service")
+    __slots__ = ("_context", "_correlation_id", "_metadata", "service")
 
-    def __init__(self, service: str, time_remaining: float | None, metadata: Metadata | None):
+    def __init__(self, service: str, context: CallContext, metadata: Metadata | None = None):
         self.service = service
-        self.deadline = None if time_remaining is None else time.monotonic() + time_remaining
-        self.metadata = tuple(metadata or ())
+        self._context = context
+        self._metadata = None if metadata is None else tuple(metadata)
         self._correlation_id = ""
+
+    @property
+    def metadata(self) -> tuple[tuple[str, str | bytes], ...]:
+        if self._metadata is None:
+            self._metadata = tuple(self._context.invocation_metadata() or ())
+        return self._metadata
+
+    def remaining(self) -> float | None:
+        """Seconds left before the call's deadline; None if it has none."""
+        return self._context.time_remaining()
 
     @property
     def correlation_id(self) -> str:
@@ -69,9 +87,10 @@ class Inbound:
 _inbound: ContextVar[Inbound | None] = ContextVar("keel_inbound", default=None)
 
 
-def bind(service: str, time_remaining: float | None, metadata: Metadata | None) -> None:
-    """Record the call being handled (the server does this for every call)."""
-    _inbound.set(Inbound(service, time_remaining, metadata))
+def bind(service: str, context: CallContext, metadata: Metadata | None = None) -> None:
+    """Record the call being handled (the server does this for every call); `metadata` if the
+    caller already read it from `context`."""
+    _inbound.set(Inbound(service, context, metadata))
 
 
 def inbound() -> Inbound | None:
@@ -88,9 +107,7 @@ def correlation_id() -> str:
 def remaining() -> float | None:
     """Seconds left of the inbound call's deadline; None outside a call or without a deadline."""
     current = _inbound.get()
-    if current is None or current.deadline is None:
-        return None
-    return current.deadline - time.monotonic()
+    return None if current is None else current.remaining()
 
 
 def outbound_metadata(
