@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
 import signal
 import urllib.request
@@ -173,3 +174,32 @@ async def test_a_closed_stdout_does_not_fail_calls(tmp_path: Path) -> None:
     ):
         reply = await client.cook(kitchen_pb2.CookRequest(dish=kitchen_pb2.Dish(name="soup")))
     assert reply.HasField("dish")
+
+
+class _CountingWriter(io.BufferedWriter):
+    flushes = 0
+
+    def flush(self) -> None:
+        self.flushes += 1
+        super().flush()
+
+
+def test_log_lines_outside_an_event_loop_are_flushed_at_once() -> None:
+    raw = io.BytesIO()
+    stream = logs.TurnFlushed(io.BufferedWriter(raw))
+    stream.write(b"one\n")
+    stream.flush()
+    assert raw.getvalue() == b"one\n"
+
+
+async def test_log_lines_are_flushed_once_per_event_loop_turn() -> None:
+    raw = io.BytesIO()
+    writer = _CountingWriter(raw)
+    stream = logs.TurnFlushed(writer)
+    for line in (b"one\n", b"two\n", b"three\n"):
+        stream.write(line)
+        stream.flush()
+    assert raw.getvalue() == b""  # still in the buffer during this turn
+    await asyncio.sleep(0)
+    assert raw.getvalue() == b"one\ntwo\nthree\n"
+    assert writer.flushes == 1
