@@ -194,7 +194,7 @@ def serve(
 def run(main: Coroutine[Any, Any, T]) -> T:
     """Run `main` to completion on a new uvloop event loop, as `keel.serve` runs servers.
 
-    grpc.aio works on any asyncio loop; on uvloop the same server answers 20-30% more calls
+    grpc.aio works on any asyncio loop; on uvloop the same server answers 11-28% more calls
     here (bench/server_bench.py shows both).
     """
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
