@@ -494,11 +494,7 @@ class _Stream:
 
 
 def _code(error: Exception) -> grpc.StatusCode:
-    if isinstance(error, grpc.aio.AioRpcError):
-        return error.code()
-    if isinstance(error, asyncio.CancelledError):
-        return grpc.StatusCode.CANCELLED
-    return grpc.StatusCode.UNKNOWN
+    return error.code() if isinstance(error, grpc.aio.AioRpcError) else grpc.StatusCode.UNKNOWN
 
 
 def _failure(match: Match, error: Exception) -> tuple[int, bytes]:

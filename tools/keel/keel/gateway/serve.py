@@ -51,6 +51,10 @@ def _reuse_port_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _announce(routes: int, host: str, port: int) -> None:
+    print(f"keel gateway: {routes} routes on http://{host}:{port}", flush=True)
+
+
 def run(
     gen: Path,
     targets: Mapping[str, str],
@@ -65,11 +69,12 @@ def run(
     With `worker_count` > 1, that many processes each run a gateway on the same port
     (SO_REUSEPORT: the kernel spreads connections); `/metrics` shows them merged.
     """
-    count = len(RouteTable.from_generated(gen).routes)
-    print(f"keel gateway: {count} routes on http://{host}:{port}", flush=True)
     if worker_count <= 1:
-        uvicorn.Server(uvicorn_config(build(gen, targets, default_target), host, port)).run()
+        gateway = build(gen, targets, default_target)
+        _announce(len(gateway.routes.routes), host, port)
+        uvicorn.Server(uvicorn_config(gateway, host, port)).run()
         return 0
+    _announce(len(RouteTable.from_generated(gen).routes), host, port)
 
     def worker() -> None:
         sock = _reuse_port_socket(host, port)
