@@ -65,10 +65,12 @@ class RouteTable:
                     routes.append(Route(rule.method, template, matcher, rule, method, simple))
         self.routes = sorted(routes, key=lambda r: r.specificity, reverse=True)
         # Routes whose first segment is a literal are only tried for paths that start with it.
-        self._unkeyed = [r for r in self.routes if _first_literal(r) is None]
-        self._by_first: dict[str, list[Route]] = {}
-        for key in {k for k in map(_first_literal, self.routes) if k is not None}:
-            self._by_first[key] = [r for r in self.routes if _first_literal(r) in (key, None)]
+        keys = [_first_literal(r) for r in self.routes]
+        self._unkeyed = [r for r, k in zip(self.routes, keys, strict=True) if k is None]
+        self._by_first: dict[str, list[Route]] = {
+            key: [r for r, k in zip(self.routes, keys, strict=True) if k in (key, None)]
+            for key in {k for k in keys if k is not None}
+        }
 
     def find(self, verb: str, path: str) -> Match | set[str] | None:
         first = path[1:].split("/", 1)[0]

@@ -10,6 +10,7 @@ Without an endpoint (and no `use(provider)`), nothing is traced and it costs not
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -75,7 +76,9 @@ def shutdown() -> None:
         _provider.shutdown()
 
 
+@functools.cache
 def _attributes(path: str) -> dict[str, str]:
+    """The span attributes of a method (made once per method; the SDK copies them)."""
     service, _, method = path[1:].partition("/")
     return {"rpc.system": "grpc", "rpc.service": service, "rpc.method": method}
 
