@@ -101,6 +101,16 @@ async def test_one_log_line_per_call(client: kitchen_keel.KitchenServiceClient) 
         assert "soup" not in json.dumps({k: v for k, v in call.items() if k != "correlation_id"})
 
 
+async def test_call_is_logged_before_the_caller_sees_its_status(
+    client: kitchen_keel.KitchenServiceClient,
+) -> None:
+    # A failing call's status goes out when the call is aborted; its line must already exist.
+    with capture_logs() as logs:
+        for attempt in range(20):
+            await _cook(client, "invalid" if attempt % 2 else "soup")
+            assert sum(entry["event"] == "rpc" for entry in logs) == attempt + 1
+
+
 async def test_call_logs_and_metrics_can_be_turned_off() -> None:
     quiet = keel.Server([Kitchen()], port=0, log_calls=False, metrics=False)
     async with (

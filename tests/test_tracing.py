@@ -65,7 +65,9 @@ async def test_span_attributes_and_error_status(spans: InMemorySpanExporter) -> 
         ):
             with pytest.raises(grpc.aio.AioRpcError):
                 await client.cook(kitchen_pb2.CookRequest())
-    for span in spans.get_finished_spans():
+    finished = spans.get_finished_spans()
+    assert sorted(span.kind.name for span in finished) == ["CLIENT", "SERVER"]
+    for span in finished:
         assert span.attributes is not None
         assert span.attributes["rpc.system"] == "grpc"
         assert span.attributes["rpc.service"] == "kitchen.v1.KitchenService"

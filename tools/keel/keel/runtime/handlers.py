@@ -186,17 +186,16 @@ def _unary_response(
         propagation.bind(service, context, metadata)
         began = observer.started()
         with _span(observer, spec.path, metadata) as span:
-            code = grpc.StatusCode.OK
             try:
                 response = await method(prepare(request), context)
-                observer.sent()
-                return response
             except BaseException as error:
-                code = _failure_code(error, context)
+                # Recorded before the status goes out, so the line exists once the caller has it.
+                _record(observer, span, began, _failure_code(error, context), context)
                 await _end_if_unhandled(context, spec, error)
                 raise
-            finally:
-                _record(observer, span, began, code, context)
+            observer.sent()
+            _record(observer, span, began, grpc.StatusCode.OK, context)
+            return response
 
     return observed if observer.active else quiet
 
@@ -212,18 +211,17 @@ def _stream_response(
         propagation.bind(service, context, metadata)
         began = observer.started()
         with _span(observer, spec.path, metadata) as span:
-            code = grpc.StatusCode.OK
             try:
                 async for response in method(prepare(request), context):
                     observer.sent()
                     yield response
             except BaseException as error:
-                code = _failure_code(error, context)
+                if observer.active:
+                    _record(observer, span, began, _failure_code(error, context), context)
                 await _end_if_unhandled(context, spec, error)
                 raise
-            finally:
-                if observer.active:
-                    _record(observer, span, began, code, context)
+            if observer.active:
+                _record(observer, span, began, grpc.StatusCode.OK, context)
 
     return behaviour
 
