@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
+import datetime
 import io
 import json
+import re
 import signal
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
@@ -16,7 +19,7 @@ import grpc.aio
 import keel
 import pytest
 import structlog
-from keel.runtime import logs
+from keel.runtime import logs, propagation
 from prometheus_client import REGISTRY
 from structlog.testing import capture_logs
 
@@ -168,6 +171,66 @@ def test_hot_logger_follows_reconfiguration(capsys: pytest.CaptureFixture[str]) 
     assert lines[0]["where"] == "PosixPath('/tmp')"
     assert lines[0]["counts"] == {"1": "one"}
     assert lines[0]["level"] == "info"
+
+
+class _CallContext:
+    def __init__(self, metadata: list[tuple[str, str]]) -> None:
+        self._metadata = metadata
+
+    def invocation_metadata(self) -> list[tuple[str, str]]:
+        return self._metadata
+
+    def time_remaining(self) -> float | None:
+        return None
+
+
+@pytest.mark.usefixtures("restored_logging")
+def test_hot_lines_are_the_lines_structlog_writes(capsys: pytest.CaptureFixture[str]) -> None:
+    logs.configure("info")
+    hot = logs.HotLogger("keel.test")
+    fields = {"service": "s", "code": "OK", "duration_ms": 1.5, "where": Path("/x")}
+
+    def in_a_call() -> None:
+        propagation.bind("s", _CallContext([("x-request-id", "cid-1")]))
+        structlog.contextvars.bind_contextvars(tenant="t1", code="from-context")
+        hot.info("rpc", **fields)  # written directly
+        hot.get().info("rpc", **fields)  # through structlog's processors
+
+    contextvars.copy_context().run(in_a_call)
+    direct, chained = (json.loads(line) for line in capsys.readouterr().out.splitlines())
+    stamp = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6})?Z"
+    assert re.fullmatch(stamp, direct.pop("timestamp"))
+    assert re.fullmatch(stamp, chained.pop("timestamp"))
+    assert direct == chained
+    assert direct == {
+        "service": "s",
+        "code": "OK",  # the call's own field wins over a context variable
+        "duration_ms": 1.5,
+        "where": "PosixPath('/x')",
+        "event": "rpc",
+        "tenant": "t1",
+        "level": "info",
+        "correlation_id": "cid-1",
+    }
+
+
+@pytest.mark.usefixtures("restored_logging")
+def test_hot_lines_follow_the_log_level(capsys: pytest.CaptureFixture[str]) -> None:
+    logs.configure("warning")
+    logs.HotLogger("keel.test").info("rpc", code="OK")
+    logs.configure("info")
+    logs.HotLogger("keel.test").info("rpc", code="OK")
+    assert len(capsys.readouterr().out.splitlines()) == 1
+
+
+def test_timestamps_match_structlogs_iso_utc_format() -> None:
+    clock = logs.UtcClock()
+    ours = datetime.datetime.fromisoformat(clock.now().replace("Z", "+00:00"))
+    theirs = structlog.processors.TimeStamper(fmt="iso", utc=True)(None, "info", {})
+    assert abs(ours - datetime.datetime.fromisoformat(theirs["timestamp"])) < datetime.timedelta(
+        seconds=1
+    )
+    assert len(clock.now()) in (len(theirs["timestamp"]), len("2026-01-01T00:00:00Z"))
 
 
 @pytest.mark.usefixtures("restored_logging")

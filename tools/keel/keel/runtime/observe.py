@@ -148,7 +148,7 @@ class MethodObserver:
             self._seconds.observe(elapsed)
         if self.log_calls:
             try:
-                _calls.get().info(
+                _calls.info(
                     "rpc",
                     service=self._service,
                     method=self._method,
