@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import signal
 from collections.abc import Iterator
@@ -154,3 +155,62 @@ async def test_sampling_follows_the_caller_and_samples_new_traces_by_ratio() -> 
     assert span.context.trace_id == int(trace_id, 16)
     assert span.parent is not None
     assert span.parent.span_id == int(parent_id, 16)
+
+
+@contextlib.contextmanager
+def _keel_sampled(ratio: float) -> Iterator[InMemorySpanExporter]:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=tracing.sampler(ratio))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracing.use(provider)
+    try:
+        yield exporter
+    finally:
+        tracing.use(None)
+        provider.shutdown()
+
+
+@pytest.mark.parametrize("ratio", [0.0, 1.0])
+async def test_a_new_traces_sampling_reaches_every_downstream_server(ratio: float) -> None:
+    with _keel_sampled(ratio) as exporter:
+        pantry_impl = Pantry()
+        async with keel.Server([pantry_impl], port=0, log_calls=False) as pantry:
+            front_impl = Front(f"127.0.0.1:{pantry.port}")
+            async with (
+                keel.Server([front_impl], port=0, log_calls=False) as front,
+                grpc.aio.insecure_channel(f"127.0.0.1:{front.port}") as channel,
+            ):
+                cook = channel.unary_unary(
+                    "/kitchen.v1.KitchenService/Cook",
+                    request_serializer=kitchen_pb2.CookRequest.SerializeToString,
+                    response_deserializer=kitchen_pb2.CookResponse.FromString,
+                )
+                await cook(kitchen_pb2.CookRequest(), timeout=5)  # no trace context: a new trace
+    _, trace_id, _, flags = pantry_impl.seen[0]["traceparent"].split("-")
+    assert int(flags, 16) & 1 == int(ratio)  # the front's decision travelled downstream
+    finished = exporter.get_finished_spans()
+    if ratio == 0.0:
+        assert finished == ()
+    else:
+        assert sorted(span.kind.name for span in finished) == ["CLIENT", "SERVER", "SERVER"]
+        assert {f"{span.context.trace_id:032x}" for span in finished} == {trace_id}
+
+
+async def test_new_traces_are_sampled_at_the_configured_ratio() -> None:
+    calls = 400
+    with _keel_sampled(0.5) as exporter:
+        async with (
+            keel.Server([Pantry()], port=0, log_calls=False) as pantry,
+            grpc.aio.insecure_channel(f"127.0.0.1:{pantry.port}") as channel,
+        ):
+            count = channel.unary_unary(
+                "/kitchen.v1.PantryService/Count",
+                request_serializer=kitchen_pb2.CountRequest.SerializeToString,
+                response_deserializer=kitchen_pb2.CountResponse.FromString,
+            )
+            for _ in range(calls):
+                await count(kitchen_pb2.CountRequest(), timeout=5)
+        recorded = exporter.get_finished_spans()
+    # Binomial(400, 0.5): mean 200, standard deviation 10; the bounds are 6 deviations out.
+    assert 140 <= len(recorded) <= 260
+    assert len({span.context.trace_id for span in recorded}) == len(recorded)

@@ -12,15 +12,30 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Iterable, Iterator
+import random
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 import grpc
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
-from opentelemetry.sdk.trace.sampling import ParentBased, Sampler, TraceIdRatioBased
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.sdk.trace.sampling import (
+    Decision,
+    ParentBased,
+    Sampler,
+    SamplingResult,
+    TraceIdRatioBased,
+)
+from opentelemetry.trace import (
+    NonRecordingSpan,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+)
+from opentelemetry.util.types import Attributes
 
 _provider: Any = None
 _tracer: trace.Tracer | None = None
@@ -43,10 +58,45 @@ def tracer() -> trace.Tracer | None:
     return _tracer
 
 
-def sampler(ratio: float) -> Sampler:
+_CHOSEN = otel_context.create_key("keel.sampled-here")
+
+
+class _ChosenOrRatio(TraceIdRatioBased):
+    """TraceIdRatioBased, except that a trace a server already chose to sample is sampled."""
+
+    def should_sample(  # noqa: PLR0917 (the Sampler interface)
+        self,
+        parent_context: otel_context.Context | None,
+        trace_id: int,
+        name: str,
+        kind: SpanKind | None = None,
+        attributes: Attributes = None,
+        links: Sequence[trace.Link] | None = None,
+        trace_state: trace.TraceState | None = None,
+    ) -> SamplingResult:
+        if parent_context is not None and parent_context.get(_CHOSEN) is True:
+            return SamplingResult(Decision.RECORD_AND_SAMPLE, attributes)
+        return super().should_sample(
+            parent_context, trace_id, name, kind, attributes, links, trace_state
+        )
+
+
+class KeelSampler(ParentBased):
     """Keel's sampling: a call whose caller sent a sampled trace context is always traced (so a
-    trace is whole or absent), and `ratio` of the traces that start here are."""
-    return ParentBased(TraceIdRatioBased(ratio))
+    trace is whole or absent), and `ratio` of the traces that start here are.
+
+    A server decides a new trace itself before asking the SDK, so the calls it does not sample
+    cost a non-recording span, not a trip through the SDK (see `server_span`).
+    """
+
+    def __init__(self, ratio: float) -> None:
+        super().__init__(_ChosenOrRatio(ratio))
+        self.ratio = ratio
+
+
+def sampler(ratio: float) -> Sampler:
+    """Keel's sampler for `ratio` of new traces (a KeelSampler)."""
+    return KeelSampler(ratio)
 
 
 def configure(endpoint: str, service_name: str, sample_ratio: float = 1.0) -> None:
@@ -86,6 +136,30 @@ def _attributes(path: str) -> dict[str, str]:
 _CARRIED = frozenset({"traceparent", "tracestate", "baggage"})
 
 
+_CHOSEN_CONTEXT = otel_context.set_value(_CHOSEN, True, otel_context.Context())
+_UNSAMPLED = TraceFlags(TraceFlags.DEFAULT)
+_UNSAMPLED_RANDOM = TraceFlags(TraceFlags.DEFAULT | TraceFlags.RANDOM_TRACE_ID)
+
+
+def _new_trace_choice(tracer: trace.Tracer) -> bool | None:
+    """Whether a trace starting here is sampled, if Keel's sampler decides (None: ask the SDK)."""
+    chooser = getattr(tracer, "sampler", None)
+    if type(chooser) is not KeelSampler:
+        return None
+    return random.random() < chooser.ratio
+
+
+def _unsampled_root(tracer: Any) -> trace.Span:
+    """The span the SDK makes for a new trace its sampler drops: ids, nothing recorded. Calls
+    made under it carry its context, flagged unsampled, so downstream servers drop it too."""
+    ids = tracer.id_generator
+    flags = _UNSAMPLED_RANDOM if ids.is_trace_id_random() else _UNSAMPLED
+    context = SpanContext(
+        ids.generate_trace_id(), ids.generate_span_id(), is_remote=False, trace_flags=flags
+    )
+    return NonRecordingSpan(context)
+
+
 @contextmanager
 def server_span(
     tracer: trace.Tracer, path: str, metadata: Iterable[tuple[str, Any]]
@@ -94,9 +168,17 @@ def server_span(
     caller's span if it sent one (W3C trace context in the metadata)."""
     carrier = {k: v for k, v in metadata if k in _CARRIED and isinstance(v, str)}
     parent = propagate.extract(carrier) if carrier else None
-    span = tracer.start_span(
-        path[1:], context=parent, kind=SpanKind.SERVER, attributes=_attributes(path)
-    )
+    chosen = None if carrier else _new_trace_choice(tracer)
+    span: trace.Span
+    if chosen is False:
+        span = _unsampled_root(tracer)
+    else:
+        span = tracer.start_span(
+            path[1:],
+            context=_CHOSEN_CONTEXT if chosen else parent,
+            kind=SpanKind.SERVER,
+            attributes=_attributes(path),
+        )
     token = otel_context.attach(trace.set_span_in_context(span, parent))
     try:
         yield span
@@ -125,6 +207,8 @@ def client_span(
 
 def finish(span: trace.Span, code: grpc.StatusCode) -> None:
     """Record the call's status on its span (errors per the RPC semantic conventions)."""
+    if not span.is_recording():
+        return
     span.set_attribute("rpc.grpc.status_code", code.value[0])
     if code is not grpc.StatusCode.OK:
         span.set_status(Status(StatusCode.ERROR, code.name))
