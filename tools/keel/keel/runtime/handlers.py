@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
-from contextlib import nullcontext
 from typing import Any
 
 import grpc
@@ -130,10 +129,10 @@ def _preparer(
     return prepare
 
 
-def _span(observer: MethodObserver, path: str, metadata: Any) -> Any:
+def _start_span(observer: MethodObserver, path: str, metadata: Any) -> tracing.ServerSpan | None:
     if observer.tracer is None:
-        return nullcontext(None)
-    return tracing.server_span(observer.tracer, path, metadata or ())
+        return None
+    return tracing.start_server_span(observer.tracer, path, metadata or ())
 
 
 def _failure_code(error: BaseException, context: Context) -> grpc.StatusCode:
@@ -156,13 +155,17 @@ async def _end_if_unhandled(
 
 
 def _record(
-    observer: MethodObserver, span: Any, began: float, code: grpc.StatusCode, context: Context
+    observer: MethodObserver,
+    span: tracing.ServerSpan | None,
+    began: float,
+    code: grpc.StatusCode,
+    context: Context,
 ) -> None:
     """Log, count and trace one finished call."""
     if code is grpc.StatusCode.OK:
         code = status_code(context.code())
     if span is not None:
-        tracing.finish(span, code)
+        tracing.end_server_span(span, code)
     observer.finished(began, code, context)
 
 
@@ -185,17 +188,17 @@ def _unary_response(
         metadata = context.invocation_metadata()
         propagation.bind(service, context, metadata)
         began = observer.started()
-        with _span(observer, spec.path, metadata) as span:
-            try:
-                response = await method(prepare(request), context)
-            except BaseException as error:
-                # Recorded before the status goes out, so the line exists once the caller has it.
-                _record(observer, span, began, _failure_code(error, context), context)
-                await _end_if_unhandled(context, spec, error)
-                raise
-            observer.sent()
-            _record(observer, span, began, grpc.StatusCode.OK, context)
-            return response
+        span = _start_span(observer, spec.path, metadata)
+        try:
+            response = await method(prepare(request), context)
+        except BaseException as error:
+            # Recorded before the status goes out, so the line exists once the caller has it.
+            _record(observer, span, began, _failure_code(error, context), context)
+            await _end_if_unhandled(context, spec, error)
+            raise
+        observer.sent()
+        _record(observer, span, began, grpc.StatusCode.OK, context)
+        return response
 
     return observed if observer.active else quiet
 
@@ -210,18 +213,18 @@ def _stream_response(
         metadata = context.invocation_metadata()
         propagation.bind(service, context, metadata)
         began = observer.started()
-        with _span(observer, spec.path, metadata) as span:
-            try:
-                async for response in method(prepare(request), context):
-                    observer.sent()
-                    yield response
-            except BaseException as error:
-                if observer.active:
-                    _record(observer, span, began, _failure_code(error, context), context)
-                await _end_if_unhandled(context, spec, error)
-                raise
-            if observer.active:
-                _record(observer, span, began, grpc.StatusCode.OK, context)
+        span = _start_span(observer, spec.path, metadata)
+        try:
+            async for response in method(prepare(request), context):
+                observer.sent()
+                yield response
+        except BaseException as error:
+            if observer.active:  # (a span is only made when it is)
+                _record(observer, span, began, _failure_code(error, context), context)
+            await _end_if_unhandled(context, spec, error)
+            raise
+        if observer.active:
+            _record(observer, span, began, grpc.StatusCode.OK, context)
 
     return behaviour
 

@@ -15,7 +15,8 @@ import os
 import random
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from contextvars import ContextVar
+from typing import Any, cast
 
 import grpc
 from opentelemetry import context as otel_context
@@ -27,14 +28,7 @@ from opentelemetry.sdk.trace.sampling import (
     SamplingResult,
     TraceIdRatioBased,
 )
-from opentelemetry.trace import (
-    NonRecordingSpan,
-    SpanContext,
-    SpanKind,
-    Status,
-    StatusCode,
-    TraceFlags,
-)
+from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.util.types import Attributes
 
 _provider: Any = None
@@ -59,6 +53,8 @@ def tracer() -> trace.Tracer | None:
 
 
 _CHOSEN = otel_context.create_key("keel.sampled-here")
+_dropped: ContextVar[bool] = ContextVar("keel_trace_dropped", default=False)
+"""Whether the call being handled started a new trace that is not sampled."""
 
 
 class _ChosenOrRatio(TraceIdRatioBased):
@@ -74,6 +70,8 @@ class _ChosenOrRatio(TraceIdRatioBased):
         links: Sequence[trace.Link] | None = None,
         trace_state: trace.TraceState | None = None,
     ) -> SamplingResult:
+        if _dropped.get():
+            return SamplingResult(Decision.DROP)
         if parent_context is not None and parent_context.get(_CHOSEN) is True:
             return SamplingResult(Decision.RECORD_AND_SAMPLE, attributes)
         return super().should_sample(
@@ -85,8 +83,8 @@ class KeelSampler(ParentBased):
     """Keel's sampling: a call whose caller sent a sampled trace context is always traced (so a
     trace is whole or absent), and `ratio` of the traces that start here are.
 
-    A server decides a new trace itself before asking the SDK, so the calls it does not sample
-    cost a non-recording span, not a trip through the SDK (see `server_span`).
+    A server decides a new trace itself before asking the SDK, so a call it does not sample
+    costs no span at all (see `start_server_span`).
     """
 
     def __init__(self, ratio: float) -> None:
@@ -137,8 +135,6 @@ _CARRIED = frozenset({"traceparent", "tracestate", "baggage"})
 
 
 _CHOSEN_CONTEXT = otel_context.set_value(_CHOSEN, True, otel_context.Context())
-_UNSAMPLED = TraceFlags(TraceFlags.DEFAULT)
-_UNSAMPLED_RANDOM = TraceFlags(TraceFlags.DEFAULT | TraceFlags.RANDOM_TRACE_ID)
 
 
 def _new_trace_choice(tracer: trace.Tracer) -> bool | None:
@@ -149,42 +145,41 @@ def _new_trace_choice(tracer: trace.Tracer) -> bool | None:
     return random.random() < chooser.ratio
 
 
-def _unsampled_root(tracer: Any) -> trace.Span:
-    """The span the SDK makes for a new trace its sampler drops: ids, nothing recorded. Calls
-    made under it carry its context, flagged unsampled, so downstream servers drop it too."""
-    ids = tracer.id_generator
-    flags = _UNSAMPLED_RANDOM if ids.is_trace_id_random() else _UNSAMPLED
-    context = SpanContext(
-        ids.generate_trace_id(), ids.generate_span_id(), is_remote=False, trace_flags=flags
-    )
-    return NonRecordingSpan(context)
+ServerSpan = tuple[trace.Span, object]
+"""A server call's span and the token that made it current."""
 
 
-@contextmanager
-def server_span(
+def start_server_span(
     tracer: trace.Tracer, path: str, metadata: Iterable[tuple[str, Any]]
-) -> Iterator[trace.Span]:
-    """A SERVER span for the call at `path`, current while the handler runs; a child of the
-    caller's span if it sent one (W3C trace context in the metadata)."""
+) -> ServerSpan | None:
+    """Start the SERVER span for the call at `path` and make it current: a child of the
+    caller's span if it sent one (W3C trace context in the metadata), else a new trace.
+
+    None for a new trace Keel's sampler drops: no span is made at all, and every span started
+    while the call is handled is dropped with it (so the calls it makes carry an unsampled
+    trace context, and downstream servers drop theirs too). End with `end_server_span`.
+    """
     carrier = {k: v for k, v in metadata if k in _CARRIED and isinstance(v, str)}
     parent = propagate.extract(carrier) if carrier else None
     chosen = None if carrier else _new_trace_choice(tracer)
-    span: trace.Span
     if chosen is False:
-        span = _unsampled_root(tracer)
-    else:
-        span = tracer.start_span(
-            path[1:],
-            context=_CHOSEN_CONTEXT if chosen else parent,
-            kind=SpanKind.SERVER,
-            attributes=_attributes(path),
-        )
-    token = otel_context.attach(trace.set_span_in_context(span, parent))
-    try:
-        yield span
-    finally:
-        otel_context.detach(token)
-        span.end()
+        _dropped.set(True)  # the call runs in its own task: this ends with it
+        return None
+    span = tracer.start_span(
+        path[1:],
+        context=_CHOSEN_CONTEXT if chosen else parent,
+        kind=SpanKind.SERVER,
+        attributes=_attributes(path),
+    )
+    return span, otel_context.attach(trace.set_span_in_context(span, parent))
+
+
+def end_server_span(started: ServerSpan, code: grpc.StatusCode) -> None:
+    """Record the call's status on its span, end it, and restore the context before it."""
+    span, token = started
+    finish(span, code)
+    otel_context.detach(cast("Any", token))
+    span.end()
 
 
 @contextmanager
