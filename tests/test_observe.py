@@ -10,6 +10,7 @@ import io
 import json
 import re
 import signal
+import time
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -17,10 +18,12 @@ from pathlib import Path
 import grpc
 import grpc.aio
 import keel
+import prometheus_client
 import pytest
 import structlog
 from keel.runtime import logs, propagation
-from prometheus_client import REGISTRY
+from keel.runtime.observe import MethodObserver, Observation, ServerMetrics
+from prometheus_client import REGISTRY, CollectorRegistry
 from structlog.testing import capture_logs
 
 from tests.conftest import free_port, start_kitchen_server
@@ -112,6 +115,50 @@ async def test_call_is_logged_before_the_caller_sees_its_status(
         for attempt in range(20):
             await _cook(client, "invalid" if attempt % 2 else "soup")
             assert sum(entry["event"] == "rpc" for entry in logs) == attempt + 1
+
+
+def test_handling_histogram_buckets_are_cumulative_like_prometheus_clients() -> None:
+    registry = CollectorRegistry()
+    spec = kitchen_keel.KitchenServiceBase.__keel_service__.methods[0]
+    observer = MethodObserver(spec, Observation(log_calls=False, metrics=ServerMetrics(registry)))
+    durations = (0.003, 0.02, 0.2, 3.0, 20.0)
+    for seconds in durations:
+        observer.started()
+        observer.finished(time.perf_counter() - seconds, grpc.StatusCode.OK, None)
+    observer.finished(time.perf_counter(), grpc.StatusCode.NOT_FOUND, None)
+    labels = {"grpc_type": "unary", "grpc_service": SERVICE, "grpc_method": spec.name}
+
+    def bucket(le: str) -> float | None:
+        return registry.get_sample_value(
+            "grpc_server_handling_seconds_bucket", {**labels, "le": le}
+        )
+
+    assert [bucket(le) for le in ("0.005", "0.01", "0.025", "0.25", "5.0", "10.0", "+Inf")] == [
+        2,  # the NOT_FOUND call took next to nothing
+        2,
+        3,
+        4,
+        5,
+        5,
+        6,
+    ]
+    assert registry.get_sample_value("grpc_server_handling_seconds_count", labels) == 6
+    total = registry.get_sample_value("grpc_server_handling_seconds_sum", labels)
+    assert total == pytest.approx(sum(durations), abs=0.05)
+    assert registry.get_sample_value("grpc_server_started_total", labels) == 5
+    handled = "grpc_server_handled_total"
+    assert registry.get_sample_value(handled, {**labels, "grpc_code": "NOT_FOUND"}) == 1
+    assert registry.get_sample_value(handled, {**labels, "grpc_code": "OK"}) == 5
+    # The text exposition has every family, named and typed as prometheus_client's own.
+    text = prometheus_client.generate_latest(registry).decode()
+    for family, kind in (
+        ("grpc_server_started_total", "counter"),
+        ("grpc_server_handled_total", "counter"),
+        ("grpc_server_msg_received_total", "counter"),
+        ("grpc_server_msg_sent_total", "counter"),
+        ("grpc_server_handling_seconds", "histogram"),
+    ):
+        assert f"# TYPE {family} {kind}" in text
 
 
 async def test_call_logs_and_metrics_can_be_turned_off() -> None:
