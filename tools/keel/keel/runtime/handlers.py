@@ -184,11 +184,13 @@ def _unary_response(
         except Exception as error:
             await _end_call(context, spec, error)
 
+    tracer, path = observer.tracer, spec.path
+
     async def observed(request: Any, context: Context) -> Any:
-        metadata = context.invocation_metadata()
+        metadata = context.invocation_metadata() or ()
         propagation.bind(service, context, metadata)
         began = observer.started()
-        span = _start_span(observer, spec.path, metadata)
+        span = None if tracer is None else tracing.start_server_span(tracer, path, metadata)
         try:
             response = await method(prepare(request), context)
         except BaseException as error:
@@ -197,7 +199,11 @@ def _unary_response(
             await _end_if_unhandled(context, spec, error)
             raise
         observer.sent()
-        _record(observer, span, began, grpc.StatusCode.OK, context)
+        reported = context.code()  # a handler may set a status and still return
+        code = grpc.StatusCode.OK if reported is None else status_code(reported)
+        if span is not None:
+            tracing.end_server_span(span, code)
+        observer.finished(began, code, context)
         return response
 
     return observed if observer.active else quiet

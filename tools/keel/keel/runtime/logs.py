@@ -60,12 +60,21 @@ class _JsonLines:
     """Keel's JSON configuration, while it is structlog's: where HotLogger writes directly."""
 
     processors: list[Any]
-    renderer: structlog.processors.JSONRenderer
     stream: TurnFlushed
     level: int
 
 
 _json_lines: _JsonLines | None = None
+_DIRECT_JSON = orjson.OPT_NON_STR_KEYS | orjson.OPT_APPEND_NEWLINE
+
+
+def _unserializable(value: Any) -> Any:
+    """What a JSON line holds for a value JSON cannot: its `__structlog__()`, else its repr
+    (structlog's own fallback)."""
+    try:
+        return value.__structlog__()
+    except AttributeError:
+        return repr(value)
 
 
 def configure(level: str = "info", *, console: bool = False) -> None:
@@ -85,12 +94,12 @@ def configure(level: str = "info", *, console: bool = False) -> None:
         processors.append(structlog.dev.ConsoleRenderer(colors=True))
     elif binary is not None:
         renderer = structlog.processors.JSONRenderer(
-            serializer=orjson.dumps, option=orjson.OPT_NON_STR_KEYS
+            serializer=orjson.dumps, default=_unserializable, option=orjson.OPT_NON_STR_KEYS
         )
         processors += [structlog.processors.dict_tracebacks, renderer]
         stream = TurnFlushed(binary)
         factory = structlog.BytesLoggerFactory(cast("BinaryIO", stream))
-        _json_lines = _JsonLines(processors, renderer, stream, levelno)
+        _json_lines = _JsonLines(processors, stream, levelno)
     else:  # a text-only stdout (a test's StringIO)
         processors += [structlog.processors.dict_tracebacks, structlog.processors.JSONRenderer()]
     structlog.configure(
@@ -167,6 +176,10 @@ class HotLogger:
 
     def info(self, event: str, **fields: Any) -> None:
         """Log `event` at info level with `fields`."""
+        self.line(event, fields)
+
+    def line(self, event: str, fields: dict[str, Any]) -> None:
+        """Log `event` at info level with `fields` (a dict this call may change)."""
         lines = _json_lines
         if lines is None or structlog.get_config()["processors"] is not lines.processors:
             self.get().info(event, **fields)
@@ -174,12 +187,13 @@ class HotLogger:
         if lines.level > logging.INFO:
             return
         fields["event"] = event
-        for key, value in structlog.contextvars.get_contextvars().items():
-            fields.setdefault(key, value)
+        bound = structlog.contextvars.get_contextvars()
+        if bound:
+            for key, value in bound.items():
+                fields.setdefault(key, value)
         fields["level"] = "info"
         fields["timestamp"] = _clock.now()
         if "correlation_id" not in fields:
             _add_correlation_id(None, "info", fields)
-        line = cast("bytes", lines.renderer(None, "info", fields))  # orjson renders bytes
-        lines.stream.write(line + b"\n")
+        lines.stream.write(orjson.dumps(fields, default=_unserializable, option=_DIRECT_JSON))
         lines.stream.flush()

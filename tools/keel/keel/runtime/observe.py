@@ -40,6 +40,7 @@ GRPC_TYPE = {
 }
 _LABELS = ("grpc_type", "grpc_service", "grpc_method")
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
+_CODE_NAMES = {code: code.name for code in grpc.StatusCode}
 _calls = HotLogger("keel.call")
 
 prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -244,14 +245,16 @@ class MethodObserver:
             self._seconds.observe(elapsed)
         if self.log_calls:
             try:
-                _calls.info(
+                _calls.line(
                     "rpc",
-                    service=self._service,
-                    method=self._method,
-                    code=code.name,
-                    duration_ms=round(elapsed * 1000, 3),
-                    correlation_id=correlation.current(),
-                    peer=context.peer(),
+                    {
+                        "service": self._service,
+                        "method": self._method,
+                        "code": _CODE_NAMES[code],
+                        "duration_ms": round(elapsed * 1000, 3),
+                        "correlation_id": correlation.current(),
+                        "peer": context.peer(),
+                    },
                 )
             except (OSError, ValueError):  # stdout closed or broken: the call still succeeds
                 self.lost_lines += 1

@@ -33,7 +33,7 @@ def new_id() -> str:
     poller thread take the GIL mid-call, which cost a loaded server several times the call.
     (`random` is reseeded in forked workers, so their ids do not repeat each other's.)
     """
-    return f"{random.getrandbits(128):032x}"
+    return random.getrandbits(128).to_bytes(16, "big").hex()
 
 
 def correlation_from(metadata: Metadata | None) -> str:
