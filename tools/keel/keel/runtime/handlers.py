@@ -162,7 +162,7 @@ def _record(
     context: Context,
 ) -> None:
     """Log, count and trace one finished call."""
-    if code is grpc.StatusCode.OK:
+    if code is grpc.StatusCode.OK:  # a handler may set a status and still return
         code = status_code(context.code())
     if span is not None:
         tracing.end_server_span(span, code)
@@ -199,11 +199,7 @@ def _unary_response(
             await _end_if_unhandled(context, spec, error)
             raise
         observer.sent()
-        reported = context.code()  # a handler may set a status and still return
-        code = grpc.StatusCode.OK if reported is None else status_code(reported)
-        if span is not None:
-            tracing.end_server_span(span, code)
-        observer.finished(began, code, context)
+        _record(observer, span, began, grpc.StatusCode.OK, context)
         return response
 
     return observed if observer.active else quiet

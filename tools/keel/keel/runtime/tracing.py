@@ -70,10 +70,10 @@ class _ChosenOrRatio(TraceIdRatioBased):
         links: Sequence[trace.Link] | None = None,
         trace_state: trace.TraceState | None = None,
     ) -> SamplingResult:
-        if _dropped.get():
-            return SamplingResult(Decision.DROP)
         if parent_context is not None and parent_context.get(_CHOSEN) is True:
             return SamplingResult(Decision.RECORD_AND_SAMPLE, attributes)
+        if _dropped.get():
+            return SamplingResult(Decision.DROP)
         return super().should_sample(
             parent_context, trace_id, name, kind, attributes, links, trace_state
         )
