@@ -125,22 +125,23 @@ async def test_keel_serve_exports_spans_over_otlp() -> None:
     assert service_names == ["kitchen.v1.KitchenService"]
 
 
+def _raw_count(channel: grpc.aio.Channel) -> Any:
+    """PantryService.Count through a plain grpcio channel (no Keel client, no trace context)."""
+    return channel.unary_unary(
+        "/kitchen.v1.PantryService/Count",
+        request_serializer=kitchen_pb2.CountRequest.SerializeToString,
+        response_deserializer=kitchen_pb2.CountResponse.FromString,
+    )
+
+
 async def test_sampling_follows_the_caller_and_samples_new_traces_by_ratio() -> None:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider(sampler=tracing.sampler(0.0))
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    tracing.use(provider)
     trace_id, parent_id = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
-    try:
+    with _keel_sampled(0.0) as exporter:
         async with (
             keel.Server([Pantry()], port=0, log_calls=False) as pantry,
             grpc.aio.insecure_channel(f"127.0.0.1:{pantry.port}") as channel,
         ):
-            count = channel.unary_unary(
-                "/kitchen.v1.PantryService/Count",
-                request_serializer=kitchen_pb2.CountRequest.SerializeToString,
-                response_deserializer=kitchen_pb2.CountResponse.FromString,
-            )
+            count = _raw_count(channel)
             await count(kitchen_pb2.CountRequest(), timeout=5)  # a new trace, ratio 0
             assert exporter.get_finished_spans() == ()
             for flags in ("00", "01"):  # the caller did not, then did, sample its trace
@@ -148,9 +149,6 @@ async def test_sampling_follows_the_caller_and_samples_new_traces_by_ratio() -> 
                 await count(
                     kitchen_pb2.CountRequest(), timeout=5, metadata=[("traceparent", traceparent)]
                 )
-    finally:
-        tracing.use(None)
-        provider.shutdown()
     (span,) = exporter.get_finished_spans()
     assert span.context.trace_id == int(trace_id, 16)
     assert span.parent is not None
@@ -203,11 +201,7 @@ async def test_new_traces_are_sampled_at_the_configured_ratio() -> None:
             keel.Server([Pantry()], port=0, log_calls=False) as pantry,
             grpc.aio.insecure_channel(f"127.0.0.1:{pantry.port}") as channel,
         ):
-            count = channel.unary_unary(
-                "/kitchen.v1.PantryService/Count",
-                request_serializer=kitchen_pb2.CountRequest.SerializeToString,
-                response_deserializer=kitchen_pb2.CountResponse.FromString,
-            )
+            count = _raw_count(channel)
             for _ in range(calls):
                 await count(kitchen_pb2.CountRequest(), timeout=5)
         recorded = exporter.get_finished_spans()
