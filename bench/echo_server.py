@@ -4,8 +4,8 @@ MODE: raw (grpc.aio + servicer + health + reflection, on asyncio's loop), raw-uv
 on uvloop, the loop keel.serve uses), keel (keel.Server, logs + metrics + traces on), keel-off
 (all three off), keel-logs / keel-metrics / keel-traces (one of them on), keel-all-sampled and
 keel-traces-all-sampled (every call traced, not Keel's default share of new traces),
-keel-workers (keel.serve with KEEL_WORKERS from the environment). Keel modes run on
-keel.serve's loop and trace with Keel's sampler.
+keel-workers and keel-workers-on (keel.serve with KEEL_WORKERS and the rest of its settings
+from the environment). Keel modes run on keel.serve's loop and trace with Keel's sampler.
 """
 
 from __future__ import annotations
@@ -111,7 +111,7 @@ def main() -> None:
         uvloop.run(raw(port))
     elif mode in PARTS:
         keel_run(keel_server(port, PARTS[mode]))
-    elif mode == "keel-workers":
+    elif mode in ("keel-workers", "keel-workers-on"):
         print("ready", flush=True)
         keel.serve([KeelEcho()], port=port)
     else:

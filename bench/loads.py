@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import resource
 import socket
 import struct
 import subprocess
@@ -33,6 +34,10 @@ class Load:
     p99_ms: float
     ok: int
     failed: int
+    seconds: float = 0.0
+    """Wall time of the run."""
+    generator_cpu_s: float = 0.0
+    """CPU the load generator itself used (it shares the machine with the server)."""
 
 
 def free_port() -> int:
@@ -114,6 +119,7 @@ async def echo_ready(port: int, timeout: float = 30) -> None:
 def h2load(port: int, data: Path, *, clients: int, streams: int, seconds: float) -> Load:
     """gRPC unary echo calls; h2load counts HTTP 200 only, so check grpc-status elsewhere."""
     log = data.parent / f"h2load-{port}-{clients}.tsv"
+    before, began = _children_cpu(), time.perf_counter()
     result = subprocess.run(
         [
             "h2load",
@@ -133,6 +139,7 @@ def h2load(port: int, data: Path, *, clients: int, streams: int, seconds: float)
         text=True,
         check=True,
     )
+    wall, generator_cpu = time.perf_counter() - began, _children_cpu() - before
     found = re.search(r"finished in [^,]+, ([\d.]+) req/s", result.stdout)
     assert found, result.stdout
     latencies, failed = [], 0
@@ -149,7 +156,15 @@ def h2load(port: int, data: Path, *, clients: int, streams: int, seconds: float)
         percentile(latencies, 0.99),
         len(latencies),
         failed,
+        wall,
+        generator_cpu,
     )
+
+
+def _children_cpu() -> float:
+    """User + system CPU of this process's finished children so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 _UNIT_MS = {"us": 1e-3, "ms": 1.0, "s": 1e3}

@@ -42,6 +42,7 @@ MODES = (
     "keel",
     "keel-off",
     "keel-workers",
+    "keel-workers-on",
     "keel-logs",
     "keel-metrics",
     "keel-traces",
@@ -61,14 +62,20 @@ class Row:
     rss_mib: float
     cpu_us: float
     """Server CPU (all its processes and threads) per call under load, µs."""
+    server_cores: float
+    """Cores the server kept busy under load."""
+    h2load_cores: float
+    """Cores the load generator used meanwhile (the machine's cores are shared)."""
 
 
 def measure(mode: str, gen: Path, data: Path, seconds: float) -> Row:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("KEEL_")}
     env.update({"KEEL_METRICS_PORT": "0", "KEEL_HOST": "127.0.0.1", "KEEL_LOG_CALLS": "false"})
-    if mode == "keel-workers":
+    if mode.startswith("keel-workers"):
         env["KEEL_WORKERS"] = "2"
+    if mode == "keel-workers-on":  # as keel.serve runs by default: call logs and metrics on
+        env.update({"KEEL_METRICS_PORT": str(free_port()), "KEEL_LOG_CALLS": "true"})
     server = subprocess.Popen(
         [sys.executable, str(HERE / "echo_server.py"), mode, str(port), str(gen)],
         env=env,
@@ -81,9 +88,20 @@ def measure(mode: str, gen: Path, data: Path, seconds: float) -> Row:
         rss = rss_mib(server.pid)
         began = cpu_seconds(server.pid)
         load = h2load(port, data, clients=10, streams=5, seconds=seconds)
-        cpu_us = (cpu_seconds(server.pid) - began) / max(1, load.ok) * 1e6
+        server_cpu = cpu_seconds(server.pid) - began
         single = h2load(port, data, clients=1, streams=1, seconds=max(1.0, seconds / 3))
-        return Row(mode, load.qps, load.p50_ms, load.p99_ms, load.ok, single.p50_ms, rss, cpu_us)
+        return Row(
+            mode,
+            load.qps,
+            load.p50_ms,
+            load.p99_ms,
+            load.ok,
+            single.p50_ms,
+            rss,
+            server_cpu / max(1, load.ok) * 1e6,
+            server_cpu / load.seconds,
+            load.generator_cpu_s / load.seconds,
+        )
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -133,20 +151,29 @@ def main() -> None:
         for mode in order:
             runs[mode].append(measure(mode, gen, data, args.duration))
     rows = [sorted(runs[mode], key=lambda r: r.qps)[len(runs[mode]) // 2] for mode in args.modes]
-    base = next((r for r in rows if r.mode == "raw"), rows[0])
+    base_mode = "raw" if "raw" in runs else args.modes[0]
+    # Each round's ratio is against raw in the same round, so the machine's drift cancels out.
+    ratios = {
+        mode: statistics.median(
+            run.qps / base.qps for run, base in zip(runs[mode], runs[base_mode], strict=True)
+        )
+        for mode in args.modes
+    }
+    base = next(r for r in rows if r.mode == base_mode)
     print(
         f"echo unary, h2load -c10 -m5 (concurrency 50), {args.duration:g} s, median of "
-        f"{args.rounds} interleaved rounds; c1 = -c1 -m1"
+        f"{args.rounds} interleaved rounds (ratio: median of each round's ratio to raw); "
+        f"c1 = -c1 -m1; {os.cpu_count()} cores shared by server and h2load"
     )
     print(
         f"{'server':<24}{'QPS':>9}{'ratio':>8}{'p50 ms':>9}{'p99 ms':>9}{'c1 p50':>9}"
-        f"{'RSS MiB':>9}{'RSS ratio':>10}{'CPU µs/call':>12}"
+        f"{'RSS MiB':>9}{'RSS ratio':>10}{'CPU µs/call':>12}{'cores':>7}{'h2load':>8}"
     )
     for r in rows:
         print(
-            f"{r.mode:<24}{r.qps:>9.0f}{r.qps / base.qps:>7.2f}x{r.p50_ms:>9.2f}{r.p99_ms:>9.2f}"
+            f"{r.mode:<24}{r.qps:>9.0f}{ratios[r.mode]:>7.2f}x{r.p50_ms:>9.2f}{r.p99_ms:>9.2f}"
             f"{r.c1_p50_ms:>9.2f}{r.rss_mib:>9.1f}{r.rss_mib / base.rss_mib:>9.2f}x"
-            f"{r.cpu_us:>12.0f}"
+            f"{r.cpu_us:>12.0f}{r.server_cores:>7.2f}{r.h2load_cores:>8.2f}"
         )
     print("targets: keel >= 0.85x, keel-off >= 0.95x, keel-workers (2) >= 1.5x, RSS <= 1.2x")
     stub_us, keel_us = asyncio.run(_client_overhead(gen, 2000))

@@ -66,13 +66,15 @@ async def test_two_workers_share_a_port_and_merge_metrics() -> None:
         direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
         url = f"http://127.0.0.1:{metrics_port}/metrics"
         text = await asyncio.to_thread(lambda: direct.open(url, timeout=5).read().decode())
-        handled = re.search(
-            r'grpc_server_handled_total\{grpc_code="OK",grpc_method="Cook",'
-            r'grpc_service="kitchen.v1.KitchenService",grpc_type="unary"\} (\S+)',
-            text,
-        )
-        assert handled is not None, text[:2000]
-        assert float(handled.group(1)) == calls  # the sum over both workers
+        cook = 'grpc_method="Cook",grpc_service="kitchen.v1.KitchenService",grpc_type="unary"'
+        for sample in (
+            f'grpc_server_handled_total{{grpc_code="OK",{cook}}}',
+            f"grpc_server_started_total{{{cook}}}",
+            f"grpc_server_handling_seconds_count{{{cook}}}",
+        ):
+            found = re.search(re.escape(sample) + r" (\S+)", text)
+            assert found is not None, (sample, text[:2000])
+            assert float(found.group(1)) == calls  # the sum over both workers, read live
     finally:
         process.send_signal(signal.SIGTERM)
         code = process.wait(timeout=30)

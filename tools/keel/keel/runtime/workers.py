@@ -3,9 +3,10 @@
 A grpc.aio server is one event loop on one core. `keel.serve(..., workers=N)` forks N worker
 processes before any event loop or gRPC object exists; each binds the same port (gRPC sets
 SO_REUSEPORT on Linux, so the kernel spreads connections over them) and runs its own loop,
-health and servers. Metrics are merged: prometheus_client's multiprocess mode keeps each
-worker's values in a shared folder, and the supervising process serves their sum on
-KEEL_METRICS_PORT. Each worker has its own copy of in-memory state.
+health and servers. Metrics are merged: each worker keeps its server counts in memory-mapped
+files (keel.runtime.tally) and its other metrics in prometheus_client's multiprocess files, all
+in one shared folder, and the supervising process serves their sum on KEEL_METRICS_PORT. Each
+worker has its own copy of in-memory state.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from collections.abc import Callable
 import prometheus_client
 from prometheus_client import CollectorRegistry, multiprocess, values
 
-from keel.runtime import logs
+from keel.runtime import logs, tally
 from keel.runtime.config import Settings
 
 _log = logs.get_logger("keel.workers")
@@ -34,14 +35,20 @@ def _share_metrics() -> str:
     return folder
 
 
+def _merged_registry(folder: str) -> CollectorRegistry:
+    """A registry reporting the sum of every worker's metrics in `folder`."""
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=folder)  # type: ignore[no-untyped-call]
+    registry.register(tally.shared_collector(folder))
+    return registry
+
+
 def merged_metrics() -> bytes:
     """Prometheus text of this process's metrics, or of every worker's when they share them."""
     folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if not folder:
         return prometheus_client.generate_latest()
-    registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry, path=folder)  # type: ignore[no-untyped-call]
-    return prometheus_client.generate_latest(registry)
+    return prometheus_client.generate_latest(_merged_registry(folder))
 
 
 def _fork(target: Callable[[], None]) -> int:
@@ -69,10 +76,8 @@ def run(target: Callable[[], None], settings: Settings, *, serve_metrics: bool =
     folder = _share_metrics() if share else ""
     pids = [_fork(target) for _ in range(settings.workers)]
     if settings.metrics_port and serve_metrics:
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry, path=folder)  # type: ignore[no-untyped-call]
         prometheus_client.start_http_server(
-            settings.metrics_port, addr=settings.host, registry=registry
+            settings.metrics_port, addr=settings.host, registry=_merged_registry(folder)
         )
     stopping = False
 
