@@ -9,7 +9,13 @@ import grpc
 import prometheus_client
 import pytest
 from keel.runtime import tally
-from keel.runtime.observe import MethodObserver, Observation, ServerMetrics
+from keel.runtime.observe import (
+    ClientMetrics,
+    ClientObserver,
+    MethodObserver,
+    Observation,
+    ServerMetrics,
+)
 from prometheus_client import CollectorRegistry
 
 from tests.servers.kitchen_server import kitchen_keel
@@ -53,7 +59,7 @@ def test_worker_files_add_up_to_what_one_process_reports(
     assert len(list(tmp_path.glob("keel_server_*.tally"))) == 2 * len(METHODS)
 
     merged = CollectorRegistry()
-    merged.register(tally.shared_collector(str(tmp_path)))
+    merged.register(tally.shared_collector(str(tmp_path), "server"))
     shared_text = prometheus_client.generate_latest(merged).decode()
     alone_text = prometheus_client.generate_latest(one_process).decode()
     assert 'grpc_code="NOT_FOUND"' in shared_text
@@ -72,16 +78,35 @@ def test_counts_are_read_while_they_are_written(
     labels = ("unary", METHODS[0].service, METHODS[0].name)
     for expected in range(1, 4):
         observer.finished(observer.started(), grpc.StatusCode.OK, None)
-        counts = tally.read_shared(str(tmp_path))[labels]
+        counts = tally.read_shared(str(tmp_path), "server")[labels]
         assert counts[tally.STARTED] == expected
         assert counts[tally.HANDLED[grpc.StatusCode.OK]] == expected
 
 
 def test_files_that_are_not_count_files_are_skipped(tmp_path: Path) -> None:
-    counts = tally.shared_counts(str(tmp_path), ("unary", "a.v1.A", "Get"))
+    counts = tally.shared_counts(str(tmp_path), "server", ("unary", "a.v1.A", "Get"))
     counts[tally.STARTED] += 2
     (tmp_path / "keel_server_1_0.tally").write_bytes(b"not a count file")
     (tmp_path / "keel_server_1_1.tmp").write_bytes(b"half written")
     assert {
-        labels: row[tally.STARTED] for labels, row in tally.read_shared(str(tmp_path)).items()
+        labels: row[tally.STARTED]
+        for labels, row in tally.read_shared(str(tmp_path), "server").items()
     } == {("unary", "a.v1.A", "Get"): 2}
+
+
+def test_client_counts_are_shared_apart_from_server_counts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    observer = ClientObserver(METHODS[0], ClientMetrics(CollectorRegistry()))
+    for code in (grpc.StatusCode.OK, grpc.StatusCode.OK, grpc.StatusCode.UNAVAILABLE):
+        observer.finished(observer.started(), code)
+    merged = CollectorRegistry()
+    for side in tally.SIDES:
+        merged.register(tally.shared_collector(str(tmp_path), side))
+    labels = {"grpc_type": "unary", "grpc_service": METHODS[0].service, "grpc_method": "Cook"}
+    handled = "grpc_client_handled_total"
+    assert merged.get_sample_value(handled, {**labels, "grpc_code": "OK"}) == 2
+    assert merged.get_sample_value(handled, {**labels, "grpc_code": "UNAVAILABLE"}) == 1
+    assert merged.get_sample_value("grpc_client_handling_seconds_count", labels) == 3
+    assert merged.get_sample_value("grpc_server_started_total", labels) is None

@@ -5,22 +5,21 @@ Metric names and labels follow go-grpc-prometheus, so existing Grafana dashboard
 `grpc_server_msg_received_total`, `grpc_server_msg_sent_total` and the
 `grpc_server_handling_seconds` histogram, each labelled grpc_type, grpc_service, grpc_method.
 
-The server counts each method's calls in an array of numbers that a collector reports when
-scraped (keel.runtime.tally): prometheus_client's own counters cost a tenth to a fifth of an
-echo call. The client metrics are prometheus_client's counters and histogram.
+Servers and clients count each method's calls in an array of numbers that a collector reports
+when scraped (keel.runtime.tally): prometheus_client's own counters cost a tenth to a fifth of
+an echo call.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from bisect import bisect_left
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
 import prometheus_client
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry
 
 from keel.runtime import correlation, tally, tracing
 from keel.runtime.logs import HotLogger
@@ -32,40 +31,48 @@ GRPC_TYPE = {
     RpcKind.STREAM_UNARY: "client_stream",
     RpcKind.STREAM_STREAM: "bidi_stream",
 }
-_LABELS = tally.LABEL_NAMES
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
 _CODE_NAMES = {code: code.name for code in grpc.StatusCode}
-_HANDLED, _BOUNDS, _BUCKETS = tally.HANDLED, tally.BOUNDS, tally.BUCKETS
 _calls = HotLogger("keel.call")
 
 prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
 
 
-class ServerMetrics:
-    """The server-side gRPC metrics of one registry: a count array per method (keel.runtime.tally).
+class CallMetrics:
+    """One side's gRPC metrics in one registry: a count array per method (keel.runtime.tally).
 
     With `PROMETHEUS_MULTIPROC_DIR` set the arrays are files in that folder, summed by whoever
     serves /metrics (keel.runtime.workers); otherwise `registry` reports them.
     """
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, side: tally.Side, registry: CollectorRegistry | None = None) -> None:
         registry = prometheus_client.REGISTRY if registry is None else registry
+        self.side = side
         self.folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
         """prometheus_client's multiprocess folder, where the counts are shared."""
         self._counts: dict[tally.Labels, tally.Counts] = {}
         if self.folder is None:
-            registry.register(tally.TallyCollector(lambda: self._counts))
+            registry.register(tally.TallyCollector(side, lambda: self._counts))
 
-    def counts(self, labels: tally.Labels) -> tally.Counts:
-        """The count array of one method's label set (shared by every server in the process)."""
+    def counts(self, spec: MethodSpec[Any, Any]) -> tally.Counts:
+        """The count array of one method (shared by every server or client in the process)."""
+        service, _, method = spec.path[1:].partition("/")
+        labels = (GRPC_TYPE[spec.kind], service, method)
         counts = self._counts.get(labels)
         if counts is None:
             if self.folder is None:
                 counts = tally.private_counts()
             else:
-                counts = tally.shared_counts(self.folder, labels)
+                counts = tally.shared_counts(self.folder, self.side, labels)
             self._counts[labels] = counts
         return counts
+
+
+class ServerMetrics(CallMetrics):
+    """grpc_server_started_total, ..._handled_total, ..._msg_*_total, ..._handling_seconds."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        super().__init__("server", registry)
 
 
 _default_metrics: ServerMetrics | None = None
@@ -107,8 +114,7 @@ class MethodObserver:
         self.log_calls = observation.log_calls
         self.metrics = observation.metrics
         self._service, _, self._method = spec.path[1:].partition("/")
-        labels = (GRPC_TYPE[spec.kind], self._service, self._method)
-        self._counts = None if self.metrics is None else self.metrics.counts(labels)
+        self._counts = None if self.metrics is None else self.metrics.counts(spec)
         self.tracer = tracing.tracer()
         self.lost_lines = 0
         """Per-call log lines that could not be written."""
@@ -136,11 +142,8 @@ class MethodObserver:
     def finished(self, began: float, code: grpc.StatusCode, context: Any) -> None:
         """Record one finished call (the context is asked for the peer only when logging)."""
         elapsed = time.perf_counter() - began
-        counts = self._counts
-        if counts is not None:
-            counts[_HANDLED[code]] += 1
-            counts[_BUCKETS + bisect_left(_BOUNDS, elapsed)] += 1
-            counts[tally.SECONDS] += elapsed
+        if self._counts is not None:
+            tally.finish(self._counts, code, elapsed)
         if self.log_calls:
             try:
                 _calls.line(
@@ -158,39 +161,11 @@ class MethodObserver:
                 self.lost_lines += 1
 
 
-class ClientMetrics:
+class ClientMetrics(CallMetrics):
     """The client-side twins: grpc_client_started_total, ..._handled_total, ..._handling_seconds."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        registry = prometheus_client.REGISTRY if registry is None else registry
-        self.started = Counter(
-            "grpc_client_started", "RPCs started on the client.", _LABELS, registry=registry
-        )
-        self.handled = Counter(
-            "grpc_client_handled",
-            "RPCs completed by the client, regardless of success or failure.",
-            (*_LABELS, "grpc_code"),
-            registry=registry,
-        )
-        self.received = Counter(
-            "grpc_client_msg_received",
-            "RPC stream messages received by the client.",
-            _LABELS,
-            registry=registry,
-        )
-        self.sent = Counter(
-            "grpc_client_msg_sent",
-            "gRPC stream messages sent by the client.",
-            _LABELS,
-            registry=registry,
-        )
-        self.seconds = Histogram(
-            "grpc_client_handling_seconds",
-            "Histogram of response latency (seconds) of the gRPC until it is finished by the "
-            "application.",
-            _LABELS,
-            registry=registry,
-        )
+        super().__init__("client", registry)
 
 
 _client_metrics: ClientMetrics | None = None
@@ -207,24 +182,20 @@ def client_metrics() -> ClientMetrics:
 class ClientObserver:
     """Counts the calls of one client method."""
 
+    __slots__ = ("_counts",)
+
     def __init__(self, spec: MethodSpec[Any, Any], metrics: ClientMetrics) -> None:
-        service, _, method = spec.path[1:].partition("/")
-        self._labels = (GRPC_TYPE[spec.kind], service, method)
-        self._metrics = metrics
-        self._started = metrics.started.labels(*self._labels)
-        self._seconds = metrics.seconds.labels(*self._labels)
-        self.sent = metrics.sent.labels(*self._labels).inc
-        self.received = metrics.received.labels(*self._labels).inc
-        self._handled: dict[grpc.StatusCode, Any] = {}
+        self._counts = metrics.counts(spec)
 
     def started(self) -> float:
-        self._started.inc()
+        self._counts[tally.STARTED] += 1
         return time.perf_counter()
 
+    def sent(self) -> None:
+        self._counts[tally.SENT] += 1
+
+    def received(self) -> None:
+        self._counts[tally.RECEIVED] += 1
+
     def finished(self, began: float, code: grpc.StatusCode) -> None:
-        handled = self._handled.get(code)
-        if handled is None:
-            handled = self._metrics.handled.labels(*self._labels, code.name)
-            self._handled[code] = handled
-        handled.inc()
-        self._seconds.observe(time.perf_counter() - began)
+        tally.finish(self._counts, code, time.perf_counter() - began)

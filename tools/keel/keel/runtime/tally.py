@@ -1,4 +1,4 @@
-"""Server call counts as flat arrays of numbers, reported as go-grpc-prometheus metric families.
+"""gRPC call counts as flat arrays of numbers, reported as go-grpc-prometheus metric families.
 
 prometheus_client's counters cost four Python calls and a lock per increment, and in its
 multiprocess mode a memory-mapped write as well: a tenth to a fifth of an echo call. Keel counts
@@ -7,7 +7,8 @@ collector turns the arrays into metric families when the registry is scraped.
 
 In one process an array is private memory. When worker processes share a port
 (`PROMETHEUS_MULTIPROC_DIR` is set, see keel.runtime.workers) it is a small memory-mapped file
-in that folder, one per method and process, and whoever serves /metrics sums the files, so the
+in that folder, one per side (server or client), method and process, and whoever serves
+/metrics sums the files, so the
 numbers are as fresh as a single process's. Only a process's event-loop thread writes its
 arrays, and aligned 8-byte stores are never seen half-written. Files of workers that have
 exited stay, so counters never go backwards (as with prometheus_client's own files).
@@ -21,15 +22,18 @@ import mmap
 import os
 import struct
 from array import array
+from bisect import bisect_left
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Protocol
+from typing import Literal, Protocol
 
 import grpc
 from prometheus_client import Histogram
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.utils import floatToGoString
 
+Side = Literal["server", "client"]
+SIDES: tuple[Side, ...] = ("server", "client")
 Labels = tuple[str, str, str]
 """grpc_type, grpc_service, grpc_method."""
 
@@ -59,13 +63,23 @@ _MAGIC = b"keeltly1"
 _SUFFIX = ".tally"  # prometheus_client's MultiProcessCollector reads only *.db
 _serial = itertools.count()
 
-_HELP = {
-    "started": "RPCs started on the server.",
-    "handled": "RPCs completed on the server, regardless of success or failure.",
-    "received": "RPC stream messages received on the server.",
-    "sent": "gRPC stream messages sent on the server.",
-    "seconds": "Histogram of response latency (seconds) of gRPC that had been application-level "
-    "handled by the server.",
+_HELP: dict[Side, dict[str, str]] = {  # go-grpc-prometheus's own texts
+    "server": {
+        "started": "RPCs started on the server.",
+        "handled": "RPCs completed on the server, regardless of success or failure.",
+        "received": "RPC stream messages received on the server.",
+        "sent": "gRPC stream messages sent on the server.",
+        "seconds": "Histogram of response latency (seconds) of gRPC that had been "
+        "application-level handled by the server.",
+    },
+    "client": {
+        "started": "RPCs started on the client.",
+        "handled": "RPCs completed by the client, regardless of success or failure.",
+        "received": "RPC stream messages received by the client.",
+        "sent": "gRPC stream messages sent by the client.",
+        "seconds": "Histogram of response latency (seconds) of the gRPC until it is finished "
+        "by the application.",
+    },
 }
 
 
@@ -74,15 +88,22 @@ def private_counts() -> Counts:
     return array("d", bytes(8 * SIZE))
 
 
+def finish(counts: Counts, code: grpc.StatusCode, seconds: float) -> None:
+    """Count one finished call: its status and its duration."""
+    counts[HANDLED[code]] += 1
+    counts[BUCKETS + bisect_left(BOUNDS, seconds)] += 1
+    counts[SECONDS] += seconds
+
+
 def _padded(length: int) -> int:
     return -(-length // 8) * 8
 
 
-def shared_counts(folder: str, labels: Labels) -> Counts:
+def shared_counts(folder: str, side: Side, labels: Labels) -> Counts:
     """A zeroed array for one method, in a memory-mapped file of `folder` that siblings read."""
     header = json.dumps(labels).encode()
     offset = 16 + _padded(len(header))
-    path = Path(folder, f"keel_server_{os.getpid()}_{next(_serial)}{_SUFFIX}")
+    path = Path(folder, f"keel_{side}_{os.getpid()}_{next(_serial)}{_SUFFIX}")
     temporary = path.with_suffix(".tmp")  # readers never see a file without its header
     layout = _MAGIC + struct.pack("<Q", len(header)) + header
     temporary.write_bytes(layout.ljust(offset, b" ") + bytes(8 * SIZE))
@@ -92,10 +113,10 @@ def shared_counts(folder: str, labels: Labels) -> Counts:
     return memoryview(mapped)[offset:].cast("d")  # the view keeps the mapping alive
 
 
-def read_shared(folder: str) -> dict[Labels, array[float]]:
-    """Every process's counts in `folder`, summed per method."""
+def read_shared(folder: str, side: Side) -> dict[Labels, array[float]]:
+    """Every process's counts of one side in `folder`, summed per method."""
     totals: dict[Labels, array[float]] = {}
-    for path in sorted(Path(folder).glob(f"keel_server_*{_SUFFIX}")):
+    for path in sorted(Path(folder).glob(f"keel_{side}_*{_SUFFIX}")):
         try:
             data = path.read_bytes()
         except FileNotFoundError:  # the folder is being cleaned up
@@ -115,14 +136,15 @@ def read_shared(folder: str) -> dict[Labels, array[float]]:
 class TallyCollector:
     """Reports per-method counts as go-grpc-prometheus metric families when scraped."""
 
-    def __init__(self, source: Callable[[], Mapping[Labels, Counts]]) -> None:
+    def __init__(self, side: Side, source: Callable[[], Mapping[Labels, Counts]]) -> None:
+        self._side = side
         self._source = source
 
     def describe(self) -> list[Metric]:
-        return list(_families())
+        return list(_families(self._side))
 
     def collect(self) -> Iterator[Metric]:
-        started, handled, received, sent, seconds = _families()
+        started, handled, received, sent, seconds = _families(self._side)
         for labels, counts in sorted(self._source().items()):
             started.add_metric(labels, counts[STARTED])
             received.add_metric(labels, counts[RECEIVED])
@@ -137,24 +159,27 @@ class TallyCollector:
         yield from (started, handled, received, sent, seconds)
 
 
-def shared_collector(folder: str) -> TallyCollector:
-    """A collector of every process's counts in `folder` (for whoever serves /metrics)."""
-    return TallyCollector(lambda: read_shared(folder))
+def shared_collector(folder: str, side: Side) -> TallyCollector:
+    """A collector of every process's counts of one side in `folder` (for /metrics)."""
+    return TallyCollector(side, lambda: read_shared(folder, side))
 
 
-def _families() -> tuple[
+def _families(
+    side: Side,
+) -> tuple[
     CounterMetricFamily,
     CounterMetricFamily,
     CounterMetricFamily,
     CounterMetricFamily,
     HistogramMetricFamily,
 ]:
+    texts, prefix = _HELP[side], f"grpc_{side}"
     return (
-        CounterMetricFamily("grpc_server_started", _HELP["started"], labels=LABEL_NAMES),
+        CounterMetricFamily(f"{prefix}_started", texts["started"], labels=LABEL_NAMES),
         CounterMetricFamily(
-            "grpc_server_handled", _HELP["handled"], labels=(*LABEL_NAMES, "grpc_code")
+            f"{prefix}_handled", texts["handled"], labels=(*LABEL_NAMES, "grpc_code")
         ),
-        CounterMetricFamily("grpc_server_msg_received", _HELP["received"], labels=LABEL_NAMES),
-        CounterMetricFamily("grpc_server_msg_sent", _HELP["sent"], labels=LABEL_NAMES),
-        HistogramMetricFamily("grpc_server_handling_seconds", _HELP["seconds"], labels=LABEL_NAMES),
+        CounterMetricFamily(f"{prefix}_msg_received", texts["received"], labels=LABEL_NAMES),
+        CounterMetricFamily(f"{prefix}_msg_sent", texts["sent"], labels=LABEL_NAMES),
+        HistogramMetricFamily(f"{prefix}_handling_seconds", texts["seconds"], labels=LABEL_NAMES),
     )

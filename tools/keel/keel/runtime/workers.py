@@ -3,10 +3,10 @@
 A grpc.aio server is one event loop on one core. `keel.serve(..., workers=N)` forks N worker
 processes before any event loop or gRPC object exists; each binds the same port (gRPC sets
 SO_REUSEPORT on Linux, so the kernel spreads connections over them) and runs its own loop,
-health and servers. Metrics are merged: each worker keeps its server counts in memory-mapped
-files (keel.runtime.tally) and its other metrics in prometheus_client's multiprocess files, all
-in one shared folder, and the supervising process serves their sum on KEEL_METRICS_PORT. Each
-worker has its own copy of in-memory state.
+health and servers. Metrics are merged: each worker keeps its gRPC call counts in
+memory-mapped files (keel.runtime.tally) and any other metrics in prometheus_client's
+multiprocess files, all in one shared folder, and the supervising process serves their sum on
+KEEL_METRICS_PORT. Each worker has its own copy of in-memory state.
 """
 
 from __future__ import annotations
@@ -39,7 +39,8 @@ def _merged_registry(folder: str) -> CollectorRegistry:
     """A registry reporting the sum of every worker's metrics in `folder`."""
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry, path=folder)  # type: ignore[no-untyped-call]
-    registry.register(tally.shared_collector(folder))
+    for side in tally.SIDES:
+        registry.register(tally.shared_collector(folder, side))
     return registry
 
 
