@@ -175,6 +175,13 @@ def main() -> None:
             f"{r.c1_p50_ms:>9.2f}{r.rss_mib:>9.1f}{r.rss_mib / base.rss_mib:>9.2f}x"
             f"{r.cpu_us:>12.0f}{r.server_cores:>7.2f}{r.h2load_cores:>8.2f}"
         )
+    print("each round's ratio to raw (in round order; the machine drifts between rounds):")
+    for mode in args.modes:
+        per_round = " ".join(
+            f"{run.qps / base_run.qps:.2f}"
+            for run, base_run in zip(runs[mode], runs[base_mode], strict=True)
+        )
+        print(f"  {mode:<22}{per_round}")
     print("targets: keel >= 0.85x, keel-off >= 0.95x, keel-workers (2) >= 1.5x, RSS <= 1.2x")
     stub_us, keel_us = asyncio.run(_client_overhead(gen, 2000))
     print(
