@@ -166,12 +166,12 @@ def main() -> None:
         f"c1 = -c1 -m1; {os.cpu_count()} cores shared by server and h2load"
     )
     print(
-        f"{'server':<24}{'QPS':>9}{'ratio':>8}{'p50 ms':>9}{'p99 ms':>9}{'c1 p50':>9}"
+        f"{'server':<26}{'QPS':>9}{'ratio':>8}{'p50 ms':>9}{'p99 ms':>9}{'c1 p50':>9}"
         f"{'RSS MiB':>9}{'RSS ratio':>10}{'CPU µs/call':>12}{'cores':>7}{'h2load':>8}"
     )
     for r in rows:
         print(
-            f"{r.mode:<24}{r.qps:>9.0f}{ratios[r.mode]:>7.2f}x{r.p50_ms:>9.2f}{r.p99_ms:>9.2f}"
+            f"{r.mode:<26}{r.qps:>9.0f}{ratios[r.mode]:>7.2f}x{r.p50_ms:>9.2f}{r.p99_ms:>9.2f}"
             f"{r.c1_p50_ms:>9.2f}{r.rss_mib:>9.1f}{r.rss_mib / base.rss_mib:>9.2f}x"
             f"{r.cpu_us:>12.0f}{r.server_cores:>7.2f}{r.h2load_cores:>8.2f}"
         )
@@ -181,7 +181,7 @@ def main() -> None:
             f"{run.qps / base_run.qps:.2f}"
             for run, base_run in zip(runs[mode], runs[base_mode], strict=True)
         )
-        print(f"  {mode:<22}{per_round}")
+        print(f"  {mode:<24}{per_round}")
     print("targets: keel >= 0.85x, keel-off >= 0.95x, keel-workers (2) >= 1.5x, RSS <= 1.2x")
     stub_us, keel_us = asyncio.run(_client_overhead(gen, 2000))
     print(
