@@ -41,18 +41,24 @@ prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
 class CallMetrics:
     """One side's gRPC metrics in one registry: a count array per method (keel.runtime.tally).
 
-    With `PROMETHEUS_MULTIPROC_DIR` set the arrays are files in that folder, summed by whoever
-    serves /metrics (keel.runtime.workers); otherwise `registry` reports them.
+    `registry` reports this process's counts. With `PROMETHEUS_MULTIPROC_DIR` set the arrays are
+    also files in that folder, which `tally.shared_collector` sums over processes (Keel's worker
+    supervisor serves that sum; a registry of your own with prometheus_client's
+    MultiProcessCollector needs it added).
     """
 
     def __init__(self, side: tally.Side, registry: CollectorRegistry | None = None) -> None:
-        registry = prometheus_client.REGISTRY if registry is None else registry
         self.side = side
         self.folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
         """prometheus_client's multiprocess folder, where the counts are shared."""
         self._counts: dict[tally.Labels, tally.Counts] = {}
-        if self.folder is None:
-            registry.register(tally.TallyCollector(side, lambda: self._counts))
+        self._registry = prometheus_client.REGISTRY if registry is None else registry
+        self._collector = tally.TallyCollector(side, lambda: self._counts)
+        self._registry.register(self._collector)
+
+    def close(self) -> None:
+        """Stop reporting these counts (their registry forgets them)."""
+        self._registry.unregister(self._collector)
 
     def counts(self, spec: MethodSpec[Any, Any]) -> tally.Counts:
         """The count array of one method (shared by every server or client in the process)."""
@@ -76,6 +82,20 @@ class ServerMetrics(CallMetrics):
 
 
 _default_metrics: ServerMetrics | None = None
+_client_metrics: ClientMetrics | None = None
+
+
+def forget_default_metrics() -> None:
+    """Drop this process's default server and client metrics; the next use makes them afresh.
+
+    Keel's worker supervisor calls this before it forks, so no worker counts into arrays, or
+    reports through collectors, that it inherited.
+    """
+    global _default_metrics, _client_metrics  # noqa: PLW0603
+    for metrics in (_default_metrics, _client_metrics):
+        if metrics is not None:
+            metrics.close()
+    _default_metrics = _client_metrics = None
 
 
 def default_metrics() -> ServerMetrics:
@@ -166,9 +186,6 @@ class ClientMetrics(CallMetrics):
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         super().__init__("client", registry)
-
-
-_client_metrics: ClientMetrics | None = None
 
 
 def client_metrics() -> ClientMetrics:

@@ -9,9 +9,13 @@ In one process an array is private memory. When worker processes share a port
 (`PROMETHEUS_MULTIPROC_DIR` is set, see keel.runtime.workers) it is a small memory-mapped file
 in that folder, one per side (server or client), method and process, and whoever serves
 /metrics sums the files, so the
-numbers are as fresh as a single process's. Only a process's event-loop thread writes its
-arrays, and aligned 8-byte stores are never seen half-written. Files of workers that have
-exited stay, so counters never go backwards (as with prometheus_client's own files).
+numbers are as fresh as a single process's. Files of workers that have exited stay, so
+counters never go backwards (as with prometheus_client's own files).
+
+Writers: an increment is one read and one store with no switch between threads in between
+under CPython's GIL, so no lock is taken (prometheus_client takes one; a free-threaded build
+would need it). Readers load each aligned 8-byte value through a mapping, so a value is never
+seen half-written.
 """
 
 from __future__ import annotations
@@ -103,7 +107,9 @@ def shared_counts(folder: str, side: Side, labels: Labels) -> Counts:
     """A zeroed array for one method, in a memory-mapped file of `folder` that siblings read."""
     header = json.dumps(labels).encode()
     offset = 16 + _padded(len(header))
-    path = Path(folder, f"keel_{side}_{os.getpid()}_{next(_serial)}{_SUFFIX}")
+    # The random part keeps a reused pid (a restarted container) from replacing older counts.
+    name = f"keel_{side}_{os.getpid()}_{next(_serial)}_{os.urandom(4).hex()}{_SUFFIX}"
+    path = Path(folder, name)
     temporary = path.with_suffix(".tmp")  # readers never see a file without its header
     layout = _MAGIC + struct.pack("<Q", len(header)) + header
     temporary.write_bytes(layout.ljust(offset, b" ") + bytes(8 * SIZE))
@@ -114,23 +120,40 @@ def shared_counts(folder: str, side: Side, labels: Labels) -> Counts:
 
 
 def read_shared(folder: str, side: Side) -> dict[Labels, array[float]]:
-    """Every process's counts of one side in `folder`, summed per method."""
+    """Every process's counts of one side in `folder`, summed per method; bad files skipped."""
     totals: dict[Labels, array[float]] = {}
     for path in sorted(Path(folder).glob(f"keel_{side}_*{_SUFFIX}")):
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:  # the folder is being cleaned up
-            continue
-        if not data.startswith(_MAGIC):
-            continue
-        (length,) = struct.unpack_from("<Q", data, 8)
-        labels = tuple(json.loads(data[16 : 16 + length]))
-        offset = 16 + _padded(length)
-        values = array("d", data[offset : offset + 8 * SIZE])
-        row = totals.setdefault((labels[0], labels[1], labels[2]), array("d", bytes(8 * SIZE)))
-        for slot, value in enumerate(values):
-            row[slot] += value
+        found = _read_file(path)
+        if found is not None:
+            labels, counts = found
+            row = totals.setdefault(labels, array("d", bytes(8 * SIZE)))
+            for slot in range(SIZE):
+                row[slot] += counts[slot]
     return totals
+
+
+def _read_file(path: Path) -> tuple[Labels, array[float]] | None:
+    """One file's labels and counts, or None if it is gone or is not a whole count file."""
+    try:
+        with path.open("rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            if data[:8] != _MAGIC:
+                return None
+            (length,) = struct.unpack_from("<Q", data, 8)
+            offset = 16 + _padded(length)
+            if len(data) < offset + 8 * SIZE:
+                return None
+            found = json.loads(data[16 : 16 + length])
+            if not (isinstance(found, list) and len(found) == 3):
+                return None
+            labels = (str(found[0]), str(found[1]), str(found[2]))
+            view = memoryview(data)[offset : offset + 8 * SIZE].cast("d")
+            try:
+                counts = array("d", (view[slot] for slot in range(SIZE)))  # aligned loads
+            finally:
+                view.release()
+    except (OSError, ValueError, struct.error):  # gone, empty, or not ours (json too)
+        return None
+    return labels, counts
 
 
 class TallyCollector:
