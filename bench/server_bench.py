@@ -155,14 +155,16 @@ def main() -> None:
     # Each round's ratio is against raw in the same round, so the machine's drift cancels out.
     ratios = {
         mode: statistics.median(
-            run.qps / base.qps for run, base in zip(runs[mode], runs[base_mode], strict=True)
+            run.qps / base_run.qps
+            for run, base_run in zip(runs[mode], runs[base_mode], strict=True)
         )
         for mode in args.modes
     }
     base = next(r for r in rows if r.mode == base_mode)
     print(
         f"echo unary, h2load -c10 -m5 (concurrency 50), {args.duration:g} s, median of "
-        f"{args.rounds} interleaved rounds (ratio: median of each round's ratio to raw); "
+        f"{args.rounds} interleaved rounds (ratio: median of each round's ratio to "
+        f"{base_mode}); "
         f"c1 = -c1 -m1; {os.cpu_count()} cores shared by server and h2load"
     )
     print(
@@ -175,7 +177,7 @@ def main() -> None:
             f"{r.c1_p50_ms:>9.2f}{r.rss_mib:>9.1f}{r.rss_mib / base.rss_mib:>9.2f}x"
             f"{r.cpu_us:>12.0f}{r.server_cores:>7.2f}{r.h2load_cores:>8.2f}"
         )
-    print("each round's ratio to raw (in round order; the machine drifts between rounds):")
+    print(f"each round's ratio to {base_mode} (in round order; the machine drifts between rounds):")
     for mode in args.modes:
         per_round = " ".join(
             f"{run.qps / base_run.qps:.2f}"
