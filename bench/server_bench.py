@@ -153,13 +153,11 @@ def main() -> None:
     rows = [sorted(runs[mode], key=lambda r: r.qps)[len(runs[mode]) // 2] for mode in args.modes]
     base_mode = "raw" if "raw" in runs else args.modes[0]
     # Each round's ratio is against raw in the same round, so the machine's drift cancels out.
-    ratios = {
-        mode: statistics.median(
-            run.qps / base_run.qps
-            for run, base_run in zip(runs[mode], runs[base_mode], strict=True)
-        )
+    per_round = {
+        mode: [run.qps / base.qps for run, base in zip(runs[mode], runs[base_mode], strict=True)]
         for mode in args.modes
     }
+    ratios = {mode: statistics.median(per_round[mode]) for mode in args.modes}
     base = next(r for r in rows if r.mode == base_mode)
     print(
         f"echo unary, h2load -c10 -m5 (concurrency 50), {args.duration:g} s, median of "
@@ -179,11 +177,7 @@ def main() -> None:
         )
     print(f"each round's ratio to {base_mode} (in round order; the machine drifts between rounds):")
     for mode in args.modes:
-        per_round = " ".join(
-            f"{run.qps / base_run.qps:.2f}"
-            for run, base_run in zip(runs[mode], runs[base_mode], strict=True)
-        )
-        print(f"  {mode:<24}{per_round}")
+        print(f"  {mode:<24}" + " ".join(f"{ratio:.2f}" for ratio in per_round[mode]))
     print("targets: keel >= 0.85x, keel-off >= 0.95x, keel-workers (2) >= 1.5x, RSS <= 1.2x")
     stub_us, keel_us = asyncio.run(_client_overhead(gen, 2000))
     print(

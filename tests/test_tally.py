@@ -6,6 +6,7 @@ import struct
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import grpc
 import prometheus_client
@@ -19,6 +20,7 @@ from keel.runtime.observe import (
     Observation,
     ServerMetrics,
 )
+from keel.runtime.spec import MethodSpec
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from tests.servers.kitchen_server import kitchen_keel
@@ -36,14 +38,15 @@ CALLS = (
 )
 
 
-def _labels(spec: object) -> tuple[str, str, str]:
-    service, _, method = spec.path[1:].partition("/")  # type: ignore[attr-defined]
-    return (observe.GRPC_TYPE[spec.kind], service, method)  # type: ignore[attr-defined]
+_labels = observe.method_labels
 
 
-def _record(metrics: CallMetrics, calls: tuple[tuple[object, float, grpc.StatusCode], ...]) -> None:
+Call = tuple[MethodSpec[Any, Any], float, grpc.StatusCode]
+
+
+def _record(metrics: CallMetrics, calls: tuple[Call, ...]) -> None:
     for spec, seconds, code in calls:
-        counts = metrics.counts(spec)  # type: ignore[arg-type]
+        counts = metrics.counts(spec)
         counts[tally.STARTED] += 1
         counts[tally.RECEIVED] += 1
         counts[tally.SENT] += 1

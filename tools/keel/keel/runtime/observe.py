@@ -38,6 +38,12 @@ _calls = HotLogger("keel.call")
 prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
 
 
+def method_labels(spec: MethodSpec[Any, Any]) -> tally.Labels:
+    """A method's go-grpc-prometheus labels: grpc_type, grpc_service, grpc_method."""
+    service, _, method = spec.path[1:].partition("/")
+    return (GRPC_TYPE[spec.kind], service, method)
+
+
 class CallMetrics:
     """One side's gRPC metrics in one registry: a count array per method (keel.runtime.tally).
 
@@ -62,8 +68,7 @@ class CallMetrics:
 
     def counts(self, spec: MethodSpec[Any, Any]) -> tally.Counts:
         """The count array of one method (shared by every server or client in the process)."""
-        service, _, method = spec.path[1:].partition("/")
-        labels = (GRPC_TYPE[spec.kind], service, method)
+        labels = method_labels(spec)
         counts = self._counts.get(labels)
         if counts is None:
             if self.folder is None:

@@ -8,9 +8,8 @@ collector turns the arrays into metric families when the registry is scraped.
 In one process an array is private memory. When worker processes share a port
 (`PROMETHEUS_MULTIPROC_DIR` is set, see keel.runtime.workers) it is a small memory-mapped file
 in that folder, one per side (server or client), method and process, and whoever serves
-/metrics sums the files, so the
-numbers are as fresh as a single process's. Files of workers that have exited stay, so
-counters never go backwards (as with prometheus_client's own files).
+/metrics sums the files, so the numbers are as fresh as a single process's. Files of workers
+that have exited stay, so counters never go backwards (as with prometheus_client's own files).
 
 Writers: an increment is one read and one store with no switch between threads in between
 under CPython's GIL, so no lock is taken (prometheus_client takes one; a free-threaded build
