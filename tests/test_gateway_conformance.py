@@ -208,11 +208,110 @@ async def test_methods_without_http_rules_are_not_routed(gateway: str) -> None:
 
 async def test_body_star_takes_the_whole_body_and_no_query(gateway: str) -> None:
     body = {"name": "from body", "big": "9007199254740993", "id": "ignored"}
-    answer = await _ok(f"{gateway}/v1/star/s1?name=from-query&tags=q", "POST", body)
+    answer = await _ok(f"{gateway}/v1/star/s1", "POST", body)
     assert answer["id"] == "s1"  # the path wins over the body
     assert answer["name"] == "from body"
     assert answer["big"] == "9007199254740993"  # int64 keeps every digit, as a string
-    assert "tags" not in answer  # body "*": the query string binds nothing
+    # body "*": a query parameter would be silently dropped, so it is refused.
+    refused = await call(f"{gateway}/v1/star/s1?name=from-query&tags=q", "POST", body)
+    assert refused.status == 400
+    assert {v["field"] for v in _violations(refused)} == {"name", "tags"}
+
+
+def _violations(reply: Reply) -> list[dict[str, str]]:
+    """The field violations of a 400's google.rpc.BadRequest detail."""
+    details = _body(reply)["details"]
+    bad = [d for d in details if d["@type"] == "type.googleapis.com/google.rpc.BadRequest"]
+    assert len(bad) == 1, reply
+    violations: list[dict[str, str]] = bad[0]["fieldViolations"]
+    return violations
+
+
+async def test_path_variables_of_every_scalar_type(gateway: str) -> None:
+    answer = await _ok(f"{gateway}/v1/typed/true/-9007199254740993/KIND_SHELF/0.25")
+    assert (answer["flag"], answer["big"]) == (True, "-9007199254740993")
+    assert (answer["kind"], answer["ratio"]) == ("KIND_SHELF", 0.25)
+    assert (await _ok(f"{gateway}/v1/typed/false/1/2/NaN"))["kind"] == "KIND_SHELF"
+    refused = await call(f"{gateway}/v1/typed/maybe/x0/KIND_NOPE/half")
+    assert refused.status == 400
+    found = {v["field"]: v["description"] for v in _violations(refused)}
+    assert set(found) == {"flag", "big", "kind", "ratio"}
+    assert "expected true or false" in found["flag"]
+    assert "expected an integer (int64)" in found["big"]
+
+
+@pytest.mark.parametrize(
+    ("url", "fields", "says"),
+    [
+        ("/v1/query?big=1&big=2", {"big"}, "given 2 times"),
+        ("/v1/query?nested.leaf=a&nested.leaf=b", {"nested.leaf"}, "given 2 times"),
+        ("/v1/items/i1?id=other", {"id"}, "already set by the path"),
+        ("/v1/nested/a/b?nested.leaf=c", {"nested.leaf"}, "already set by the path"),
+        ("/v1/nested/a/b?nested=c", {"nested"}, "already set by the path"),
+    ],
+)
+async def test_query_parameters_never_overwrite_or_repeat(
+    gateway: str, url: str, fields: set[str], says: str
+) -> None:
+    reply = await call(f"{gateway}{url}")
+    assert reply.status == 400, reply
+    assert {v["field"] for v in _violations(reply)} == fields
+    assert says in _body(reply)["message"]
+
+
+async def test_query_parameters_cannot_overwrite_the_body(gateway: str) -> None:
+    url = f"{gateway}/v1/items/i1/body?nested.leaf=q"
+    reply = await call(url, "PUT", {"leaf": "L"})
+    assert reply.status == 400, reply
+    assert [v["field"] for v in _violations(reply)] == ["nested.leaf"]
+    assert "already set by the body" in _body(reply)["message"]
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "says"),
+    [
+        (b'{"count": "x0"}', "count", 'expected an integer (int32), got "x0"'),
+        (b'{"name": {"a": 1}}', "name", "expected a string, got an object"),
+        (b'{"nested": {"count": 1.5}}', "nested.count", "expected an integer (int32), got 1.5"),
+        (b'{"tags": ["a", 2]}', "tags[1]", "expected a string, got 2"),
+        (b'{"flag": "true"}', "flag", 'expected true or false, got "true"'),
+        (b'{"count": 4294967296}', "count", "out of range for int32"),
+        (b'{"kind": "KIND_NOPE"}', "kind", '"KIND_NOPE" is not a value of conformance.v1.Kind'),
+        (b'{"blob": "not base64!"}', "blob", "expected base64 bytes"),
+        (b'{"at": "yesterday"}', "at", "expected an RFC 3339 timestamp"),
+        (b'{"updateMask": 3}', "update_mask", "expected a field mask"),
+        (b'{"limit": "seven"}', "limit", "expected an integer (int32)"),
+        (b'{"seen": {"a": 1}}', 'seen["a"]', "expected a string, got 1"),
+        (b'{"count": 1, "count": 2}', "", 'the key "count" appears twice'),
+        (b'{"name": "a", "name": "a"}', "", 'the key "name" appears twice'),
+        (b'{"name": "a", "nested": {"leaf": 1, "leaf": 2}}', "", 'the key "leaf" appears twice'),
+        (b'{"name": "a", "id": "b", "id": "b"}', "", "appears twice"),
+        (b'{"ratio": NaN}', "", "NaN is not JSON"),
+        (b'{"count": 1, "count_": 2}', "count_", "no such field in conformance.v1.Probe"),
+    ],
+)
+async def test_bad_bodies_say_what_the_field_expects(
+    gateway: str, body: bytes, field: str, says: str
+) -> None:
+    reply = await call(f"{gateway}/v1/star/s1", "POST", body, {"content-type": "application/json"})
+    assert reply.status == 400, reply
+    message = _body(reply)["message"]
+    assert says in message
+    for python in ("invalid literal", "bytes-like", "Traceback", "Error:"):
+        assert python not in message
+    if field:
+        assert [v["field"] for v in _violations(reply)] == [field]
+        assert field in message
+
+
+async def test_deeply_nested_bodies_are_400(gateway: str) -> None:
+    for depth in (150, 1500, 50_000):
+        body = b'{"nested": ' * depth + b"{}" + b"}" * depth
+        reply = await call(f"{gateway}/v1/star/s1", "POST", body)
+        assert reply.status == 400, (depth, reply)
+        assert "nested" in _body(reply)["message"]
+        arrays = b'{"tags": ' + b"[" * depth + b"]" * depth + b"}"
+        assert (await call(f"{gateway}/v1/star/s1", "POST", arrays)).status == 400
 
 
 async def test_body_field_with_the_rest_from_path_and_query(gateway: str) -> None:

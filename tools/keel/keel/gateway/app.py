@@ -230,7 +230,7 @@ class Gateway:
             await reply(413, status.body(grpc.StatusCode.INVALID_ARGUMENT, limit))
             return
         except BadInputError as error:
-            await reply(400, status.body(grpc.StatusCode.INVALID_ARGUMENT, str(error)))
+            await reply(400, _bad_input(error))
             return
         call_headers = {**headers, "x-request-id": request_id}
         if found.route.method.kind.server_streaming:
@@ -364,7 +364,7 @@ class Gateway:
         try:
             metadata, timeout = self._outbound(match, headers, scope)
         except BadInputError as error:
-            await reply(400, status.body(grpc.StatusCode.INVALID_ARGUMENT, str(error)))
+            await reply(400, _bad_input(error))
             return
         upstream, observer = self._callable(match)
         began = observer.started()
@@ -397,7 +397,7 @@ class Gateway:
         try:
             metadata, timeout = self._outbound(match, headers, scope)
         except BadInputError as error:
-            await stream.reply(400, status.body(grpc.StatusCode.INVALID_ARGUMENT, str(error)))
+            await stream.reply(400, _bad_input(error))
             return
         upstream, observer = self._callable(match)
         began = observer.started()
@@ -491,6 +491,11 @@ class _Stream:
         if not self.started:
             await self._start()
         await self.exchange.send({"type": "http.response.body", "body": b""})
+
+
+def _bad_input(error: BadInputError) -> bytes:
+    violations = [(v.field, v.description) for v in error.violations]
+    return status.bad_request(str(error), violations)
 
 
 def _code(error: Exception) -> grpc.StatusCode:

@@ -1,13 +1,24 @@
-"""gRPC status → HTTP: the mapping in google/rpc/code.proto, as grpc-gateway applies it."""
+"""gRPC status → HTTP: the mapping in google/rpc/code.proto, as grpc-gateway applies it.
+
+Error bodies are `google.rpc.Status` as proto3 JSON. Every `google.rpc` detail type is known
+here (they are imported below, whatever the process imported before), and so is every message
+type of the generated code the gateway serves; a detail of a type this process does not know
+is still rendered, as its type URL and base64 bytes, never a failed response.
+"""
 
 from __future__ import annotations
 
+import base64
 import json
+from collections.abc import Sequence
 from typing import Any
 
 import grpc
-from google.protobuf import json_format
-from google.rpc import status_pb2
+from google.protobuf import any_pb2, json_format
+
+# Imported for their side effect: the detail types they declare become known to json_format.
+from google.rpc import code_pb2, error_details_pb2, http_pb2, status_pb2  # noqa: F401
+from google.rpc.context import attribute_context_pb2, audit_context_pb2  # noqa: F401
 
 HTTP_STATUS = {
     grpc.StatusCode.OK: 200,
@@ -30,20 +41,49 @@ HTTP_STATUS = {
 }
 
 
-def body(code: grpc.StatusCode, message: str, details: list[Any] | None = None) -> bytes:
-    """The JSON error body: google.rpc.Status (`code`, `message`, `details` with `@type`)."""
-    return json.dumps(
-        {"code": code.value[0], "message": message, "details": details or []}
-    ).encode()
+def body(code: grpc.StatusCode, message: str, details: Sequence[Any] = ()) -> bytes:
+    """The JSON error body: google.rpc.Status (`code`, `message`, `details` with `@type`).
+
+    `details` are messages (packed and rendered as proto3 JSON) or ready JSON objects.
+    """
+    rendered = [
+        detail if isinstance(detail, dict) else render_detail(_pack(detail)) for detail in details
+    ]
+    return json.dumps({"code": code.value[0], "message": message, "details": rendered}).encode()
 
 
 def from_status(status: status_pb2.Status) -> bytes:
     """The JSON error body for a google.rpc.Status read from the trailers."""
-    rendered = json_format.MessageToDict(status)
     return json.dumps(
         {
             "code": status.code,
             "message": status.message,
-            "details": rendered.get("details", []),
+            "details": [render_detail(detail) for detail in status.details],
         }
     ).encode()
+
+
+def render_detail(detail: any_pb2.Any) -> dict[str, Any]:
+    """One detail as proto3 JSON; a type this process cannot resolve keeps its bytes (base64)."""
+    try:
+        rendered: dict[str, Any] = json_format.MessageToDict(detail)
+    except (TypeError, KeyError, json_format.Error):
+        return {"@type": detail.type_url, "value": base64.b64encode(detail.value).decode()}
+    return rendered
+
+
+def _pack(message: Any) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)
+    return packed
+
+
+def bad_request(message: str, violations: Sequence[tuple[str, str]]) -> bytes:
+    """A 400 body: INVALID_ARGUMENT with a google.rpc.BadRequest naming each bad field."""
+    fields = [
+        error_details_pb2.BadRequest.FieldViolation(field=field, description=description)
+        for field, description in violations
+        if field
+    ]
+    details = [error_details_pb2.BadRequest(field_violations=fields)] if fields else []
+    return body(grpc.StatusCode.INVALID_ARGUMENT, message, details)

@@ -15,61 +15,128 @@ from google.protobuf import json_format
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
+from keel.gateway import protojson
+from keel.gateway.protojson import InputError, Violation
 from keel.gateway.routes import Match
 
-
-class BadInputError(Exception):
-    """The request cannot become the method's request message; the message says why."""
-
-
-def _field(message: Descriptor, name: str) -> FieldDescriptor | None:
-    return message.fields_by_name.get(name) or next(
-        (f for f in message.fields if f.json_name == name), None
-    )
+BadInputError = InputError
+"""The request cannot become the method's request message; its violations name the fields."""
 
 
-def _set(data: dict[str, Any], path: list[str], value: Any) -> None:
-    for part in path[:-1]:
-        child = data.setdefault(part, {})
+def _resolve(message: Descriptor, names: list[str]) -> list[FieldDescriptor] | None:
+    """The fields along a dotted path (each part a proto or JSON name), None if one is missing."""
+    fields: list[FieldDescriptor] = []
+    descriptor: Descriptor | None = message
+    for part in names:
+        field = None
+        if descriptor is not None:
+            field = descriptor.fields_by_name.get(part) or next(
+                (f for f in descriptor.fields if f.json_name == part), None
+            )
+        if field is None:
+            return None
+        fields.append(field)
+        descriptor = field.message_type
+    return fields
+
+
+def _paths(fields: list[FieldDescriptor]) -> tuple[str, str]:
+    return ".".join(f.name for f in fields), ".".join(f.json_name for f in fields)
+
+
+def _set(data: dict[str, Any], fields: list[FieldDescriptor], value: Any) -> None:
+    for field in fields[:-1]:
+        child = data.setdefault(field.name, {})
         if not isinstance(child, dict):
-            raise BadInputError(f"{'.'.join(path)}: {part} is not a message")
+            proto, json_path = _paths(fields)
+            raise InputError([Violation(proto, json_path, f"{field.name} is not an object")])
         data = child
-    data[path[-1]] = value
+    data[fields[-1].name] = value
 
 
-def _query_value(field: FieldDescriptor, values: list[str]) -> Any:
-    def one(value: str) -> Any:
-        if field.type == FieldDescriptor.TYPE_ENUM and value.lstrip("-").isdigit():
-            return int(value)
-        if field.type == FieldDescriptor.TYPE_BOOL:
-            return {"true": True, "false": False}.get(value.lower(), value)
-        return value
-
-    return [one(v) for v in values] if field.is_repeated else one(values[-1])
+def _overlaps(path: str, bound: str) -> bool:
+    return path == bound or path.startswith(bound + ".") or bound.startswith(path + ".")
 
 
-def _query(message: Descriptor, query: str, data: dict[str, Any], bound: set[str]) -> None:
+def _query(
+    message: Descriptor, query: str, data: dict[str, Any], bound: dict[str, str]
+) -> list[Violation]:
+    """Bind the query string's parameters into `data`; the violations of the bad ones.
+
+    `bound` maps the proto paths that the path or the body already set to which of the two.
+    """
+    try:
+        pairs = parse_qsl(query, keep_blank_values=True, errors="strict")
+    except UnicodeDecodeError:
+        return [Violation("", "", "the query string is not UTF-8 (after percent-decoding)")]
     grouped: dict[str, list[str]] = {}
-    for key, value in parse_qsl(query, keep_blank_values=True):
+    for key, value in pairs:
         grouped.setdefault(key, []).append(value)
+    problems: list[Violation] = []
     for key, values in grouped.items():
-        path = key.split(".")
-        descriptor: Descriptor | None = message
-        field: FieldDescriptor | None = None
-        for part in path:
-            field = _field(descriptor, part) if descriptor is not None else None
-            if field is None:
-                raise BadInputError(
-                    f"query parameter {key!r}: no such field in {message.full_name}"
-                )
-            descriptor = field.message_type
-        if field is None or key in bound:
+        fields = _resolve(message, key.split("."))
+        if fields is None:
+            problems.append(
+                Violation(key, key, f"query parameter: no such field in {message.full_name}")
+            )
             continue
-        if field.message_type is not None and not field.message_type.full_name.startswith(
-            "google.protobuf."
-        ):
-            raise BadInputError(f"query parameter {key!r}: {field.name} is a message, not a value")
-        _set(data, path, _query_value(field, values))
+        proto, json_path = _paths(fields)
+        field = fields[-1]
+        setter = next((where for path, where in bound.items() if _overlaps(proto, path)), None)
+        if setter is not None:
+            problems.append(
+                Violation(proto, json_path, f"query parameter: already set by the {setter}")
+            )
+            continue
+        if not field.is_repeated and len(values) > 1:
+            problems.append(
+                Violation(
+                    proto, json_path, f"query parameter given {len(values)} times; takes one value"
+                )
+            )
+            continue
+        if field.message_type is not None and field.message_type.GetOptions().map_entry:
+            problems.append(Violation(proto, json_path, "a map cannot be set in the query string"))
+            continue
+        try:
+            converted = [protojson.from_text(field, v) for v in values]
+        except ValueError as error:
+            problems.append(Violation(proto, json_path, f"query parameter: {error}"))
+            continue
+        _set(data, fields, converted if field.is_repeated else converted[0])
+    return problems
+
+
+def _unwanted_query(message: Descriptor, query: str) -> list[Violation]:
+    """Body "*" takes every field from the body: each query parameter would be dropped."""
+    problems = []
+    for key in dict.fromkeys(k for k, _ in parse_qsl(query, keep_blank_values=True)):
+        fields = _resolve(message, key.split("."))
+        proto, json_path = _paths(fields) if fields else (key, key)
+        problems.append(
+            Violation(
+                proto, json_path, "query parameter: this method takes every field in the body"
+            )
+        )
+    return problems
+
+
+def _path_variables(
+    message: Descriptor, variables: dict[str, str], data: dict[str, Any]
+) -> list[Violation]:
+    problems: list[Violation] = []
+    for name, text in variables.items():
+        fields = _resolve(message, name.split("."))
+        if fields is None:  # the generator checked the template against the message
+            raise LookupError(f"path variable {name} is not a field of {message.full_name}")
+        try:
+            value = protojson.from_text(fields[-1], text)
+        except ValueError as error:
+            proto, json_path = _paths(fields)
+            problems.append(Violation(proto, json_path, f"in the path: {error}"))
+            continue
+        _set(data, fields, value)
+    return problems
 
 
 def _mask_paths(descriptor: Descriptor, value: dict[str, Any], prefix: str) -> list[str]:
@@ -93,6 +160,12 @@ def _mask_paths(descriptor: Descriptor, value: dict[str, Any], prefix: str) -> l
         else:
             paths.append(path)
     return paths
+
+
+def _field(message: Descriptor, name: str) -> FieldDescriptor | None:
+    return message.fields_by_name.get(name) or next(
+        (f for f in message.fields if f.json_name == name), None
+    )
 
 
 def _fill_update_mask(
@@ -135,38 +208,46 @@ def _raw_body_target(match: Match, message: Message) -> Message | None:
 def request_message(match: Match, query: str, body: bytes, content_type: str = "") -> Message:
     """The request message for a matched route (path variables, query string, body).
 
-    A body bound to a `google.api.HttpBody` is taken as is, with its content type.
+    A body bound to a `google.api.HttpBody` is taken as is, with its content type. Input that
+    does not fit raises InputError with one violation per bad field.
     """
     route = match.route
     if route.strings_only and not query:  # the common GET: no JSON to parse
         simple: Message = route.method.request_type(**match.variables)
         return simple
     message = route.method.request_type()
+    descriptor = message.DESCRIPTOR
     data: dict[str, Any] = {}
     body_field = route.rule.body
     raw_target = _raw_body_target(match, message)
     if raw_target is not None:
         body_field = ""  # the body is not JSON; path and query still bind the other fields
     if body_field:
-        try:
-            parsed = json.loads(body) if body.strip() else {}
-        except (ValueError, UnicodeDecodeError) as error:
-            raise BadInputError(f"the body is not valid JSON: {error}") from None
+        parsed = protojson.loads(body) if body.strip() else {}
         if body_field == "*":
             if not isinstance(parsed, dict):
-                raise BadInputError("the body must be a JSON object")
+                raise InputError("the body must be a JSON object")
             data = parsed
         else:
             data[body_field] = parsed
-            _fill_update_mask(match, message.DESCRIPTOR, data, query)
-    if body_field != "*":
-        _query(message.DESCRIPTOR, query, data, set(match.variables))
-    for name, value in match.variables.items():
-        _set(data, name.split("."), value)
+            _fill_update_mask(match, descriptor, data, query)
+    bound = dict.fromkeys(match.variables, "path")
+    if body_field == "*":
+        problems = _unwanted_query(descriptor, query)
+    else:
+        if body_field:
+            bound[body_field] = "body"
+        problems = _query(descriptor, query, data, bound)
+    problems += _path_variables(descriptor, match.variables, data)
+    if problems:
+        raise InputError(problems)
     try:
         json_format.ParseDict(data, message)
-    except json_format.ParseError as error:
-        raise BadInputError(str(error)) from None
+    except (json_format.ParseError, RecursionError, ValueError, TypeError):
+        explained = protojson.diagnose(descriptor, data)
+        if not explained:
+            explained = [Violation("", "", f"the request does not fit {descriptor.full_name}")]
+        raise InputError(explained) from None
     raw_target = _raw_body_target(match, message)
     if raw_target is not None:
         raw_target.content_type = content_type  # type: ignore[attr-defined]
