@@ -9,6 +9,12 @@ Grammar (google/api/http.proto):
     FieldPath = IDENT { "." IDENT } ;
     Verb     = ":" LITERAL ;
 
+`**` matches zero or more segments and may stand anywhere, once per template (grpc-gateway's
+rule; Envoy's transcoder also allows one, followed by literals only). What follows it has a fixed
+number of segments, so they are matched from the end of the path: `/v1/{name=**/sessions/*}`
+takes `/v1/a/b/sessions/s1` as `name=a/b/sessions/s1`, and `/v1/sessions/s1` as
+`name=sessions/s1`.
+
 `str()` of a parsed template gives it back in canonical form (`{name}` for `{name=*}`). The
 generator parses every template at generation time, so a bad one fails `keel gen` naming the
 file and method; the gateway compiles the parsed form into a matcher once at start-up.
@@ -51,7 +57,7 @@ class Wildcard:
 
 @dataclass(frozen=True)
 class DeepWildcard:
-    """`**`: zero or more segments, only at the end of the path."""
+    """`**`: zero or more segments (at most one per template); a value keeps its slashes."""
 
     def __str__(self) -> str:
         return "**"
@@ -174,10 +180,8 @@ class _Parser:
         if self.pos != len(self.template):
             raise self.fail(f"unexpected {self.template[self.pos]!r}")
         template = Template(tuple(segments), verb)
-        flat = template.flat()
-        for index, (segment, _) in enumerate(flat):
-            if isinstance(segment, DeepWildcard) and index != len(flat) - 1:
-                raise InvalidTemplateError(self.template, "'**' must be the last segment")
+        if sum(isinstance(segment, DeepWildcard) for segment, _ in template.flat()) > 1:
+            raise InvalidTemplateError(self.template, "'**' may appear only once in a template")
         names = [".".join(v.field_path) for v in template.variables]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
@@ -200,47 +204,59 @@ class Matcher:
     """A compiled template: `match(path)` gives the variables' values, or None.
 
     Paths without percent-escapes (nearly all) are matched by one regular expression; the
-    others segment by segment, decoding each.
+    others segment by segment, decoding each. Both split a path the same way: the segments
+    before `**` from the start, those after it from the end, `**` the (possibly empty) rest.
     """
 
     def __init__(self, template: Template) -> None:
         self.template = template
         self._flat = template.flat()
-        self._deep = bool(self._flat) and isinstance(self._flat[-1][0], DeepWildcard)
+        deep = [i for i, (segment, _) in enumerate(self._flat) if isinstance(segment, DeepWildcard)]
+        self._deep: int | None = deep[0] if deep else None
         self._regex = re.compile(self._pattern())
+        # Per capture group: the variable it feeds (None: none) and whether it is the `**` one.
+        self._slots = tuple(
+            (variable, isinstance(segment, DeepWildcard)) for segment, variable in self._flat
+        )
         self._names = {
             variable: ".".join(variable.field_path) for _, variable in self._flat if variable
         }
 
     def _pattern(self) -> str:
-        """One capture group per path segment; `**` captures the rest, slashes and all."""
-        pattern = "^"
+        """One capture group per path segment; `**`'s group holds its segments, each after a `/`.
+
+        The regex backtracks out of `**` until the segments after it fit: as they have a fixed
+        count, there is one way at most, the same split `_match_escaped` makes.
+        """
+        pattern = "(?=/)" if self._deep == 0 else ""  # `/**` must not match an empty path
         for segment, _ in self._flat:
             if isinstance(segment, DeepWildcard):
-                pattern += "(?:/(.*))?"
+                pattern += "((?:/[^/]*)*)"
             elif isinstance(segment, Wildcard):
                 pattern += "/([^/]+)"
             else:
                 pattern += "/(" + re.escape(segment.value) + ")"
         if self.template.verb:
             pattern += re.escape(":" + self.template.verb)
-        return pattern + "$"
+        return pattern
 
     def match(self, path: str) -> dict[str, str] | None:
         """Field path → percent-decoded value for a request path (with its `:verb`, if any)."""
         if "%" in path:
             return self._match_escaped(path)
-        found = self._regex.match(path)
+        found = self._regex.fullmatch(path)
         if found is None:
             return None
         if not self._names:
             return {}
         values: dict[Variable, list[str]] = {}
-        for (_, variable), text in zip(self._flat, found.groups(), strict=True):
+        for (variable, deep), text in zip(self._slots, found.groups(), strict=True):
             if variable is not None:
                 taken = values.setdefault(variable, [])
-                if text is not None:
+                if not deep:
                     taken.append(text)
+                elif text:  # `**` matched one segment or more: drop the leading `/`
+                    taken.append(text[1:])
         return {self._names[variable]: "/".join(texts) for variable, texts in values.items()}
 
     def _match_escaped(self, path: str) -> dict[str, str] | None:
@@ -252,26 +268,32 @@ class Matcher:
         if not path.startswith("/"):
             return None
         parts = path[1:].split("/")
-        fixed = len(self._flat) - (1 if self._deep else 0)
-        if len(parts) < fixed or (not self._deep and len(parts) != fixed):
-            return None
+        fixed = len(self._flat)
+        if self._deep is None:
+            if len(parts) != fixed:
+                return None
+            pieces = [[part] for part in parts]
+        else:
+            deep, extra = self._deep, len(parts) - (fixed - 1)
+            if extra < 0:
+                return None
+            pieces = [
+                *([part] for part in parts[:deep]),
+                parts[deep : deep + extra],
+                *([part] for part in parts[deep + extra :]),
+            ]
         values: dict[Variable, list[str]] = {}
-        for index, (segment, variable) in enumerate(self._flat):
-            if isinstance(segment, DeepWildcard):
-                taken = parts[index:]
-            else:
-                part = parts[index]
+        for (segment, variable), taken in zip(self._flat, pieces, strict=True):
+            if not isinstance(segment, DeepWildcard):
+                part = taken[0]
                 if isinstance(segment, Literal) and unquote(part) != segment.value:
                     return None
                 if isinstance(segment, Wildcard) and not part:
                     return None
-                taken = [part]
             if variable is not None:
                 values.setdefault(variable, []).extend(taken)
         return {
-            ".".join(variable.field_path): _decode(
-                "/".join(parts_), keep_slashes=variable.multi_segment
-            )
+            self._names[variable]: _decode("/".join(parts_), keep_slashes=variable.multi_segment)
             for variable, parts_ in values.items()
         }
 
