@@ -23,8 +23,9 @@ $(INSTALLED): $(BIN)/uv requirements.lock pyproject.toml tools/keel/pyproject.to
 	$(BIN)/uv pip sync --quiet --python $(BIN)/python requirements.lock
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e tools/keel \
 	  -e services/catalog -e services/orders -e services/payments
-	@# gen/ is an import root for everything in this repository's venv.
-	echo "$(CURDIR)/gen" > "$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/keel-gen.pth"
+	@# gen/ is an import root for everything in this repository's venv, whatever its package names
+	@# (keel.genroot: a generated test/ folder is merged into the standard library's package test).
+	$(BIN)/python -m keel.genroot "$(CURDIR)/gen" > "$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/keel-gen.pth"
 	touch $@
 
 install: $(INSTALLED) ## create .venv and install the locked dependencies

@@ -12,7 +12,8 @@ from keel.codegen.workspace import WorkspaceError
 
 
 def _gen(args: argparse.Namespace) -> int:
-    from keel.codegen import pipeline  # noqa: PLC0415 (keeps a no-op `keel gen` fast)
+    from keel import genroot  # noqa: PLC0415
+    from keel.codegen import outputs, pipeline  # noqa: PLC0415 (keeps a no-op `keel gen` fast)
 
     try:
         result = pipeline.run(args.workspace, args.out, args.path, force=args.force)
@@ -20,7 +21,16 @@ def _gen(args: argparse.Namespace) -> int:
         print(f"keel gen: {error}", file=sys.stderr)
         return 1
     print(result.summary())
-    return 0
+    # A folder named as a package found elsewhere (`test/`, `email/`) is merged into it at
+    # import time (keel.genroot); one named as a module (`types/`) can never be imported.
+    modules = [f for f in outputs.Manifest.read(args.out).files if f.endswith(".py")]
+    blocked = genroot.unimportable(args.out, modules)
+    first: dict[str, genroot.Blocked] = {}
+    for each in blocked:
+        first.setdefault(each.proto, each)  # one line per proto file
+    for each in first.values():
+        print(f"keel gen: {each}", file=sys.stderr)
+    return 1 if blocked else 0
 
 
 def _breaking(args: argparse.Namespace) -> int:
@@ -60,6 +70,7 @@ def _positive(text: str) -> int:
 
 
 def _gateway(args: argparse.Namespace) -> int:
+    from keel import genroot  # noqa: PLC0415
     from keel.gateway import serve  # noqa: PLC0415
     from keel.runtime import config  # noqa: PLC0415
 
@@ -78,9 +89,14 @@ def _gateway(args: argparse.Namespace) -> int:
     if worker_count > 1 and args.port == 0:
         print("keel gateway: --workers > 1 needs a fixed --port, not 0", file=sys.stderr)
         return 2
-    return serve.run(
-        args.gen, targets, args.default_target, args.host, args.port, worker_count=worker_count
-    )
+    try:
+        return serve.run(
+            args.gen, targets, args.default_target, args.host, args.port, worker_count=worker_count
+        )
+    except genroot.UnimportableError as error:  # raised while the routes load, before serving
+        for line in str(error).splitlines():
+            print(f"keel gateway: {line}", file=sys.stderr)
+        return 2
 
 
 def parser() -> argparse.ArgumentParser:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from urllib.parse import unquote
 
 from google.protobuf.descriptor import FieldDescriptor
 
+from keel import genroot
 from keel.httprule import Literal, Matcher, Template, parse
 from keel.runtime.spec import HttpRule, MethodSpec, ServiceSpec
 
@@ -89,13 +89,21 @@ class RouteTable:
 
     @classmethod
     def from_generated(cls, gen: Path) -> RouteTable:
-        """Every service declared by the `*_keel.py` modules under `gen` (an import root)."""
-        root = str(gen.resolve())
-        if root not in sys.path:
-            sys.path.insert(0, root)
+        """Every service declared by the `*_keel.py` modules under `gen` (an import root).
+
+        `gen` is made importable whatever its package names (`keel.genroot`: a generated
+        `test/` folder is merged into the standard library's `test`); a file that can never be
+        imported (under a folder named as a module, such as `types/`) raises
+        `genroot.UnimportableError` naming it, before anything is imported.
+        """
+        modules = [p.relative_to(gen).as_posix() for p in sorted(gen.rglob("*_keel.py"))]
+        blocked = genroot.unimportable(gen, modules)
+        if blocked:
+            raise genroot.UnimportableError(blocked)
+        genroot.install(gen.resolve())
         services = []
-        for path in sorted(gen.rglob("*_keel.py")):
-            module = importlib.import_module(".".join(path.relative_to(gen).with_suffix("").parts))
+        for name in modules:
+            module = importlib.import_module(name.removesuffix(".py").replace("/", "."))
             services += [v for v in vars(module).values() if isinstance(v, ServiceSpec)]
         return cls(services, merge_openapi(sorted((gen / "openapi").rglob("*.json"))))
 
