@@ -41,9 +41,10 @@ async def test_inbound_deadline_bounds_outbound_calls(pantry: tuple[Pantry, str]
             await client.cook(kitchen_pb2.CookRequest(), timeout=0.8)
     finally:
         await server.stop(0)
-    # The pantry client's own default is KEEL_DEFAULT_TIMEOUT (10 s): the inbound 0.8 s won.
+    # The pantry client's own default is KEEL_DEFAULT_TIMEOUT (10 s): the inbound 0.8 s won
+    # (grpc-timeout rounds a deadline up a little on the wire, so the pantry may see 0.80x).
     (seen,) = recorder.seen
-    assert 0 < seen["remaining"] <= 0.8
+    assert 0 < seen["remaining"] < 1
 
 
 async def test_metadata_propagates_to_downstream_calls(pantry: tuple[Pantry, str]) -> None:

@@ -49,13 +49,15 @@ def open_channel(
     *,
     credentials: grpc.ChannelCredentials | None = None,
     options: Sequence[tuple[str, Any]] = (),
+    interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
 ) -> grpc.aio.Channel:
-    """A channel to `target` configured for `spec`'s service."""
+    """A channel to `target` configured for `spec`'s service, through `interceptors` if any."""
     all_options = [
         ("grpc.service_config", json.dumps(service_config(spec, settings))),
         ("grpc.enable_retries", 1),
         *options,
     ]
+    chain = list(interceptors) or None
     if credentials is None:
-        return grpc.aio.insecure_channel(target, options=all_options)
-    return grpc.aio.secure_channel(target, credentials, options=all_options)
+        return grpc.aio.insecure_channel(target, options=all_options, interceptors=chain)
+    return grpc.aio.secure_channel(target, credentials, options=all_options, interceptors=chain)

@@ -4,6 +4,7 @@ Each call: a deadline (the call's `timeout=`, else the method's, the service's, 
 KEEL_DEFAULT_TIMEOUT; never later than the deadline of the call being handled), propagated
 metadata (correlation id, trace context, caller identity), the target's circuit breaker,
 native retries for idempotent methods (see channels) and go-grpc-prometheus client metrics.
+A failed call raises the `keel.errors` class of its status, details parsed (see keel.errors).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any, ClassVar, NamedTuple, Self, TypeAlias
 import grpc
 import grpc.aio
 
+from keel.errors import DeadlineExceeded, KeelError, from_rpc_error
 from keel.runtime import config, discovery, propagation, tracing
 from keel.runtime.breaker import BREAKERS
 from keel.runtime.channels import open_channel
@@ -40,10 +42,8 @@ def _client_span(spec: MethodSpec[Any, Any], metadata: list[tuple[str, str | byt
     return tracing.client_span(tracer, spec.path, metadata)
 
 
-def _deadline_exceeded(details: str) -> grpc.aio.AioRpcError:
-    return grpc.aio.AioRpcError(
-        grpc.StatusCode.DEADLINE_EXCEEDED, grpc.aio.Metadata(), grpc.aio.Metadata(), details
-    )
+def _deadline_exceeded(details: str) -> DeadlineExceeded:
+    return DeadlineExceeded(details)
 
 
 class ClientBase:
@@ -53,6 +53,8 @@ class ClientBase:
     registry file); `Client.connect("host:port")` names the target; both open a channel with
     retries and round-robin balancing that the client closes on `await client.close()` or at
     the end of its `async with` block. `Client(channel)` uses a channel you own as it is.
+
+    `_unary` and `_stream` serve any MethodSpec (of any service) on this client's channel.
     """
 
     __keel_service__: ClassVar[ServiceSpec]
@@ -80,12 +82,18 @@ class ClientBase:
         credentials: grpc.ChannelCredentials | None = None,
         options: Sequence[tuple[str, Any]] = (),
         settings: Settings | None = None,
+        interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
     ) -> Self:
-        """A client on a new channel to `target`, or to where discovery says the service is."""
+        """A client on a new channel to `target`, or to where discovery says the service is.
+
+        `interceptors` (grpc.aio client interceptors) see every call, in order.
+        """
         settings = settings or config.current()
         spec = cls.__keel_service__
         uri = target if target is not None else discovery.resolve(spec.name, settings)
-        channel = open_channel(uri, spec, settings, credentials=credentials, options=options)
+        channel = open_channel(
+            uri, spec, settings, credentials=credentials, options=options, interceptors=interceptors
+        )
         return cls(channel, target=uri, settings=settings, _owns_channel=True)
 
     @property
@@ -111,12 +119,13 @@ class ClientBase:
 
     def _timeout(self, spec: MethodSpec[Any, Any], timeout: float | None) -> float:
         """The call's deadline in seconds from now (raises DEADLINE_EXCEEDED if none is left)."""
+        service = getattr(self, "__keel_service__", None)
         chosen = next(
             t
             for t in (
                 timeout,
                 spec.timeout,
-                self.__keel_service__.default_timeout,
+                service.default_timeout if service and service.name == spec.service else None,
                 self._settings.default_timeout,
             )
             if t is not None
@@ -129,7 +138,7 @@ class ClientBase:
         return min(chosen, remaining)
 
     def _callable(self, spec: MethodSpec[Any, Any]) -> Any:
-        multi = self._callables.get(spec.name)
+        multi = self._callables.get(spec.path)
         if multi is None:
             factory = getattr(self._channel, spec.kind.value)
             multi = factory(
@@ -138,14 +147,14 @@ class ClientBase:
                 response_deserializer=spec.response_type.FromString,
                 _registered_method=True,
             )
-            self._callables[spec.name] = multi
+            self._callables[spec.path] = multi
         return multi
 
     def _observer(self, spec: MethodSpec[Any, Any]) -> ClientObserver:
-        observer = self._observers.get(spec.name)
+        observer = self._observers.get(spec.path)
         if observer is None:
             observer = ClientObserver(spec, client_metrics())
-            self._observers[spec.name] = observer
+            self._observers[spec.path] = observer
         return observer
 
     def _guard(self) -> Any:
@@ -156,7 +165,7 @@ class ClientBase:
     async def _call(
         self, spec: MethodSpec[Any, Any], timeout: float | None, metadata: Metadata | None
     ) -> AsyncIterator[_Call]:
-        """Around one call: deadline, metadata, span, circuit breaker, metrics."""
+        """Around one call: deadline, metadata, span, circuit breaker, metrics, typed errors."""
         observer = self._observer(spec)
         began = observer.started()
         outbound = propagation.outbound_metadata(metadata)
@@ -166,9 +175,12 @@ class ClientBase:
                 call = _Call(self._timeout(spec, timeout), outbound, observer)
                 async with self._guard():
                     yield call
-            except grpc.aio.AioRpcError as error:
+            except KeelError as error:
                 code = error.code()
                 raise
+            except grpc.aio.AioRpcError as error:
+                code = error.code()
+                raise from_rpc_error(error) from None  # (the breaker's own too)
             except BaseException:
                 code = grpc.StatusCode.CANCELLED
                 raise

@@ -1,8 +1,10 @@
 """Turning service implementations into grpc.aio method handlers.
 
-Every call gets a correlation id; `keel.errors` become statuses with google.rpc details; an
-unexpected exception becomes INTERNAL with the correlation id (the traceback goes to the log,
-never to the caller); request bytes that do not decode become INVALID_ARGUMENT.
+Every call gets a keel.Context (correlation id, verified caller); `keel.errors` become
+statuses with google.rpc details (an error a Keel client raised, re-raised or not caught, sends
+its own status and details on); an unexpected exception becomes INTERNAL with the correlation
+id (the traceback goes to the log, never to the caller); request bytes that do not decode
+become INVALID_ARGUMENT.
 """
 
 from __future__ import annotations
@@ -17,13 +19,13 @@ from grpc_status import rpc_status
 
 from keel.errors import InvalidArgument, KeelError
 from keel.runtime import correlation, propagation, tracing, validation
-from keel.runtime.context import Context
 from keel.runtime.logs import get_logger
 from keel.runtime.observe import MethodObserver, Observation, status_code
 from keel.runtime.service import ServiceBase
 from keel.runtime.spec import MethodSpec, RpcKind
 
 Behaviour = Callable[..., Any]
+GrpcContext = grpc.aio.ServicerContext[Any, Any]
 PUSHBACK = "grpc-retry-pushback-ms"
 _QUIET = Observation(log_calls=False, metrics=None)
 _log = get_logger("keel.server")
@@ -59,7 +61,7 @@ def _undecodable_error(spec: MethodSpec[Any, Any], request: Undecodable) -> Keel
     )
 
 
-async def _end_call(context: Context, spec: MethodSpec[Any, Any], error: Exception) -> None:
+async def _end_call(context: GrpcContext, spec: MethodSpec[Any, Any], error: Exception) -> None:
     """Abort the call for `error` (never returns)."""
     if isinstance(error, KeelError):
         status = rpc_status.to_status(error.to_status())
@@ -80,7 +82,7 @@ def _pushback(error: KeelError) -> tuple[tuple[str, str], ...]:
     """gRPC's retry pushback: RetryInfo's delay, or "do not retry" for RESOURCE_EXHAUSTED."""
     if error.retry_after is not None:
         return ((PUSHBACK, str(max(0, round(error.retry_after * 1000)))),)
-    if error.code is grpc.StatusCode.RESOURCE_EXHAUSTED:
+    if error.code() is grpc.StatusCode.RESOURCE_EXHAUSTED:
         return ((PUSHBACK, "-1"),)
     return ()
 
@@ -135,10 +137,10 @@ def _start_span(observer: MethodObserver, path: str, metadata: Any) -> tracing.S
     return tracing.start_server_span(observer.tracer, path, metadata or ())
 
 
-def _failure_code(error: BaseException, context: Context) -> grpc.StatusCode:
+def _failure_code(error: BaseException, context: GrpcContext) -> grpc.StatusCode:
     """The status a call that raised `error` ends with."""
     if isinstance(error, KeelError):
-        return error.code
+        return error.code()
     if isinstance(error, grpc.aio.AbortError):
         return status_code(context.code())
     if isinstance(error, asyncio.CancelledError):
@@ -147,7 +149,7 @@ def _failure_code(error: BaseException, context: Context) -> grpc.StatusCode:
 
 
 async def _end_if_unhandled(
-    context: Context, spec: MethodSpec[Any, Any], error: BaseException
+    context: GrpcContext, spec: MethodSpec[Any, Any], error: BaseException
 ) -> None:
     """End the call with a status for an exception grpc would otherwise answer UNKNOWN."""
     if isinstance(error, Exception) and not isinstance(error, grpc.aio.AbortError):
@@ -159,7 +161,7 @@ def _record(
     span: tracing.ServerSpan | None,
     began: float,
     code: grpc.StatusCode,
-    context: Context,
+    context: GrpcContext,
 ) -> None:
     """Log, count and trace one finished call."""
     if code is grpc.StatusCode.OK:  # a handler may set a status and still return
@@ -175,10 +177,10 @@ def _unary_response(
     prepare = _preparer(spec, observer, validate)
     service = spec.service
 
-    async def quiet(request: Any, context: Context) -> Any:
-        propagation.bind(service, context)
+    async def quiet(request: Any, context: GrpcContext) -> Any:
+        call = propagation.bind(service, context)
         try:
-            return await method(prepare(request), context)
+            return await method(prepare(request), call)
         except grpc.aio.AbortError:
             raise
         except Exception as error:
@@ -186,13 +188,13 @@ def _unary_response(
 
     tracer, path = observer.tracer, spec.path
 
-    async def observed(request: Any, context: Context) -> Any:
+    async def observed(request: Any, context: GrpcContext) -> Any:
         metadata = context.invocation_metadata() or ()
-        propagation.bind(service, context, metadata)
+        call = propagation.bind(service, context, metadata)
         began = observer.started()
         span = None if tracer is None else tracing.start_server_span(tracer, path, metadata)
         try:
-            response = await method(prepare(request), context)
+            response = await method(prepare(request), call)
         except BaseException as error:
             # Recorded before the status goes out, so the line exists once the caller has it.
             _record(observer, span, began, _failure_code(error, context), context)
@@ -211,13 +213,13 @@ def _stream_response(
     prepare = _preparer(spec, observer, validate)
     service = spec.service
 
-    async def behaviour(request: Any, context: Context) -> AsyncIterator[Any]:
+    async def behaviour(request: Any, context: GrpcContext) -> AsyncIterator[Any]:
         metadata = context.invocation_metadata()
-        propagation.bind(service, context, metadata)
+        call = propagation.bind(service, context, metadata)
         began = observer.started()
         span = _start_span(observer, spec.path, metadata)
         try:
-            async for response in method(prepare(request), context):
+            async for response in method(prepare(request), call):
                 observer.sent()
                 yield response
         except BaseException as error:

@@ -35,6 +35,9 @@ class Server:
     calls finish within the grace period; then each service's optional
     `async def __keel_close__(self)` runs (close clients, flush buffers).
 
+    `interceptors` (grpc.aio server interceptors) see every call the server answers, health
+    and reflection included, in order, before Keel's own handling of the call.
+
         async with keel.Server([Orders()], port=0) as server:
             print(server.port)
     """
@@ -49,6 +52,7 @@ class Server:
         log_calls: bool = True,
         metrics: bool = True,
         validate: bool = True,
+        interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
     ) -> None:
         names = [type(s).__keel_service__.name for s in services]
         if len(set(names)) != len(names):
@@ -60,6 +64,7 @@ class Server:
         self.observation = Observation(
             log_calls=log_calls, metrics=default_metrics() if metrics else None
         )
+        self.interceptors = tuple(interceptors)
         self._address = f"{host}:{port}"
         self._server: grpc.aio.Server | None = None
         self._health = grpc_health.aio.HealthServicer()
@@ -72,7 +77,7 @@ class Server:
 
     async def start(self) -> None:
         """Bind and start serving; health turns SERVING."""
-        server = grpc.aio.server()
+        server = grpc.aio.server(interceptors=self.interceptors or None)
         for service in self.services:
             add_to_server(service, server, self.observation, validate=self.validate)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
@@ -123,7 +128,12 @@ class Server:
 
 
 async def _serve(
-    services: Sequence[ServiceBase], port: int, settings: Settings, *, metrics_http: bool = True
+    services: Sequence[ServiceBase],
+    port: int,
+    settings: Settings,
+    interceptors: Sequence[grpc.aio.ServerInterceptor],
+    *,
+    metrics_http: bool = True,
 ) -> None:
     server = Server(
         services,
@@ -132,6 +142,7 @@ async def _serve(
         grace_period=settings.grace_period,
         log_calls=settings.log_calls,
         metrics=settings.metrics_port != 0,
+        interceptors=interceptors,
     )
     if settings.otlp_endpoint:
         tracing.configure(
@@ -161,13 +172,18 @@ async def _serve(
 
 
 def serve(
-    services: Sequence[ServiceBase], *, port: int | None = None, workers: int | None = None
+    services: Sequence[ServiceBase],
+    *,
+    port: int | None = None,
+    workers: int | None = None,
+    interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
 ) -> None:
     """Serve until SIGTERM or SIGINT, then drain in-flight calls and return (exit status 0).
 
     The port is `port`, else `KEEL_PORT`, else 50051; `workers` (else `KEEL_WORKERS`, else 1)
-    server processes share it (see keel.runtime.workers). Other settings come from `KEEL_*`
-    variables (see keel.runtime.config). A bad setting exits with status 2 and a message.
+    server processes share it (see keel.runtime.workers). `interceptors` as for `Server`.
+    Other settings come from `KEEL_*` variables (see keel.runtime.config). A bad setting exits
+    with status 2 and a message.
     """
     try:
         settings = Settings.from_env()
@@ -184,11 +200,11 @@ def serve(
         from keel.runtime import workers as worker_pool  # noqa: PLC0415
 
         code = worker_pool.run(
-            lambda: run(_serve(services, chosen_port, settings, metrics_http=False)),
+            lambda: run(_serve(services, chosen_port, settings, interceptors, metrics_http=False)),
             settings,
         )
         raise SystemExit(code)
-    run(_serve(services, chosen_port, settings))
+    run(_serve(services, chosen_port, settings, interceptors))
 
 
 def run(main: Coroutine[Any, Any, T]) -> T:
