@@ -25,10 +25,7 @@ def _gen(args: argparse.Namespace) -> int:
     # import time (keel.genroot); one named as a module (`types/`) can never be imported.
     modules = [f for f in outputs.Manifest.read(args.out).files if f.endswith(".py")]
     blocked = genroot.unimportable(args.out, modules)
-    first: dict[str, genroot.Blocked] = {}
     for each in blocked:
-        first.setdefault(each.proto, each)  # one line per proto file
-    for each in first.values():
         print(f"keel gen: {each}", file=sys.stderr)
     return 1 if blocked else 0
 

@@ -175,7 +175,8 @@ class UnimportableError(Exception):
 
 
 def unimportable(root: str | os.PathLike[str], files: Iterable[str]) -> list[Blocked]:
-    """The generated `files` (paths relative to `root`) that no finder can make importable.
+    """The generated `files` (paths relative to `root`) that no finder can make importable,
+    the first of each proto file.
 
     A folder of `root` named as a package found elsewhere is merged into it by `install`; one
     named as a module (standard library, built in, installed) blocks every file under it.
@@ -192,25 +193,26 @@ def unimportable(root: str | os.PathLike[str], files: Iterable[str]) -> list[Blo
         return kept
 
     search = outside(sys.path)
-    known: dict[str, tuple[list[str] | None, str]] = {}
+    known: dict[str, tuple[list[str] | None, str] | None] = {}
 
     def lookup(name: str, parent: list[str] | None) -> tuple[list[str] | None, str] | None:
         """(search locations, or None for a module; origin) of `name` elsewhere, or None."""
-        if name not in known:
-            module = sys.modules.get(name)
-            if module is not None:
-                locations = getattr(module, "__path__", None)
-                origin = getattr(module, "__file__", None) or "built in"
-            else:
-                spec = _find_without_root(name, search if parent is None else parent)
-                if spec is None:
-                    return None
-                locations = spec.submodule_search_locations
-                origin = spec.origin if spec.has_location and spec.origin else "built in"
-            known[name] = (None if locations is None else outside(locations), origin)
+        if name in known:
+            return known[name]
+        module = sys.modules.get(name)
+        if module is not None:
+            locations = getattr(module, "__path__", None)
+            origin = getattr(module, "__file__", None) or "built in"
+        elif (spec := _find_without_root(name, search if parent is None else parent)) is not None:
+            locations = spec.submodule_search_locations
+            origin = spec.origin if spec.has_location and spec.origin else "built in"
+        else:
+            known[name] = None
+            return None
+        known[name] = (None if locations is None else outside(locations), origin)
         return known[name]
 
-    blocked = []
+    blocked: dict[str, Blocked] = {}
     for file in files:
         parts = file.split("/")[:-1]
         parent: list[str] | None = None
@@ -223,9 +225,10 @@ def unimportable(root: str | os.PathLike[str], files: Iterable[str]) -> list[Blo
                 break  # nobody else has this name: the folders below are ours alone
             parent, origin = found
             if parent is None:
-                blocked.append(Blocked(file, name, origin))
+                each = Blocked(file, name, origin)
+                blocked.setdefault(each.proto, each)
                 break
-    return blocked
+    return list(blocked.values())
 
 
 def _find_without_root(name: str, path: list[str]) -> ModuleSpec | None:

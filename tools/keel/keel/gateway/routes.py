@@ -96,10 +96,11 @@ class RouteTable:
         imported (under a folder named as a module, such as `types/`) raises
         `genroot.UnimportableError` naming it, before anything is imported.
         """
-        modules = [p.relative_to(gen).as_posix() for p in sorted(gen.rglob("*_keel.py"))]
-        blocked = genroot.unimportable(gen, modules)
+        generated = [p.relative_to(gen).as_posix() for p in sorted(gen.rglob("*.py"))]
+        blocked = genroot.unimportable(gen, generated)
         if blocked:
             raise genroot.UnimportableError(blocked)
+        modules = [name for name in generated if name.endswith("_keel.py")]
         genroot.install(gen.resolve())
         services = []
         for name in modules:
