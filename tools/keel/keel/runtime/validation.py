@@ -2,7 +2,9 @@
 
 protovalidate's native engine validates official protobuf messages in place (a few µs for a
 typical request). Every broken rule becomes one google.rpc.BadRequest field violation, with the
-field path (`lines[0].quantity`), the rule's message and its id as the reason.
+field path (`lines[0].quantity`), the rule's message and its id as the reason. A rule that cannot
+be evaluated on a request (a CEL expression dividing by a field that is 0) makes the request
+invalid too: INVALID_ARGUMENT with an ErrorInfo of reason VALIDATION_ERROR, never INTERNAL.
 """
 
 from __future__ import annotations
@@ -18,12 +20,17 @@ from keel.errors import FieldViolation, InvalidArgument
 
 
 @cache
-def _validator() -> Any:
-    """protovalidate's validator, imported on first use: its engine adds ~15 MiB of memory,
-    which a service whose messages carry no rules never pays."""
+def _protovalidate() -> Any:
+    """protovalidate, imported on first use: its engine adds ~15 MiB of memory, which a service
+    whose messages carry no rules never pays."""
     import protovalidate  # noqa: PLC0415
 
-    return protovalidate.Validator()
+    return protovalidate
+
+
+@cache
+def _validator() -> Any:
+    return _protovalidate().Validator()
 
 
 def _has_rules(message: Descriptor, seen: set[str]) -> bool:
@@ -66,7 +73,16 @@ def field_path(path: Any) -> str:
 
 def check(message: Message) -> None:
     """Raise InvalidArgument with one field violation per rule `message` breaks."""
-    violations = _validator().collect_violations(message)
+    try:
+        violations = _validator().collect_violations(message)
+    except _protovalidate().EvaluationError as error:
+        name = message.DESCRIPTOR.full_name
+        raise InvalidArgument(
+            f"invalid {name}: {error}",
+            reason="VALIDATION_ERROR",
+            domain="keel",
+            metadata={"message": name},
+        ) from None
     if not violations:
         return
     found = []
