@@ -90,7 +90,7 @@ class Pantry(kitchen_keel.PantryServiceBase):  # type: ignore[misc]
                 "claims": dict(context.claims),
                 "calling_service": context.calling_service,
                 "peer": context.peer().startswith("ipv4:127.0.0.1:"),
-                "remaining": 0 < context.time_remaining() <= 10,
+                "remaining": context.time_remaining() > 0,
             }
         )
         context.set_trailing_metadata((("x-served-by", "pantry"),))
