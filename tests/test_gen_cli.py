@@ -190,3 +190,43 @@ def test_path_filter_generates_only_those_files(
         "kitchen/shared/v1/shared_pb2_grpc.py",
         "kitchen/shared/v1/shared_pb2_grpc.pyi",
     }
+
+
+def test_path_filter_compiles_only_the_selected_files_and_their_imports(tmp_path: Path) -> None:
+    """With --path, buf compiles what `buf generate --path` would: a broken file elsewhere in
+    the workspace is never read. Paths name files or folders, in any module."""
+    ping = ONE_SERVICE.replace(
+        "package demo.v1;", 'package demo.v1;\nimport "shared/v1/shared.proto";'
+    ).replace(
+        "string text = 1; }\nmessage PingResponse",
+        "shared.v1.Note note = 1; }\nmessage PingResponse",
+    )
+    ws = write_workspace(
+        tmp_path / "ws",
+        {
+            "proto/demo/v1/ping.proto": ping,
+            "vendor/shared/v1/shared.proto": (
+                'syntax = "proto3";\npackage shared.v1;\nmessage Note { string text = 1; }\n'
+            ),
+            "proto/other/v1/broken.proto": 'syntax = "proto3";\nmessage {\n',
+        },
+        modules=("proto", "vendor"),
+    )
+    out = tmp_path / "out"
+    result = keel("gen", "--workspace", ws, "--out", out, "--path", "demo/v1")
+    assert result.returncode == 0, result.stderr
+    assert {name for name in snapshot(out) if not name.startswith(".")} == {
+        "demo/v1/ping_pb2.py",
+        "demo/v1/ping_pb2.pyi",
+        "demo/v1/ping_pb2_grpc.py",
+        "demo/v1/ping_pb2_grpc.pyi",
+        "demo/v1/ping_keel.py",
+    }
+    shared = tmp_path / "shared"
+    path = "shared/v1/shared.proto"  # a file, in the second module
+    result = keel("gen", "--workspace", ws, "--out", shared, "--path", path)
+    assert result.returncode == 0, result.stderr
+    assert "shared/v1/shared_pb2.py" in snapshot(shared)
+    everything = keel("gen", "--workspace", ws, "--out", tmp_path / "all")
+    assert everything.returncode == 1  # without --path, every file is compiled
+    assert "proto/other/v1/broken.proto" in everything.stderr

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
+from google.protobuf import descriptor_pb2
 from google.protobuf.compiler import plugin_pb2
-from keel.codegen import image, names, plugin
+from keel.codegen import image, model, names, plugin
 from keel.codegen import workspace as ws
 
 from tests.conftest import BIN, write_workspace
@@ -139,3 +141,60 @@ def test_bad_path_variables_fail_generation(tmp_path: Path, rule: str, error: st
     response = plugin.generate(_request(tmp_path, HEAD + messages + f"service S {{ {rpc} }}\n"))
     assert error in response.error
     assert "demo/v1/demo.proto: demo.v1.S.Do" in response.error
+
+
+def test_indexes_cover_only_files_reachable_from_those_generated(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A request's other files are never indexed, and a shared file's comments are read once."""
+    shared = 'syntax = "proto3";\npackage demo.shared.v1;\n'
+    shared += "// A thing.\nmessage Thing { string id = 1; }\n"
+    annotated = (
+        HEAD.replace("package demo.v1;", "package demo.{n}.v1;")
+        + 'import "demo/shared/v1/shared.proto";\n'
+        + "message A { string name = 1; demo.shared.v1.Thing thing = 2; }\n"
+        + 'service S { rpc Do(A) returns (A) { option (google.api.http) = {get: "/v1/{name}"}; }}'
+    )
+    files = {
+        "proto/demo/shared/v1/shared.proto": shared,
+        "proto/demo/a/v1/a.proto": annotated.replace("{n}", "a"),
+        "proto/demo/b/v1/b.proto": annotated.replace("{n}", "b"),
+    }
+    for i in range(20):  # unrelated: in the request, never needed
+        files[f"proto/other/o{i}/v1/o.proto"] = (
+            f'syntax = "proto3";\npackage other.o{i}.v1;\n'
+            "// Unrelated.\nmessage O { int32 n = 1; }\n"
+        )
+    built = image.build(ws.load(write_workspace(tmp_path / "ws", files)))
+    request = plugin_pb2.CodeGeneratorRequest(
+        file_to_generate=["demo/a/v1/a.proto", "demo/b/v1/b.proto"], proto_file=built.files.file
+    )
+    commented: list[str] = []
+    indexed: list[str] = []
+    file_comments, proto_module = model.file_comments, names.proto_module
+
+    def counted_comments(file: descriptor_pb2.FileDescriptorProto) -> Mapping[tuple[int, ...], str]:
+        commented.append(file.name)
+        return file_comments(file)
+
+    def counted_module(name: str, suffix: str = "_pb2") -> str:
+        indexed.append(name)
+        return proto_module(name, suffix)
+
+    monkeypatch.setattr(model, "file_comments", counted_comments)
+    monkeypatch.setattr(names, "proto_module", counted_module)
+    response = plugin.generate(request)
+    assert not response.error
+    assert {f.name for f in response.file} == {
+        "demo/a/v1/a_keel.py",
+        "demo/b/v1/b_keel.py",
+        "openapi/demo/a/v1/a.json",
+        "openapi/demo/b/v1/b.json",
+    }
+    assert '"description": "A thing."' in response.file[-1].content  # shared comments are read
+    assert sorted(commented) == [
+        "demo/a/v1/a.proto",
+        "demo/b/v1/b.proto",
+        "demo/shared/v1/shared.proto",
+    ]
+    assert not any(name.startswith("other/") for name in indexed)

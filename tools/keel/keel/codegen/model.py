@@ -122,18 +122,30 @@ class File:
 
 
 class _Index:
-    """Every message of the request by full name, and every file's comments by path."""
+    """Messages by full name, for the files reachable from the ones to generate.
+
+    `reach(file)` adds a file and everything it imports, each file once: the request's other
+    files (a large workspace has thousands) cost nothing.
+    """
 
     def __init__(self, files: Iterable[descriptor_pb2.FileDescriptorProto]) -> None:
         self.messages: dict[str, TypeRef] = {}
         self.fields: dict[str, frozenset[str]] = {}
         self.field_types: dict[str, dict[str, descriptor_pb2.FieldDescriptorProto]] = {}
-        self.files: dict[str, descriptor_pb2.FileDescriptorProto] = {}
-        for file in files:
-            self.files[file.name] = file
-            module = names.proto_module(file.name)
+        self.files = {file.name: file for file in files}
+        self._reached: set[str] = set()
+
+    def reach(self, name: str) -> None:
+        pending = [name]
+        while pending:
+            current = pending.pop()
+            if current in self._reached:
+                continue
+            self._reached.add(current)
+            file = self.files[current]
             prefix = f".{file.package}" if file.package else ""
-            self._add(module, prefix, "", file.message_type)
+            self._add(names.proto_module(file.name), prefix, "", file.message_type)
+            pending.extend(file.dependency)
 
     def _add(
         self,
@@ -368,6 +380,7 @@ def build(request: plugin_pb2.CodeGeneratorRequest) -> tuple[File, ...]:
         proto = index.files[name]
         if not proto.service:
             continue
+        index.reach(name)
         comments = _comments(proto)
         services = tuple(_service(proto, i, comments, index) for i in range(len(proto.service)))
         file = File(proto.name, names.proto_module(proto.name, "_keel"), services)

@@ -8,11 +8,11 @@ OUTPUT_ONLY makes readOnly; Keel's auth policy becomes the operation's bearer se
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from buf.validate import validate_pb2
 from google.api import field_behavior_pb2
 from google.protobuf import descriptor_pb2
@@ -85,25 +85,49 @@ STATUS_SCHEMA = {
 @dataclass(frozen=True)
 class _Message:
     descriptor: descriptor_pb2.DescriptorProto
-    comments: dict[tuple[int, ...], str]
+    file: str
     path: tuple[int, ...]
 
 
 class _Index:
-    def __init__(self, files: list[descriptor_pb2.FileDescriptorProto]) -> None:
+    """Messages and enums by full name, for the files reachable from the documented ones.
+
+    One index serves a whole plugin request and fills in lazily: `reach(file)` adds a file and
+    everything it imports (each file once); a file's comments are read the first time one of
+    its messages becomes a schema. A request's other files cost nothing.
+    """
+
+    def __init__(self, files: Iterable[descriptor_pb2.FileDescriptorProto]) -> None:
         self.messages: dict[str, _Message] = {}
         self.enums: dict[str, descriptor_pb2.EnumDescriptorProto] = {}
-        for file in files:
-            comments = dict(model.file_comments(file))
+        self._files = {file.name: file for file in files}
+        self._reached: set[str] = set()
+        self._comments: dict[str, Mapping[tuple[int, ...], str]] = {}
+
+    def reach(self, name: str) -> None:
+        pending = [name]
+        while pending:
+            current = pending.pop()
+            if current in self._reached:
+                continue
+            self._reached.add(current)
+            file = self._files[current]
             scope = f".{file.package}" if file.package else ""
-            self._add(scope, file.message_type, file.enum_type, comments, (4,))
+            self._add(scope, file.message_type, file.enum_type, current, (4,))
+            pending.extend(file.dependency)
+
+    def comments(self, file: str) -> Mapping[tuple[int, ...], str]:
+        found = self._comments.get(file)
+        if found is None:
+            found = self._comments[file] = model.file_comments(self._files[file])
+        return found
 
     def _add(
         self,
         scope: str,
         messages: Any,
         enums: Any,
-        comments: dict[tuple[int, ...], str],
+        file: str,
         message_path: tuple[int, ...],
     ) -> None:
         for enum in enums:
@@ -111,27 +135,57 @@ class _Index:
         for i, message in enumerate(messages):
             name = f"{scope}.{message.name}"
             path = (*message_path, i)
-            self.messages[name] = _Message(message, comments, path)
-            self._add(name, message.nested_type, message.enum_type, comments, (*path, 3))
+            self.messages[name] = _Message(message, file, path)
+            self._add(name, message.nested_type, message.enum_type, file, (*path, 3))
 
 
 def _component(full_name: str) -> str:
     return full_name.lstrip(".")
 
 
+_Built = dict[str, tuple[dict[str, Any], tuple[str, ...]]]
+"""Message type → its schema and the message types it refers to (a `Writer` keeps one)."""
+
+
 class _Schemas:
-    def __init__(self, index: _Index) -> None:
+    """The component schemas of one document: the messages it refers to, transitively.
+
+    A message's schema is built once per `Writer` (files of one request share most of their
+    messages) and never changed afterwards, so documents share the dicts.
+    """
+
+    def __init__(self, index: _Index, built: _Built) -> None:
         self.index = index
         self.components: dict[str, Any] = {}
+        self._built = built
+        self._refs: list[str] | None = None  # while building a schema: the types it refers to
 
     def ref(self, type_name: str) -> dict[str, Any]:
         if type_name in _WELL_KNOWN:
             return dict(_WELL_KNOWN[type_name])
         name = _component(type_name)
-        if name not in self.components:
-            self.components[name] = {}  # placeholder first: recursive messages
-            self.components[name] = self._message(type_name)
+        if self._refs is not None:
+            self._refs.append(type_name)
+        elif name not in self.components:
+            pending = [type_name]
+            while pending:
+                current = pending.pop()
+                if _component(current) not in self.components:
+                    schema, refs = self._schema(current)
+                    self.components[_component(current)] = schema
+                    pending.extend(refs)
         return {"$ref": f"#/components/schemas/{name}"}
+
+    def _schema(self, type_name: str) -> tuple[dict[str, Any], tuple[str, ...]]:
+        found = self._built.get(type_name)
+        if found is None:
+            self._refs = []
+            try:
+                schema = self._message(type_name)
+            finally:
+                refs, self._refs = tuple(self._refs), None
+            found = self._built[type_name] = (schema, refs)
+        return found
 
     def field(self, field: descriptor_pb2.FieldDescriptorProto) -> dict[str, Any]:
         if field.type == F.TYPE_MESSAGE:
@@ -151,11 +205,12 @@ class _Schemas:
 
     def _message(self, type_name: str) -> dict[str, Any]:
         entry = self.index.messages[type_name]
+        comments = self.index.comments(entry.file)
         properties: dict[str, Any] = {}
         required = []
         for i, field in enumerate(entry.descriptor.field):
             schema = self.field(field)
-            description = entry.comments.get((*entry.path, 2, i), "")
+            description = comments.get((*entry.path, 2, i), "")
             if description:
                 schema = (
                     {**schema, "description": description}
@@ -175,7 +230,7 @@ class _Schemas:
         result: dict[str, Any] = {"type": "object", "properties": properties}
         if required:
             result["required"] = required
-        description = entry.comments.get(entry.path, "")
+        description = comments.get(entry.path, "")
         if description:
             result["description"] = description
         return result
@@ -197,43 +252,65 @@ def _singular(literal: str) -> str:
     return f"{literal}_id"
 
 
-def _openapi_path(template: Template) -> tuple[str, list[tuple[str, str]]]:
-    """The OpenAPI path and (parameter, field path) pairs; `{a=x/*/y/*}` becomes `x/{x1}/y/{y1}`."""
+@dataclass(frozen=True)
+class _PathParameter:
+    name: str
+    field: str
+    """The field path it binds, "" for none."""
+    deep: bool = False
+    """It stands for a `**`: zero or more segments."""
+    whole: bool = True
+    """It is the variable's whole value (else one part of it)."""
+
+    def description(self) -> str:
+        bound = f"the request's {self.field}" if self.field else "binds no field"
+        if not self.deep:
+            return bound if self.field else f"any path segment; {bound}"
+        if self.field and not self.whole:
+            bound = f"part of {bound}"
+        return (
+            f"zero or more path segments, slashes kept as they are (`a/b/c`); {bound}. "
+            f"With no segments, `/{{{self.name}}}` is left out of the path."
+        )
+
+
+def _openapi_path(template: Template) -> tuple[str, list[_PathParameter]]:
+    """The OpenAPI path and its parameters; `{a=x/*/y/*}` becomes `x/{x1}/y/{y1}`.
+
+    A `**` (zero or more segments) is one parameter whose value may hold slashes.
+    """
     parts: list[str] = []
-    params: list[tuple[str, str]] = []
+    params: list[_PathParameter] = []
     taken: set[str] = set()
 
-    def name_for(base: str) -> str:
+    def add(base: str, field: str, *, deep: bool = False, whole: bool = True) -> None:
         candidate, n = base, 2
         while candidate in taken:
             candidate, n = f"{base}{n}", n + 1
         taken.add(candidate)
-        return candidate
+        parts.append("{" + candidate + "}")
+        params.append(_PathParameter(candidate, field, deep, whole))
 
     for segment in template.segments:
         if isinstance(segment, Variable):
             field = ".".join(segment.field_path)
             if not segment.multi_segment:
                 # `{book.name}` documents as `{name}`: dotted names trip up OpenAPI tools
-                parts.append("{" + name_for(segment.field_path[-1]) + "}")
-                params.append((parts[-1][1:-1], field))
+                add(segment.field_path[-1], field)
                 continue
             previous = ""
             for inner in segment.segments:
                 if isinstance(inner, Literal):
                     parts.append(inner.value)
                     previous = inner.value
+                elif isinstance(inner, DeepWildcard):
+                    add(field, field, deep=True, whole=segment.segments == (inner,))
                 else:
-                    base = (
-                        field if isinstance(inner, DeepWildcard) else _singular(previous or field)
-                    )
-                    parts.append("{" + name_for(base) + "}")
-                    params.append((parts[-1][1:-1], field))
+                    add(_singular(previous or field), field)
         elif isinstance(segment, Literal):
             parts.append(segment.value)
         else:  # a bare * or ** outside a variable binds no field
-            parts.append("{" + name_for("segment") + "}")
-            params.append((parts[-1][1:-1], ""))
+            add("segment", "", deep=isinstance(segment, DeepWildcard))
     path = "/" + "/".join(parts)
     return (f"{path}:{template.verb}" if template.verb else path), params
 
@@ -247,20 +324,16 @@ def _operations(
                 template = parse(rule.path)
                 path, params = _openapi_path(template)
                 request = index.messages[f".{method.input.full_name}"].descriptor
-                bound = {field.split(".")[0] for _, field in params if field}
+                bound = {param.field.split(".")[0] for param in params if param.field}
                 parameters: list[dict[str, Any]] = [
                     {
-                        "name": name,
+                        "name": param.name,
                         "in": "path",
                         "required": True,
                         "schema": {"type": "string"},
-                        "description": (
-                            f"the request's {field}"
-                            if field
-                            else "any path segment; binds no field"
-                        ),
+                        "description": param.description(),
                     }
-                    for name, field in params
+                    for param in params
                 ]
                 body: dict[str, Any] | None = None
                 if rule.body == "*":
@@ -331,36 +404,50 @@ def _operations(
                 yield path, rule.method.lower(), operation
 
 
-def render(file: model.File, files: list[descriptor_pb2.FileDescriptorProto]) -> str | None:
-    """The OpenAPI document of `file`'s annotated methods, or None if it has none."""
-    if not any(m.http for s in file.services for m in s.methods):
-        return None
-    index = _Index(files)
-    schemas = _Schemas(index)
-    paths: dict[str, dict[str, Any]] = {}
-    for path, verb, operation in _operations(file, schemas, index):
-        if verb in _OPENAPI_METHODS:
-            paths.setdefault(path, {})[verb] = operation
-        else:  # OpenAPI 3.1 has no other methods: a custom kind goes in an extension
-            paths.setdefault(path, {}).setdefault("x-keel-custom-methods", {})[verb.upper()] = (
-                operation
-            )
-    package = file.services[0].full_name.rpartition(".")[0]
-    document = {
-        "openapi": "3.1.0",
-        "info": {
-            "title": f"{package} ({file.proto})",
-            "version": package.rpartition(".")[2] or "v1",
-        },
-        "paths": paths,
-        "components": {
-            "schemas": {
-                **dict(sorted(schemas.components.items())),
-                "google.rpc.Status": STATUS_SCHEMA,
+class Writer:
+    """OpenAPI documents for the files of one plugin request, sharing one lazy index."""
+
+    def __init__(self, files: Iterable[descriptor_pb2.FileDescriptorProto]) -> None:
+        self._index = _Index(files)
+        self._built: _Built = {}
+
+    def render(self, file: model.File) -> str | None:
+        """The OpenAPI document of `file`'s annotated methods, or None if it has none."""
+        if not any(m.http for s in file.services for m in s.methods):
+            return None
+        self._index.reach(file.proto)
+        schemas = _Schemas(self._index, self._built)
+        paths: dict[str, dict[str, Any]] = {}
+        for path, verb, operation in _operations(file, schemas, self._index):
+            if verb in _OPENAPI_METHODS:
+                paths.setdefault(path, {})[verb] = operation
+            else:  # OpenAPI 3.1 has no other methods: a custom kind goes in an extension
+                custom = paths.setdefault(path, {}).setdefault("x-keel-custom-methods", {})
+                custom[verb.upper()] = operation
+        package = file.services[0].full_name.rpartition(".")[0]
+        document = {
+            "openapi": "3.1.0",
+            "info": {
+                "title": f"{package} ({file.proto})",
+                "version": package.rpartition(".")[2] or "v1",
             },
-            "securitySchemes": {
-                "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+            "paths": paths,
+            "components": {
+                "schemas": {
+                    **dict(sorted(schemas.components.items())),
+                    "google.rpc.Status": STATUS_SCHEMA,
+                },
+                "securitySchemes": {
+                    "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+                },
             },
-        },
-    }
-    return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+        }
+        # orjson's indented form is byte for byte json.dumps(indent=2, ensure_ascii=False)'s,
+        # and the documents are large (every schema a file reaches): the stdlib's indenting
+        # encoder is pure Python.
+        return orjson.dumps(document, option=orjson.OPT_INDENT_2).decode() + "\n"
+
+
+def render(file: model.File, files: Iterable[descriptor_pb2.FileDescriptorProto]) -> str | None:
+    """The OpenAPI document of `file`'s annotated methods (one file: `Writer` for several)."""
+    return Writer(files).render(file)

@@ -11,6 +11,7 @@ import hashlib
 import importlib.util
 import json
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,13 +20,16 @@ from typing import TYPE_CHECKING
 
 from keel.codegen import outputs
 from keel.codegen import workspace as ws
-from keel.codegen.errors import GenerateError
+from keel.codegen.buf import BufError, run_buf
+from keel.codegen.errors import BuildError, GenerateError
 
 if TYPE_CHECKING:
     from google.protobuf.compiler import plugin_pb2
 
+    from keel.codegen import image
+
 _CODEGEN = Path(__file__).resolve().parent
-_TOOLS = ("buf-bin", "grpcio-tools", "mypy-protobuf", "protobuf")
+_TOOLS = ("buf-bin", "grpcio-tools", "mypy-protobuf", "orjson", "protobuf")
 # The modules whose code shapes the output (a change to them invalidates earlier outputs).
 _GENERATOR_SOURCES = (
     "../httprule.py",
@@ -127,6 +131,48 @@ def _keel(request: plugin_pb2.CodeGeneratorRequest) -> dict[str, bytes]:
     return {file.name: file.content.encode() for file in response.file}
 
 
+def _buf_paths(workspace: ws.Workspace, paths: Sequence[str]) -> list[str]:
+    """buf `--path` arguments, in Keel's temporary workspace, for the user's files under `paths`."""
+    files = [file for name, file in workspace.proto_files if _selected(name, paths, set())]
+    found: set[str] = set()
+    for module in workspace.modules:
+        for path in (p.rstrip("/") for p in paths):
+            target = workspace.root / module.path / path
+            if any(file == target or target in file.parents for file in files):
+                found.add(f"{ws._relink(module.path)}/{path}")
+    return sorted(found)
+
+
+def _image(workspace: ws.Workspace, paths: Sequence[str]) -> image.Image | None:
+    """What buf compiles: with `paths`, only the files under them and what those import.
+
+    That is what `buf generate --path` compiles; the rest of a large workspace (googleapis:
+    7,000 files, 20 s of buf build) is never read. None when `paths` selects no file.
+    """
+    from google.protobuf import descriptor_pb2  # noqa: PLC0415
+
+    from keel.codegen import image  # noqa: PLC0415
+
+    if not paths:
+        return image.build(workspace)
+    limits = _buf_paths(workspace, paths)
+    if not limits:
+        return None
+    user = {name for name, _ in workspace.proto_files}
+    with tempfile.TemporaryDirectory(prefix="keel-gen-") as tmp:
+        root = Path(tmp)
+        ws.assemble(workspace, root, user)
+        args = ["build", "--output", "image.binpb"]
+        for limit in limits:
+            args += ["--path", limit]
+        try:
+            run_buf(args, root)
+        except BufError as error:
+            raise BuildError(ws.user_paths(str(error), workspace)) from error
+        files = descriptor_pb2.FileDescriptorSet.FromString((root / "image.binpb").read_bytes())
+    return image.Image(files, frozenset(user), frozenset(set(ws.supplied_files()) - user))
+
+
 def generate_files(workspace: ws.Workspace, paths: Sequence[str] = ()) -> dict[str, bytes]:
     """Output path → content for a workspace; raises before anything is written.
 
@@ -135,9 +181,11 @@ def generate_files(workspace: ws.Workspace, paths: Sequence[str] = ()) -> dict[s
     """
     from google.protobuf.compiler import plugin_pb2  # noqa: PLC0415
 
-    from keel.codegen import grpc_python, image  # noqa: PLC0415
+    from keel.codegen import grpc_python  # noqa: PLC0415
 
-    built = image.build(workspace)
+    built = _image(workspace, paths)
+    if built is None:
+        return {}
     supplied = set(ws.supplied_files())
     targets = [
         f.name

@@ -26,8 +26,9 @@ def generate(
         return response
     for path, content in render.render_all(files).items():
         response.file.add(name=path, content=content)
+    writer = openapi.Writer(request.proto_file)
     for file in files:
-        document = openapi.render(file, list(request.proto_file))
+        document = writer.render(file)
         if document is not None:
             name = "openapi/" + file.proto.removesuffix(".proto") + ".json"
             response.file.add(name=name, content=document)
