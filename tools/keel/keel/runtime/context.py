@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Iterable, Mapping
-from typing import Any, NoReturn, Protocol
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 import grpc
 import grpc.aio
@@ -64,7 +64,13 @@ def _malformed(key: str, problem: str) -> InvalidArgument:
     )
 
 
-class Context(grpc.aio.ServicerContext[Any, Any]):
+if TYPE_CHECKING:
+    _ServicerContext = grpc.aio.ServicerContext[Any, Any]
+else:  # a virtual subclass (registered below): the real base gives each call an instance dict
+    _ServicerContext = object
+
+
+class Context(_ServicerContext):
     """The call being handled: grpc.aio's servicer context, plus Keel's view of the call.
 
         async def get_order(self, request, context: keel.Context):
@@ -223,3 +229,6 @@ class Context(grpc.aio.ServicerContext[Any, Any]):
     def done(self) -> bool:
         done: bool = self._context.done()
         return done
+
+
+grpc.aio.ServicerContext.register(Context)
