@@ -86,7 +86,8 @@ class KeelError(grpc.aio.AioRpcError):
     Keyword details become `google.rpc` details in the `grpc-status-details-bin` trailer:
     `field_violations` ({field path: description}) → BadRequest, `reason` (with `domain` and
     `metadata`) → ErrorInfo, `retry_after` (seconds) → RetryInfo. `other_details` holds any
-    other detail (a packed `google.protobuf.Any`) and travels on unchanged.
+    other detail (a packed `google.protobuf.Any`) and travels on unchanged. The metadata and
+    debug keywords are what a client received with the error (see `from_rpc_error`).
     """
 
     code = StatusCodeOf(grpc.StatusCode.UNKNOWN)  # NotFound.code / error.code()
