@@ -13,7 +13,7 @@ import json
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -131,16 +131,22 @@ def _keel(request: plugin_pb2.CodeGeneratorRequest) -> dict[str, bytes]:
     return {file.name: file.content.encode() for file in response.file}
 
 
-def _buf_paths(workspace: ws.Workspace, paths: Sequence[str]) -> list[str]:
-    """buf `--path` arguments, in Keel's temporary workspace, for the user's files under `paths`."""
-    files = [file for name, file in workspace.proto_files if _selected(name, paths, set())]
-    found: set[str] = set()
-    for module in workspace.modules:
-        for path in (p.rstrip("/") for p in paths):
-            target = workspace.root / module.path / path
-            if any(file == target or target in file.parents for file in files):
-                found.add(f"{ws._relink(module.path)}/{path}")
-    return sorted(found)
+def _provided(
+    workspace: ws.Workspace, name: str, modules: Sequence[ws.Module] = (), *, folder: bool = False
+) -> bool:
+    """Whether the user's modules (or these `modules`) have the import path `name` (with
+    `folder`: a .proto file at or under it). Looked up on disk, so that a build limited to some
+    paths does not wait for a walk of the whole workspace (the fingerprint's walk runs beside)."""
+    for module in modules or workspace.modules:
+        target = workspace.root / module.path / name
+        found: Iterable[Path] = []
+        if target.is_file():
+            found = [target] if target.suffix == ".proto" else []
+        elif folder and target.is_dir():
+            found = target.rglob("*.proto")
+        if any(module.selects(file.relative_to(workspace.root).as_posix()) for file in found):
+            return True
+    return False
 
 
 def _image(workspace: ws.Workspace, paths: Sequence[str]) -> image.Image | None:
@@ -155,13 +161,19 @@ def _image(workspace: ws.Workspace, paths: Sequence[str]) -> image.Image | None:
 
     if not paths:
         return image.build(workspace)
-    limits = _buf_paths(workspace, paths)
+    limits = sorted(
+        f"{ws._relink(module.path)}/{path}"
+        for module in workspace.modules
+        for path in {p.rstrip("/") for p in paths}
+        if _provided(workspace, path, (module,), folder=True)
+    )
     if not limits:
         return None
-    user = {name for name, _ in workspace.proto_files}
+    supplied = set(ws.supplied_files())
+    provided = {name for name in supplied if _provided(workspace, name)}
     with tempfile.TemporaryDirectory(prefix="keel-gen-") as tmp:
         root = Path(tmp)
-        ws.assemble(workspace, root, user)
+        ws.assemble(workspace, root, provided)
         args = ["build", "--output", "image.binpb"]
         for limit in limits:
             args += ["--path", limit]
@@ -170,7 +182,8 @@ def _image(workspace: ws.Workspace, paths: Sequence[str]) -> image.Image | None:
         except BufError as error:
             raise BuildError(ws.user_paths(str(error), workspace)) from error
         files = descriptor_pb2.FileDescriptorSet.FromString((root / "image.binpb").read_bytes())
-    return image.Image(files, frozenset(user), frozenset(set(ws.supplied_files()) - user))
+    user = frozenset(f.name for f in files.file if _provided(workspace, f.name))
+    return image.Image(files, user, frozenset(supplied - provided))
 
 
 def generate_files(workspace: ws.Workspace, paths: Sequence[str] = ()) -> dict[str, bytes]:
@@ -208,11 +221,21 @@ def run(workspace_dir: Path, out: Path, paths: Sequence[str] = (), force: bool =
     """Regenerate `out` from the workspace at `workspace_dir`; skip work if nothing changed."""
     started = time.perf_counter()
     workspace = ws.load(workspace_dir)
-    print_ = fingerprint(workspace, paths)
     manifest = outputs.Manifest.read(out)
-    if not force and manifest.fingerprint == print_ and manifest.intact(out):
-        return Result(True, None, time.perf_counter() - started)
-    files = generate_files(workspace, paths)
+    if manifest.fingerprint and not force:
+        print_ = fingerprint(workspace, paths)
+        if manifest.fingerprint == print_ and manifest.intact(out):
+            return Result(True, None, time.perf_counter() - started)
+        files = generate_files(workspace, paths)
+    else:  # generating whatever the inputs: hash them in a thread while buf compiles them
+        from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415
+
+        if not paths:  # image.build walks the workspace too: walk once, before two threads
+            workspace.proto_files  # noqa: B018
+        with ThreadPoolExecutor(1) as pool:
+            hashing = pool.submit(fingerprint, workspace, paths)
+            files = generate_files(workspace, paths)
+            print_ = hashing.result()
     out.mkdir(parents=True, exist_ok=True)
     report = outputs.sync(out, files, print_)
     return Result(False, report, time.perf_counter() - started)
