@@ -18,12 +18,14 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import grpc
 import keel
 import keel.testing
 import pytest
 from keel.gateway import Gateway, RouteTable
 from keel.runtime.config import Settings
 from openapi_spec_validator import validate
+from prometheus_client import REGISTRY
 
 from tests.conftest import REPO, serve_asgi
 from tests.test_gateway import _DIRECT, Reply, call
@@ -71,6 +73,8 @@ def _mirror_service(module: ModuleType) -> keel.ServiceBase:
             reply = answer("stream", request, context)
             reply.count = n
             yield reply
+            if request.name == "fail-after-first":
+                raise keel.errors.Aborted("the stream broke")
 
     base = module.HttpRuleServiceBase
     names = [n for n in vars(base) if not n.startswith("_") and callable(getattr(base, n))]
@@ -507,3 +511,20 @@ def test_the_conformance_protos_cover_every_http_rule_form(generated: Path) -> N
         ":archive",
     ):
         assert form in source, form
+
+
+def _stream_calls(code: str) -> float:
+    labels = {"grpc_service": SERVICE, "grpc_method": "Stream", "grpc_code": code}
+    labels["grpc_type"] = "server_stream"
+    return REGISTRY.get_sample_value("grpc_client_handled_total", labels) or 0.0
+
+
+async def test_a_stream_failing_after_its_first_message_is_counted_once(gateway: str) -> None:
+    codes = [code.name for code in grpc.StatusCode]
+    before = {code: _stream_calls(code) for code in codes}
+    url = f"{gateway}/v1/stream/s1?count=3&name=fail-after-first"
+    lines = await asyncio.to_thread(lambda: _DIRECT.open(url, timeout=10).read().splitlines())
+    assert json.loads(lines[0])["result"]["name"] == "fail-after-first"
+    assert json.loads(lines[-1])["error"]["code"] == grpc.StatusCode.ABORTED.value[0]
+    counted = {code: _stream_calls(code) - before[code] for code in codes}
+    assert {code: n for code, n in counted.items() if n} == {"ABORTED": 1}

@@ -211,12 +211,12 @@ class _Lines:
             self._queue.put(line)
         self._queue.put("")
 
-    def wait_for(self, prefix: str, timeout: float = 60) -> str:
+    def wait_for(self, part: str, timeout: float = 60) -> str:
         deadline = time.monotonic() + timeout
         while True:
             line = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
-            assert line, f"exited ({self.process.wait()}) before printing {prefix!r}"
-            if line.startswith(prefix):
+            assert line, f"exited ({self.process.wait()}) before printing {part!r}"
+            if part in line:
                 return line.strip()
 
 
@@ -272,8 +272,8 @@ def test_envoy_bookstore_under_test_proto_generates_and_serves_through_the_gatew
         port = free_port()
         command = [str(BIN / "keel"), "gateway", "--gen", str(out), "--port", str(port)]
         with _running([*command, "--default-target", f"127.0.0.1:{backend_port}"]) as gateway:
-            announced = gateway.wait_for("keel gateway:")
-            assert announced == f"keel gateway: 9 routes on http://127.0.0.1:{port}"
+            announced = json.loads(gateway.wait_for('"event":"serving"'))
+            assert (announced["routes"], announced["url"]) == (9, f"http://127.0.0.1:{port}")
             _wait_for_port(port, gateway)
             url = f"http://127.0.0.1:{port}"
             assert _request(f"{url}/shelves/7") == (200, {"id": "7", "theme": "theme of shelf 7"})

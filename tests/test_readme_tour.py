@@ -37,10 +37,7 @@ def _step(number: int) -> str:
 
 
 def _blocks(text: str, language: str) -> list[str]:
-    return [
-        textwrap.dedent(block)
-        for block in re.findall(rf"```{language}\n(.*?)```", text, re.S)
-    ]
+    return [textwrap.dedent(block) for block in re.findall(rf"```{language}\n(.*?)```", text, re.S)]
 
 
 @dataclass
@@ -84,7 +81,7 @@ class Shop:
 def _answers(url: str) -> bool:
     try:
         with _DIRECT.open(url, timeout=5) as response:
-            return response.status == 200
+            return bool(response.status == 200)
     except OSError:
         return False
 
@@ -247,9 +244,9 @@ def test_readme_python_variations(shop: Shop, edit: str, says: str) -> None:
         stock = json.loads(read.stdout)["stock"]
         again = _run(_edited(_python_snippet(), edit), shop)
         assert "ORDER_STATE_REJECTED" in again.stdout
-        assert json.loads(_run(_curl_lines()[0].command.split("#")[0], shop).stdout)[
-            "stock"
-        ] == stock
+        assert (
+            json.loads(_run(_curl_lines()[0].command.split("#")[0], shop).stdout)["stock"] == stock
+        )
     else:
         pytest.fail(f"the README promises something this test does not know: {says!r}")
 
@@ -258,15 +255,36 @@ async def test_readme_steps_3_and_4_implement_and_call_a_service() -> None:
     """Step 3's class served, step 4's client code run against it (a NotFound, as written)."""
     implementation = next(b for b in _blocks(_step(3), "python"))
     namespace: dict[str, Any] = {}
-    exec(compile(implementation, "README step 3", "exec"), namespace)  # noqa: S102
+    exec(compile(implementation, "README step 3", "exec"), namespace)
     async with keel.Server([namespace["Orders"]()], port=0) as server:
         calling = next(b for b in _blocks(_step(4), "python"))
         calling = calling.replace("127.0.0.1:50051", f"127.0.0.1:{server.port}")
         body = textwrap.indent(calling, "    ")
         program = f"async def main():\n{body}\n"
         scope: dict[str, Any] = dict(namespace)
-        exec(compile(program, "README step 4", "exec"), scope)  # noqa: S102
+        exec(compile(program, "README step 4", "exec"), scope)
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await scope["main"]()
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
     assert caught.value.details() == "order o-1 does not exist"
+
+
+def test_ending_a_stream_early_logs_one_line_and_cancels_the_call(shop: Shop) -> None:
+    """`curl -m 2 .../v1/orders/<id>:watch`: the client leaves; no traceback anywhere."""
+    placed = _run(_curl_lines()[-1].command.split("#")[0], shop)
+    order_id = json.loads(placed.stdout)["order"]["orderId"]
+    before = shop.output()
+    done = _run(f"curl -s -m 2 localhost:8080/v1/orders/{order_id}:watch", shop)
+    assert done.returncode == 28, done  # curl's own timeout: it went away mid-stream
+    assert "ORDER_STATE_CONFIRMED" in done.stdout
+    deadline = time.monotonic() + 10
+    while "WatchOrder" not in shop.output()[len(before) :] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    new = shop.output()[len(before) :]
+    watch = [line for line in new.splitlines() if "WatchOrder" in line]
+    assert len(watch) == 1, new
+    assert "CANCELLED" in watch[0]
+    assert "Traceback" not in new
+    assert "Exception in ASGI" not in new
+    edge = [line for line in new.splitlines() if "gateway\x1b[0m │" in line and "499" in line]
+    assert len(edge) == 1, new

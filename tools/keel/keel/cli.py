@@ -87,8 +87,19 @@ def _gateway(args: argparse.Namespace) -> int:
         print("keel gateway: --workers > 1 needs a fixed --port, not 0", file=sys.stderr)
         return 2
     try:
+        middleware = [serve.load_middleware(reference) for reference in args.middleware]
+    except ValueError as error:
+        print(f"keel gateway: --middleware {error}", file=sys.stderr)
+        return 2
+    try:
         return serve.run(
-            args.gen, targets, args.default_target, args.host, args.port, worker_count=worker_count
+            args.gen,
+            targets,
+            args.default_target,
+            args.host,
+            args.port,
+            worker_count=worker_count,
+            middleware=middleware,
         )
     except genroot.UnimportableError as error:  # raised while the routes load, before serving
         for line in str(error).splitlines():
@@ -144,6 +155,13 @@ def parser() -> argparse.ArgumentParser:
         "--workers",
         type=_positive,
         help="processes sharing the port, one event loop each (default: KEEL_WORKERS, else 1)",
+    )
+    gateway.add_argument(
+        "--middleware",
+        action="append",
+        default=[],
+        metavar="MODULE:NAME",
+        help="ASGI middleware around the gateway (repeatable; the first is outermost)",
     )
     gateway.set_defaults(run=_gateway)
     return root

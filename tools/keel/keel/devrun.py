@@ -103,7 +103,12 @@ async def run(services_dir: Path, registry: Path, gen: Path, gateway_port: int =
             str(gen),
             "--port",
             str(gateway_port),
-            env={**os.environ, "PYTHONPATH": path, "KEEL_REGISTRY": str(registry.resolve())},
+            env={
+                **os.environ,
+                "PYTHONPATH": path,
+                "KEEL_REGISTRY": str(registry.resolve()),
+                "KEEL_LOG_FORMAT": "console",
+            },
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
         )

@@ -67,6 +67,9 @@ class Catalog:
             raise NotFoundError(product_id)
         return product
 
+    def exists(self, product_id: str) -> bool:
+        return self.store.get(product_id) is not None
+
     def page(self, offset: int, limit: int) -> tuple[list[Product], int | None]:
         products = self.store.page(offset, limit)
         following = offset + len(products)

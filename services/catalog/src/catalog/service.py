@@ -36,7 +36,7 @@ def to_proto(product: Product) -> catalog_pb2.Product:
 def _offset(token: str) -> int:
     if not token:
         return 0
-    if not token.isdigit():
+    if not (token.isascii() and token.isdigit()):
         raise keel.errors.InvalidArgument(
             "page_token is not one this service issued",
             field_violations={"page_token": "use next_page_token from a previous response"},
@@ -104,8 +104,18 @@ class CatalogService(catalog_keel.CatalogServiceBase):
         self, request: catalog_pb2.ReserveStockRequest, context: keel.Context
     ) -> catalog_pb2.ReserveStockResponse:
         lines = [(line.product_id, line.quantity) for line in request.lines]
-        for product_id, _ in lines:
-            self._get(product_id)
+        missing = {
+            f"lines[{i}].product_id": f"product {product_id} does not exist"
+            for i, (product_id, _) in enumerate(lines)
+            if not self.catalog.exists(product_id)
+        }
+        if missing:
+            raise keel.errors.NotFound(
+                next(iter(missing.values())),
+                field_violations=missing,
+                reason="PRODUCT_NOT_FOUND",
+                domain="catalog.acme",
+            )
         try:
             reservation = self.catalog.reserve(request.order_id, lines)
         except OutOfStockError as error:

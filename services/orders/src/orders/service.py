@@ -32,14 +32,22 @@ def _now() -> timestamp_pb2.Timestamp:
 
 
 def _dependency_error(peer: str, error: grpc.aio.AioRpcError) -> keel.errors.KeelError:
-    """What our caller sees when a call to `peer` failed."""
+    """What our caller sees when a call to `peer` failed (the peer's details travel on)."""
     code = error.code()
     if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
         return keel.errors.Unavailable(f"{peer} is unavailable, try again", retry_after=1.0)
-    if code == grpc.StatusCode.NOT_FOUND:
-        return keel.errors.InvalidArgument(error.details() or f"{peer}: not found")
+    caught = keel.errors.from_rpc_error(error)
+    if code == grpc.StatusCode.NOT_FOUND:  # something the order names does not exist
+        named = "; ".join(f"{v.field}: {v.description}" for v in caught.field_violations)
+        return keel.errors.InvalidArgument(
+            named or caught.message or f"{peer}: not found",
+            field_violations=caught.field_violations,
+            reason=caught.reason,
+            domain=caught.domain,
+            metadata=caught.metadata,
+        )
     if code == grpc.StatusCode.FAILED_PRECONDITION:
-        return keel.errors.FailedPrecondition(error.details() or f"{peer} refused")
+        return caught
     return keel.errors.Internal(f"{peer} failed: {code.name}")
 
 
@@ -161,7 +169,7 @@ class OrderService(orders_keel.OrderServiceBase):
         orders = self.store.of_customer(request.customer_id)
         offset = 0
         if request.page_token:
-            if not request.page_token.isdigit():
+            if not (request.page_token.isascii() and request.page_token.isdigit()):
                 raise keel.errors.InvalidArgument(
                     "page_token is not one this service issued",
                     field_violations={"page_token": "use next_page_token from a response"},

@@ -89,7 +89,8 @@ class RouteTable:
 
     @classmethod
     def from_generated(cls, gen: Path) -> RouteTable:
-        """Every service declared by the `*_keel.py` modules under `gen` (an import root).
+        """Every service declared by the `*_keel.py` modules under `gen` (an import root),
+        with every message type of the `*_pb2.py` modules known (for error details).
 
         `gen` is made importable whatever its package names (`keel.genroot`: a generated
         `test/` folder is merged into the standard library's `test`); a file that can never be
@@ -100,7 +101,8 @@ class RouteTable:
         blocked = genroot.unimportable(gen, generated)
         if blocked:
             raise genroot.UnimportableError(blocked)
-        modules = [name for name in generated if name.endswith("_keel.py")]
+        # Every message module too: a service may put any generated type in error details.
+        modules = [name for name in generated if name.endswith(("_keel.py", "_pb2.py"))]
         genroot.install(gen.resolve())
         services = []
         for name in modules:

@@ -2,27 +2,56 @@
 
 from __future__ import annotations
 
+import importlib
 import socket
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import uvicorn
 
-from keel.gateway.app import Gateway
+from keel.gateway.app import Gateway, Middleware
 from keel.gateway.routes import RouteTable
-from keel.runtime import config, workers
+from keel.runtime import config, logs, tracing, workers
+
+_log = logs.get_logger("keel.gateway")
+SERVICE_NAME = "keel-gateway"
+"""The gateway's OpenTelemetry service name."""
 
 
-def build(gen: Path, targets: Mapping[str, str], default_target: str | None) -> Gateway:
-    """A gateway for every `google.api.http` method in the generated code under `gen`."""
+def build(
+    gen: Path,
+    targets: Mapping[str, str],
+    default_target: str | None,
+    middleware: Sequence[Middleware] = (),
+) -> Gateway:
+    """A gateway for every `google.api.http` method in the generated code under `gen`, tracing
+    when KEEL_OTLP_ENDPOINT says so (set up here: in each worker, after the fork)."""
+    settings = config.current()
+    if settings.otlp_endpoint:
+        tracing.configure(settings.otlp_endpoint, SERVICE_NAME, settings.trace_sample_ratio)
     return Gateway(
         RouteTable.from_generated(gen),
         targets=targets,
         default_target=default_target,
-        settings=config.current(),
+        settings=settings,
+        middleware=middleware,
     )
+
+
+def load_middleware(reference: str) -> Middleware:
+    """`package.module:name`: an ASGI middleware class or factory taking the app."""
+    module_name, _, attribute = reference.partition(":")
+    if not module_name or not attribute:
+        raise ValueError(f"{reference!r}: expected MODULE:NAME")
+    try:
+        found: Middleware = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as error:
+        raise ValueError(f"{reference!r}: {error}") from None
+    if not callable(found):
+        raise ValueError(f"{reference!r} is not a class or function taking the app")
+    return found
 
 
 def uvicorn_config(app: Any, host: str, port: int) -> uvicorn.Config:
@@ -52,7 +81,7 @@ def _reuse_port_socket(host: str, port: int) -> socket.socket:
 
 
 def _announce(routes: int, host: str, port: int) -> None:
-    print(f"keel gateway: {routes} routes on http://{host}:{port}", flush=True)
+    _log.info("serving", routes=routes, url=f"http://{host}:{port}")
 
 
 def run(
@@ -63,23 +92,27 @@ def run(
     port: int,
     *,
     worker_count: int = 1,
+    middleware: Sequence[Middleware] = (),
 ) -> int:
     """Serve until SIGTERM/SIGINT; the exit status.
 
     With `worker_count` > 1, that many processes each run a gateway on the same port
     (SO_REUSEPORT: the kernel spreads connections); `/metrics` shows them merged.
     """
+    settings = config.current()
+    logs.configure(settings.log_level, console=settings.console_logs)
     if worker_count <= 1:
-        gateway = build(gen, targets, default_target)
+        gateway = build(gen, targets, default_target, middleware)
         _announce(len(gateway.routes.routes), host, port)
         uvicorn.Server(uvicorn_config(gateway, host, port)).run()
+        tracing.shutdown()
         return 0
     _announce(len(RouteTable.from_generated(gen).routes), host, port)
 
     def worker() -> None:
         sock = _reuse_port_socket(host, port)
-        app = build(gen, targets, default_target)
+        app = build(gen, targets, default_target, middleware)
         uvicorn.Server(uvicorn_config(app, host, port)).run(sockets=[sock])
+        tracing.shutdown()
 
-    settings = replace(config.current(), workers=worker_count)
-    return workers.run(worker, settings, serve_metrics=False)
+    return workers.run(worker, replace(settings, workers=worker_count), serve_metrics=False)

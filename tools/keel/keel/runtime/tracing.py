@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import os
 import random
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any, cast
@@ -160,18 +160,41 @@ def start_server_span(
     trace context, and downstream servers drop theirs too). End with `end_server_span`.
     """
     carrier = {k: v for k, v in metadata if k in _CARRIED and isinstance(v, str)}
+    return _start_span(tracer, path[1:], carrier, _attributes(path))
+
+
+def start_edge_span(
+    tracer: trace.Tracer, name: str, headers: Mapping[str, str], attributes: dict[str, Any]
+) -> ServerSpan | None:
+    """Start the SERVER span of a request at the edge (the REST gateway), made current: a child
+    of the span in the request's `traceparent` header, else a new trace sampled as a server's.
+    End it with `end_span`."""
+    carrier = {k: v for k, v in headers.items() if k in _CARRIED}
+    return _start_span(tracer, name, carrier, attributes)
+
+
+def _start_span(
+    tracer: trace.Tracer, name: str, carrier: dict[str, str], attributes: dict[str, Any]
+) -> ServerSpan | None:
     parent = propagate.extract(carrier) if carrier else None
     chosen = None if carrier else _new_trace_choice(tracer)
     if chosen is False:
         _dropped.set(True)  # the call runs in its own task: this ends with it
         return None
     span = tracer.start_span(
-        path[1:],
+        name,
         context=_CHOSEN_CONTEXT if chosen else parent,
         kind=SpanKind.SERVER,
-        attributes=_attributes(path),
+        attributes=attributes,
     )
     return span, otel_context.attach(trace.set_span_in_context(span, parent))
+
+
+def end_span(started: ServerSpan) -> None:
+    """End a span from `start_edge_span` and restore the context before it."""
+    span, token = started
+    otel_context.detach(cast("Any", token))
+    span.end()
 
 
 def end_server_span(started: ServerSpan, code: grpc.StatusCode) -> None:

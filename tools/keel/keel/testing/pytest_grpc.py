@@ -67,7 +67,7 @@ def _run(coroutine: Any, context: grpc.ServicerContext) -> Any:
     try:
         return asyncio.run_coroutine_threadsafe(coroutine, _event_loop()).result()
     except KeelError as error:
-        context.abort(error.code, error.message)
+        context.abort(error.code(), error.message)
     except _AbortError as error:
         context.abort(error.code, error.details)
 

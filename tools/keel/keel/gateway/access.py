@@ -1,0 +1,70 @@
+"""Each request at the edge: one log line, and the SERVER span that starts its trace.
+
+The line (`event: "http"`) carries the HTTP method, the route template that matched, the
+status, the duration, the correlation id (`X-Request-Id`, sent to every service the request
+reaches) and the verified subject. The span follows OpenTelemetry's HTTP conventions; the calls
+the request makes are its children, so one trace goes from the edge through every service.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from opentelemetry.trace import Status, StatusCode
+
+from keel.runtime import tracing
+from keel.runtime.logs import HotLogger
+
+_lines = HotLogger("keel.gateway")
+
+
+class AccessRecord:
+    """What one request did, logged (and its span ended) by `finish`."""
+
+    __slots__ = ("_began", "_span", "correlation_id", "method", "route", "subject")
+
+    def __init__(self, method: str, correlation_id: str, headers: Mapping[str, str]) -> None:
+        self._began = time.perf_counter()
+        self.method = method
+        self.correlation_id = correlation_id
+        self.route = ""
+        """The template of the route that matched ("" when none did)."""
+        self.subject = ""
+        tracer = tracing.tracer()
+        self._span = None
+        if tracer is not None:
+            attributes: dict[str, Any] = {"http.request.method": method}
+            self._span = tracing.start_edge_span(tracer, method, headers, attributes)
+
+    def matched(self, route: str) -> None:
+        self.route = route
+        if self._span is not None:
+            span = self._span[0]
+            span.update_name(f"{self.method} {route}")
+            span.set_attribute("http.route", route)
+
+    def finish(self, status: int) -> None:
+        """Log the request's line and end its span (`status` 499: the client went away)."""
+        elapsed = time.perf_counter() - self._began
+        if self._span is not None:
+            span = self._span[0]
+            if span.is_recording():
+                span.set_attribute("http.response.status_code", status)
+                if status >= 500:
+                    span.set_status(Status(StatusCode.ERROR))
+            tracing.end_span(self._span)
+        with contextlib.suppress(OSError, ValueError):  # stdout closed: answered all the same
+            _lines.line(
+                "http",
+                {
+                    "method": self.method,
+                    "route": self.route,
+                    "status": status,
+                    "duration_ms": round(elapsed * 1000, 3),
+                    "correlation_id": self.correlation_id,
+                    "subject": self.subject,
+                },
+            )

@@ -1,0 +1,88 @@
+"""What a REST request sends upstream besides its message: metadata and a deadline.
+
+Metadata: the request id, `Authorization`, the trace context (when the gateway does not trace
+itself), every `Grpc-Metadata-<key>` header as `<key>`, and `X-Forwarded-For` with the client
+appended. `-bin` keys carry base64 in HTTP and bytes in gRPC. The deadline is `Grpc-Timeout`,
+else the method's, the service's, then KEEL_EDGE_TIMEOUT; never over KEEL_EDGE_MAX_TIMEOUT.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from keel.gateway.protojson import InputError
+from keel.runtime import tracing
+from keel.runtime.config import Settings
+from keel.runtime.spec import MethodSpec, ServiceSpec
+
+_TIMEOUT = re.compile(r"^(\d{1,8})([HMSmun])$")
+_UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
+_TRACE_CONTEXT = ("traceparent", "tracestate")
+_METADATA_KEY = re.compile(r"[0-9a-z_.\-]+")
+_METADATA_VALUE = re.compile(r"[\x20-\x7e]*")
+_PREFIX = "grpc-metadata-"
+
+Metadata = list[tuple[str, str | bytes]]
+
+
+def grpc_timeout(value: str) -> float | None:
+    """Seconds from a `Grpc-Timeout` header (`5S`, `250m`), None if malformed."""
+    match = _TIMEOUT.match(value.strip())
+    return None if match is None else int(match[1]) * _UNITS[match[2]]
+
+
+def _binary(key: str, value: str) -> bytes:
+    """A `-bin` header's bytes: base64, standard or URL-safe, padded or not."""
+    padded = value.strip() + "=" * (-len(value.strip()) % 4)
+    try:
+        return base64.b64decode(padded.replace("-", "+").replace("_", "/"), validate=True)
+    except (binascii.Error, ValueError):
+        raise InputError(f"header {key!r} must be base64 (a -bin key carries bytes)") from None
+
+
+def metadata(headers: Mapping[str, str], client: tuple[str, int] | None) -> Metadata:
+    """The gRPC metadata of a request from its (lower-cased) headers and client address."""
+    found: Metadata = [("x-request-id", headers["x-request-id"])]
+    if "authorization" in headers:
+        found.append(("authorization", headers["authorization"]))
+    if not tracing.enabled():  # when tracing, the edge span's own context is sent instead
+        found += [(k, headers[k]) for k in _TRACE_CONTEXT if k in headers]
+    for key, text in headers.items():
+        if not key.startswith(_PREFIX):
+            continue
+        name = key.removeprefix(_PREFIX)
+        if not _METADATA_KEY.fullmatch(name):
+            raise InputError(f"header {key!r} cannot travel as gRPC metadata")
+        if name.endswith("-bin"):
+            found.append((name, _binary(key, text)))
+            continue
+        found.append((name, text))
+    forwarded: str | None = headers.get("x-forwarded-for")
+    if client:
+        forwarded = f"{forwarded}, {client[0]}" if forwarded else client[0]
+    if forwarded:
+        found.append(("x-forwarded-for", forwarded))
+    for key, value in found:
+        if isinstance(value, str) and not _METADATA_VALUE.fullmatch(value):
+            raise InputError(f"header {key!r} has characters gRPC metadata cannot carry")
+    return found
+
+
+def deadline(
+    headers: Mapping[str, str],
+    method: MethodSpec[Any, Any],
+    service: ServiceSpec,
+    settings: Settings,
+) -> float:
+    """Seconds the upstream call may take."""
+    asked = headers.get("grpc-timeout")
+    timeout = grpc_timeout(asked) if asked is not None else None
+    if asked is not None and timeout is None:
+        raise InputError(f"header grpc-timeout {asked!r} is not a gRPC timeout (e.g. 5S, 250m)")
+    timeout = timeout or method.timeout or service.default_timeout or settings.edge_timeout
+    cap = settings.edge_max_timeout
+    return min(timeout, cap) if cap else timeout
