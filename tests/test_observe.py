@@ -22,7 +22,8 @@ import prometheus_client
 import pytest
 import structlog
 from keel.runtime import logs, propagation
-from keel.runtime.observe import MethodObserver, Observation, ServerMetrics
+from keel.runtime.metrics import ServerMetrics
+from keel.runtime.observe import MethodObserver, Observation
 from prometheus_client import REGISTRY, CollectorRegistry
 from structlog.testing import capture_logs
 

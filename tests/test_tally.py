@@ -11,15 +11,15 @@ from typing import Any
 import grpc
 import prometheus_client
 import pytest
-from keel.runtime import observe, tally
-from keel.runtime.observe import (
+from keel.runtime import tally
+from keel.runtime.metrics import (
     CallMetrics,
     ClientMetrics,
     ClientObserver,
-    MethodObserver,
-    Observation,
     ServerMetrics,
+    method_labels,
 )
+from keel.runtime.observe import MethodObserver, Observation
 from keel.runtime.spec import MethodSpec
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
@@ -38,7 +38,7 @@ CALLS = (
 )
 
 
-_labels = observe.method_labels
+_labels = method_labels
 
 
 Call = tuple[MethodSpec[Any, Any], float, grpc.StatusCode]
@@ -162,11 +162,11 @@ def test_client_counts_are_shared_apart_from_server_counts(
 
 FORGET = """
 import os, sys
-from keel.runtime import observe
-before = observe.client_metrics(), observe.default_metrics()  # made before any fork
+from keel.runtime import metrics
+before = metrics.client_metrics(), metrics.default_metrics()  # made before any fork
 os.environ["PROMETHEUS_MULTIPROC_DIR"] = sys.argv[1]
-observe.forget_default_metrics()  # what the worker supervisor does before it forks
-after = observe.client_metrics(), observe.default_metrics()  # no clash in the registry
+metrics.forget_default_metrics()  # what the worker supervisor does before it forks
+after = metrics.client_metrics(), metrics.default_metrics()  # no clash in the registry
 print(before[0] is after[0], before[1] is after[1], after[0].folder, after[1].folder)
 """
 

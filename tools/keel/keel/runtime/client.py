@@ -22,7 +22,7 @@ from keel.runtime import config, discovery, propagation, tracing
 from keel.runtime.breaker import BREAKERS
 from keel.runtime.channels import open_channel
 from keel.runtime.config import Settings
-from keel.runtime.observe import ClientObserver, client_metrics
+from keel.runtime.metrics import ClientObserver, client_metrics
 from keel.runtime.spec import MethodSpec, RequestT, ResponseT, ServiceSpec
 
 Metadata: TypeAlias = Sequence[tuple[str, str | bytes]]

@@ -20,7 +20,8 @@ from grpc_reflection.v1alpha import reflection
 from keel.runtime import logs, tracing
 from keel.runtime.config import ConfigError, Settings
 from keel.runtime.handlers import add_to_server
-from keel.runtime.observe import Observation, default_metrics
+from keel.runtime.metrics import default_metrics
+from keel.runtime.observe import Observation
 from keel.runtime.service import ServiceBase
 
 _log = logs.get_logger("keel.server")

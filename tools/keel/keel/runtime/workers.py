@@ -21,7 +21,7 @@ from collections.abc import Callable
 import prometheus_client
 from prometheus_client import CollectorRegistry, multiprocess, values
 
-from keel.runtime import logs, observe, tally
+from keel.runtime import logs, metrics, tally
 from keel.runtime.config import Settings
 
 _log = logs.get_logger("keel.workers")
@@ -75,7 +75,7 @@ def run(target: Callable[[], None], settings: Settings, *, serve_metrics: bool =
     """
     share = bool(settings.metrics_port) or not serve_metrics
     folder = _share_metrics() if share else ""
-    observe.forget_default_metrics()  # each worker makes its own, in the shared folder
+    metrics.forget_default_metrics()  # each worker makes its own, in the shared folder
     pids = [_fork(target) for _ in range(settings.workers)]
     if settings.metrics_port and serve_metrics:
         prometheus_client.start_http_server(
