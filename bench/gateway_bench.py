@@ -1,4 +1,4 @@
-"""REST through the gateway vs direct gRPC vs a hand-written FastAPI proxy (issue 4's benchmark).
+"""REST through the gateway vs direct gRPC vs a hand-written FastAPI proxy.
 
 One raw grpc.aio echo server is the upstream of every proxy. Each proxy runs in its own
 process on uvicorn (uvloop + httptools) and is loaded by wrk (Debian), a C program that is not

@@ -1,4 +1,4 @@
-"""Echo unary over loopback: keel.Server vs raw grpc.aio, loaded by h2load (issue 3's benchmark).
+"""Echo unary over loopback: keel.Server vs raw grpc.aio, loaded by h2load.
 
 Server and load generator are separate processes; h2load (Debian's nghttp2-client) sends gRPC
 frames for a fraction of a core, so the server is what is measured. Each row is measured in this
