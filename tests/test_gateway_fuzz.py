@@ -72,3 +72,8 @@ def test_no_server_errors(case: schemathesis.Case[Any], base_url: str) -> None:
     assert response.status_code < 500, (case.method, case.formatted_path, response.text)
     content_type = (response.headers.get("content-type") or [""])[0]
     assert content_type.startswith("application/json"), content_type
+    if response.status_code >= 400:  # a google.rpc.Status in proto JSON's words, not Python's
+        error = response.json()
+        assert set(error) == {"code", "message", "details"}, error
+        for python in ("invalid literal", "bytes-like", "Traceback", "object has no attribute"):
+            assert python not in error["message"], error
