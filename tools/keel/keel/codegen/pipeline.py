@@ -12,6 +12,7 @@ import importlib.util
 import json
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -228,14 +229,25 @@ def run(workspace_dir: Path, out: Path, paths: Sequence[str] = (), force: bool =
             return Result(True, None, time.perf_counter() - started)
         files = generate_files(workspace, paths)
     else:  # generating whatever the inputs: hash them in a thread while buf compiles them
-        from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415
-
         if not paths:  # image.build walks the workspace too: walk once, before two threads
             workspace.proto_files  # noqa: B018
-        with ThreadPoolExecutor(1) as pool:
-            hashing = pool.submit(fingerprint, workspace, paths)
+        hashed: list[str | BaseException] = []
+
+        def hash_inputs() -> None:
+            try:
+                hashed.append(fingerprint(workspace, paths))
+            except BaseException as error:  # raised again below, in this thread
+                hashed.append(error)
+
+        thread = threading.Thread(target=hash_inputs)
+        thread.start()
+        try:
             files = generate_files(workspace, paths)
-            print_ = hashing.result()
+        finally:
+            thread.join()
+        if isinstance(hashed[0], BaseException):
+            raise hashed[0]
+        print_ = hashed[0]
     out.mkdir(parents=True, exist_ok=True)
     report = outputs.sync(out, files, print_)
     return Result(False, report, time.perf_counter() - started)
