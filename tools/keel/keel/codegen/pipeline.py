@@ -25,6 +25,7 @@ from keel.codegen.buf import BufError, run_buf
 from keel.codegen.errors import BuildError, GenerateError
 
 if TYPE_CHECKING:
+    from google.protobuf import descriptor_pb2
     from google.protobuf.compiler import plugin_pb2
 
     from keel.codegen import image
@@ -187,6 +188,28 @@ def _image(workspace: ws.Workspace, paths: Sequence[str]) -> image.Image | None:
     return image.Image(files, user, frozenset(supplied - provided))
 
 
+def _for_protoc(
+    files: descriptor_pb2.FileDescriptorSet, targets: Sequence[str]
+) -> descriptor_pb2.FileDescriptorSet:
+    """The image with only the comments protoc's generators read: grpc_python's, of the services
+    and rpcs of the files generated (protoc's python generator reads none). googleapis-style
+    files are mostly comments; protoc then parses a third of the bytes, in two thirds the time."""
+    from google.protobuf import descriptor_pb2  # noqa: PLC0415
+
+    wanted = set(targets)
+    service = descriptor_pb2.FileDescriptorProto.SERVICE_FIELD_NUMBER
+    slim = descriptor_pb2.FileDescriptorSet()
+    slim.CopyFrom(files)
+    for file in slim.file:
+        if not file.service or file.name not in wanted:
+            file.ClearField("source_code_info")
+            continue
+        kept = [loc for loc in file.source_code_info.location if loc.path[:1] == [service]]
+        del file.source_code_info.location[:]
+        file.source_code_info.location.extend(kept)
+    return slim
+
+
 def generate_files(workspace: ws.Workspace, paths: Sequence[str] = ()) -> dict[str, bytes]:
     """Output path → content for a workspace; raises before anything is written.
 
@@ -210,7 +233,7 @@ def generate_files(workspace: ws.Workspace, paths: Sequence[str] = ()) -> dict[s
         return {}
     request = plugin_pb2.CodeGeneratorRequest(file_to_generate=targets, proto_file=built.files.file)
     with grpc_python.ProtocRun(
-        built.files, targets, ["--python_out", "--grpc_python_out"]
+        _for_protoc(built.files, targets), targets, ["--python_out", "--grpc_python_out"]
     ) as protoc:
         files = _keel(request)
         files.update(_mypy_stubs(request))
