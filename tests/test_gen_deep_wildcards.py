@@ -149,6 +149,22 @@ service ManagedSchemaRegistry {
 """
 )
 
+RETAIL = (
+    HEAD.format(package="deep.retail.v2")
+    + """message Inventory { string name = 1; int32 quantity = 2; }
+message SetInventoryRequest { Inventory inventory = 1; bool allow_missing = 2; }
+message SetInventoryResponse {}
+service ProductService {
+  rpc SetInventory(SetInventoryRequest) returns (SetInventoryResponse) {
+    option (google.api.http) = {
+      post: "/v2/{inventory.name=projects/*/locations/*/catalogs/*/branches/*/products/**}:setInventory"
+      body: "*"
+    };
+  }
+}
+"""  # noqa: E501 (the rule as googleapis writes it)
+)
+
 PROTOS = {
     "proto/deep/shared/v1/shared.proto": SHARED,
     "proto/deep/firestore/v1/firestore.proto": FIRESTORE,
@@ -156,6 +172,7 @@ PROTOS = {
     "proto/deep/remoteworkers/v1test2/bots.proto": BOTS,
     "proto/deep/kms/inventory/v1/key_tracking_service.proto": KMS_INVENTORY,
     "proto/deep/managedkafka/schemaregistry/v1/schema_registry.proto": SCHEMA_REGISTRY,
+    "proto/deep/retail/v2/product_service.proto": RETAIL,  # google/cloud/retail/v2
 }
 DOCUMENTED = [name.removeprefix("proto/").removesuffix(".proto") for name in PROTOS][1:]
 
@@ -250,6 +267,13 @@ def test_generation_succeeds_for_every_file(generated: Path) -> None:
             "/contexts/{context}/schemas/{parent}/versions",
             "get",
             "parent",
+        ),
+        (  # a dotted field documents under its last name, as `{book.name}` does
+            "deep/retail/v2/product_service",
+            "/v2/projects/{project}/locations/{location}/catalogs/{catalog}/branches/{branch}"
+            "/products/{name}:setInventory",
+            "post",
+            "name",
         ),
     ],
 )

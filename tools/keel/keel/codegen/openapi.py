@@ -304,9 +304,11 @@ def _openapi_path(template: Template) -> tuple[str, list[_PathParameter]]:
                     parts.append(inner.value)
                     previous = inner.value
                 elif isinstance(inner, DeepWildcard):
-                    add(field, field, deep=True, whole=segment.segments == (inner,))
+                    add(
+                        segment.field_path[-1], field, deep=True, whole=segment.segments == (inner,)
+                    )
                 else:
-                    add(_singular(previous or field), field)
+                    add(_singular(previous or segment.field_path[-1]), field)
         elif isinstance(segment, Literal):
             parts.append(segment.value)
         else:  # a bare * or ** outside a variable binds no field
