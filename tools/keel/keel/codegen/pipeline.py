@@ -155,7 +155,7 @@ def _image(workspace: ws.Workspace, paths: Sequence[str]) -> image.Image | None:
     """What buf compiles: with `paths`, only the files under them and what those import.
 
     That is what `buf generate --path` compiles; the rest of a large workspace (googleapis:
-    7,000 files, 20 s of buf build) is never read. None when `paths` selects no file.
+    7,000 files, 20 s of buf build) is not compiled. None when `paths` selects no file.
     """
     from google.protobuf import descriptor_pb2  # noqa: PLC0415
 
