@@ -19,13 +19,13 @@ $(BIN)/uv:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet uv==$(UV_VERSION)
 
-$(INSTALLED): $(BIN)/uv requirements.lock pyproject.toml tools/keel/pyproject.toml services/*/pyproject.toml
+$(INSTALLED): Makefile $(BIN)/uv requirements.lock pyproject.toml tools/keel/pyproject.toml services/*/pyproject.toml
 	$(BIN)/uv pip sync --quiet --python $(BIN)/python requirements.lock
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e tools/keel \
 	  -e services/catalog -e services/orders -e services/payments
 	@# gen/ is an import root for everything in this repository's venv, whatever its package names
-	@# (keel.genroot: a generated test/ folder is merged into the standard library's package test).
-	$(BIN)/python -m keel.genroot "$(CURDIR)/gen" > "$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/keel-gen.pth"
+	@# (keel_genroot: a generated test/ folder is merged into the standard library's package test).
+	$(BIN)/python -m keel_genroot "$(CURDIR)/gen" > "$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/keel-gen.pth"
 	touch $@
 
 install: $(INSTALLED) ## create .venv and install the locked dependencies
@@ -56,7 +56,7 @@ check: $(INSTALLED) ## static checks: ruff, mypy --strict, gen drift
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
-	$(BIN)/mypy tools/keel/keel tools/keel/scripts gen tests/*.py tests/servers/*.py bench/*.py \
+	$(BIN)/mypy tools/keel/keel tools/keel/keel_genroot.py tools/keel/scripts gen tests/*.py tests/servers/*.py bench/*.py \
 	  services/*/src services/*/tests
 
 test: $(INSTALLED) ## run the whole test suite (static checks included)

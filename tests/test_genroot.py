@@ -139,7 +139,7 @@ message GetAuthorRequest {
 """
 
 # A plain grpc.aio server on the generated *_pb2_grpc module. Its first argument is a folder
-# holding the .pth file `python -m keel.genroot OUT` prints (what the Makefile installs into the
+# holding the .pth file `python -m keel_genroot OUT` prints (what the Makefile installs into the
 # venv): site.addsitedir reads it the way start-up reads site-packages.
 BACKEND = """\
 import asyncio
@@ -186,7 +186,7 @@ def _pth_folder(tmp_path: Path, out: Path) -> Path:
     folder = tmp_path / "site"
     folder.mkdir()
     lines = subprocess.run(
-        [sys.executable, "-m", "keel.genroot", str(out)],
+        [sys.executable, "-m", "keel_genroot", str(out)],
         capture_output=True,
         text=True,
         check=True,

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 from google.protobuf import descriptor_pb2
 from google.protobuf.compiler import plugin_pb2
-from keel.codegen import image, model, names, plugin
-from keel.codegen import workspace as ws
+from keel.codegen import model, names, plugin
+from keel.toolchain import image
+from keel.toolchain import workspace as ws
 
 from tests.conftest import BIN, write_workspace
 

@@ -7,13 +7,14 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from keel.codegen.errors import BuildError, GenerateError
-from keel.codegen.workspace import WorkspaceError
+from keel.toolchain.errors import BuildError, GenerateError
+from keel.toolchain.workspace import WorkspaceError
 
 
 def _gen(args: argparse.Namespace) -> int:
     from keel import genroot  # noqa: PLC0415
-    from keel.codegen import outputs, pipeline  # noqa: PLC0415 (keeps a no-op `keel gen` fast)
+    from keel.codegen import pipeline  # noqa: PLC0415 (keeps a no-op `keel gen` fast)
+    from keel.toolchain import outputs  # noqa: PLC0415
 
     try:
         result = pipeline.run(args.workspace, args.out, args.path, force=args.force)
@@ -31,7 +32,7 @@ def _gen(args: argparse.Namespace) -> int:
 
 
 def _breaking(args: argparse.Namespace) -> int:
-    from keel.codegen import breaking  # noqa: PLC0415
+    from keel.toolchain import breaking  # noqa: PLC0415
 
     try:
         findings = breaking.check(args.workspace, args.against)

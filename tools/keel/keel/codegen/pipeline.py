@@ -11,24 +11,21 @@ import hashlib
 import importlib.util
 import json
 import sys
-import tempfile
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from keel.codegen import outputs
-from keel.codegen import workspace as ws
-from keel.codegen.buf import BufError, run_buf
-from keel.codegen.errors import BuildError, GenerateError
+from keel.toolchain import outputs
+from keel.toolchain import workspace as ws
+from keel.toolchain.errors import GenerateError
 
 if TYPE_CHECKING:
     from google.protobuf import descriptor_pb2
     from google.protobuf.compiler import plugin_pb2
 
-    from keel.codegen import image
 
 _CODEGEN = Path(__file__).resolve().parent
 _TOOLS = ("buf-bin", "grpcio-tools", "mypy-protobuf", "orjson", "protobuf")
@@ -36,16 +33,16 @@ _TOOLS = ("buf-bin", "grpcio-tools", "mypy-protobuf", "orjson", "protobuf")
 _GENERATOR_SOURCES = (
     "../httprule.py",
     "../naming.py",
-    "errors.py",
+    "../toolchain/errors.py",
+    "../toolchain/image.py",
+    "../toolchain/workspace.py",
     "grpc_python.py",
-    "image.py",
     "model.py",
     "names.py",
     "openapi.py",
     "pipeline.py",
     "plugin.py",
     "render.py",
-    "workspace.py",
 )
 
 
@@ -133,61 +130,6 @@ def _keel(request: plugin_pb2.CodeGeneratorRequest) -> dict[str, bytes]:
     return {file.name: file.content.encode() for file in response.file}
 
 
-def _provided(
-    workspace: ws.Workspace, name: str, modules: Sequence[ws.Module] = (), *, folder: bool = False
-) -> bool:
-    """Whether the user's modules (or these `modules`) have the import path `name` (with
-    `folder`: a .proto file at or under it). Looked up on disk, so that a build limited to some
-    paths does not wait for a walk of the whole workspace (the fingerprint's walk runs beside)."""
-    for module in modules or workspace.modules:
-        target = workspace.root / module.path / name
-        found: Iterable[Path] = []
-        if target.is_file():
-            found = [target] if target.suffix == ".proto" else []
-        elif folder and target.is_dir():
-            found = target.rglob("*.proto")
-        if any(module.selects(file.relative_to(workspace.root).as_posix()) for file in found):
-            return True
-    return False
-
-
-def _image(workspace: ws.Workspace, paths: Sequence[str]) -> image.Image | None:
-    """What buf compiles: with `paths`, only the files under them and what those import.
-
-    That is what `buf generate --path` compiles; the rest of a large workspace (googleapis:
-    7,000 files, 20 s of buf build) is not compiled. None when `paths` selects no file.
-    """
-    from google.protobuf import descriptor_pb2  # noqa: PLC0415
-
-    from keel.codegen import image  # noqa: PLC0415
-
-    if not paths:
-        return image.build(workspace)
-    limits = sorted(
-        f"{ws._relink(module.path)}/{path}"
-        for module in workspace.modules
-        for path in {p.rstrip("/") for p in paths}
-        if _provided(workspace, path, (module,), folder=True)
-    )
-    if not limits:
-        return None
-    supplied = set(ws.supplied_files())
-    provided = {name for name in supplied if _provided(workspace, name)}
-    with tempfile.TemporaryDirectory(prefix="keel-gen-") as tmp:
-        root = Path(tmp)
-        ws.assemble(workspace, root, provided)
-        args = ["build", "--output", "image.binpb"]
-        for limit in limits:
-            args += ["--path", limit]
-        try:
-            run_buf(args, root)
-        except BufError as error:
-            raise BuildError(ws.user_paths(str(error), workspace)) from error
-        files = descriptor_pb2.FileDescriptorSet.FromString((root / "image.binpb").read_bytes())
-    user = frozenset(f.name for f in files.file if _provided(workspace, f.name))
-    return image.Image(files, user, frozenset(supplied - provided))
-
-
 def _for_protoc(
     files: descriptor_pb2.FileDescriptorSet, targets: Sequence[str]
 ) -> descriptor_pb2.FileDescriptorSet:
@@ -219,8 +161,9 @@ def generate_files(workspace: ws.Workspace, paths: Sequence[str] = ()) -> dict[s
     from google.protobuf.compiler import plugin_pb2  # noqa: PLC0415
 
     from keel.codegen import grpc_python  # noqa: PLC0415
+    from keel.toolchain import image  # noqa: PLC0415 (imports protobuf: not for a no-op run)
 
-    built = _image(workspace, paths)
+    built = image.build_paths(workspace, paths) if paths else image.build(workspace)
     if built is None:
         return {}
     supplied = set(ws.supplied_files())

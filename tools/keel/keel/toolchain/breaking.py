@@ -15,10 +15,10 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from keel.codegen import image
-from keel.codegen import workspace as ws
-from keel.codegen.buf import BufError, run_buf
-from keel.codegen.errors import BuildError
+from keel.toolchain import image
+from keel.toolchain import workspace as ws
+from keel.toolchain.buf import BufError, run_buf
+from keel.toolchain.errors import BuildError
 
 _BUF_GIT = re.compile(r"^(?P<repo>[^#]*\.git)#(?P<params>.*)$")
 

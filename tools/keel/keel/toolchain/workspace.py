@@ -11,12 +11,12 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cache, cached_property
 from pathlib import Path
 
-from keel.codegen.buf import BufError, run_buf
+from keel.toolchain.buf import BufError, run_buf
 
 KEEL_PROTOS = Path(__file__).resolve().parent.parent / "protos"
 """The protos Keel ships, a buf module of their own."""
@@ -111,7 +111,8 @@ def load(root: Path) -> Workspace:
     return Workspace(root, tuple(modules))
 
 
-def _relink(relpath: str) -> str:
+def linked(relpath: str) -> str:
+    """Where a module at `relpath` of the user's workspace sits in the assembled one."""
     return _LINK if relpath in ("", ".") else f"{_LINK}/{relpath}"
 
 
@@ -130,11 +131,11 @@ def assemble(workspace: Workspace, into: Path, provided: set[str]) -> None:
             target.symlink_to(file)
     lines = ["version: v2", "modules:"]
     for module in workspace.modules:
-        lines.append(f"  - path: {json.dumps(_relink(module.path))}")
+        lines.append(f"  - path: {json.dumps(linked(module.path))}")
         if module.includes:
-            lines.append(f"    includes: {json.dumps([_relink(p) for p in module.includes])}")
+            lines.append(f"    includes: {json.dumps([linked(p) for p in module.includes])}")
         if module.excludes:
-            lines.append(f"    excludes: {json.dumps([_relink(p) for p in module.excludes])}")
+            lines.append(f"    excludes: {json.dumps([linked(p) for p in module.excludes])}")
     if supplied.exists():
         lines.append(f"  - path: {_SUPPLIED}")
     (into / "buf.yaml").write_text("\n".join(lines) + "\n")
@@ -146,3 +147,21 @@ def user_paths(message: str, workspace: Workspace) -> str:
     prefix = "" if shown == "." else f"{shown}/"
     message = re.sub(rf"(?<![\w/.-]){_LINK}/", lambda _: prefix, message)
     return re.sub(rf"(?<![\w/.-]){_SUPPLIED}/", f"{KEEL_PROTOS}/", message)
+
+
+def provides(
+    workspace: Workspace, name: str, modules: Sequence[Module] = (), *, folder: bool = False
+) -> bool:
+    """Whether the user's modules (or these `modules`) have the import path `name` (with
+    `folder`: a .proto file at or under it). Looked up on disk, so that a build limited to some
+    paths does not wait for a walk of the whole workspace."""
+    for module in modules or workspace.modules:
+        target = workspace.root / module.path / name
+        found: Iterable[Path] = []
+        if target.is_file():
+            found = [target] if target.suffix == ".proto" else []
+        elif folder and target.is_dir():
+            found = target.rglob("*.proto")
+        if any(module.selects(file.relative_to(workspace.root).as_posix()) for file in found):
+            return True
+    return False
