@@ -128,3 +128,34 @@ def copy_golden_workspace(tmp_path: Path) -> Path:
     target = tmp_path / "ws"
     shutil.copytree(GOLDEN / "proto", target)
     return target
+
+
+@pytest.fixture
+def spans() -> Iterator[Any]:
+    """Spans of every server and client, kept in memory (an InMemorySpanExporter)."""
+    from keel.runtime import tracing  # noqa: PLC0415
+    from opentelemetry.sdk.trace import TracerProvider  # noqa: PLC0415
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: PLC0415
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import (  # noqa: PLC0415
+        InMemorySpanExporter,
+    )
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracing.use(provider)
+    yield exporter
+    tracing.use(None)
+    provider.shutdown()
+
+
+def answers(url: str) -> bool:
+    """Whether a GET of `url` answers 200 (no proxy; False while nothing listens)."""
+    import urllib.request  # noqa: PLC0415
+
+    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with direct.open(url, timeout=5) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False

@@ -7,8 +7,10 @@ import json
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import keel.testing
 import pytest
@@ -32,15 +34,21 @@ class Reply:
     body: object
 
 
-@pytest.fixture
-async def gateway() -> AsyncIterator[str]:
+@asynccontextmanager
+async def shop_gateway(**options: Any) -> AsyncIterator[str]:
+    """A gateway (`options` for keel.gateway.Gateway) in front of the three example services."""
     services = [CatalogService(seed(MemoryStore())), OrderService(), PaymentService()]
     async with keel.testing.cluster(*services) as running:
         routes = RouteTable.from_generated(REPO / "gen")
         targets = {name: running.address(name) for name in running.servers}
-        app = Gateway(routes, targets=targets, max_body_bytes=4096)
-        async with serve_asgi(app) as url:
+        async with serve_asgi(Gateway(routes, targets=targets, **options)) as url:
             yield url
+
+
+@pytest.fixture
+async def gateway() -> AsyncIterator[str]:
+    async with shop_gateway(max_body_bytes=4096) as url:
+        yield url
 
 
 async def call(

@@ -7,40 +7,28 @@ import asyncio
 import base64
 import json
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
-import keel.testing
 import pytest
-from catalog.service import CatalogService
-from catalog.store import MemoryStore, seed
-from keel.gateway import Gateway, RouteTable
-from keel.runtime import tracing
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
-from orders.service import OrderService
-from payments.service import PaymentService
 from prometheus_client import REGISTRY
 
-from tests.conftest import REPO, serve_asgi
-from tests.test_gateway import call
+from tests.conftest import REPO
+from tests.test_gateway import call, shop_gateway
+
+
+@pytest.fixture
+async def gateway() -> AsyncIterator[str]:
+    async with shop_gateway() as url:
+        yield url
+
 
 ORDER = {
     "customerId": "c_1",
     "paymentMethodToken": "tok_visa",
     "lines": [{"productId": "p_mug", "quantity": 1}],
 }
-
-
-@pytest.fixture
-async def gateway() -> AsyncIterator[str]:
-    services = [CatalogService(seed(MemoryStore())), OrderService(), PaymentService()]
-    async with keel.testing.cluster(*services) as running:
-        routes = RouteTable.from_generated(REPO / "gen")
-        targets = {name: running.address(name) for name in running.servers}
-        async with serve_asgi(Gateway(routes, targets=targets)) as url:
-            yield url
 
 
 async def _raw(url: str, request: bytes) -> tuple[int, bytes]:
@@ -136,27 +124,12 @@ async def test_a_client_leaving_a_stream_cancels_the_upstream_call(
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
 
 
-@pytest.fixture
-def spans() -> Iterator[InMemorySpanExporter]:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    tracing.use(provider)
-    yield exporter
-    tracing.use(None)
-    provider.shutdown()
-
-
 async def test_one_trace_from_the_edge_through_every_service(
     spans: InMemorySpanExporter,
 ) -> None:
-    services = [CatalogService(seed(MemoryStore())), OrderService(), PaymentService()]
-    async with keel.testing.cluster(*services) as running:
-        routes = RouteTable.from_generated(REPO / "gen")
-        targets = {name: running.address(name) for name in running.servers}
-        async with serve_asgi(Gateway(routes, targets=targets)) as url:
-            reply = await call(f"{url}/v1/orders", "POST", ORDER)
-            assert reply.status == 200
+    async with shop_gateway() as url:
+        reply = await call(f"{url}/v1/orders", "POST", ORDER)
+        assert reply.status == 200
     finished = spans.get_finished_spans()
     edge = [s for s in finished if s.name == "POST /v1/orders"]
     assert len(edge) == 1

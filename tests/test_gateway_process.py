@@ -19,7 +19,7 @@ import pytest
 from catalog.service import CatalogService
 from catalog.store import MemoryStore, seed
 
-from tests.conftest import BIN, REPO, free_port
+from tests.conftest import BIN, REPO, answers, free_port
 
 _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 DOC = (REPO / "docs" / "gateway.md").read_text()
@@ -78,7 +78,7 @@ async def gateway(tmp_path: Path) -> AsyncIterator[Running]:
         url = f"http://127.0.0.1:{port}"
         try:
             deadline = time.monotonic() + 30
-            while not await asyncio.to_thread(_answers, f"{url}/healthz"):
+            while not await asyncio.to_thread(answers, f"{url}/healthz"):
                 assert process.poll() is None, log.read_text()
                 assert time.monotonic() < deadline, log.read_text()
                 await asyncio.sleep(0.05)
@@ -86,14 +86,6 @@ async def gateway(tmp_path: Path) -> AsyncIterator[Running]:
         finally:
             process.terminate()
             process.wait(timeout=30)
-
-
-def _answers(url: str) -> bool:
-    try:
-        with _DIRECT.open(url, timeout=5) as response:
-            return bool(response.status == 200)
-    except OSError:
-        return False
 
 
 def _get(url: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str]]:

@@ -21,7 +21,7 @@ import grpc
 import keel
 import pytest
 
-from tests.conftest import BIN, REPO
+from tests.conftest import BIN, REPO, answers
 from tests.test_devrun import SERVICES, _free_pair
 
 README = (REPO / "README.md").read_text()
@@ -78,14 +78,6 @@ class Shop:
         return self.log.read_text()
 
 
-def _answers(url: str) -> bool:
-    try:
-        with _DIRECT.open(url, timeout=5) as response:
-            return bool(response.status == 200)
-    except OSError:
-        return False
-
-
 @pytest.fixture(scope="module")
 def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
     """`keel dev` as `make run` starts it, on free ports."""
@@ -106,7 +98,7 @@ def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
     shop = Shop(port, registry, log)
     try:
         deadline = time.monotonic() + 60
-        while shop.output().count("serving") < 3 or not _answers(f"{shop.url}/healthz"):
+        while shop.output().count("serving") < 3 or not answers(f"{shop.url}/healthz"):
             assert process.poll() is None, shop.output()
             assert time.monotonic() < deadline, shop.output()
             time.sleep(0.05)  # polling for the condition, not waiting a fixed time

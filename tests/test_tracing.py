@@ -24,17 +24,6 @@ from tests.conftest import start_kitchen_server
 from tests.servers.kitchen_server import Front, Pantry, kitchen_keel, kitchen_pb2
 
 
-@pytest.fixture
-def spans() -> Iterator[InMemorySpanExporter]:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    tracing.use(provider)
-    yield exporter
-    tracing.use(None)
-    provider.shutdown()
-
-
 async def test_one_trace_across_two_hops(spans: InMemorySpanExporter) -> None:
     async with keel.Server([Pantry()], port=0, log_calls=False) as pantry:
         front_impl = Front(f"127.0.0.1:{pantry.port}")

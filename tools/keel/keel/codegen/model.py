@@ -121,17 +121,12 @@ class File:
         return tuple(sorted(modules))
 
 
-class _Index:
-    """Messages by full name, for the files reachable from the ones to generate.
-
-    `reach(file)` adds a file and everything it imports, each file once: the request's other
-    files (a large workspace has thousands) cost nothing.
-    """
+class ReachableFiles:
+    """An index of a plugin request's files that fills in lazily: `reach(file)` indexes a file
+    and everything it imports, each file once (`_index`), so the request's other files (a large
+    workspace has thousands) cost nothing."""
 
     def __init__(self, files: Iterable[descriptor_pb2.FileDescriptorProto]) -> None:
-        self.messages: dict[str, TypeRef] = {}
-        self.fields: dict[str, frozenset[str]] = {}
-        self.field_types: dict[str, dict[str, descriptor_pb2.FieldDescriptorProto]] = {}
         self.files = {file.name: file for file in files}
         self._reached: set[str] = set()
 
@@ -143,9 +138,25 @@ class _Index:
                 continue
             self._reached.add(current)
             file = self.files[current]
-            prefix = f".{file.package}" if file.package else ""
-            self._add(names.proto_module(file.name), prefix, "", file.message_type)
+            self._index(file)
             pending.extend(file.dependency)
+
+    def _index(self, file: descriptor_pb2.FileDescriptorProto) -> None:
+        raise NotImplementedError
+
+
+class _Index(ReachableFiles):
+    """Messages by full name, for the files reachable from the ones to generate."""
+
+    def __init__(self, files: Iterable[descriptor_pb2.FileDescriptorProto]) -> None:
+        super().__init__(files)
+        self.messages: dict[str, TypeRef] = {}
+        self.fields: dict[str, frozenset[str]] = {}
+        self.field_types: dict[str, dict[str, descriptor_pb2.FieldDescriptorProto]] = {}
+
+    def _index(self, file: descriptor_pb2.FileDescriptorProto) -> None:
+        prefix = f".{file.package}" if file.package else ""
+        self._add(names.proto_module(file.name), prefix, "", file.message_type)
 
     def _add(
         self,

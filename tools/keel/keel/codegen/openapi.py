@@ -89,37 +89,27 @@ class _Message:
     path: tuple[int, ...]
 
 
-class _Index:
+class _Index(model.ReachableFiles):
     """Messages and enums by full name, for the files reachable from the documented ones.
 
-    One index serves a whole plugin request and fills in lazily: `reach(file)` adds a file and
-    everything it imports (each file once); a file's comments are read the first time one of
-    its messages becomes a schema. A request's other files cost nothing.
+    One index serves a whole plugin request and fills in lazily (each file once, through
+    `reach`); a file's comments are read the first time one of its messages becomes a schema.
     """
 
     def __init__(self, files: Iterable[descriptor_pb2.FileDescriptorProto]) -> None:
+        super().__init__(files)
         self.messages: dict[str, _Message] = {}
         self.enums: dict[str, descriptor_pb2.EnumDescriptorProto] = {}
-        self._files = {file.name: file for file in files}
-        self._reached: set[str] = set()
         self._comments: dict[str, Mapping[tuple[int, ...], str]] = {}
 
-    def reach(self, name: str) -> None:
-        pending = [name]
-        while pending:
-            current = pending.pop()
-            if current in self._reached:
-                continue
-            self._reached.add(current)
-            file = self._files[current]
-            scope = f".{file.package}" if file.package else ""
-            self._add(scope, file.message_type, file.enum_type, current, (4,))
-            pending.extend(file.dependency)
+    def _index(self, file: descriptor_pb2.FileDescriptorProto) -> None:
+        scope = f".{file.package}" if file.package else ""
+        self._add(scope, file.message_type, file.enum_type, file.name, (4,))
 
     def comments(self, file: str) -> Mapping[tuple[int, ...], str]:
         found = self._comments.get(file)
         if found is None:
-            found = self._comments[file] = model.file_comments(self._files[file])
+            found = self._comments[file] = model.file_comments(self.files[file])
         return found
 
     def _add(
