@@ -9,17 +9,29 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from types import TracebackType
 
 import grpc
 import grpc.aio
 from purgatory import AsyncCircuitBreakerFactory
-from purgatory.domain.model import OpenedState
+from purgatory.domain.model import CLOSED, OpenedState
+from purgatory.service._async.circuitbreaker import AsyncCircuitBreaker
 
 FAILURES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
 
 
 def _not_a_failure(error: BaseException) -> bool:
     return not (isinstance(error, grpc.aio.AioRpcError) and error.code() in FAILURES)
+
+
+def opened(target: str) -> grpc.aio.AioRpcError:
+    """The error of a call refused because `target`'s circuit is open."""
+    return grpc.aio.AioRpcError(
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.aio.Metadata(),
+        grpc.aio.Metadata(),
+        details=f"circuit open for {target}: too many recent failures",
+    )
 
 
 class Breakers:
@@ -36,12 +48,12 @@ class Breakers:
             async with breaker:
                 yield
         except OpenedState:
-            raise grpc.aio.AioRpcError(
-                grpc.StatusCode.UNAVAILABLE,
-                grpc.aio.Metadata(),
-                grpc.aio.Metadata(),
-                details=f"circuit open for {target}: too many recent failures",
-            ) from None
+            raise opened(target) from None
+
+    async def breaker(self, target: str, threshold: int, reset: float) -> AsyncCircuitBreaker:
+        """`target`'s circuit, to enter around each call (`async with`); entering an open one
+        raises OpenedState (see `opened`)."""
+        return await self._factory.get_breaker(target, threshold=threshold, ttl=reset)
 
     async def state(self, target: str) -> str:
         """ "closed", "opened" or "half-opened" (for tests and diagnostics)."""
@@ -50,3 +62,30 @@ class Breakers:
 
 
 BREAKERS = Breakers()
+
+
+async def enter(breaker: AsyncCircuitBreaker, target: str) -> None:
+    """Enter `target`'s circuit before a call: UNAVAILABLE at once if it is open.
+
+    A closed circuit has nothing to do on entry, so it is not asked (two awaits and the state
+    machine's calls saved on every call)."""
+    if breaker.context.state == CLOSED:
+        return
+    try:
+        await breaker.__aenter__()
+    except OpenedState:
+        raise opened(target) from None
+
+
+async def leave(
+    breaker: AsyncCircuitBreaker,
+    exc_type: type[BaseException] | None,
+    exc: BaseException | None,
+    tb: TracebackType | None,
+) -> None:
+    """Record a call's outcome on its circuit; a success on a closed circuit with no failures
+    counted changes nothing, so it is not recorded."""
+    context = breaker.context
+    if exc is None and context.state == CLOSED and not context.failure_count:
+        return
+    await breaker.__aexit__(exc_type, exc, tb)

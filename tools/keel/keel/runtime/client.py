@@ -10,14 +10,15 @@ A failed call raises the `keel.errors` class of its status, details parsed (see 
 from __future__ import annotations
 
 from collections.abc import AsyncIterable, AsyncIterator, Sequence
-from contextlib import asynccontextmanager, nullcontext
 from types import TracebackType
 from typing import Any, ClassVar, NamedTuple, Self, TypeAlias
 
 import grpc
 import grpc.aio
+from purgatory.service._async.circuitbreaker import AsyncCircuitBreaker
 
 from keel.errors import DeadlineExceeded, KeelError, from_rpc_error
+from keel.runtime import breaker as circuit
 from keel.runtime import config, discovery, propagation, tracing
 from keel.runtime.breaker import BREAKERS
 from keel.runtime.channels import open_channel
@@ -35,15 +36,86 @@ class _Call(NamedTuple):
     observer: ClientObserver
 
 
-def _client_span(spec: MethodSpec[Any, Any], metadata: list[tuple[str, str | bytes]]) -> Any:
-    tracer = tracing.tracer()
-    if tracer is None:
-        return nullcontext(None)
-    return tracing.client_span(tracer, spec.path, metadata)
-
-
 def _deadline_exceeded(details: str) -> DeadlineExceeded:
     return DeadlineExceeded(details)
+
+
+class _CallScope:
+    """One call's scope (`async with`): a class rather than a generator, because a call's Python
+    time counts several times over in a loaded process."""
+
+    __slots__ = (
+        "_began",
+        "_breaker",
+        "_client",
+        "_metadata",
+        "_observer",
+        "_span",
+        "_span_scope",
+        "_spec",
+        "_timeout",
+    )
+
+    def __init__(
+        self,
+        client: ClientBase,
+        spec: MethodSpec[Any, Any],
+        timeout: float | None,
+        metadata: Metadata | None,
+    ) -> None:
+        self._client = client
+        self._spec = spec
+        self._timeout = timeout
+        self._metadata = metadata
+        self._observer = client._observer(spec)
+        self._began = 0.0
+        self._span_scope: Any = None
+        self._span: Any = None
+        self._breaker: AsyncCircuitBreaker | None = None
+
+    async def __aenter__(self) -> _Call:
+        client, spec = self._client, self._spec
+        self._began = self._observer.started()
+        outbound = propagation.outbound_metadata(self._metadata)
+        tracer = tracing.tracer()
+        if tracer is not None:
+            self._span_scope = tracing.client_span(tracer, spec.path, outbound)
+            self._span = self._span_scope.__enter__()
+        try:
+            call = _Call(client._timeout(spec, self._timeout), outbound, self._observer)
+            breaker = client._breaker or await client._circuit()
+            await circuit.enter(breaker, client._target)
+            self._breaker = breaker
+        except BaseException as error:
+            await self.__aexit__(type(error), error, error.__traceback__)
+            raise
+        return call
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        code = grpc.StatusCode.OK
+        typed: KeelError | None = None
+        if isinstance(exc, KeelError):
+            code = exc.code()
+        elif isinstance(exc, grpc.aio.AioRpcError):
+            code = exc.code()
+            typed = from_rpc_error(exc)  # (the breaker's own too)
+        elif exc is not None:
+            code = grpc.StatusCode.CANCELLED
+        try:
+            if self._breaker is not None:
+                await circuit.leave(self._breaker, exc_type, exc, tb)
+        finally:
+            if self._span_scope is not None:
+                tracing.finish(self._span, code)
+                self._span_scope.__exit__(exc_type, exc, tb)
+            self._observer.finished(self._began, code)
+        if typed is not None:
+            raise typed from None
 
 
 class ClientBase:
@@ -72,6 +144,7 @@ class ClientBase:
         self._settings = settings or config.current()
         self._owns_channel = _owns_channel
         self._callables: dict[str, Any] = {}
+        self._breaker: AsyncCircuitBreaker | None = None
         self._observers: dict[str, ClientObserver] = {}
 
     @classmethod
@@ -157,37 +230,20 @@ class ClientBase:
             self._observers[spec.path] = observer
         return observer
 
-    def _guard(self) -> Any:
-        settings = self._settings
-        return BREAKERS.guard(self._target, settings.breaker_threshold, settings.breaker_reset)
+    async def _circuit(self) -> AsyncCircuitBreaker:
+        """The target's circuit breaker (looked up once per client)."""
+        if self._breaker is None:
+            settings = self._settings
+            self._breaker = await BREAKERS.breaker(
+                self._target, settings.breaker_threshold, settings.breaker_reset
+            )
+        return self._breaker
 
-    @asynccontextmanager
-    async def _call(
+    def _call(
         self, spec: MethodSpec[Any, Any], timeout: float | None, metadata: Metadata | None
-    ) -> AsyncIterator[_Call]:
+    ) -> _CallScope:
         """Around one call: deadline, metadata, span, circuit breaker, metrics, typed errors."""
-        observer = self._observer(spec)
-        began = observer.started()
-        outbound = propagation.outbound_metadata(metadata)
-        with _client_span(spec, outbound) as span:
-            code = grpc.StatusCode.OK
-            try:
-                call = _Call(self._timeout(spec, timeout), outbound, observer)
-                async with self._guard():
-                    yield call
-            except KeelError as error:
-                code = error.code()
-                raise
-            except grpc.aio.AioRpcError as error:
-                code = error.code()
-                raise from_rpc_error(error) from None  # (the breaker's own too)
-            except BaseException:
-                code = grpc.StatusCode.CANCELLED
-                raise
-            finally:
-                if span is not None:
-                    tracing.finish(span, code)
-                observer.finished(began, code)
+        return _CallScope(self, spec, timeout, metadata)
 
     async def _unary(
         self, spec: MethodSpec[Any, Any], request: Any, timeout: float | None, metadata: Any
