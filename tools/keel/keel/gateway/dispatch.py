@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -43,15 +42,19 @@ def failure(match: Match, error: BaseException) -> tuple[int, bytes]:
     return 500, status.body(grpc.StatusCode.INTERNAL, "internal error")
 
 
-@dataclass(frozen=True)
 class UpstreamCall:
     """The gRPC call a request becomes: its method (in `match`), message, deadline, metadata."""
 
-    upstreams: Upstreams
-    match: Match
-    request: Any
-    timeout: float
-    metadata: Metadata
+    __slots__ = ("match", "metadata", "request", "timeout", "upstreams")
+
+    def __init__(
+        self, upstreams: Upstreams, match: Match, request: Any, timeout: float, metadata: Metadata
+    ) -> None:
+        self.upstreams = upstreams
+        self.match = match
+        self.request = request
+        self.timeout = timeout
+        self.metadata = metadata
 
     async def unary(self, exchange: Exchange) -> None:
         method = self.match.route.method

@@ -65,12 +65,8 @@ BREAKERS = Breakers()
 
 
 async def enter(breaker: AsyncCircuitBreaker, target: str) -> None:
-    """Enter `target`'s circuit before a call: UNAVAILABLE at once if it is open.
-
-    A closed circuit has nothing to do on entry, so it is not asked (two awaits and the state
-    machine's calls saved on every call)."""
-    if breaker.context.state == CLOSED:
-        return
+    """Enter `target`'s circuit before a call: UNAVAILABLE at once if it is open. (A closed
+    circuit has nothing to do on entry: callers may skip this when its state is CLOSED.)"""
     try:
         await breaker.__aenter__()
     except OpenedState:
@@ -83,9 +79,18 @@ async def leave(
     exc: BaseException | None,
     tb: TracebackType | None,
 ) -> None:
-    """Record a call's outcome on its circuit; a success on a closed circuit with no failures
-    counted changes nothing, so it is not recorded."""
-    context = breaker.context
-    if exc is None and context.state == CLOSED and not context.failure_count:
-        return
+    """Record a call's outcome on its circuit. (A success changes nothing unless the circuit is
+    `counting`: callers may skip this then.)"""
     await breaker.__aexit__(exc_type, exc, tb)
+
+
+def closed(breaker: AsyncCircuitBreaker) -> bool:
+    """Whether the circuit is closed (entering it then does nothing)."""
+    return breaker.context.state == CLOSED
+
+
+def counting(breaker: AsyncCircuitBreaker) -> bool:
+    """Whether a success means something to the circuit: it is not closed, or it has counted
+    failures that a success resets."""
+    context = breaker.context
+    return context.state != CLOSED or bool(context.failure_count)

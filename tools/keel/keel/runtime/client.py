@@ -84,7 +84,8 @@ class _CallScope:
         try:
             call = _Call(client._timeout(spec, self._timeout), outbound, self._observer)
             breaker = client._breaker or await client._circuit()
-            await circuit.enter(breaker, client._target)
+            if not circuit.closed(breaker):  # a closed circuit has nothing to do on entry
+                await circuit.enter(breaker, client._target)
             self._breaker = breaker
         except BaseException as error:
             await self.__aexit__(type(error), error, error.__traceback__)
@@ -107,8 +108,9 @@ class _CallScope:
         elif exc is not None:
             code = grpc.StatusCode.CANCELLED
         try:
-            if self._breaker is not None:
-                await circuit.leave(self._breaker, exc_type, exc, tb)
+            breaker = self._breaker
+            if breaker is not None and (exc is not None or circuit.counting(breaker)):
+                await circuit.leave(breaker, exc_type, exc, tb)
         finally:
             if self._span_scope is not None:
                 tracing.finish(self._span, code)
@@ -192,17 +194,15 @@ class ClientBase:
 
     def _timeout(self, spec: MethodSpec[Any, Any], timeout: float | None) -> float:
         """The call's deadline in seconds from now (raises DEADLINE_EXCEEDED if none is left)."""
-        service = getattr(self, "__keel_service__", None)
-        chosen = next(
-            t
-            for t in (
-                timeout,
-                spec.timeout,
-                service.default_timeout if service and service.name == spec.service else None,
-                self._settings.default_timeout,
-            )
-            if t is not None
-        )
+        chosen = timeout
+        if chosen is None:
+            chosen = spec.timeout
+        if chosen is None:
+            service = getattr(self, "__keel_service__", None)
+            if service is not None and service.name == spec.service:
+                chosen = service.default_timeout
+        if chosen is None:
+            chosen = self._settings.default_timeout
         remaining = propagation.remaining()
         if remaining is None:
             return chosen

@@ -89,12 +89,15 @@ def outbound_metadata(
 ) -> list[tuple[str, str | bytes]]:
     """The caller's metadata plus correlation id, trace context and caller identity."""
     result = list(metadata or ())
-    present = {key for key, _ in result}
     current = _inbound.get()
+    if current is None:  # not handling a call: only the correlation id may be missing
+        if not any(key == CORRELATION_HEADER for key, _ in result):
+            result.append((CORRELATION_HEADER, new_id()))
+        return result
+    present = {key for key, _ in result}
     if CORRELATION_HEADER not in present:
-        result.append((CORRELATION_HEADER, current.correlation_id if current else new_id()))
-    if current is not None:
-        result.extend((k, v) for k, v in passed_on(current) if k not in present)
-        if CALLER not in present:
-            result.append((CALLER, current.service))
+        result.append((CORRELATION_HEADER, current.correlation_id))
+    result.extend((k, v) for k, v in passed_on(current) if k not in present)
+    if CALLER not in present:
+        result.append((CALLER, current.service))
     return result
