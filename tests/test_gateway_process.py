@@ -135,3 +135,41 @@ def test_a_middleware_that_does_not_load_is_a_clear_error(tmp_path: Path) -> Non
     assert done.returncode == 2
     assert "keel gateway: --middleware 'nope:Thing'" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+async def test_keel_log_calls_false_turns_the_request_line_off(tmp_path: Path) -> None:
+    async with keel.testing.cluster(CatalogService(seed(MemoryStore()))) as running:
+        port = free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("KEEL_", "OTEL_"))}
+        env.update(KEEL_LOG_FORMAT="json", KEEL_LOG_CALLS="false")
+        process = subprocess.Popen(
+            [
+                str(BIN / "keel"),
+                "gateway",
+                "--gen",
+                str(REPO / "gen"),
+                "--default-target",
+                running.address("acme.catalog.v1.CatalogService"),
+                "--port",
+                str(port),
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        try:
+            url = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + 30
+            while not await asyncio.to_thread(answers, f"{url}/healthz"):
+                assert process.poll() is None
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.05)
+            status, _ = await asyncio.to_thread(_get, f"{url}/v1/products/p_mug")
+            assert status == 200
+        finally:
+            process.terminate()
+            output, _ = process.communicate(timeout=30)
+    events = [json.loads(line).get("event") for line in output.splitlines() if line.strip()]
+    assert "serving" in events
+    assert "http" not in events

@@ -2,8 +2,9 @@
 
 The line (`event: "http"`) carries the HTTP method, the route template that matched, the
 status, the duration, the correlation id (`X-Request-Id`, sent to every service the request
-reaches) and the verified subject. The span follows OpenTelemetry's HTTP conventions; the calls
-the request makes are its children, so one trace goes from the edge through every service.
+reaches) and the verified subject; KEEL_LOG_CALLS=false turns it off, as it does the services'
+per-call lines. The span follows OpenTelemetry's HTTP conventions; the calls the request makes
+are its children, so one trace goes from the edge through every service.
 """
 
 from __future__ import annotations
@@ -24,10 +25,13 @@ _lines = HotLogger("keel.gateway")
 class AccessRecord:
     """What one request did, logged (and its span ended) by `finish`."""
 
-    __slots__ = ("_began", "_span", "correlation_id", "method", "route", "subject")
+    __slots__ = ("_began", "_log", "_span", "correlation_id", "method", "route", "subject")
 
-    def __init__(self, method: str, correlation_id: str, headers: Mapping[str, str]) -> None:
+    def __init__(
+        self, method: str, correlation_id: str, headers: Mapping[str, str], *, log: bool = True
+    ) -> None:
         self._began = time.perf_counter()
+        self._log = log
         self.method = method
         self.correlation_id = correlation_id
         self.route = ""
@@ -56,6 +60,8 @@ class AccessRecord:
                 if status >= 500:
                     span.set_status(Status(StatusCode.ERROR))
             tracing.end_span(self._span)
+        if not self._log:
+            return
         with contextlib.suppress(OSError, ValueError):  # stdout closed: answered all the same
             _lines.line(
                 "http",

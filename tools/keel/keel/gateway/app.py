@@ -138,7 +138,7 @@ class Gateway:
         request_id = headers.get("x-request-id") or propagation.new_id()
         headers["x-request-id"] = request_id
         exchange = Exchange(send)
-        record = AccessRecord(scope["method"], request_id, headers)
+        record = AccessRecord(scope["method"], request_id, headers, log=self.settings.log_calls)
         try:
             await self._handle(scope, receive, headers, exchange, record)
         except Exception:  # an edge answers JSON, never a stack trace
