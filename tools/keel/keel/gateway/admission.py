@@ -29,11 +29,13 @@ class Refusal:
     headers: Headers = field(default_factory=list)
 
 
-@dataclass(frozen=True)
 class Admitted:
     """A request let in, with the verified claims of its token (None without one)."""
 
-    claims: dict[str, Any] | None
+    __slots__ = ("claims",)
+
+    def __init__(self, claims: dict[str, Any] | None) -> None:
+        self.claims = claims
 
     @property
     def subject(self) -> str:

@@ -101,20 +101,27 @@ class Gateway:
                 "NO AUTHENTICATION: no JWT keys configured (KEEL_JWT_SECRET, KEEL_JWKS_FILE or "
                 "KEEL_JWKS_URL); every method is reachable without a token. Development only."
             )
-        self._app = _wrap(self._asgi, list(middleware))
+        layers = list(middleware)
+        self._wrapped = _wrap(self._asgi, layers) if layers else None
 
     async def close(self) -> None:
         """Close the upstream channels."""
         await self.upstreams.close()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self._app(scope, receive, send)
+        if self._wrapped is not None:
+            await self._wrapped(scope, receive, send)
+        elif scope["type"] == "http":  # (the common case without a call more)
+            await self._http(scope, receive, send)
+        else:
+            await self._asgi(scope, receive, send)
 
     async def _asgi(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            await self._lifespan(receive, send)
-        elif scope["type"] == "http":
+        """The gateway inside its middleware."""
+        if scope["type"] == "http":
             await self._http(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:

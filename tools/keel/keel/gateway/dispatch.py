@@ -58,8 +58,9 @@ class UpstreamCall:
 
     async def unary(self, exchange: Exchange) -> None:
         method = self.match.route.method
+        client = self.upstreams.client(method.service)
         try:
-            response = await self.upstreams.unary(method, self.request, self.timeout, self.metadata)
+            response = await client._unary(method, self.request, self.timeout, self.metadata)
         except grpc.aio.AioRpcError as error:
             await exchange.reply(*failure(self.match, error))
             return

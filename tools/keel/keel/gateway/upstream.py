@@ -63,12 +63,6 @@ class Upstreams:
             self._clients[service_name] = client
         return client
 
-    async def unary(
-        self, method: MethodSpec[Any, Any], request: Any, timeout: float, metadata: Metadata
-    ) -> Any:
-        """One unary call; a failed call raises its keel.errors status error."""
-        return await self.client(method.service)._unary(method, request, timeout, metadata)
-
     def stream(
         self, method: MethodSpec[Any, Any], request: Any, timeout: float, metadata: Metadata
     ) -> AsyncIterator[Any]:

@@ -91,8 +91,10 @@ def outbound_metadata(
     result = list(metadata or ())
     current = _inbound.get()
     if current is None:  # not handling a call: only the correlation id may be missing
-        if not any(key == CORRELATION_HEADER for key, _ in result):
-            result.append((CORRELATION_HEADER, new_id()))
+        for key, _ in result:
+            if key == CORRELATION_HEADER:
+                return result
+        result.append((CORRELATION_HEADER, new_id()))
         return result
     present = {key for key, _ in result}
     if CORRELATION_HEADER not in present:
