@@ -11,6 +11,7 @@ import textwrap
 import time
 import urllib.request
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,13 +50,14 @@ class Running:
         return [json.loads(line) for line in self.log.read_text().splitlines() if line.strip()]
 
 
-@pytest.fixture
-async def gateway(tmp_path: Path) -> AsyncIterator[Running]:
-    _, reference = _middleware_example(tmp_path)
+@asynccontextmanager
+async def _keel_gateway(folder: Path, env: dict[str, str], *options: str) -> AsyncIterator[Running]:
+    """`keel gateway` in its own process in front of the catalog, logging to a file in `folder`,
+    with KEEL_* settings from `env` only; yields once it answers /healthz."""
     async with keel.testing.cluster(CatalogService(seed(MemoryStore()))) as running:
         port = free_port()
-        log = tmp_path / "gateway.log"
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("KEEL_", "OTEL_"))}
+        log = folder / "gateway.log"
+        clean = {k: v for k, v in os.environ.items() if not k.startswith(("KEEL_", "OTEL_"))}
         with log.open("w") as out:
             process = subprocess.Popen(
                 [
@@ -67,11 +69,10 @@ async def gateway(tmp_path: Path) -> AsyncIterator[Running]:
                     running.address("acme.catalog.v1.CatalogService"),
                     "--port",
                     str(port),
-                    "--middleware",
-                    reference,
+                    *options,
                 ],
-                cwd=tmp_path,
-                env={**env, "PYTHONPATH": str(tmp_path), "KEEL_LOG_FORMAT": "json"},
+                cwd=folder,
+                env={**clean, **env},
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
@@ -86,6 +87,14 @@ async def gateway(tmp_path: Path) -> AsyncIterator[Running]:
         finally:
             process.terminate()
             process.wait(timeout=30)
+
+
+@pytest.fixture
+async def gateway(tmp_path: Path) -> AsyncIterator[Running]:
+    _, reference = _middleware_example(tmp_path)
+    env = {"PYTHONPATH": str(tmp_path), "KEEL_LOG_FORMAT": "json"}
+    async with _keel_gateway(tmp_path, env, "--middleware", reference) as running:
+        yield running
 
 
 def _get(url: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str]]:
@@ -138,38 +147,10 @@ def test_a_middleware_that_does_not_load_is_a_clear_error(tmp_path: Path) -> Non
 
 
 async def test_keel_log_calls_false_turns_the_request_line_off(tmp_path: Path) -> None:
-    async with keel.testing.cluster(CatalogService(seed(MemoryStore()))) as running:
-        port = free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("KEEL_", "OTEL_"))}
-        env.update(KEEL_LOG_FORMAT="json", KEEL_LOG_CALLS="false")
-        process = subprocess.Popen(
-            [
-                str(BIN / "keel"),
-                "gateway",
-                "--gen",
-                str(REPO / "gen"),
-                "--default-target",
-                running.address("acme.catalog.v1.CatalogService"),
-                "--port",
-                str(port),
-            ],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        try:
-            url = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 30
-            while not await asyncio.to_thread(answers, f"{url}/healthz"):
-                assert process.poll() is None
-                assert time.monotonic() < deadline
-                await asyncio.sleep(0.05)
-            status, _ = await asyncio.to_thread(_get, f"{url}/v1/products/p_mug")
-            assert status == 200
-        finally:
-            process.terminate()
-            output, _ = process.communicate(timeout=30)
-    events = [json.loads(line).get("event") for line in output.splitlines() if line.strip()]
+    env = {"KEEL_LOG_FORMAT": "json", "KEEL_LOG_CALLS": "false"}
+    async with _keel_gateway(tmp_path, env) as running:
+        status, _ = await asyncio.to_thread(_get, f"{running.url}/v1/products/p_mug")
+        assert status == 200
+    events = [x.get("event") for x in running.lines()]
     assert "serving" in events
     assert "http" not in events

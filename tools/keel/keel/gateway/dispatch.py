@@ -19,7 +19,8 @@ from keel.gateway import status
 from keel.gateway.exchange import Exchange, ItemStream, Receive, disconnected
 from keel.gateway.routes import Match
 from keel.gateway.transcode import raw_response, response_body
-from keel.gateway.upstream import Metadata, Upstreams
+from keel.gateway.upstream import Upstreams
+from keel.runtime.client import Metadata
 from keel.runtime.logs import get_logger
 
 _log = get_logger("keel.gateway")

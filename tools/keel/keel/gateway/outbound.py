@@ -8,13 +8,11 @@ else the method's, the service's, then KEEL_EDGE_TIMEOUT; never over KEEL_EDGE_M
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
 from collections.abc import Mapping
 from typing import Any
 
-from keel.gateway.protojson import InputError
+from keel.gateway.protojson import InputError, decode_base64
 from keel.runtime import tracing
 from keel.runtime.config import Settings
 from keel.runtime.spec import MethodSpec, ServiceSpec
@@ -37,10 +35,9 @@ def grpc_timeout(value: str) -> float | None:
 
 def _binary(key: str, value: str) -> bytes:
     """A `-bin` header's bytes: base64, standard or URL-safe, padded or not."""
-    padded = value.strip() + "=" * (-len(value.strip()) % 4)
     try:
-        return base64.b64decode(padded.replace("-", "+").replace("_", "/"), validate=True)
-    except (binascii.Error, ValueError):
+        return decode_base64(value.strip())
+    except ValueError:
         raise InputError(f"header {key!r} must be base64 (a -bin key carries bytes)") from None
 
 

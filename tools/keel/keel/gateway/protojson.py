@@ -12,7 +12,6 @@ Nothing here knows HTTP: the gateway and in-process REST share it.
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 import math
 import re
@@ -87,6 +86,13 @@ class _Path(NamedTuple):
     def item(self, key: object) -> _Path:
         text = f"[{key}]" if isinstance(key, int) else f"[{json.dumps(key)}]"
         return _Path(self.proto + text, self.json + text)
+
+
+def decode_base64(text: str) -> bytes:
+    """Bytes from base64 as proto JSON accepts it: standard or URL-safe, padded or not.
+    ValueError (binascii.Error) when it is not base64."""
+    padded = text + "=" * (-len(text) % 4)
+    return base64.b64decode(padded.replace("-", "+").replace("_", "/"), validate=True)
 
 
 def _kind(value: object) -> str:
@@ -218,9 +224,8 @@ def _scalar_problem(field: FieldDescriptor, value: Any) -> str | None:
         return f"expected {_type_name(field)}, got {_kind(value)}"
     if field.type == FieldDescriptor.TYPE_BYTES:
         try:
-            padded = value + "=" * (-len(value) % 4)
-            base64.b64decode(padded.replace("-", "+").replace("_", "/"), validate=True)
-        except (binascii.Error, ValueError):
+            decode_base64(value)
+        except ValueError:
             return f"expected base64 bytes, got {_kind(value)}"
     return None
 
@@ -277,7 +282,7 @@ def _message(descriptor: Descriptor, value: Any, path: _Path, depth: int) -> Ite
     oneofs: dict[str, str] = {}
     seen: dict[str, str] = {}
     for key, item in value.items():
-        field = descriptor.fields_by_name.get(key) or _by_json_name(descriptor, key)
+        field = field_named(descriptor, key)
         if field is None:
             yield Violation(
                 f"{path.proto}.{key}" if path.proto else key,
@@ -305,8 +310,11 @@ def _message(descriptor: Descriptor, value: Any, path: _Path, depth: int) -> Ite
         yield from _value(field, item, sub, depth + 1)
 
 
-def _by_json_name(descriptor: Descriptor, key: str) -> FieldDescriptor | None:
-    return next((f for f in descriptor.fields if f.json_name == key), None)
+def field_named(descriptor: Descriptor, key: str) -> FieldDescriptor | None:
+    """The field that `key` names, by its proto name or its JSON name."""
+    return descriptor.fields_by_name.get(key) or next(
+        (f for f in descriptor.fields if f.json_name == key), None
+    )
 
 
 def _is_map(field: FieldDescriptor) -> bool:

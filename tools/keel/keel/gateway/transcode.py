@@ -28,11 +28,7 @@ def _resolve(message: Descriptor, names: list[str]) -> list[FieldDescriptor] | N
     fields: list[FieldDescriptor] = []
     descriptor: Descriptor | None = message
     for part in names:
-        field = None
-        if descriptor is not None:
-            field = descriptor.fields_by_name.get(part) or next(
-                (f for f in descriptor.fields if f.json_name == part), None
-            )
+        field = protojson.field_named(descriptor, part) if descriptor is not None else None
         if field is None:
             return None
         fields.append(field)
@@ -143,7 +139,7 @@ def _mask_paths(descriptor: Descriptor, value: dict[str, Any], prefix: str) -> l
     """FieldMask paths (in JSON's camelCase form) of the keys set in a JSON object."""
     paths = []
     for key, item in value.items():
-        field = _field(descriptor, key)
+        field = protojson.field_named(descriptor, key)
         if field is None:
             continue  # ParseDict reports the unknown field
         path = f"{prefix}{field.json_name}"
@@ -160,12 +156,6 @@ def _mask_paths(descriptor: Descriptor, value: dict[str, Any], prefix: str) -> l
         else:
             paths.append(path)
     return paths
-
-
-def _field(message: Descriptor, name: str) -> FieldDescriptor | None:
-    return message.fields_by_name.get(name) or next(
-        (f for f in message.fields if f.json_name == name), None
-    )
 
 
 def _fill_update_mask(

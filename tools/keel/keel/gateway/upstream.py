@@ -15,11 +15,9 @@ import grpc.aio
 from grpc_health.v1 import health_pb2
 
 from keel.runtime import discovery
-from keel.runtime.client import ClientBase
+from keel.runtime.client import ClientBase, Metadata
 from keel.runtime.config import ConfigError, Settings
 from keel.runtime.spec import MethodSpec, ServiceSpec
-
-Metadata = Sequence[tuple[str, str | bytes]]
 
 
 class Upstreams:

@@ -7,10 +7,6 @@ its success closes the circuit, its failure opens it again. Other outcomes count
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from types import TracebackType
-
 import grpc
 import grpc.aio
 from purgatory import AsyncCircuitBreakerFactory
@@ -40,16 +36,6 @@ class Breakers:
     def __init__(self) -> None:
         self._factory = AsyncCircuitBreakerFactory(exclude=[(BaseException, _not_a_failure)])
 
-    @asynccontextmanager
-    async def guard(self, target: str, threshold: int, reset: float) -> AsyncIterator[None]:
-        """Run the block under `target`'s circuit; raise UNAVAILABLE at once if it is open."""
-        breaker = await self._factory.get_breaker(target, threshold=threshold, ttl=reset)
-        try:
-            async with breaker:
-                yield
-        except OpenedState:
-            raise opened(target) from None
-
     async def breaker(self, target: str, threshold: int, reset: float) -> AsyncCircuitBreaker:
         """`target`'s circuit, to enter around each call (`async with`); entering an open one
         raises OpenedState (see `opened`)."""
@@ -73,24 +59,13 @@ async def enter(breaker: AsyncCircuitBreaker, target: str) -> None:
         raise opened(target) from None
 
 
-async def leave(
-    breaker: AsyncCircuitBreaker,
-    exc_type: type[BaseException] | None,
-    exc: BaseException | None,
-    tb: TracebackType | None,
-) -> None:
-    """Record a call's outcome on its circuit. (A success changes nothing unless the circuit is
-    `counting`: callers may skip this then.)"""
-    await breaker.__aexit__(exc_type, exc, tb)
-
-
 def closed(breaker: AsyncCircuitBreaker) -> bool:
     """Whether the circuit is closed (entering it then does nothing)."""
     return breaker.context.state == CLOSED
 
 
 def counting(breaker: AsyncCircuitBreaker) -> bool:
-    """Whether a success means something to the circuit: it is not closed, or it has counted
-    failures that a success resets."""
+    """Whether a success means something to the circuit (it is not closed, or it has counted
+    failures that a success resets); when not, telling it (`__aexit__`) may be skipped."""
     context = breaker.context
     return context.state != CLOSED or bool(context.failure_count)

@@ -36,10 +36,6 @@ class _Call(NamedTuple):
     observer: ClientObserver
 
 
-def _deadline_exceeded(details: str) -> DeadlineExceeded:
-    return DeadlineExceeded(details)
-
-
 class _CallScope:
     """One call's scope (`async with`): a class rather than a generator, because a call's Python
     time counts several times over in a loaded process."""
@@ -110,7 +106,7 @@ class _CallScope:
         try:
             breaker = self._breaker
             if breaker is not None and (exc is not None or circuit.counting(breaker)):
-                await circuit.leave(breaker, exc_type, exc, tb)
+                await breaker.__aexit__(exc_type, exc, tb)
         finally:
             if self._span_scope is not None:
                 tracing.finish(self._span, code)
@@ -207,7 +203,7 @@ class ClientBase:
         if remaining is None:
             return chosen
         if remaining <= 0:
-            raise _deadline_exceeded(f"{spec.path}: the inbound call's deadline has passed")
+            raise DeadlineExceeded(f"{spec.path}: the inbound call's deadline has passed")
         return min(chosen, remaining)
 
     def _callable(self, spec: MethodSpec[Any, Any]) -> Any:

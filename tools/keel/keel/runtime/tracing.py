@@ -199,10 +199,8 @@ def end_span(started: ServerSpan) -> None:
 
 def end_server_span(started: ServerSpan, code: grpc.StatusCode) -> None:
     """Record the call's status on its span, end it, and restore the context before it."""
-    span, token = started
-    finish(span, code)
-    otel_context.detach(cast("Any", token))
-    span.end()
+    finish(started[0], code)
+    end_span(started)
 
 
 @contextmanager
