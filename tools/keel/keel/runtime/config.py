@@ -25,6 +25,10 @@
 | KEEL_CORS_ORIGINS | gateway: allowed origins, comma-separated, or * | |
 | KEEL_EDGE_TIMEOUT | gateway: deadline when neither Grpc-Timeout nor the proto sets one | 30 |
 | KEEL_EDGE_MAX_TIMEOUT | gateway: the longest deadline any request gets (0: no cap) | 0 |
+| KEEL_DATABASE_URL | the service's database (SQLAlchemy async URL) | SQLite file in KEEL_STATE_DIR |
+| KEEL_STATE_DIR | folder for the service's local state (its default SQLite file) | .keel/state/<service> |
+| KEEL_MIGRATE | apply pending migrations at start-up: true or false | false (`keel dev`: true) |
+| KEEL_NATS_URL | NATS server of the event broker (nats://host:port) | |
 | KEEL_TARGET_<SERVICE> | address of one service (`ACME_ORDERS_V1_ORDERSERVICE`) | |
 
 An unknown `KEEL_` variable or an invalid value stops start-up with a message naming it.
@@ -166,6 +170,10 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "cors_origins": str,
     "edge_timeout": _positive_seconds,
     "edge_max_timeout": _seconds,
+    "database_url": str,
+    "state_dir": str,
+    "migrate": _bool,
+    "nats_url": str,
 }
 
 
@@ -198,6 +206,10 @@ class Settings:
     cors_origins: str = ""
     edge_timeout: float = 30.0
     edge_max_timeout: float = 0.0
+    database_url: str = ""
+    state_dir: str = ""
+    migrate: bool = False
+    nats_url: str = ""
     targets: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
