@@ -10,7 +10,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from keel import errors
+    from keel import errors, events
     from keel.runtime.client import ClientBase, Metadata
     from keel.runtime.config import Settings
     from keel.runtime.context import Context
@@ -64,13 +64,14 @@ __all__ = [
     "__version__",
     "add_to_server",
     "errors",
+    "events",
     "serve",
 ]
 
 
 def __getattr__(name: str) -> Any:
-    if name == "errors":
-        return importlib.import_module("keel.errors")
+    if name in ("errors", "events"):
+        return importlib.import_module(f"keel.{name}")
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'keel' has no attribute {name!r}")

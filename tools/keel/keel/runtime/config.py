@@ -25,10 +25,17 @@
 | KEEL_CORS_ORIGINS | gateway: allowed origins, comma-separated, or * | |
 | KEEL_EDGE_TIMEOUT | gateway: deadline when neither Grpc-Timeout nor the proto sets one | 30 |
 | KEEL_EDGE_MAX_TIMEOUT | gateway: the longest deadline any request gets (0: no cap) | 0 |
-| KEEL_DATABASE_URL | the service's database (SQLAlchemy async URL) | SQLite file in KEEL_STATE_DIR |
-| KEEL_STATE_DIR | folder for the service's local state (its default SQLite file) | .keel/state/<service> |
+| KEEL_DATABASE_URL | the service's database (SQLAlchemy async URL) | SQLite in KEEL_STATE_DIR |
+| KEEL_STATE_DIR | the service's local state (its default SQLite file) | .keel/state/<service> |
 | KEEL_MIGRATE | apply pending migrations at start-up: true or false | false (`keel dev`: true) |
 | KEEL_NATS_URL | NATS server of the event broker (nats://host:port) | |
+| KEEL_EVENTS_DUPLICATE_WINDOW | seconds JetStream drops a repeated event id | 120 |
+| KEEL_EVENTS_ACK_WAIT | seconds a delivery may take before the broker redelivers it | 30 |
+| KEEL_EVENTS_MAX_DELIVER | deliveries of an event before it is dead-lettered | 5 |
+| KEEL_EVENTS_BACKOFF | seconds before each retry of a failed handler (last repeats) | 1,5,30 |
+| KEEL_EVENTS_POLL_INTERVAL | seconds between outbox polls when no commit wakes the relay | 1 |
+| KEEL_EVENTS_BATCH | events the relay publishes, or a consumer fetches, at once | 100 |
+| KEEL_EVENTS_KEEP_SENT | seconds sent outbox rows are kept (0: deleted once sent) | 0 |
 | KEEL_TARGET_<SERVICE> | address of one service (`ACME_ORDERS_V1_ORDERSERVICE`) | |
 
 An unknown `KEEL_` variable or an invalid value stops start-up with a message naming it.
@@ -137,6 +144,41 @@ def _ratio(value: str) -> float:
     return ratio
 
 
+def _long_seconds(value: str) -> float:
+    seconds = float(value)
+    if math.isnan(seconds) or not 0 < seconds <= 86400 * 365:
+        raise ValueError("must be a number of seconds above 0, at most a year")
+    return seconds
+
+
+def _keep_seconds(value: str) -> float:
+    return 0.0 if float(value) == 0 else _long_seconds(value)
+
+
+def _deliveries(value: str) -> int:
+    deliveries = int(value)
+    if not 1 <= deliveries <= 1000:
+        raise ValueError("must be a whole number from 1 to 1000")
+    return deliveries
+
+
+def _batch(value: str) -> int:
+    batch = int(value)
+    if not 1 <= batch <= 10000:
+        raise ValueError("must be a whole number from 1 to 10000")
+    return batch
+
+
+def _backoff(value: str) -> tuple[float, ...]:
+    try:
+        delays = tuple(_seconds(part) for part in value.split(",") if part.strip())
+    except ValueError:
+        raise ValueError("must be seconds (0 to 3600) separated by commas, e.g. 1,5,30") from None
+    if not delays:
+        raise ValueError("must be seconds (0 to 3600) separated by commas, e.g. 1,5,30")
+    return delays
+
+
 def _workers(value: str) -> int:
     workers = int(value)
     if not 1 <= workers <= 256:
@@ -174,6 +216,13 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "state_dir": str,
     "migrate": _bool,
     "nats_url": str,
+    "events_duplicate_window": _long_seconds,
+    "events_ack_wait": _long_seconds,
+    "events_max_deliver": _deliveries,
+    "events_backoff": _backoff,
+    "events_poll_interval": _positive_seconds,
+    "events_batch": _batch,
+    "events_keep_sent": _keep_seconds,
 }
 
 
@@ -210,6 +259,13 @@ class Settings:
     state_dir: str = ""
     migrate: bool = False
     nats_url: str = ""
+    events_duplicate_window: float = 120.0
+    events_ack_wait: float = 30.0
+    events_max_deliver: int = 5
+    events_backoff: tuple[float, ...] = (1.0, 5.0, 30.0)
+    events_poll_interval: float = 1.0
+    events_batch: int = 100
+    events_keep_sent: float = 0.0
     targets: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod

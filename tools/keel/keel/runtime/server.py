@@ -8,7 +8,7 @@ import sys
 from collections.abc import Coroutine, Sequence
 from dataclasses import replace
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Protocol, Self, TypeVar
 
 import grpc.aio
 import prometheus_client
@@ -28,6 +28,15 @@ _log = logs.get_logger("keel.server")
 T = TypeVar("T")
 
 
+class Background(Protocol):
+    """A task that runs with a server (an event relay, consumers): started before the server
+    serves, stopped after it drained, in reverse order."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
 class Server:
     """A gRPC server for service implementations (instances of generated `<Service>Base`s).
 
@@ -37,7 +46,9 @@ class Server:
     `async def __keel_close__(self)` runs (close clients, flush buffers).
 
     `interceptors` (grpc.aio server interceptors) see every call the server answers, health
-    and reflection included, in order, before Keel's own handling of the call.
+    and reflection included, in order, before Keel's own handling of the call. `background`
+    objects (`async start()`/`stop()`, e.g. keel.events' Relay and Consumers) start before the
+    server serves and stop, last first, after its calls drained.
 
         async with keel.Server([Orders()], port=0) as server:
             print(server.port)
@@ -54,6 +65,7 @@ class Server:
         metrics: bool = True,
         validate: bool = True,
         interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+        background: Sequence[Background] = (),
     ) -> None:
         names = [type(s).__keel_service__.name for s in services]
         if len(set(names)) != len(names):
@@ -66,6 +78,8 @@ class Server:
             log_calls=log_calls, metrics=default_metrics() if metrics else None
         )
         self.interceptors = tuple(interceptors)
+        self.background = tuple(background)
+        self._started: list[Background] = []
         self._address = f"{host}:{port}"
         self._server: grpc.aio.Server | None = None
         self._health = grpc_health.aio.HealthServicer()
@@ -77,7 +91,14 @@ class Server:
         return self._port
 
     async def start(self) -> None:
-        """Bind and start serving; health turns SERVING."""
+        """Start the background tasks, bind and start serving; health turns SERVING."""
+        try:
+            for task in self.background:
+                await task.start()
+                self._started.append(task)
+        except BaseException:
+            await self._stop_background()
+            raise
         server = grpc.aio.server(interceptors=self.interceptors or None)
         for service in self.services:
             add_to_server(service, server, self.observation, validate=self.validate)
@@ -100,15 +121,19 @@ class Server:
 
     async def stop(self, grace: float | None = None) -> None:
         """Drain: health NOT_SERVING, refuse new calls, give in-flight calls `grace` seconds."""
-        if self._server is None:
-            return
-        await self._health.enter_graceful_shutdown()
-        await self._server.stop(self.grace_period if grace is None else grace)
-        self._server = None
-        for service in self.services:
-            close = getattr(service, "__keel_close__", None)
-            if close is not None:
-                await close()
+        if self._server is not None:
+            await self._health.enter_graceful_shutdown()
+            await self._server.stop(self.grace_period if grace is None else grace)
+            self._server = None
+            for service in self.services:
+                close = getattr(service, "__keel_close__", None)
+                if close is not None:
+                    await close()
+        await self._stop_background()
+
+    async def _stop_background(self) -> None:
+        while self._started:
+            await self._started.pop().stop()
 
     async def wait(self) -> None:
         """Until the server stops."""
@@ -135,6 +160,7 @@ async def _serve(
     interceptors: Sequence[grpc.aio.ServerInterceptor],
     *,
     metrics_http: bool = True,
+    background: Sequence[Background] = (),
 ) -> None:
     server = Server(
         services,
@@ -144,6 +170,7 @@ async def _serve(
         log_calls=settings.log_calls,
         metrics=settings.metrics_port != 0,
         interceptors=interceptors,
+        background=background,
     )
     if settings.otlp_endpoint:
         tracing.configure(
@@ -178,11 +205,13 @@ def serve(
     port: int | None = None,
     workers: int | None = None,
     interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+    background: Sequence[Background] = (),
 ) -> None:
     """Serve until SIGTERM or SIGINT, then drain in-flight calls and return (exit status 0).
 
     The port is `port`, else `KEEL_PORT`, else 50051; `workers` (else `KEEL_WORKERS`, else 1)
-    server processes share it (see keel.runtime.workers). `interceptors` as for `Server`.
+    server processes share it (see keel.runtime.workers). `interceptors` and `background` as
+    for `Server` (each worker starts its own background tasks).
     Other settings come from `KEEL_*` variables (see keel.runtime.config). A bad setting exits
     with status 2 and a message.
     """
@@ -201,11 +230,20 @@ def serve(
         from keel.runtime import workers as worker_pool  # noqa: PLC0415
 
         code = worker_pool.run(
-            lambda: run(_serve(services, chosen_port, settings, interceptors, metrics_http=False)),
+            lambda: run(
+                _serve(
+                    services,
+                    chosen_port,
+                    settings,
+                    interceptors,
+                    metrics_http=False,
+                    background=background,
+                )
+            ),
             settings,
         )
         raise SystemExit(code)
-    run(_serve(services, chosen_port, settings, interceptors))
+    run(_serve(services, chosen_port, settings, interceptors, background=background))
 
 
 def run(main: Coroutine[Any, Any, T]) -> T:

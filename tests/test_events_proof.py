@@ -1,0 +1,279 @@
+"""Issue 10's proof, on real nats-server processes and SQLite files: a publisher commits a few
+hundred state changes with their events, a subscriber counts effects in its own table, and
+each event has exactly one effect however the broker or the subscriber dies.
+
+Also the subscribing process of the crash test: `python -m tests.test_events_proof DB URL`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import keel
+import pytest
+from acme.orders.v1 import orders_pb2
+from keel.events import tables
+from keel.events.database import Database
+from keel.runtime import correlation
+from keel.runtime.config import Settings
+from keel.testing.nats import Broker, eventually, nats_broker
+from opentelemetry import trace
+from sqlalchemy import Column, Integer, MetaData, String, Table, event, func, insert, select
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+__all__ = ["nats_broker"]  # the fixture, for pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SERVICE = "acme.catalog.v1.CatalogService"
+PLACED = keel.events.EventSpec(
+    subject="acme.orders.v1.order.placed",
+    message=orders_pb2.Order,
+    stream="ACME_ORDERS_V1",
+    name="acme.orders.v1.Order",
+)
+
+
+class OrderServicePublisher(keel.events.Publisher):
+    """As keel gen writes it."""
+
+    async def order_placed(self, event: orders_pb2.Order) -> str:
+        return await self._publish(PLACED, event)
+
+
+publisher_metadata = MetaData()
+orders = Table(
+    "orders",
+    publisher_metadata,
+    Column("id", String(32), primary_key=True),
+    Column("total", Integer, nullable=False),
+)
+tables.add_to(publisher_metadata)
+
+subscriber_metadata = MetaData()
+effects = Table(
+    "effects",
+    subscriber_metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("order_id", String(32), nullable=False),
+    Column("event_id", String(32), nullable=False),
+)
+tables.add_to(subscriber_metadata)
+
+
+class CatalogServiceSubscriber(keel.events.Subscriber):
+    """As keel gen writes it, with a handler that records one effect per event."""
+
+    __keel_subscriber__ = keel.events.SubscriberSpec(
+        service=SERVICE, handlers=(keel.events.Handler(PLACED, "on_order_placed"),)
+    )
+
+    def __init__(self, poison: frozenset[str] = frozenset()) -> None:
+        self.poison = poison
+        self.seen: list[dict[str, Any]] = []
+
+    async def on_order_placed(
+        self, event: orders_pb2.Order, context: keel.events.EventContext
+    ) -> None:
+        span = trace.get_current_span().get_span_context()
+        self.seen.append(
+            {
+                "order_id": event.order_id,
+                "context": context,
+                "logged_correlation_id": correlation.current(),
+                "trace_id": span.trace_id,
+            }
+        )
+        if event.order_id in self.poison:
+            raise RuntimeError(f"cannot handle {event.order_id}")
+        await context.session.execute(
+            insert(effects).values(order_id=event.order_id, event_id=context.event_id)
+        )
+
+
+async def sqlite(path: Path, metadata: MetaData) -> AsyncEngine:
+    """An SQLite database file (WAL, waiting for locks) with `metadata`'s tables."""
+    engine = create_async_engine(f"sqlite+aiosqlite:///{path}")
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _pragmas(connection: Any, _: Any) -> None:
+        cursor = connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA busy_timeout=10000")
+        cursor.close()
+
+    async with engine.begin() as connection:
+        await connection.run_sync(metadata.create_all)
+    return engine
+
+
+def settings(url: str, **changes: Any) -> Settings:
+    """Event settings for tests: quick retries and redeliveries."""
+    chosen: dict[str, Any] = {
+        "nats_url": url,
+        "events_ack_wait": 2.0,
+        "events_backoff": (0.05,),
+        "events_max_deliver": 3,
+        "events_poll_interval": 0.2,
+        **changes,
+    }
+    return Settings(**chosen)
+
+
+async def place(engine: AsyncEngine, first: int, count: int) -> None:
+    """Commit `count` orders, each with its OrderPlaced event."""
+    maker = Database(engine)
+    for number in range(first, first + count):
+        async with maker.begin() as session:
+            await session.execute(insert(orders).values(id=f"o{number}", total=number))
+            await OrderServicePublisher(session).order_placed(
+                orders_pb2.Order(order_id=f"o{number}", total_cents=number)
+            )
+
+
+async def effect_counts(engine: AsyncEngine) -> tuple[int, int]:
+    """(effect rows, distinct orders among them)."""
+    async with engine.connect() as connection:
+        rows, distinct = (
+            await connection.execute(
+                select(func.count(), func.count(effects.c.order_id.distinct()))
+            )
+        ).one()
+    return int(rows), int(distinct)
+
+
+async def outbox_left(engine: AsyncEngine) -> int:
+    async with engine.connect() as connection:
+        return int(await connection.scalar(select(func.count()).select_from(tables.outbox)) or 0)
+
+
+@pytest.fixture
+async def publisher_db(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
+    engine = await sqlite(tmp_path / "orders.db", publisher_metadata)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+async def subscriber_db(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
+    engine = await sqlite(tmp_path / "catalog.db", subscriber_metadata)
+    yield engine
+    await engine.dispose()
+
+
+N = 300
+
+
+async def test_broker_killed_mid_burst_every_event_has_one_effect(
+    nats_broker: Broker, publisher_db: AsyncEngine, subscriber_db: AsyncEngine
+) -> None:
+    chosen = settings(nats_broker.url)
+    relay = keel.events.Relay(publisher_db, settings=chosen, publishes=[PLACED])
+    consumers = keel.events.Consumers(subscriber_db, [CatalogServiceSubscriber()], settings=chosen)
+    await relay.start()
+    await consumers.start()
+    try:
+        burst = asyncio.create_task(place(publisher_db, 0, N))
+
+        async def some_relayed() -> bool:
+            return relay.sent >= N // 5
+
+        await eventually(some_relayed, what="a fifth of the events relayed")
+        nats_broker.kill()
+        await burst  # the outbox takes commits while the broker is away
+        assert await outbox_left(publisher_db) > 0
+        nats_broker.restart()
+
+        async def all_handled() -> bool:
+            return (await effect_counts(subscriber_db))[0] >= N
+
+        await eventually(all_handled, timeout=60, what=f"{N} effects")
+        await eventually(lambda: _zero(outbox_left(publisher_db)), what="an empty outbox")
+    finally:
+        await consumers.stop()
+        await relay.stop()
+    assert await effect_counts(subscriber_db) == (N, N)
+
+
+async def _zero(count: Any) -> bool:
+    left: int = await count
+    return left == 0
+
+
+async def _start_subscriber(db: Path, url: str) -> subprocess.Popen[str]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.test_events_proof", str(db), url],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={k: v for k, v in os.environ.items() if not k.startswith("KEEL_")},
+    )
+    assert process.stdout is not None
+    line = await asyncio.to_thread(process.stdout.readline)  # once its consumers are bound
+    assert line.strip() == "consuming", line
+    return process
+
+
+def _end(process: subprocess.Popen[str], how: signal.Signals) -> int:
+    if process.poll() is None:
+        process.send_signal(how)
+    code = process.wait(30)
+    if process.stdout is not None:
+        process.stdout.close()
+    return code
+
+
+async def test_subscriber_killed_mid_burst_every_event_has_one_effect(
+    nats_broker: Broker, publisher_db: AsyncEngine, subscriber_db: AsyncEngine, tmp_path: Path
+) -> None:
+    relay = keel.events.Relay(publisher_db, settings=settings(nats_broker.url))
+    await relay.start()
+    process = await _start_subscriber(tmp_path / "catalog.db", nats_broker.url)
+    try:
+        burst = asyncio.create_task(place(publisher_db, 0, N))
+
+        async def some_handled() -> bool:
+            return (await effect_counts(subscriber_db))[0] >= N // 5
+
+        await eventually(some_handled, what="a fifth of the events handled")
+        _end(process, signal.SIGKILL)
+        await burst
+        process = await _start_subscriber(tmp_path / "catalog.db", nats_broker.url)
+
+        async def all_handled() -> bool:
+            return (await effect_counts(subscriber_db))[0] >= N
+
+        await eventually(all_handled, timeout=60, what=f"{N} effects")
+        assert _end(process, signal.SIGTERM) == 0
+    finally:
+        _end(process, signal.SIGKILL)
+        await relay.stop()
+    assert await effect_counts(subscriber_db) == (N, N)
+
+
+async def _subscribe(db: Path, url: str) -> None:
+    engine = create_async_engine(f"sqlite+aiosqlite:///{db}")
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _pragmas(connection: Any, _: Any) -> None:
+        connection.execute("PRAGMA busy_timeout=10000")
+
+    consumers = keel.events.Consumers(engine, [CatalogServiceSubscriber()], settings=settings(url))
+    await consumers.start()
+    print("consuming", flush=True)
+    stopping = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stopping.set)
+    await stopping.wait()
+    await consumers.stop()
+    await engine.dispose()
+
+
+if __name__ == "__main__":
+    asyncio.run(_subscribe(Path(sys.argv[1]), sys.argv[2]))

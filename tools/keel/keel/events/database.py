@@ -1,0 +1,48 @@
+"""The service's database as the events runtime uses it: transactions and the dialect.
+
+Accepts an SQLAlchemy `AsyncEngine`, an `async_sessionmaker`, or any object with
+`transaction()` (an async context manager giving an `AsyncSession` that commits on exit, as
+`keel.data.Database` does) and an `engine` attribute.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+Transactions = Callable[[], AbstractAsyncContextManager[AsyncSession]]
+
+
+class Database:
+    """Transactions on a service's database, whatever form it was given in."""
+
+    def __init__(self, database: Any) -> None:
+        if isinstance(database, Database):
+            self.begin: Transactions = database.begin
+            self.dialect: str = database.dialect
+            return
+        if isinstance(database, AsyncEngine):
+            maker = async_sessionmaker(database, expire_on_commit=False)
+            engine = database
+        elif isinstance(database, async_sessionmaker):
+            maker = database
+            engine = maker.kw["bind"]
+        elif hasattr(database, "transaction"):
+            self.begin = database.transaction
+            self.dialect = database.engine.dialect.name
+            return
+        else:
+            raise TypeError(
+                f"expected an AsyncEngine, async_sessionmaker or Database, not {database!r}"
+            )
+
+        @asynccontextmanager
+        async def begin() -> AsyncIterator[AsyncSession]:
+            async with maker() as session, session.begin():
+                yield session
+
+        self.begin = begin
+        self.dialect = engine.dialect.name

@@ -1,0 +1,99 @@
+"""Streams, durable consumers and dead-letter streams, created or updated at start-up.
+
+Idempotent: an existing stream keeps its messages and gains any missing subject; an existing
+consumer is updated to the current settings. Storage is on file.
+"""
+
+from __future__ import annotations
+
+import nats
+from nats.aio.client import Client as NatsClient
+from nats.js import JetStreamContext
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    DiscardPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import BadRequestError, NotFoundError
+
+from keel.events import names
+from keel.events.spec import EventSpec
+from keel.runtime.config import Settings
+
+
+async def connect(url: str, name: str) -> NatsClient:
+    """A connection to the broker at `url` that reconnects for ever (outages delay, never end)."""
+    if not url:
+        raise ValueError("no broker: set KEEL_NATS_URL (keel dev starts one) or pass nats_url")
+    return await nats.connect(
+        url,
+        name=name,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=0.2,
+        connect_timeout=2,
+        allow_reconnect=True,
+    )
+
+
+async def ensure_stream(
+    js: JetStreamContext, name: str, subjects: list[str], settings: Settings
+) -> None:
+    """Create stream `name` for `subjects`, or update it to hold them too."""
+    config = StreamConfig(
+        name=name,
+        subjects=subjects,
+        storage=StorageType.FILE,
+        duplicate_window=settings.events_duplicate_window,
+        discard=DiscardPolicy.OLD,
+    )
+    try:
+        info = await js.stream_info(name)
+    except NotFoundError:
+        try:
+            await js.add_stream(config)
+        except BadRequestError:  # created meanwhile by another process
+            pass
+        else:
+            return
+        info = await js.stream_info(name)
+    have = list(info.config.subjects or [])
+    merged = have + [s for s in subjects if s not in have]
+    if merged != have or info.config.duplicate_window != settings.events_duplicate_window:
+        config.subjects = merged
+        await js.update_stream(config)
+
+
+async def ensure_event_stream(js: JetStreamContext, spec: EventSpec, settings: Settings) -> None:
+    """The stream of `spec`'s proto package (`<package>.>`, plus the subject if outside it)."""
+    subjects = [f"{spec.package}.>"]
+    if not spec.subject.startswith(f"{spec.package}."):
+        subjects.append(spec.subject)
+    await ensure_stream(js, spec.stream, subjects, settings)
+
+
+async def ensure_consumer(
+    js: JetStreamContext, service: str, spec: EventSpec, settings: Settings
+) -> str:
+    """The durable pull consumer of `service` for `spec`'s subject; returns its name."""
+    durable = names.durable(service, spec.subject)
+    config = ConsumerConfig(
+        durable_name=durable,
+        filter_subject=spec.subject,
+        deliver_policy=DeliverPolicy.ALL,
+        ack_policy=AckPolicy.EXPLICIT,
+        ack_wait=settings.events_ack_wait,
+        max_deliver=settings.events_max_deliver,
+        max_ack_pending=max(1000, settings.events_batch * 4),
+    )
+    await js.add_consumer(spec.stream, config)  # creates, or updates the same durable
+    return durable
+
+
+async def ensure_dead_letters(js: JetStreamContext, service: str, settings: Settings) -> str:
+    """The stream of `service`'s dead letters (`keel.dlq.<service>.>`); returns its name."""
+    name = names.dlq_stream(service)
+    await ensure_stream(js, name, [names.dlq_subjects(service)], settings)
+    return name

@@ -1,0 +1,85 @@
+"""`Publisher`: events written to the outbox in the transaction of the state change.
+
+    async with db.transaction() as session:
+        session.add(order)
+        await OrderServicePublisher(session).order_placed(orders_pb2.OrderPlaced(...))
+    # committed together; the relay publishes the event soon after
+
+A commit that wrote events wakes the relays of this process at once (an in-process signal);
+other processes' relays find the rows at their next poll.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+from typing import Any
+
+from google.protobuf.message import Message
+from sqlalchemy import event as sa_event
+from sqlalchemy import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from keel.events import carry, tables
+from keel.events.ids import new_event_id
+from keel.events.spec import EventSpec
+
+_PENDING = "keel_events_pending"
+_WATCHED = "keel_events_watched"
+_waiting: dict[asyncio.Event, asyncio.AbstractEventLoop] = {}
+
+
+def wake_on_commit(event: asyncio.Event) -> None:
+    """Set `event` (on its loop) whenever a session of this process commits events."""
+    _waiting[event] = asyncio.get_running_loop()
+
+
+def forget(event: asyncio.Event) -> None:
+    """Stop setting `event`."""
+    _waiting.pop(event, None)
+
+
+def _committed(session: Any) -> None:
+    if session.info.pop(_PENDING, False):
+        for waiting, loop in list(_waiting.items()):
+            loop.call_soon_threadsafe(waiting.set)
+
+
+def _rolled_back(session: Any) -> None:
+    session.info.pop(_PENDING, None)
+
+
+class Publisher:
+    """Base of generated publishers: each method adds an event to the session's transaction."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def _publish(self, spec: EventSpec, event: Message) -> str:
+        """Add `event` to the outbox in the session's transaction; return its id.
+
+        The correlation id and trace context of the call being handled go with it.
+        """
+        if not isinstance(event, spec.message):
+            raise TypeError(f"{spec.subject} carries {spec.name}, not {type(event).__name__}")
+        event_id = new_event_id()
+        now = datetime.datetime.now(datetime.UTC)
+        headers = carry.outgoing(spec.subject)
+        await self.session.execute(
+            insert(tables.outbox).values(
+                id=event_id,
+                subject=spec.subject,
+                stream=spec.stream,
+                name=spec.name,
+                payload=event.SerializeToString(),
+                headers=headers,
+                created_at=now,
+            )
+        )
+        sync = self.session.sync_session
+        if not sync.info.get(_WATCHED):
+            sa_event.listen(sync, "after_commit", _committed)
+            sa_event.listen(sync, "after_rollback", _rolled_back)
+            sync.info[_WATCHED] = True
+        sync.info[_PENDING] = True
+        return event_id

@@ -1,0 +1,211 @@
+"""The outbox relay: publishes committed events to JetStream, in order, and marks them sent.
+
+Each pass reads up to KEEL_EVENTS_BATCH unsent rows in id order, publishes them with
+`Nats-Msg-Id` = the event id (pipelined, then every ack awaited), and deletes them (or marks
+them sent when KEEL_EVENTS_KEEP_SENT keeps them). A commit that wrote events wakes it at once;
+otherwise it polls every KEEL_EVENTS_POLL_INTERVAL. A broker outage or database error makes it
+retry the same rows with backoff (the broker drops the repeats by their id); a crash leaves the
+rows unsent for the next start. On PostgreSQL the rows are locked `FOR UPDATE SKIP LOCKED`, so
+the relays of several worker processes share the work; on SQLite every relay reads the same
+rows and the duplicates die in the broker's duplicate window.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from nats.aio.client import Client as NatsClient
+from sqlalchemy import Row, delete, func, select, update
+
+from keel.events import carry, provision, publisher, tables
+from keel.events.database import Database
+from keel.events.metrics import metrics
+from keel.events.spec import EventSpec
+from keel.runtime import config, logs
+from keel.runtime.config import Settings
+
+_log = logs.get_logger("keel.events.relay")
+_ACK_TIMEOUT = 5.0
+_MAX_BACKOFF = 5.0
+_COLUMNS = (
+    tables.outbox.c.id,
+    tables.outbox.c.subject,
+    tables.outbox.c.stream,
+    tables.outbox.c.name,
+    tables.outbox.c.payload,
+    tables.outbox.c.headers,
+    tables.outbox.c.created_at,
+)
+
+
+class Relay:
+    """Publishes a service's outbox. A server background task (`start`/`stop`):
+
+    keel.serve([Orders(db)], background=[keel.events.Relay(db)])
+    """
+
+    def __init__(
+        self,
+        database: Any,
+        *,
+        nats_url: str | None = None,
+        settings: Settings | None = None,
+        publishes: Sequence[EventSpec] = (),
+    ) -> None:
+        self.database = Database(database)
+        self.settings = settings or config.current()
+        self.nats_url = nats_url if nats_url is not None else self.settings.nats_url
+        self.publishes = tuple(publishes)
+        self.sent = 0
+        """Events this relay has had acknowledged by the broker."""
+        self._nc: NatsClient | None = None
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._task: asyncio.Task[None] | None = None
+        self._streams: set[str] = set()
+        self._gauged = 0.0
+
+    async def start(self) -> None:
+        """Connect, make sure the declared streams exist, and start relaying."""
+        self._nc = await provision.connect(self.nats_url, "keel-relay")
+        js = self._nc.jetstream()
+        for spec in self.publishes:
+            await provision.ensure_event_stream(js, spec, self.settings)
+            self._streams.add(spec.stream)
+        self._stopping = False
+        publisher.wake_on_commit(self._wake)
+        self._task = asyncio.create_task(self._run(), name="keel-relay")
+
+    async def stop(self) -> None:
+        """Publish what is pending (one last pass, if the broker answers), then disconnect."""
+        if self._task is None:
+            return
+        self._stopping = True
+        self._wake.set()
+        publisher.forget(self._wake)
+        await self._task
+        self._task = None
+        if self._nc is not None:
+            await self._nc.close()
+            self._nc = None
+
+    def wake(self) -> None:
+        """Look at the outbox now (a commit in another process, say)."""
+        self._wake.set()
+
+    async def _run(self) -> None:
+        failures = 0
+        while True:
+            self._wake.clear()
+            try:
+                count = await self.flush()
+                failures = 0
+            except Exception as error:
+                failures += 1
+                delay = min(_MAX_BACKOFF, 0.1 * 2**failures)
+                _log.warning("outbox relay retrying", error=repr(error), delay=delay)
+                if self._stopping:
+                    return
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), delay)
+                continue
+            if self._stopping:
+                return
+            if count < self.settings.events_batch:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.settings.events_poll_interval)
+
+    async def flush(self) -> int:
+        """Publish one batch of pending events; how many were sent."""
+        if self.database.dialect == "postgresql":
+            async with self.database.begin() as session:
+                query = select(*_COLUMNS).where(tables.outbox.c.sent_at.is_(None))
+                query = query.order_by(tables.outbox.c.id).limit(self.settings.events_batch)
+                rows = (await session.execute(query.with_for_update(skip_locked=True))).all()
+                if rows:
+                    await self._publish(rows)
+                    await session.execute(self._done([row.id for row in rows]))
+        else:
+            async with self.database.begin() as session:
+                query = select(*_COLUMNS).where(tables.outbox.c.sent_at.is_(None))
+                query = query.order_by(tables.outbox.c.id).limit(self.settings.events_batch)
+                rows = (await session.execute(query)).all()
+            if rows:
+                await self._publish(rows)
+                async with self.database.begin() as session:
+                    await session.execute(self._done([row.id for row in rows]))
+        for row in rows:
+            metrics().published.labels(row.subject).inc()
+        self.sent += len(rows)
+        await self._gauge()
+        return len(rows)
+
+    def _done(self, ids: list[str]) -> Any:
+        outbox = tables.outbox
+        if self.settings.events_keep_sent > 0:
+            now = datetime.datetime.now(datetime.UTC)
+            return update(outbox).where(outbox.c.id.in_(ids)).values(sent_at=now)
+        return delete(outbox).where(outbox.c.id.in_(ids))
+
+    async def _publish(self, rows: Sequence[Row[Any, Any, Any, Any, Any, Any, Any]]) -> None:
+        assert self._nc is not None
+        js = self._nc.jetstream()
+        for row in rows:
+            if row.stream not in self._streams:
+                await provision.ensure_stream(
+                    js, row.stream, [_package_subjects(row.name)], self.settings
+                )
+                self._streams.add(row.stream)
+        futures = []
+        for row in rows:
+            headers = {
+                **row.headers,
+                carry.MSG_ID: row.id,
+                carry.EVENT_ID: row.id,
+                carry.EVENT_NAME: row.name,
+                carry.PUBLISHED_AT: _aware(row.created_at).isoformat(),
+            }
+            futures.append(await js.publish_async(row.subject, row.payload, headers=headers))
+        await asyncio.wait_for(asyncio.gather(*futures), _ACK_TIMEOUT)
+
+    async def _gauge(self) -> None:
+        """Outbox pending and lag (and pruning of kept rows), at most once a second."""
+        now = time.monotonic()
+        if now - self._gauged < 1.0:
+            return
+        self._gauged = now
+        outbox = tables.outbox
+        async with self.database.begin() as session:
+            count, oldest = (
+                await session.execute(
+                    select(func.count(), func.min(outbox.c.created_at)).where(
+                        outbox.c.sent_at.is_(None)
+                    )
+                )
+            ).one()
+        measured = metrics()
+        measured.outbox_pending.set(count)
+        lag = 0.0
+        if oldest is not None:
+            lag = (datetime.datetime.now(datetime.UTC) - _aware(oldest)).total_seconds()
+        measured.outbox_lag.set(max(0.0, lag))
+        if self.settings.events_keep_sent > 0:
+            cutoff = datetime.datetime.now(datetime.UTC) - datetime.timedelta(
+                seconds=self.settings.events_keep_sent
+            )
+            async with self.database.begin() as session:
+                await session.execute(delete(outbox).where(outbox.c.sent_at < cutoff))
+
+
+def _package_subjects(name: str) -> str:
+    return f"{name.rpartition('.')[0]}.>"
+
+
+def _aware(moment: datetime.datetime) -> datetime.datetime:
+    """SQLite gives back naive datetimes: they were written in UTC."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=datetime.UTC)
