@@ -7,15 +7,15 @@ does not fit the message is a `BadInputError` naming the field.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 from urllib.parse import parse_qsl
 
+import orjson
 from google.protobuf import json_format
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
-from keel.gateway import protojson
+from keel.gateway import flat, protojson
 from keel.gateway.protojson import InputError, Violation
 from keel.gateway.routes import Match
 
@@ -231,6 +231,10 @@ def request_message(match: Match, query: str, body: bytes, content_type: str = "
     problems += _path_variables(descriptor, match.variables, data)
     if problems:
         raise InputError(problems)
+    if raw_target is None:
+        fast = flat.build(route.method.request_type, data)
+        if fast is not None:
+            return fast
     try:
         json_format.ParseDict(data, message)
     except (json_format.ParseError, RecursionError, ValueError, TypeError):
@@ -261,11 +265,13 @@ def raw_response(match: Match, response: Message) -> tuple[str, bytes] | None:
 
 def response_body(match: Match, response: Message) -> bytes:
     """The JSON of the response, or of its `response_body` field alone."""
-    rendered: Any = json_format.MessageToDict(response)
     field_name = match.route.rule.response_body
+    rendered: Any = None if field_name else flat.to_object(response)
+    if rendered is None:
+        rendered = json_format.MessageToDict(response)
     if field_name:
         field = response.DESCRIPTOR.fields_by_name[field_name]
         rendered = rendered.get(field.json_name, [] if field.is_repeated else None)
         if rendered is None:
             rendered = json_format.MessageToDict(getattr(response, field_name))
-    return json.dumps(rendered, separators=(",", ":")).encode()
+    return orjson.dumps(rendered)
