@@ -80,20 +80,27 @@ class Broker:
             "--log",
             str(self.log_file),
         ]
+        offset = self.log_file.stat().st_size if self.log_file.exists() else 0
         self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + _READY_TIMEOUT
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise BrokerError(f"nats-server exited ({self.process.returncode}): {self._tail()}")
-            with (
-                contextlib.suppress(OSError),
-                socket.create_connection((self.host, self.port), timeout=0.5) as connection,
-            ):
-                if connection.recv(4).startswith(b"INFO"):
-                    return
-            time.sleep(0.02)
+                self.process = None
+                raise BrokerError(f"nats-server exited: {self._tail()}")
+            if self._logged_ready(offset):
+                return
+            time.sleep(0.01)
         self.stop()
-        raise BrokerError(f"nats-server did not listen on {self.url}: {self._tail()}")
+        raise BrokerError(f"nats-server did not start on {self.url}: {self._tail()}")
+
+    def _logged_ready(self, offset: int) -> bool:
+        """Whether the log, from `offset`, says the server is ready for clients."""
+        try:
+            with self.log_file.open("rb") as log:
+                log.seek(offset)
+                return b"Server is ready" in log.read()
+        except OSError:
+            return False
 
     def _tail(self) -> str:
         with contextlib.suppress(OSError):

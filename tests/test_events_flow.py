@@ -1,0 +1,326 @@
+"""Events end to end in one process, on a real nats-server and SQLite: tracing and correlation,
+redelivery after the duplicate window, dead letters and their replay, provisioning, servers."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import keel
+import nats
+import pytest
+from acme.orders.v1 import orders_pb2
+from keel.events import carry, dlq, names, tables
+from keel.events.database import Database
+from keel.events.ids import millis_of, new_event_id
+from keel.runtime import propagation
+from keel.runtime.config import ConfigError, Settings
+from keel.runtime.server import Background
+from keel.testing.nats import Broker, eventually, nats_broker
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tests.test_events_proof import (
+    PLACED,
+    SERVICE,
+    CatalogServiceSubscriber,
+    OrderServicePublisher,
+    effect_counts,
+    place,
+    publisher_db,
+    settings,
+    subscriber_db,
+)
+
+__all__ = ["nats_broker", "publisher_db", "subscriber_db"]  # fixtures, for pytest
+
+
+@contextlib.asynccontextmanager
+async def running(*tasks: Any) -> AsyncIterator[None]:
+    for task in tasks:
+        await task.start()
+    try:
+        yield
+    finally:
+        for task in reversed(tasks):
+            await task.stop()
+
+
+async def _effects_are(engine: AsyncEngine, count: int) -> None:
+    async def reached() -> bool:
+        return (await effect_counts(engine))[0] >= count
+
+    await eventually(reached, what=f"{count} effects")
+
+
+def test_event_ids_sort_by_creation_and_never_repeat() -> None:
+    ids = [new_event_id() for _ in range(10_000)]  # many share a millisecond
+    assert ids == sorted(ids)
+    assert len(set(ids)) == len(ids)
+    assert all(len(i) == 30 and i.startswith("evt_") for i in ids)
+    assert millis_of(ids[-1]) >= millis_of(ids[0]) > 1_700_000_000_000
+
+
+def test_event_settings_from_the_environment() -> None:
+    chosen = Settings.from_env(
+        {
+            "KEEL_EVENTS_BACKOFF": "0.5, 2",
+            "KEEL_EVENTS_MAX_DELIVER": "7",
+            "KEEL_EVENTS_DUPLICATE_WINDOW": "600",
+            "KEEL_EVENTS_KEEP_SENT": "0",
+        }
+    )
+    assert chosen.events_backoff == (0.5, 2.0)
+    assert chosen.events_max_deliver == 7
+    assert chosen.events_duplicate_window == 600
+    assert Settings().events_ack_wait == 30
+    for bad in ({"KEEL_EVENTS_BACKOFF": "soon"}, {"KEEL_EVENTS_MAX_DELIVER": "0"}):
+        with pytest.raises(ConfigError, match=next(iter(bad))):
+            Settings.from_env(bad)
+
+
+async def test_correlation_id_and_trace_travel_from_publisher_to_handler(
+    nats_broker: Broker, publisher_db: AsyncEngine, subscriber_db: AsyncEngine, spans: Any
+) -> None:
+    chosen = settings(nats_broker.url)
+    subscriber = CatalogServiceSubscriber()
+    consumers = keel.events.Consumers(subscriber_db, [subscriber], settings=chosen)
+
+    async def handled_call() -> int:  # a call being handled publishes: its own task
+        tracer = keel.runtime.tracing.tracer()
+        assert tracer is not None
+        with tracer.start_as_current_span("acme.orders.v1.OrderService/CreateOrder") as span:
+            propagation.bind(SERVICE, _Call(), [("x-request-id", "corr-42")])
+            async with Database(publisher_db).begin() as session:
+                await OrderServicePublisher(session).order_placed(orders_pb2.Order(order_id="o1"))
+            return span.get_span_context().trace_id
+
+    async with running(keel.events.Relay(publisher_db, settings=chosen), consumers):
+        trace_id = await asyncio.create_task(handled_call())
+        await _effects_are(subscriber_db, 1)
+    [seen] = subscriber.seen
+    assert seen["context"].correlation_id == "corr-42"
+    assert seen["logged_correlation_id"] == "corr-42"  # what log lines carry
+    assert seen["trace_id"] == trace_id
+    by_name = {span.name: span for span in spans.get_finished_spans()}
+    produced = by_name[f"{PLACED.subject} publish"]
+    consumed = by_name[f"{PLACED.subject} process"]
+    assert consumed.context.trace_id == trace_id
+    assert consumed.parent.span_id == produced.context.span_id
+    assert consumed.kind.name == "CONSUMER"
+
+
+class _Call:
+    def time_remaining(self) -> float | None:
+        return None
+
+    def invocation_metadata(self) -> Any:
+        return ()
+
+
+async def test_redelivery_after_the_duplicate_window_has_no_second_effect(
+    nats_broker: Broker, publisher_db: AsyncEngine, subscriber_db: AsyncEngine
+) -> None:
+    chosen = settings(nats_broker.url, events_duplicate_window=0.2)
+    subscriber = CatalogServiceSubscriber()
+    consumers = keel.events.Consumers(subscriber_db, [subscriber], settings=chosen)
+    async with running(keel.events.Relay(publisher_db, settings=chosen), consumers):
+        await place(publisher_db, 0, 1)
+        await _effects_are(subscriber_db, 1)
+        [seen] = subscriber.seen
+        event_id = seen["context"].event_id
+        nc = await nats.connect(nats_broker.url)
+        js = nc.jetstream()
+        headers = {carry.MSG_ID: event_id, carry.EVENT_ID: event_id}
+        payload = orders_pb2.Order(order_id="o0").SerializeToString()
+        acks = []
+
+        async def stored_again() -> bool:  # the broker drops it as a duplicate until the window
+            acks.append(await js.publish(PLACED.subject, payload, headers=dict(headers)))
+            return not acks[-1].duplicate
+
+        await eventually(stored_again, what="the duplicate window to pass")
+        durable = names.durable(SERVICE, PLACED.subject)
+
+        async def acked() -> bool:
+            info = await js.consumer_info(PLACED.stream, durable)
+            return info.ack_floor is not None and (info.ack_floor.stream_seq or 0) >= acks[-1].seq
+
+        await eventually(acked, what="the redelivered event acked")
+        await nc.close()
+    assert await effect_counts(subscriber_db) == (1, 1)
+    assert len(subscriber.seen) == 1  # skipped by its inbox row, before the handler
+
+
+async def test_a_poison_event_is_dead_lettered_while_others_flow_and_can_be_replayed(
+    nats_broker: Broker,
+    publisher_db: AsyncEngine,
+    subscriber_db: AsyncEngine,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    chosen = settings(nats_broker.url, events_max_deliver=3)
+    subscriber = CatalogServiceSubscriber(poison=frozenset({"o3"}))
+    consumers = keel.events.Consumers(subscriber_db, [subscriber], settings=chosen)
+    async with running(keel.events.Relay(publisher_db, settings=chosen), consumers):
+        await place(publisher_db, 0, 10)
+        await _effects_are(subscriber_db, 9)
+        nc = await nats.connect(nats_broker.url)
+        js = nc.jetstream()
+
+        async def dead_lettered() -> bool:
+            return (await js.stream_info(names.dlq_stream(SERVICE))).state.messages == 1
+
+        await eventually(dead_lettered, what="a dead letter")
+        letter = await js.get_last_msg(
+            names.dlq_stream(SERVICE), names.dlq_subject(SERVICE, PLACED.subject)
+        )
+        assert letter.headers is not None
+        assert letter.headers[carry.DELIVERIES] == "3"
+        assert letter.headers[carry.ERROR] == "RuntimeError: cannot handle o3"
+        assert letter.headers[carry.SUBJECT] == PLACED.subject
+        assert [s["order_id"] for s in subscriber.seen].count("o3") == 3
+
+        assert await _cli(nats_broker.url, SERVICE) == 0
+        listed = [x for x in capsys.readouterr().out.splitlines() if x.startswith("evt_")]
+        assert len(listed) == 1
+        assert "deliveries=3" in listed[0]
+        assert "cannot handle o3" in listed[0]
+        event_id = listed[0].split("\t")[0]
+
+        subscriber.poison = frozenset()  # fixed: replay it
+        assert await _cli(nats_broker.url, SERVICE, "--replay", "evt_UNKNOWN") == 1
+        assert await _cli(nats_broker.url, SERVICE, "--replay", event_id) == 0
+        await _effects_are(subscriber_db, 10)
+        assert (await js.stream_info(names.dlq_stream(SERVICE))).state.messages == 0
+        await nc.close()
+    assert await effect_counts(subscriber_db) == (10, 10)
+
+
+async def _cli(url: str, *arguments: str) -> int:
+    """`keel events dlq ...` as cli.py registers it (run in a thread: it has its own loop)."""
+    parser = argparse.ArgumentParser(prog="keel")
+    dlq.register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["events", "dlq", *arguments, "--nats-url", url])
+    code: int = await asyncio.to_thread(args.run, args)
+    return code
+
+
+async def test_an_undecodable_payload_is_dead_lettered_at_once(
+    nats_broker: Broker, subscriber_db: AsyncEngine
+) -> None:
+    chosen = settings(nats_broker.url, events_max_deliver=5)
+    subscriber = CatalogServiceSubscriber()
+    consumers = keel.events.Consumers(subscriber_db, [subscriber], settings=chosen)
+    async with running(consumers):
+        nc = await nats.connect(nats_broker.url)
+        js = nc.jetstream()
+        await js.publish(PLACED.subject, b"\xff\xff\xff", headers={carry.EVENT_ID: "evt_BAD"})
+
+        async def dead_lettered() -> bool:
+            return (await js.stream_info(names.dlq_stream(SERVICE))).state.messages == 1
+
+        await eventually(dead_lettered, what="a dead letter")
+        letter = await js.get_last_msg(
+            names.dlq_stream(SERVICE), names.dlq_subject(SERVICE, PLACED.subject)
+        )
+        await nc.close()
+    assert letter.headers is not None
+    assert letter.headers[carry.DELIVERIES] == "1"
+    assert letter.headers[carry.ERROR].startswith("undecodable payload: not acme.orders.v1.Order")
+    assert subscriber.seen == []
+
+
+async def test_provisioning_is_idempotent_and_follows_settings(
+    nats_broker: Broker, subscriber_db: AsyncEngine
+) -> None:
+    for max_deliver in (3, 3, 4):
+        chosen = settings(nats_broker.url, events_max_deliver=max_deliver)
+        consumers = keel.events.Consumers(
+            subscriber_db, [CatalogServiceSubscriber()], settings=chosen
+        )
+        async with running(consumers):
+            pass
+    nc = await nats.connect(nats_broker.url)
+    js = nc.jetstream()
+    stream = await js.stream_info(PLACED.stream)
+    assert stream.config.subjects == ["acme.orders.v1.>"]
+    assert stream.config.duplicate_window == 120
+    info = await js.consumer_info(PLACED.stream, names.durable(SERVICE, PLACED.subject))
+    assert info.config.max_deliver == 4
+    assert info.config.ack_wait == 2
+    assert info.config.filter_subject == PLACED.subject
+    dead = await js.stream_info(names.dlq_stream(SERVICE))
+    assert dead.config.subjects == [f"keel.dlq.{SERVICE}.>"]
+    assert len(await js.streams_info()) == 2
+    await nc.close()
+
+
+async def test_a_commit_wakes_the_relay_and_sent_rows_can_be_kept(
+    nats_broker: Broker, publisher_db: AsyncEngine, subscriber_db: AsyncEngine
+) -> None:
+    chosen = settings(nats_broker.url, events_poll_interval=3600.0, events_keep_sent=3600.0)
+    relay = keel.events.Relay(publisher_db, settings=chosen)
+    consumers = keel.events.Consumers(subscriber_db, [CatalogServiceSubscriber()], settings=chosen)
+    async with running(relay, consumers):
+        await asyncio.sleep(0)  # the relay's first pass found nothing: it waits an hour
+        await place(publisher_db, 0, 3)
+        await _effects_are(subscriber_db, 3)
+    async with publisher_db.connect() as connection:
+        sent = await connection.scalar(
+            select(func.count()).where(tables.outbox.c.sent_at.is_not(None))
+        )
+    assert sent == 3
+
+
+async def test_a_server_starts_and_stops_its_background_tasks_in_order(
+    nats_broker: Broker, publisher_db: AsyncEngine, subscriber_db: AsyncEngine
+) -> None:
+    order: list[str] = []
+
+    class Recorder:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        async def start(self) -> None:
+            order.append(f"start {self.name}")
+
+        async def stop(self) -> None:
+            order.append(f"stop {self.name}")
+
+    chosen = settings(nats_broker.url)
+    relay = keel.events.Relay(publisher_db, settings=chosen)
+    consumers = keel.events.Consumers(subscriber_db, [CatalogServiceSubscriber()], settings=chosen)
+    background: list[Background] = [Recorder("a"), relay, consumers, Recorder("b")]
+    async with keel.Server([], background=background):
+        await place(publisher_db, 0, 5)
+        await _effects_are(subscriber_db, 5)
+    assert order == ["start a", "start b", "stop b", "stop a"]
+    assert consumers.nc is None
+    assert relay.sent == 5
+
+
+def test_the_broker_restarts_on_its_port_and_store(tmp_path: Path) -> None:
+    broker = keel.events.start_broker(tmp_path / "nats")
+    try:
+        port = broker.port
+        broker.kill()
+        broker.restart()
+        assert broker.port == port
+        assert broker.url == f"nats://127.0.0.1:{port}"
+        assert (tmp_path / "nats" / "jetstream").is_dir()
+    finally:
+        broker.stop()
+    assert broker.process is None
+
+
+def test_the_log_of_a_broker_that_cannot_start_is_reported(tmp_path: Path) -> None:
+    first = keel.events.start_broker(tmp_path / "one")
+    try:
+        with pytest.raises(keel.events.broker.BrokerError, match="nats-server"):
+            keel.events.start_broker(tmp_path / "two", port=first.port)
+    finally:
+        first.stop()
