@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from google.api import annotations_pb2, http_pb2
 from google.protobuf import descriptor_pb2
@@ -16,6 +16,9 @@ from google.protobuf.compiler import plugin_pb2
 from keel import httprule
 from keel.codegen import names
 from keel.options.v1 import options_pb2
+
+if TYPE_CHECKING:
+    from keel.codegen.events import Event
 
 # googleapis-common-protos' stubs type the extension loosely; it is MethodOptions → HttpRule.
 _HTTP_EXTENSION: Any = annotations_pb2.http
@@ -35,13 +38,18 @@ _ACCESS = {
 
 
 class CodegenError(Exception):
-    """A proto that Keel cannot generate for; the message names file and symbol."""
+    """A proto that Keel cannot generate for; the message names file (`file:line:column` when
+    the position is known) and symbol."""
 
-    def __init__(self, file: str, symbol: str, reason: str) -> None:
-        super().__init__(f"{file}: {symbol}: {reason}")
+    def __init__(
+        self, file: str, symbol: str, reason: str, position: tuple[int, int] | None = None
+    ) -> None:
+        where = f"{file}:{position[0]}:{position[1]}" if position else file
+        super().__init__(f"{where}: {symbol}: {reason}")
         self.file = file
         self.symbol = symbol
         self.reason = reason
+        self.position = position
 
 
 @dataclass(frozen=True)
@@ -101,6 +109,8 @@ class Service:
     auth: Auth | None
     comment: str
     deprecated: bool
+    publishes: tuple[Event, ...] = ()
+    subscribes: tuple[Event, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -108,17 +118,31 @@ class File:
     proto: str
     module: str
     services: tuple[Service, ...]
+    events: tuple[Event, ...] = ()
+    """The events (messages with the event option) declared in the file."""
 
     @property
     def imported_modules(self) -> tuple[str, ...]:
-        """The _pb2 modules the generated file refers to, sorted."""
+        """The _pb2 (and other files' _keel) modules the generated file refers to, sorted."""
         modules = {
             ref.module
             for service in self.services
             for method in service.methods
             for ref in (method.input, method.output)
         }
+        for event in self.events_used:
+            modules.add(event.message.module)
+            if event.module != self.module:
+                modules.add(event.module)
         return tuple(sorted(modules))
+
+    @property
+    def events_used(self) -> tuple[Event, ...]:
+        """Declared, published and subscribed events, each once."""
+        found = {e.full_name: e for e in self.events}
+        for service in self.services:
+            found.update((e.full_name, e) for e in (*service.publishes, *service.subscribes))
+        return tuple(found.values())
 
 
 class ReachableFiles:
@@ -366,21 +390,27 @@ def _service(
     )
 
 
-def _check_unique_names(file: File) -> None:
+def check_unique_names(file: File) -> None:
+    """Every module-level name the file's `*_keel.py` defines is defined once."""
     taken: dict[str, str] = {}
+    generated = [(event.constant, event.full_name) for event in file.events]
     for service in file.services:
-        generated = [
+        generated += [
             (f"{service.name}Base", service.full_name),
             (f"{service.name}Client", service.full_name),
             (service.constant, service.full_name),
             *((m.constant, f"{service.full_name}.{m.name}") for m in service.methods),
         ]
-        for name, owner in generated:
-            if name in taken:
-                raise CodegenError(
-                    file.proto, owner, f"generated name {name} clashes with {taken[name]}"
-                )
-            taken[name] = owner
+        if service.publishes:
+            generated.append((f"{service.name}Publisher", service.full_name))
+        if service.subscribes:
+            generated.append((f"{service.name}Subscriber", service.full_name))
+    for name, owner in generated:
+        if name in taken:
+            raise CodegenError(
+                file.proto, owner, f"generated name {name} clashes with {taken[name]}"
+            )
+        taken[name] = owner
 
 
 def build(request: plugin_pb2.CodeGeneratorRequest) -> tuple[File, ...]:
@@ -395,6 +425,6 @@ def build(request: plugin_pb2.CodeGeneratorRequest) -> tuple[File, ...]:
         comments = _comments(proto)
         services = tuple(_service(proto, i, comments, index) for i in range(len(proto.service)))
         file = File(proto.name, names.proto_module(proto.name, "_keel"), services)
-        _check_unique_names(file)
+        check_unique_names(file)
         files.append(file)
     return tuple(files)

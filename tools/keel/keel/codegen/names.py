@@ -47,3 +47,14 @@ def proto_module(proto_file: str, suffix: str = "_pb2") -> str:
 def module_path(module: str) -> str:
     """`a.b.c_keel` → `a/b/c_keel.py`."""
     return module.replace(".", "/") + ".py"
+
+
+# Names a generated publisher cannot take as a method (keel.events.Publisher's attributes).
+RESERVED_PUBLISHER_NAMES = frozenset({*keyword.kwlist, "session"})
+
+
+def event_method(message_name: str) -> str:
+    """A generated publisher's method for an event message: `OrderPlaced` → `order_placed`;
+    a reserved name (a Python keyword, `session`) gets a trailing underscore."""
+    name = snake_case(message_name)
+    return f"{name}_" if name in RESERVED_PUBLISHER_NAMES else name

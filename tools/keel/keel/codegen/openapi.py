@@ -137,7 +137,7 @@ _Built = dict[str, tuple[dict[str, Any], tuple[str, ...]]]
 """Message type → its schema and the message types it refers to (a `Writer` keeps one)."""
 
 
-class _Schemas:
+class Schemas:
     """The component schemas of one document: the messages it refers to, transitively.
 
     A message's schema is built once per `Writer` (files of one request share most of their
@@ -308,7 +308,7 @@ def _openapi_path(template: Template) -> tuple[str, list[_PathParameter]]:
 
 
 def _operations(
-    file: model.File, schemas: _Schemas, index: _Index
+    file: model.File, schemas: Schemas, index: _Index
 ) -> Iterator[tuple[str, str, dict[str, Any]]]:
     for service in file.services:
         for method in service.methods:
@@ -403,12 +403,18 @@ class Writer:
         self._index = _Index(files)
         self._built: _Built = {}
 
+    def schemas(self, *protos: str) -> Schemas:
+        """The component schemas of a new document, over this writer's index and schemas;
+        `protos` are the files whose messages the document refers to."""
+        for proto in protos:
+            self._index.reach(proto)
+        return Schemas(self._index, self._built)
+
     def render(self, file: model.File) -> str | None:
         """The OpenAPI document of `file`'s annotated methods, or None if it has none."""
         if not any(m.http for s in file.services for m in s.methods):
             return None
-        self._index.reach(file.proto)
-        schemas = _Schemas(self._index, self._built)
+        schemas = self.schemas(file.proto)
         paths: dict[str, dict[str, Any]] = {}
         for path, verb, operation in _operations(file, schemas, self._index):
             if verb in _OPENAPI_METHODS:

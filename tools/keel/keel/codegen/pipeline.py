@@ -36,6 +36,8 @@ _GENERATOR_SOURCES = (
     "../toolchain/errors.py",
     "../toolchain/image.py",
     "../toolchain/workspace.py",
+    "asyncapi.py",
+    "events.py",
     "grpc_python.py",
     "model.py",
     "names.py",

@@ -9,18 +9,19 @@ import sys
 
 from google.protobuf.compiler import plugin_pb2
 
-from keel.codegen import model, openapi, render
+from keel.codegen import asyncapi, events, model, openapi, render
 
 
 def generate(
     request: plugin_pb2.CodeGeneratorRequest,
 ) -> plugin_pb2.CodeGeneratorResponse:
-    """Keel's outputs for a request: a `*_keel.py` per requested file that declares services."""
+    """Keel's outputs for a request: a `*_keel.py` per requested file that declares services
+    or events, an OpenAPI document per file with HTTP rules, one AsyncAPI document of events."""
     response = plugin_pb2.CodeGeneratorResponse(
         supported_features=plugin_pb2.CodeGeneratorResponse.FEATURE_PROTO3_OPTIONAL
     )
     try:
-        files = model.build(request)
+        files = events.build(request, model.build(request))
     except model.CodegenError as error:
         response.error = str(error)
         return response
@@ -32,6 +33,9 @@ def generate(
         if document is not None:
             name = "openapi/" + file.proto.removesuffix(".proto") + ".json"
             response.file.add(name=name, content=document)
+    document = asyncapi.render(files, writer)
+    if document is not None:
+        response.file.add(name="asyncapi.json", content=document)
     return response
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping
 
+from keel.codegen.events import Event
 from keel.codegen.model import Auth, File, Http, Method, Service, TypeRef
 from keel.codegen.names import module_path
 
@@ -44,6 +45,16 @@ def _deprecated(method: Method) -> str:
     return f"{method.comment}\n\nDeprecated." if method.comment else "Deprecated."
 
 
+def _from_import(package: str, names: list[str]) -> list[str]:
+    """`from package import a, b` (wrapped as ruff wraps it when too long); nothing if no names."""
+    if not names:
+        return []
+    line = f"from {package} import {', '.join(names)}"
+    if len(line) <= 100:
+        return [line]
+    return [f"from {package} import (", *(f"    {name}," for name in names), ")"]
+
+
 def _literal(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
@@ -60,31 +71,45 @@ class _Writer:
     def ref(self, ref: TypeRef) -> str:
         return f"{self.aliases[ref.module]}.{ref.name}"
 
+    def spec(self, event: Event) -> str:
+        """The expression naming an event's EventSpec constant."""
+        if event.module == self.file.module:
+            return event.constant
+        return f"{self.aliases[event.module]}.{event.constant}"
+
     def imports(self) -> None:
         methods = [m for s in self.file.services for m in s.methods]
         iterators = sorted(
             {"AsyncIterator" for m in methods if m.client_streaming or m.server_streaming}
             | {"AsyncIterable" for m in methods if m.client_streaming}
         )
+        subscribes = any(s.subscribes for s in self.file.services)
         self.emit(HEADER, f"# source: {self.file.proto}")
-        self.emit(f'"""Keel service bases and clients for {self.file.proto}."""', "")
+        self.emit(f'"""{_module_summary(self.file)}"""', "")
         self.emit("from __future__ import annotations", "")
+        standard = ["import abc"] if subscribes else []
         if iterators:
-            self.emit(f"from collections.abc import {', '.join(iterators)}", "")
-        imports = ["import keel"]
+            standard.append(f"from collections.abc import {', '.join(iterators)}")
+        if standard:
+            self.emit(*standard, "")
+        imports = ["import keel"] if self.file.services else []
+        if self.file.events_used:
+            imports.append("import keel.events")
+        names: dict[str, list[str]] = {}  # package → names imported from it, as isort has them
         for module in self.file.imported_modules:
             package, _, name = module.rpartition(".")
             alias = self.aliases[module]
             suffix = "" if alias == name else f" as {alias}"
-            imports.append(
-                f"from {package} import {name}{suffix}" if package else f"import {name}{suffix}"
-            )
-        plain = sorted(line for line in imports if line.startswith("import "))
-        froms = sorted(
-            (line for line in imports if line.startswith("from ")),
-            key=lambda line: line.split()[1],
-        )
-        self.emit(*plain, *froms)
+            if package:
+                names.setdefault(package, []).append(f"{name}{suffix}")
+            else:
+                imports.append(f"import {name}{suffix}")
+        self.emit(*sorted(imports))
+        for package in sorted(names):
+            combined = [n for n in names[package] if " as " not in n]
+            self.emit(*_from_import(package, combined))
+            for aliased in (n for n in names[package] if " as " in n):
+                self.emit(*_from_import(package, [aliased]))
 
     def spec_value(self, key: str, value: str) -> None:
         self.emit(f"    {key}={value},")
@@ -233,8 +258,79 @@ class _Writer:
             "        )",
         )
 
+    def event_spec(self, event: Event) -> None:
+        self.emit(
+            "",
+            f"{event.constant} = keel.events.EventSpec(",
+            f"    subject={_literal(event.subject)},",
+            f"    message={self.ref(event.message)},",
+            f"    stream={_literal(event.stream)},",
+            f"    name={_literal(event.full_name)},",
+            ")",
+        )
+        summary = event.comment or f"The event {event.full_name}."
+        self.emit(*_docstring(f"{summary}\n\nSubject: {event.subject}", ""))
+
+    def publisher(self, service: Service) -> None:
+        self.emit("", "", f"class {service.name}Publisher(keel.events.Publisher):")
+        doc = (
+            f"Publishes the events of {service.full_name} through its outbox.\n\n"
+            f"`{service.name}Publisher(session)`: each method adds the event to the session's\n"
+            "transaction (it is sent once that commits) and returns the event id."
+        )
+        self.emit(*_docstring(doc, "    "))
+        for event in service.publishes:
+            self.emit(
+                "",
+                f"    async def {event.publish_method}(",
+                "        self,",
+                f"        event: {self.ref(event.message)},",
+                "    ) -> str:",
+                *_docstring(f"Publish {event.message.name} on {event.subject}.", "        "),
+                "        return await self._publish(",
+                f"            {self.spec(event)},",
+                "            event,",
+                "        )",
+            )
+
+    def subscriber(self, service: Service) -> None:
+        self.emit("", "", f"class {service.name}Subscriber(keel.events.Subscriber, abc.ABC):")
+        doc = (
+            f"Handles the events {service.full_name} subscribes to.\n\n"
+            "Subclass and implement every `on_*` method (they are abstract): each runs in the\n"
+            "transaction of the event's inbox row (`context.session`)."
+        )
+        self.emit(*_docstring(doc, "    "), "")
+        self.emit(
+            "    __keel_subscriber__ = keel.events.SubscriberSpec(",
+            f"        service={_literal(service.full_name)},",
+            "        handlers=(",
+        )
+        for event in service.subscribes:
+            self.emit(
+                "            keel.events.Handler(",
+                f"                spec={self.spec(event)},",
+                f"                method={_literal(event.handler_method)},",
+                "            ),",
+            )
+        self.emit("        ),", "    )")
+        for event in service.subscribes:
+            self.emit(
+                "",
+                "    @abc.abstractmethod",
+                f"    async def {event.handler_method}(",
+                "        self,",
+                f"        event: {self.ref(event.message)},",
+                "        context: keel.events.EventContext,",
+                "    ) -> None:",
+                *_docstring(f"Handle {event.message.name} from {event.subject}.", "        "),
+                "        raise NotImplementedError",
+            )
+
     def render(self) -> str:
         self.imports()
+        for event in self.file.events:
+            self.event_spec(event)
         for service in self.file.services:
             for method in service.methods:
                 self.method_spec(service, method)
@@ -242,7 +338,18 @@ class _Writer:
         for service in self.file.services:
             self.base(service)
             self.client(service)
+            if service.publishes:
+                self.publisher(service)
+            if service.subscribes:
+                self.subscriber(service)
         return "\n".join(self.lines) + "\n"
+
+
+def _module_summary(file: File) -> str:
+    events = file.events or any(s.publishes or s.subscribes for s in file.services)
+    if not events:
+        return f"Keel service bases and clients for {file.proto}."
+    return f"Keel {'services and ' if file.services else ''}events for {file.proto}."
 
 
 def render(file: File) -> str:

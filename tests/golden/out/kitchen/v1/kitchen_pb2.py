@@ -35,7 +35,7 @@ from keel.options.v1 import options_pb2 as keel_dot_options_dot_v1_dot_options__
 from kitchen.shared.v1 import shared_pb2 as kitchen_dot_shared_dot_v1_dot_shared__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18kitchen/v1/kitchen.proto\x12\nkitchen.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x19google/api/httpbody.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1egoogle/protobuf/wrappers.proto\x1a\x1dkeel/options/v1/options.proto\x1a\x1ekitchen/shared/v1/shared.proto\"%\n\x0fGetPhotoRequest\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\"Q\n\x0fPutPhotoRequest\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12*\n\x05photo\x18\x02 \x01(\x0b\x32\x14.google.api.HttpBodyR\x05photo\"I\n\x10PutPhotoResponse\x12\x12\n\x04size\x18\x01 \x01(\x05R\x04size\x12!\n\x0c\x63ontent_type\x18\x02 \x01(\tR\x0b\x63ontentType\"\xb6\x07\n\x04\x44ish\x12\x1b\n\x04name\x18\x01 \x01(\tB\x07\xbaH\x04r\x02\x10\x01R\x04name\x12\x43\n\x0bingredients\x18\x02 \x03(\x0b\x32!.kitchen.v1.Dish.IngredientsEntryR\x0bingredients\x12\x34\n\x06prices\x18\x03 \x03(\x0b\x32\x1c.kitchen.v1.Dish.PricesEntryR\x06prices\x12\x1a\n\x07\x63\x65lsius\x18\x04 \x01(\x01H\x00R\x07\x63\x65lsius\x12 \n\nfahrenheit\x18\x05 \x01(\x01H\x00R\nfahrenheit\x12\x1f\n\x08servings\x18\x06 \x01(\x05H\x01R\x08servings\x88\x01\x01\x12\x12\n\x04tags\x18\x07 \x03(\tR\x04tags\x12\x36\n\tcook_time\x18\x08 \x01(\x0b\x32\x19.google.protobuf.DurationR\x08\x63ookTime\x12\x35\n\x08ready_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x07readyAt\x12-\n\x05notes\x18\n \x01(\x0b\x32\x17.google.protobuf.StructR\x05notes\x12\x30\n\x04\x63hef\x18\x0b \x01(\x0b\x32\x1c.google.protobuf.StringValueR\x04\x63hef\x12.\n\x04mask\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.FieldMaskR\x04mask\x12\'\n\x05spice\x18\r \x01(\x0e\x32\x11.kitchen.v1.SpiceR\x05spice\x12(\n\x03ref\x18\x0e \x01(\x0b\x32\x16.kitchen.shared.v1.RefR\x03ref\x12\x14\n\x05photo\x18\x0f \x01(\x0cR\x05photo\x12\x12\n\x04\x66rom\x18\x10 \x01(\tR\x04\x66rom\x12\x14\n\x05\x63lass\x18\x11 \x01(\x08R\x05\x63lass\x12+\n\x05steps\x18\x12 \x03(\x0b\x32\x15.kitchen.v1.Dish.StepR\x05steps\x1a>\n\x10IngredientsEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\x05R\x05value:\x02\x38\x01\x1aS\n\x0bPricesEntry\x12\x10\n\x03key\x18\x01 \x01(\x03R\x03key\x12.\n\x05value\x18\x02 \x01(\x0b\x32\x18.kitchen.shared.v1.MoneyR\x05value:\x02\x38\x01\x1a\x32\n\x04Step\x12\x16\n\x06number\x18\x01 \x01(\x05R\x06number\x12\x12\n\x04text\x18\x02 \x01(\tR\x04textB\r\n\x0btemperatureB\x0b\n\t_servings\"3\n\x0b\x43ookRequest\x12$\n\x04\x64ish\x18\x01 \x01(\x0b\x32\x10.kitchen.v1.DishR\x04\x64ish\"4\n\x0c\x43ookResponse\x12$\n\x04\x64ish\x18\x01 \x01(\x0b\x32\x10.kitchen.v1.DishR\x04\x64ish\"9\n\rFollowRequest\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n\x05steps\x18\x02 \x01(\x05R\x05steps\";\n\x0e\x46ollowResponse\x12)\n\x04step\x18\x01 \x01(\x0b\x32\x15.kitchen.v1.Dish.StepR\x04step\"S\n\x0cStockRequest\x12\x1e\n\ningredient\x18\x01 \x01(\tR\ningredient\x12#\n\x08quantity\x18\x02 \x01(\x05\x42\x07\xbaH\x04\x1a\x02 \x00R\x08quantity\"%\n\rStockResponse\x12\x14\n\x05total\x18\x01 \x01(\x05R\x05total\"!\n\x0b\x43hatRequest\x12\x12\n\x04text\x18\x01 \x01(\tR\x04text\"\"\n\x0c\x43hatResponse\x12\x12\n\x04text\x18\x01 \x01(\tR\x04text\"\'\n\rImportRequest\x12\x16\n\x06source\x18\x01 \x01(\tR\x06source\",\n\x0eImportResponse\x12\x1a\n\x08imported\x18\x01 \x01(\x05R\x08imported\"\x16\n\x14GetHTTPStatusRequest\"+\n\x15GetHTTPStatusResponse\x12\x12\n\x04\x63ode\x18\x01 \x01(\x05R\x04\x63ode\"\x0e\n\x0c\x43ountRequest\"%\n\rCountResponse\x12\x14\n\x05\x63ount\x18\x01 \x01(\x05R\x05\x63ount*=\n\x05Spice\x12\x15\n\x11SPICE_UNSPECIFIED\x10\x00\x12\x0e\n\nSPICE_MILD\x10\x01\x12\r\n\tSPICE_HOT\x10\x02\x32\xab\x05\n\x0eKitchenService\x12p\n\x04\x43ook\x12\x17.kitchen.v1.CookRequest\x1a\x18.kitchen.v1.CookResponse\"5\x82\xd3\xe4\x93\x02/\"\n/v1/dishes:\x01*Z\x1e\x1a\x16/v1/dishes/{dish.name}:\x04\x64ish\x12o\n\x06\x46ollow\x12\x19.kitchen.v1.FollowRequest\x1a\x1a.kitchen.v1.FollowResponse\",\x90\x02\x01\x82\xd3\xe4\x93\x02#\x12!/v1/dishes/{name=dishes/*}:follow0\x01\x12h\n\x05Stock\x12\x18.kitchen.v1.StockRequest\x1a\x19.kitchen.v1.StockResponse\"(\xf2\xa4\x19$\n\x02\x08\n\x12\x1e\x12\rkitchen.write\x12\rkitchen.admin(\x01\x12?\n\x04\x43hat\x12\x17.kitchen.v1.ChatRequest\x1a\x18.kitchen.v1.ChatResponse\"\x00(\x01\x30\x01\x12\x44\n\x06Import\x12\x19.kitchen.v1.ImportRequest\x1a\x1a.kitchen.v1.ImportResponse\"\x03\x90\x02\x02\x12;\n\x07\x43onnect\x12\x16.google.protobuf.Empty\x1a\x16.google.protobuf.Empty\"\x00\x12x\n\rGetHTTPStatus\x12 .kitchen.v1.GetHTTPStatusRequest\x1a!.kitchen.v1.GetHTTPStatusResponse\"\"\xf2\xa4\x19\x04\x12\x02\x08\x01\x82\xd3\xe4\x93\x02\x14\x42\x12\n\x04HEAD\x12\n/v1/status\x1a\x0e\xf2\xa4\x19\n\n\x08\x08\x02\x10\x80\xca\xb5\xee\x01\x32\xe3\x01\n\x0cPhotoService\x12\x61\n\x08GetPhoto\x12\x1b.kitchen.v1.GetPhotoRequest\x1a\x14.google.api.HttpBody\"\"\x90\x02\x01\x82\xd3\xe4\x93\x02\x19\x12\x17/v1/dishes/{name}/photo\x12p\n\x08PutPhoto\x12\x1b.kitchen.v1.PutPhotoRequest\x1a\x1c.kitchen.v1.PutPhotoResponse\")\x90\x02\x02\x82\xd3\xe4\x93\x02 \x1a\x17/v1/dishes/{name}/photo:\x05photo2R\n\rPantryService\x12\x41\n\x05\x43ount\x12\x18.kitchen.v1.CountRequest\x1a\x19.kitchen.v1.CountResponse\"\x03\x88\x02\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18kitchen/v1/kitchen.proto\x12\nkitchen.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x19google/api/httpbody.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1egoogle/protobuf/wrappers.proto\x1a\x1dkeel/options/v1/options.proto\x1a\x1ekitchen/shared/v1/shared.proto\"%\n\x0fGetPhotoRequest\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\"Q\n\x0fPutPhotoRequest\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12*\n\x05photo\x18\x02 \x01(\x0b\x32\x14.google.api.HttpBodyR\x05photo\"I\n\x10PutPhotoResponse\x12\x12\n\x04size\x18\x01 \x01(\x05R\x04size\x12!\n\x0c\x63ontent_type\x18\x02 \x01(\tR\x0b\x63ontentType\"\xd9\x07\n\x04\x44ish\x12\x1b\n\x04name\x18\x01 \x01(\tB\x07\xbaH\x04r\x02\x10\x01R\x04name\x12\x43\n\x0bingredients\x18\x02 \x03(\x0b\x32!.kitchen.v1.Dish.IngredientsEntryR\x0bingredients\x12\x34\n\x06prices\x18\x03 \x03(\x0b\x32\x1c.kitchen.v1.Dish.PricesEntryR\x06prices\x12\x1a\n\x07\x63\x65lsius\x18\x04 \x01(\x01H\x00R\x07\x63\x65lsius\x12 \n\nfahrenheit\x18\x05 \x01(\x01H\x00R\nfahrenheit\x12\x1f\n\x08servings\x18\x06 \x01(\x05H\x01R\x08servings\x88\x01\x01\x12\x12\n\x04tags\x18\x07 \x03(\tR\x04tags\x12\x36\n\tcook_time\x18\x08 \x01(\x0b\x32\x19.google.protobuf.DurationR\x08\x63ookTime\x12\x35\n\x08ready_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x07readyAt\x12-\n\x05notes\x18\n \x01(\x0b\x32\x17.google.protobuf.StructR\x05notes\x12\x30\n\x04\x63hef\x18\x0b \x01(\x0b\x32\x1c.google.protobuf.StringValueR\x04\x63hef\x12.\n\x04mask\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.FieldMaskR\x04mask\x12\'\n\x05spice\x18\r \x01(\x0e\x32\x11.kitchen.v1.SpiceR\x05spice\x12(\n\x03ref\x18\x0e \x01(\x0b\x32\x16.kitchen.shared.v1.RefR\x03ref\x12\x14\n\x05photo\x18\x0f \x01(\x0cR\x05photo\x12\x12\n\x04\x66rom\x18\x10 \x01(\tR\x04\x66rom\x12\x14\n\x05\x63lass\x18\x11 \x01(\x08R\x05\x63lass\x12+\n\x05steps\x18\x12 \x03(\x0b\x32\x15.kitchen.v1.Dish.StepR\x05steps\x1a>\n\x10IngredientsEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\x05R\x05value:\x02\x38\x01\x1aS\n\x0bPricesEntry\x12\x10\n\x03key\x18\x01 \x01(\x03R\x03key\x12.\n\x05value\x18\x02 \x01(\x0b\x32\x18.kitchen.shared.v1.MoneyR\x05value:\x02\x38\x01\x1a\x32\n\x04Step\x12\x16\n\x06number\x18\x01 \x01(\x05R\x06number\x12\x12\n\x04text\x18\x02 \x01(\tR\x04text\x1a!\n\x05\x42urnt\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name:\x04\xf2\xa4\x19\x00\x42\r\n\x0btemperatureB\x0b\n\t_servings\"\x94\x01\n\nDishCooked\x12$\n\x04\x64ish\x18\x01 \x01(\x0b\x32\x10.kitchen.v1.DishR\x04\x64ish\x12\x37\n\tcooked_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x08\x63ookedAt:\'\xf2\xa4\x19#\n!kitchen.v1.dish.cooked-and_served\"3\n\x0b\x43ookRequest\x12$\n\x04\x64ish\x18\x01 \x01(\x0b\x32\x10.kitchen.v1.DishR\x04\x64ish\"4\n\x0c\x43ookResponse\x12$\n\x04\x64ish\x18\x01 \x01(\x0b\x32\x10.kitchen.v1.DishR\x04\x64ish\"9\n\rFollowRequest\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n\x05steps\x18\x02 \x01(\x05R\x05steps\";\n\x0e\x46ollowResponse\x12)\n\x04step\x18\x01 \x01(\x0b\x32\x15.kitchen.v1.Dish.StepR\x04step\"S\n\x0cStockRequest\x12\x1e\n\ningredient\x18\x01 \x01(\tR\ningredient\x12#\n\x08quantity\x18\x02 \x01(\x05\x42\x07\xbaH\x04\x1a\x02 \x00R\x08quantity\"%\n\rStockResponse\x12\x14\n\x05total\x18\x01 \x01(\x05R\x05total\"!\n\x0b\x43hatRequest\x12\x12\n\x04text\x18\x01 \x01(\tR\x04text\"\"\n\x0c\x43hatResponse\x12\x12\n\x04text\x18\x01 \x01(\tR\x04text\"\'\n\rImportRequest\x12\x16\n\x06source\x18\x01 \x01(\tR\x06source\",\n\x0eImportResponse\x12\x1a\n\x08imported\x18\x01 \x01(\x05R\x08imported\"\x16\n\x14GetHTTPStatusRequest\"+\n\x15GetHTTPStatusResponse\x12\x12\n\x04\x63ode\x18\x01 \x01(\x05R\x04\x63ode\"\x0e\n\x0c\x43ountRequest\"%\n\rCountResponse\x12\x14\n\x05\x63ount\x18\x01 \x01(\x05R\x05\x63ount*=\n\x05Spice\x12\x15\n\x11SPICE_UNSPECIFIED\x10\x00\x12\x0e\n\nSPICE_MILD\x10\x01\x12\r\n\tSPICE_HOT\x10\x02\x32\xe2\x05\n\x0eKitchenService\x12p\n\x04\x43ook\x12\x17.kitchen.v1.CookRequest\x1a\x18.kitchen.v1.CookResponse\"5\x82\xd3\xe4\x93\x02/\"\n/v1/dishes:\x01*Z\x1e\x1a\x16/v1/dishes/{dish.name}:\x04\x64ish\x12o\n\x06\x46ollow\x12\x19.kitchen.v1.FollowRequest\x1a\x1a.kitchen.v1.FollowResponse\",\x90\x02\x01\x82\xd3\xe4\x93\x02#\x12!/v1/dishes/{name=dishes/*}:follow0\x01\x12h\n\x05Stock\x12\x18.kitchen.v1.StockRequest\x1a\x19.kitchen.v1.StockResponse\"(\xf2\xa4\x19$\n\x02\x08\n\x12\x1e\x12\rkitchen.write\x12\rkitchen.admin(\x01\x12?\n\x04\x43hat\x12\x17.kitchen.v1.ChatRequest\x1a\x18.kitchen.v1.ChatResponse\"\x00(\x01\x30\x01\x12\x44\n\x06Import\x12\x19.kitchen.v1.ImportRequest\x1a\x1a.kitchen.v1.ImportResponse\"\x03\x90\x02\x02\x12;\n\x07\x43onnect\x12\x16.google.protobuf.Empty\x1a\x16.google.protobuf.Empty\"\x00\x12x\n\rGetHTTPStatus\x12 .kitchen.v1.GetHTTPStatusRequest\x1a!.kitchen.v1.GetHTTPStatusResponse\"\"\xf2\xa4\x19\x04\x12\x02\x08\x01\x82\xd3\xe4\x93\x02\x14\x42\x12\n\x04HEAD\x12\n/v1/status\x1a\x45\xf2\xa4\x19\x41\n\x08\x08\x02\x10\x80\xca\xb5\xee\x01\x1a\nDishCooked\x1a\nDish.Burnt\"\x1d.kitchen.pantry.v1.MoneySpent2\xe3\x01\n\x0cPhotoService\x12\x61\n\x08GetPhoto\x12\x1b.kitchen.v1.GetPhotoRequest\x1a\x14.google.api.HttpBody\"\"\x90\x02\x01\x82\xd3\xe4\x93\x02\x19\x12\x17/v1/dishes/{name}/photo\x12p\n\x08PutPhoto\x12\x1b.kitchen.v1.PutPhotoRequest\x1a\x1c.kitchen.v1.PutPhotoResponse\")\x90\x02\x02\x82\xd3\xe4\x93\x02 \x1a\x17/v1/dishes/{name}/photo:\x05photo2z\n\rPantryService\x12\x41\n\x05\x43ount\x12\x18.kitchen.v1.CountRequest\x1a\x19.kitchen.v1.CountResponse\"\x03\x88\x02\x01\x1a&\xf2\xa4\x19\"\"\nDishCooked\"\x14pantry.v1.MoneySpentb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -46,12 +46,16 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DISH_INGREDIENTSENTRY']._serialized_options = b'8\001'
   _globals['_DISH_PRICESENTRY']._loaded_options = None
   _globals['_DISH_PRICESENTRY']._serialized_options = b'8\001'
+  _globals['_DISH_BURNT']._loaded_options = None
+  _globals['_DISH_BURNT']._serialized_options = b'\362\244\031\000'
   _globals['_DISH'].fields_by_name['name']._loaded_options = None
   _globals['_DISH'].fields_by_name['name']._serialized_options = b'\272H\004r\002\020\001'
+  _globals['_DISHCOOKED']._loaded_options = None
+  _globals['_DISHCOOKED']._serialized_options = b'\362\244\031#\n!kitchen.v1.dish.cooked-and_served'
   _globals['_STOCKREQUEST'].fields_by_name['quantity']._loaded_options = None
   _globals['_STOCKREQUEST'].fields_by_name['quantity']._serialized_options = b'\272H\004\032\002 \000'
   _globals['_KITCHENSERVICE']._loaded_options = None
-  _globals['_KITCHENSERVICE']._serialized_options = b'\362\244\031\n\n\010\010\002\020\200\312\265\356\001'
+  _globals['_KITCHENSERVICE']._serialized_options = b'\362\244\031A\n\010\010\002\020\200\312\265\356\001\032\nDishCooked\032\nDish.Burnt\"\035.kitchen.pantry.v1.MoneySpent'
   _globals['_KITCHENSERVICE'].methods_by_name['Cook']._loaded_options = None
   _globals['_KITCHENSERVICE'].methods_by_name['Cook']._serialized_options = b'\202\323\344\223\002/\"\n/v1/dishes:\001*Z\036\032\026/v1/dishes/{dish.name}:\004dish'
   _globals['_KITCHENSERVICE'].methods_by_name['Follow']._loaded_options = None
@@ -66,10 +70,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PHOTOSERVICE'].methods_by_name['GetPhoto']._serialized_options = b'\220\002\001\202\323\344\223\002\031\022\027/v1/dishes/{name}/photo'
   _globals['_PHOTOSERVICE'].methods_by_name['PutPhoto']._loaded_options = None
   _globals['_PHOTOSERVICE'].methods_by_name['PutPhoto']._serialized_options = b'\220\002\002\202\323\344\223\002 \032\027/v1/dishes/{name}/photo:\005photo'
+  _globals['_PANTRYSERVICE']._loaded_options = None
+  _globals['_PANTRYSERVICE']._serialized_options = b'\362\244\031\"\"\nDishCooked\"\024pantry.v1.MoneySpent'
   _globals['_PANTRYSERVICE'].methods_by_name['Count']._loaded_options = None
   _globals['_PANTRYSERVICE'].methods_by_name['Count']._serialized_options = b'\210\002\001'
-  _globals['_SPICE']._serialized_start=2162
-  _globals['_SPICE']._serialized_end=2223
+  _globals['_SPICE']._serialized_start=2348
+  _globals['_SPICE']._serialized_end=2409
   _globals['_GETPHOTOREQUEST']._serialized_start=379
   _globals['_GETPHOTOREQUEST']._serialized_end=416
   _globals['_PUTPHOTOREQUEST']._serialized_start=418
@@ -77,45 +83,49 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PUTPHOTORESPONSE']._serialized_start=501
   _globals['_PUTPHOTORESPONSE']._serialized_end=574
   _globals['_DISH']._serialized_start=577
-  _globals['_DISH']._serialized_end=1527
+  _globals['_DISH']._serialized_end=1562
   _globals['_DISH_INGREDIENTSENTRY']._serialized_start=1300
   _globals['_DISH_INGREDIENTSENTRY']._serialized_end=1362
   _globals['_DISH_PRICESENTRY']._serialized_start=1364
   _globals['_DISH_PRICESENTRY']._serialized_end=1447
   _globals['_DISH_STEP']._serialized_start=1449
   _globals['_DISH_STEP']._serialized_end=1499
-  _globals['_COOKREQUEST']._serialized_start=1529
-  _globals['_COOKREQUEST']._serialized_end=1580
-  _globals['_COOKRESPONSE']._serialized_start=1582
-  _globals['_COOKRESPONSE']._serialized_end=1634
-  _globals['_FOLLOWREQUEST']._serialized_start=1636
-  _globals['_FOLLOWREQUEST']._serialized_end=1693
-  _globals['_FOLLOWRESPONSE']._serialized_start=1695
-  _globals['_FOLLOWRESPONSE']._serialized_end=1754
-  _globals['_STOCKREQUEST']._serialized_start=1756
-  _globals['_STOCKREQUEST']._serialized_end=1839
-  _globals['_STOCKRESPONSE']._serialized_start=1841
-  _globals['_STOCKRESPONSE']._serialized_end=1878
-  _globals['_CHATREQUEST']._serialized_start=1880
-  _globals['_CHATREQUEST']._serialized_end=1913
-  _globals['_CHATRESPONSE']._serialized_start=1915
-  _globals['_CHATRESPONSE']._serialized_end=1949
-  _globals['_IMPORTREQUEST']._serialized_start=1951
-  _globals['_IMPORTREQUEST']._serialized_end=1990
-  _globals['_IMPORTRESPONSE']._serialized_start=1992
-  _globals['_IMPORTRESPONSE']._serialized_end=2036
-  _globals['_GETHTTPSTATUSREQUEST']._serialized_start=2038
-  _globals['_GETHTTPSTATUSREQUEST']._serialized_end=2060
-  _globals['_GETHTTPSTATUSRESPONSE']._serialized_start=2062
-  _globals['_GETHTTPSTATUSRESPONSE']._serialized_end=2105
-  _globals['_COUNTREQUEST']._serialized_start=2107
-  _globals['_COUNTREQUEST']._serialized_end=2121
-  _globals['_COUNTRESPONSE']._serialized_start=2123
-  _globals['_COUNTRESPONSE']._serialized_end=2160
-  _globals['_KITCHENSERVICE']._serialized_start=2226
-  _globals['_KITCHENSERVICE']._serialized_end=2909
-  _globals['_PHOTOSERVICE']._serialized_start=2912
-  _globals['_PHOTOSERVICE']._serialized_end=3139
-  _globals['_PANTRYSERVICE']._serialized_start=3141
-  _globals['_PANTRYSERVICE']._serialized_end=3223
+  _globals['_DISH_BURNT']._serialized_start=1501
+  _globals['_DISH_BURNT']._serialized_end=1534
+  _globals['_DISHCOOKED']._serialized_start=1565
+  _globals['_DISHCOOKED']._serialized_end=1713
+  _globals['_COOKREQUEST']._serialized_start=1715
+  _globals['_COOKREQUEST']._serialized_end=1766
+  _globals['_COOKRESPONSE']._serialized_start=1768
+  _globals['_COOKRESPONSE']._serialized_end=1820
+  _globals['_FOLLOWREQUEST']._serialized_start=1822
+  _globals['_FOLLOWREQUEST']._serialized_end=1879
+  _globals['_FOLLOWRESPONSE']._serialized_start=1881
+  _globals['_FOLLOWRESPONSE']._serialized_end=1940
+  _globals['_STOCKREQUEST']._serialized_start=1942
+  _globals['_STOCKREQUEST']._serialized_end=2025
+  _globals['_STOCKRESPONSE']._serialized_start=2027
+  _globals['_STOCKRESPONSE']._serialized_end=2064
+  _globals['_CHATREQUEST']._serialized_start=2066
+  _globals['_CHATREQUEST']._serialized_end=2099
+  _globals['_CHATRESPONSE']._serialized_start=2101
+  _globals['_CHATRESPONSE']._serialized_end=2135
+  _globals['_IMPORTREQUEST']._serialized_start=2137
+  _globals['_IMPORTREQUEST']._serialized_end=2176
+  _globals['_IMPORTRESPONSE']._serialized_start=2178
+  _globals['_IMPORTRESPONSE']._serialized_end=2222
+  _globals['_GETHTTPSTATUSREQUEST']._serialized_start=2224
+  _globals['_GETHTTPSTATUSREQUEST']._serialized_end=2246
+  _globals['_GETHTTPSTATUSRESPONSE']._serialized_start=2248
+  _globals['_GETHTTPSTATUSRESPONSE']._serialized_end=2291
+  _globals['_COUNTREQUEST']._serialized_start=2293
+  _globals['_COUNTREQUEST']._serialized_end=2307
+  _globals['_COUNTRESPONSE']._serialized_start=2309
+  _globals['_COUNTRESPONSE']._serialized_end=2346
+  _globals['_KITCHENSERVICE']._serialized_start=2412
+  _globals['_KITCHENSERVICE']._serialized_end=3150
+  _globals['_PHOTOSERVICE']._serialized_start=3153
+  _globals['_PHOTOSERVICE']._serialized_end=3380
+  _globals['_PANTRYSERVICE']._serialized_start=3382
+  _globals['_PANTRYSERVICE']._serialized_end=3504
 # @@protoc_insertion_point(module_scope)

@@ -174,6 +174,25 @@ class Dish(_message.Message):
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
+    @_typing.final
+    class Burnt(_message.Message):
+        """A nested event with the default subject."""
+
+        DESCRIPTOR: _descriptor.Descriptor
+
+        NAME_FIELD_NUMBER: _builtins.int
+        name: _builtins.str
+        def __init__(
+            self,
+            *,
+            name: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     NAME_FIELD_NUMBER: _builtins.int
     INGREDIENTS_FIELD_NUMBER: _builtins.int
     PRICES_FIELD_NUMBER: _builtins.int
@@ -252,6 +271,32 @@ class Dish(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType_temperature) -> _WhichOneofReturnType_temperature | None: ...
 
 Global___Dish: _TypeAlias = Dish  # noqa: Y015
+
+@_typing.final
+class DishCooked(_message.Message):
+    """A dish is ready."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DISH_FIELD_NUMBER: _builtins.int
+    COOKED_AT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def dish(self) -> Global___Dish: ...
+    @_builtins.property
+    def cooked_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        dish: Global___Dish | None = ...,
+        cooked_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cooked_at", b"cooked_at", "dish", b"dish"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cooked_at", b"cooked_at", "dish", b"dish"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DishCooked: _TypeAlias = DishCooked  # noqa: Y015
 
 @_typing.final
 class CookRequest(_message.Message):
