@@ -10,7 +10,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from keel import errors, events
+    from keel import data, errors, events
     from keel.runtime.client import ClientBase, Metadata
     from keel.runtime.config import Settings
     from keel.runtime.context import Context
@@ -63,6 +63,7 @@ __all__ = [
     "Settings",
     "__version__",
     "add_to_server",
+    "data",
     "errors",
     "events",
     "serve",
@@ -70,7 +71,7 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("errors", "events"):
+    if name in ("data", "errors", "events"):
         return importlib.import_module(f"keel.{name}")
     module = _EXPORTS.get(name)
     if module is None:

@@ -60,6 +60,41 @@ def _dev(args: argparse.Namespace) -> int:
         return 2
 
 
+def _db(args: argparse.Namespace) -> int:
+    import asyncio  # noqa: PLC0415
+
+    from keel import data  # noqa: PLC0415 (SQLAlchemy and Alembic load for `keel db` only)
+    from keel.data import migrations  # noqa: PLC0415
+    from keel.runtime import config  # noqa: PLC0415
+
+    async def run(service: data.ServiceFolder, db: data.Database) -> str:
+        try:
+            if args.action == "upgrade":
+                return f"at revision {await data.upgrade(db, service, args.revision)}"
+            if args.action == "downgrade":
+                now = await data.downgrade(db, service, args.revision)
+                return f"at revision {now}" if now else "at base (no tables)"
+            if args.action == "revision":
+                return f"wrote {await data.revision(db, service, args.message)}"
+            await data.check(db, service)
+            return "the models and the migrations agree"
+        finally:
+            await db.dispose()
+
+    try:
+        service = data.ServiceFolder.named(args.name, args.services)
+        db = data.Database.for_service(service.name)
+        said = asyncio.run(run(service, db))
+    except config.ConfigError as error:
+        print(f"keel db: configuration error: {error}", file=sys.stderr)
+        return 2
+    except migrations.PROBLEMS as error:
+        print(f"keel db {args.action} {args.name}: {migrations.one_line(error)}", file=sys.stderr)
+        return 1
+    print(f"keel db {args.action} {args.name}: {said} ({db.url.render_as_string()})")
+    return 0
+
+
 def _positive(text: str) -> int:
     value = int(text) if text.isdigit() else 0
     if value < 1:
@@ -143,6 +178,25 @@ def parser() -> argparse.ArgumentParser:
         "--gateway-port", type=int, default=8080, help="REST gateway port (0: no gateway)"
     )
     dev.set_defaults(run=_dev)
+
+    db = commands.add_parser("db", help="a service's database migrations (Alembic)")
+    actions = db.add_subparsers(dest="action", required=True)
+    for action, helped in (
+        ("upgrade", "apply migrations up to REVISION (default head)"),
+        ("downgrade", "undo migrations down to REVISION (base: all)"),
+        ("revision", "write a migration from the difference between models and database"),
+        ("check", "fail, naming each difference, when models and migrations disagree"),
+    ):
+        each = actions.add_parser(action, help=helped)
+        each.add_argument("name", help="the service: its folder name under --services")
+        each.add_argument("--services", type=Path, default=Path("services"), help="services folder")
+        if action == "upgrade":
+            each.add_argument("revision", nargs="?", default="head")
+        elif action == "downgrade":
+            each.add_argument("revision")
+        elif action == "revision":
+            each.add_argument("-m", "--message", required=True, help="what the migration does")
+        each.set_defaults(run=_db)
 
     gateway = commands.add_parser("gateway", help="serve the REST gateway")
     gateway.add_argument("--gen", type=Path, default=Path("gen"), help="generated code")

@@ -6,13 +6,23 @@ Override `keel_services` with the implementations under test; then use
 - `keel_client`: a factory, `keel_client(OrderServiceClient)`, of connected typed clients;
 - `keel_addr`: `keel_addr("acme.orders.v1.OrderService")`, the server's address.
 
+Databases (keel.data):
+
+- `keel_postgres`: a real PostgreSQL for the session (`keel.testing.postgres.PostgresServer`);
+  skipped, naming the install command, where PostgreSQL is not installed, failed if `CI` is set;
+- `keel_database_url`: the URL of a new, empty database, once on SQLite and once on
+  PostgreSQL (a parametrized fixture: every test using it runs on both).
+
 pytest-grpc's names map as: grpc_servicer → keel_services, grpc_server → keel_cluster,
 grpc_addr → keel_addr, grpc_stub_cls + grpc_stub → keel_client(StubClass).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
+import itertools
+import os
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,6 +31,9 @@ import pytest_asyncio
 from keel.runtime.client import ClientBase
 from keel.runtime.service import ServiceBase
 from keel.testing import Cluster, cluster
+from keel.testing.postgres import PostgresMissingError, PostgresServer, find_binaries
+
+_databases = itertools.count(1)
 
 
 @pytest.fixture
@@ -52,3 +65,25 @@ def keel_client(keel_cluster: Cluster) -> Callable[[type[Any]], Any]:
 def keel_addr(keel_cluster: Cluster) -> Callable[[str], str]:
     """`keel_addr("acme.orders.v1.OrderService")`: that service's `127.0.0.1:PORT`."""
     return keel_cluster.address
+
+
+@pytest.fixture(scope="session")
+def keel_postgres() -> Iterator[PostgresServer]:
+    """A PostgreSQL server for the test session, in a temporary folder, removed afterwards."""
+    try:
+        binaries = find_binaries()
+    except PostgresMissingError as error:
+        if os.environ.get("CI"):
+            pytest.fail(f"{error} (CI runs every PostgreSQL test)")
+        pytest.skip(str(error))
+    with PostgresServer.start(binaries) as server:
+        yield server
+
+
+@pytest_asyncio.fixture(params=["sqlite", "postgresql"])
+async def keel_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An async SQLAlchemy URL of a new, empty database: SQLite, then PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'test.sqlite3'}"
+    server: PostgresServer = request.getfixturevalue("keel_postgres")
+    return await server.create_database(f"test_{os.getpid()}_{next(_databases)}")

@@ -1,0 +1,169 @@
+"""`keel.data.Database`: a service's own database, SQLAlchemy 2 asyncio, from settings.
+
+    db = Database.for_service("catalog")
+    async with db.transaction() as session:  # one transaction: commit on exit, rollback on error
+        session.add(Row(...))
+
+`KEEL_DATABASE_URL` (an async URL: `postgresql+asyncpg://...`, `sqlite+aiosqlite:///...`)
+names it; without one, a SQLite file `<state dir>/<name>.sqlite3`, the state dir being
+`KEEL_STATE_DIR`, else `.keel/state/<name>` under the current folder. SQLite runs in WAL mode
+with foreign keys on, a busy timeout, and write transactions that take the write lock at BEGIN
+(`BEGIN IMMEDIATE`), so several processes (`KEEL_WORKERS`) share one file: writers queue,
+readers never block, and no transaction fails for having read before another wrote.
+
+The engine is made on first use in each process, so a Database made before `keel.serve` forks
+its workers gives each worker its own connections.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import weakref
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import MetaData, String, event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.types import TypeEngine
+
+from keel.runtime import config
+
+BUSY_TIMEOUT_SECONDS = 30.0
+"""How long a SQLite writer waits for another process's write transaction to end."""
+
+
+class DataError(Exception):
+    """A database or migration problem, told in one line."""
+
+
+def id_type(length: int = 64) -> TypeEngine[str]:
+    """The column type for `new_id` keys: a string compared byte by byte (PostgreSQL's "C"
+    collation; SQLite's default), so ordering by it is ordering by creation time."""
+    return String(length).with_variant(String(length, collation="C"), "postgresql")
+
+
+def state_dir(name: str, settings: config.Settings | None = None) -> Path:
+    """The service's state folder (created): KEEL_STATE_DIR, else .keel/state/<name>."""
+    settings = settings or config.current()
+    if settings.state_dir:
+        folder = Path(settings.state_dir)
+    else:
+        root = Path.cwd() / ".keel"
+        folder = root / "state" / name
+        if not root.exists():
+            root.mkdir()
+            (root / ".gitignore").write_text("# local state of `keel dev`\n*\n")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _sqlite_events(engine: AsyncEngine) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # Keel emits BEGIN itself (below)
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_SECONDS * 1000)}")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA synchronous = NORMAL")  # WAL: a crash loses nothing committed
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+class Database:
+    """One service's database: an async engine per process and transactions on it."""
+
+    def __init__(self, url: str | URL, *, tables: MetaData | None = None) -> None:
+        """`url`: a SQLAlchemy async URL. `tables`: create these tables on first use (for
+        throwaway databases; real ones get theirs from migrations)."""
+        self.url = make_url(url)
+        self._tables = tables
+        self._engine: AsyncEngine | None = None
+        self._sessions: async_sessionmaker[AsyncSession] | None = None
+        self._pid = 0
+
+    @classmethod
+    def for_service(cls, name: str, settings: config.Settings | None = None) -> Database:
+        """The database of service `name` (the folder name under services/) from settings."""
+        settings = settings or config.current()
+        if settings.database_url:
+            return cls(settings.database_url)
+        path = state_dir(name, settings) / f"{name}.sqlite3"
+        return cls(f"sqlite+aiosqlite:///{path.resolve()}")
+
+    @classmethod
+    def temporary(cls, tables: MetaData | None = None) -> Database:
+        """A private SQLite database in a temporary folder, removed by `dispose` (or when
+        the Database is garbage): for tests and examples. `tables` are created on first use."""
+        folder = tempfile.mkdtemp(prefix="keel-db-")
+        database = cls(f"sqlite+aiosqlite:///{folder}/data.sqlite3", tables=tables)
+        database._folder = folder
+        weakref.finalize(database, shutil.rmtree, folder, True)
+        return database
+
+    _folder = ""
+
+    @property
+    def dialect(self) -> str:
+        """`sqlite` or `postgresql` (the URL's backend)."""
+        return self.url.get_backend_name()
+
+    @property
+    def engine(self) -> AsyncEngine:
+        """This process's engine (made on first use, again after a fork)."""
+        if self._engine is None or self._pid != os.getpid():
+            self._engine = self._create_engine()
+            self._sessions = async_sessionmaker(self._engine, expire_on_commit=False)
+            self._pid = os.getpid()
+        return self._engine
+
+    def _create_engine(self) -> AsyncEngine:
+        if self.dialect == "sqlite":
+            database = self.url.database or ""
+            if database in ("", ":memory:") or "mode=memory" in str(self.url):
+                raise DataError("use Database.temporary() for a throwaway SQLite database")
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+            engine = create_async_engine(self.url, connect_args={"timeout": BUSY_TIMEOUT_SECONDS})
+            _sqlite_events(engine)
+            return engine
+        return create_async_engine(self.url, pool_pre_ping=True)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncSession]:
+        """An AsyncSession in one transaction: committed when the block ends, rolled back
+        when it raises. Objects stay readable after the commit (expire_on_commit=False)."""
+        engine = self.engine
+        if self._tables is not None:
+            tables, self._tables = self._tables, None
+            async with engine.begin() as connection:
+                await connection.run_sync(tables.create_all)
+        assert self._sessions is not None
+        async with self._sessions.begin() as session:
+            yield session
+
+    async def dispose(self) -> None:
+        """Close this process's connections (a later use opens new ones); a temporary
+        database is removed."""
+        if self._engine is not None and self._pid == os.getpid():
+            await self._engine.dispose()
+        self._engine = None
+        self._sessions = None
+        if self._folder:
+            shutil.rmtree(self._folder, ignore_errors=True)
+            self._folder = ""
+
+    def __repr__(self) -> str:
+        return f"Database({self.url.render_as_string(hide_password=True)!r})"
