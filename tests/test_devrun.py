@@ -51,7 +51,10 @@ async def test_keel_dev_runs_the_services_until_interrupted(tmp_path: Path) -> N
     registry.write_text("[targets]\n" + "\n".join(lines) + "\n")
     log = (tmp_path / "dev.log").open("w")
     process = subprocess.Popen(  # a real process: it must stop all three on SIGINT
-        [str(BIN / "keel"), "dev", "--registry", str(registry), "--gateway-port", str(gateway)],
+        [
+            *(str(BIN / "keel"), "dev", "--registry", str(registry)),
+            *("--gateway-port", str(gateway), "--state-dir", str(tmp_path / "state")),
+        ],
         cwd=REPO,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -59,7 +62,7 @@ async def test_keel_dev_runs_the_services_until_interrupted(tmp_path: Path) -> N
     )
     try:
         deadline = time.monotonic() + 60
-        while (tmp_path / "dev.log").read_text().count("serving") < 3:
+        while (tmp_path / "dev.log").read_text().count("serving") < 4:  # 3 and the gateway
             assert process.poll() is None, (tmp_path / "dev.log").read_text()
             assert time.monotonic() < deadline, "services did not start"
             await asyncio.sleep(0.1)
@@ -103,3 +106,8 @@ async def test_keel_dev_runs_the_services_until_interrupted(tmp_path: Path) -> N
         assert f"{name}\x1b[0m │" in output  # each service's lines carry its colored name
     assert output.count("stopped") >= 4  # three services drained, then keel dev
     assert f"REST gateway http://127.0.0.1:{gateway}" in output
+    # Each service has its own state folder; catalog's database was migrated before it served.
+    assert (tmp_path / "state" / "catalog" / "catalog.sqlite3").is_file()
+    catalog = [line for line in output.splitlines() if "catalog\x1b[0m │" in line]
+    migrated = next(i for i, line in enumerate(catalog) if "database is at revision" in line)
+    assert migrated < next(i for i, line in enumerate(catalog) if "serving" in line), output

@@ -54,7 +54,9 @@ def _dev(args: argparse.Namespace) -> int:
     from keel.runtime.config import ConfigError  # noqa: PLC0415
 
     try:
-        return asyncio.run(devrun.run(args.services, args.registry, args.gen, args.gateway_port))
+        return asyncio.run(
+            devrun.run(args.services, args.registry, args.gen, args.gateway_port, args.state_dir)
+        )
     except ConfigError as error:
         print(f"keel dev: {error}", file=sys.stderr)
         return 2
@@ -176,6 +178,12 @@ def parser() -> argparse.ArgumentParser:
     dev.add_argument("--gen", type=Path, default=Path("gen"), help="generated code (import root)")
     dev.add_argument(
         "--gateway-port", type=int, default=8080, help="REST gateway port (0: no gateway)"
+    )
+    dev.add_argument(
+        "--state-dir",
+        type=Path,
+        default=Path(".keel/state"),
+        help="each service's state (its SQLite database) goes in DIR/<name>",
     )
     dev.set_defaults(run=_dev)
 

@@ -3,7 +3,10 @@
 Services are the folders under `services/` whose pyproject.toml says
 `[tool.keel] serves = ["acme.orders.v1.OrderService"]`; each runs as `python -m <package>` on
 the port the registry gives its first service, metrics on that port + 1000, console logs
-prefixed with the service's name. Ctrl-C (or SIGTERM) drains and stops them all.
+prefixed with the service's name. Each service gets its own state folder,
+`<state>/<name>` (KEEL_STATE_DIR: its SQLite database lives there), and KEEL_MIGRATE=true, so
+it applies its pending migrations before it serves. Ctrl-C (or SIGTERM) drains and stops them
+all.
 """
 
 from __future__ import annotations
@@ -58,9 +61,19 @@ async def _relay(name: str, color: str, stream: asyncio.StreamReader) -> None:
         sys.stdout.flush()
 
 
-async def run(services_dir: Path, registry: Path, gen: Path, gateway_port: int = 0) -> int:
-    """Start the services (and the REST gateway on `gateway_port`, unless 0), relay their
-    logs, stop them all on SIGINT/SIGTERM."""
+_PER_SERVICE = ("KEEL_DATABASE_URL", "KEEL_STATE_DIR", "KEEL_MIGRATE")
+"""Settings that name one service's data: never passed on from keel dev's own environment."""
+
+
+async def run(
+    services_dir: Path,
+    registry: Path,
+    gen: Path,
+    gateway_port: int = 0,
+    state: Path = Path(".keel/state"),
+) -> int:
+    """Start the services (and the REST gateway on `gateway_port`, unless 0), each with its
+    state folder under `state`, relay their logs, stop them all on SIGINT/SIGTERM."""
     services = discover(services_dir, registry)
     if not services:
         print(f"keel dev: no services with [tool.keel] serves under {services_dir}")
@@ -68,9 +81,13 @@ async def run(services_dir: Path, registry: Path, gen: Path, gateway_port: int =
     path = os.pathsep.join(filter(None, [str(gen.resolve()), os.environ.get("PYTHONPATH", "")]))
     processes = []
     relays = []
+    inherited = {k: v for k, v in os.environ.items() if k not in _PER_SERVICE}
+    state.mkdir(parents=True, exist_ok=True)
+    if not (state / ".gitignore").exists():
+        (state / ".gitignore").write_text("# local state of `keel dev`\n*\n")
     for index, service in enumerate(services):
         env = {
-            **os.environ,
+            **inherited,
             "PYTHONPATH": path,
             "KEEL_HOST": "127.0.0.1",
             "KEEL_PORT": str(service.port),
@@ -78,6 +95,8 @@ async def run(services_dir: Path, registry: Path, gen: Path, gateway_port: int =
             "KEEL_LOG_FORMAT": "console",
             "KEEL_GRACE_PERIOD": "5",
             "KEEL_REGISTRY": str(registry.resolve()),
+            "KEEL_STATE_DIR": str((state / service.name).resolve()),
+            "KEEL_MIGRATE": "true",
         }
         process = await asyncio.create_subprocess_exec(
             sys.executable,

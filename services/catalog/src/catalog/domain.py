@@ -1,10 +1,15 @@
-"""The catalog's rules: products, stock and reservations, independent of gRPC."""
+"""The catalog's rules: products, stock and reservations, independent of gRPC and of how
+the data is stored (a Store: see catalog.store)."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Protocol
+
+from keel.data import new_id
 
 
 class NotFoundError(Exception):
@@ -42,17 +47,40 @@ class Reservation:
     currency: str
 
 
+class ConflictError(Exception):
+    """A concurrent change got there first (e.g. two reservations for one order at once);
+    nothing was changed: try again."""
+
+
+class Transaction(Protocol):
+    """The catalog's data within one transaction (see Store.transaction)."""
+
+    async def get(self, product_id: str) -> Product | None: ...
+    async def lock(self, product_ids: Collection[str]) -> dict[str, Product]:
+        """The products with these ids that exist, locked until the transaction ends."""
+        ...
+
+    async def add(self, product: Product) -> None: ...
+    async def put(self, product: Product) -> None:
+        """Store a changed product (one that exists)."""
+        ...
+
+    async def page(self, after: str, limit: int) -> list[Product]:
+        """Up to `limit` products with ids after `after` (all for ""), in id order."""
+        ...
+
+    async def reservation(self, order_id: str) -> Reservation | None: ...
+    async def add_reservation(self, reservation: Reservation) -> None: ...
+    async def drop_reservation(self, order_id: str) -> None: ...
+
+
 class Store(Protocol):
     """Where the catalog keeps its data."""
 
-    def get(self, product_id: str) -> Product | None: ...
-    def put(self, product: Product) -> None: ...
-    def page(self, offset: int, limit: int) -> list[Product]: ...
-    def count(self) -> int: ...
-    def next_id(self) -> str: ...
-    def reservation(self, order_id: str) -> Reservation | None: ...
-    def put_reservation(self, reservation: Reservation) -> None: ...
-    def drop_reservation(self, order_id: str) -> None: ...
+    def transaction(self) -> AbstractAsyncContextManager[Transaction]:
+        """One transaction: committed when the block ends, undone when it raises;
+        ConflictError when a concurrent transaction made it impossible."""
+        ...
 
 
 class Catalog:
@@ -61,61 +89,88 @@ class Catalog:
     def __init__(self, store: Store) -> None:
         self.store = store
 
-    def get(self, product_id: str) -> Product:
-        product = self.store.get(product_id)
+    async def get(self, product_id: str) -> Product:
+        async with self.store.transaction() as tx:
+            product = await tx.get(product_id)
         if product is None:
             raise NotFoundError(product_id)
         return product
 
-    def exists(self, product_id: str) -> bool:
-        return self.store.get(product_id) is not None
+    async def missing(self, product_ids: Collection[str]) -> set[str]:
+        """The ids among `product_ids` that name no product."""
+        async with self.store.transaction() as tx:
+            found = await tx.lock(product_ids)
+        return set(product_ids) - set(found)
 
-    def page(self, offset: int, limit: int) -> tuple[list[Product], int | None]:
-        products = self.store.page(offset, limit)
-        following = offset + len(products)
-        return products, following if following < self.store.count() else None
+    async def page(self, after: str, limit: int) -> tuple[list[Product], str | None]:
+        """Up to `limit` products after id `after`, and the last one's id if more follow."""
+        async with self.store.transaction() as tx:
+            products = await tx.page(after, limit + 1)
+        if len(products) > limit:
+            return products[:limit], products[limit - 1].product_id
+        return products, None
 
-    def create(self, title: str, price_cents: int, currency: str, stock: int = 0) -> Product:
-        product = Product(self.store.next_id(), title, price_cents, currency, stock)
-        self.store.put(product)
+    async def create(
+        self,
+        title: str,
+        price_cents: int,
+        currency: str,
+        stock: int = 0,
+        labels: dict[str, str] | None = None,
+    ) -> Product:
+        product = Product(new_id("p"), title, price_cents, currency, stock, dict(labels or {}))
+        async with self.store.transaction() as tx:
+            await tx.add(product)
         return product
 
-    def update(self, product_id: str, **changes: object) -> Product:
-        product = replace(self.get(product_id), **changes)  # type: ignore[arg-type]
-        self.store.put(product)
+    async def update(self, product_id: str, **changes: object) -> Product:
+        async with self.store.transaction() as tx:
+            found = await tx.lock([product_id])
+            if product_id not in found:
+                raise NotFoundError(product_id)
+            product = replace(found[product_id], **changes)  # type: ignore[arg-type]
+            await tx.put(product)
         return product
 
-    def reserve(self, order_id: str, lines: list[tuple[str, int]]) -> Reservation:
-        existing = self.store.reservation(order_id)
-        if existing is not None:
-            return existing
-        products = [self.get(product_id) for product_id, _ in lines]
-        wanted: dict[str, int] = {}
-        for product_id, quantity in lines:
-            wanted[product_id] = wanted.get(product_id, 0) + quantity
-        shortages = {
-            p.product_id: (wanted[p.product_id], p.stock)
-            for p in products
-            if wanted[p.product_id] > p.stock
-        }
-        if shortages:
-            raise OutOfStockError(shortages)
-        currencies = {p.currency for p in products}
-        if len(currencies) > 1:
-            raise MixedCurrenciesError(sorted(currencies))
-        total = sum(p.price_cents * q for p, (_, q) in zip(products, lines, strict=True))
-        for product_id, quantity in wanted.items():
-            product = self.get(product_id)
-            self.store.put(replace(product, stock=product.stock - quantity))
-        reservation = Reservation(order_id, tuple(lines), total, currencies.pop())
-        self.store.put_reservation(reservation)
+    async def reserve(self, order_id: str, lines: list[tuple[str, int]]) -> Reservation:
+        async with self.store.transaction() as tx:
+            existing = await tx.reservation(order_id)
+            if existing is not None:
+                return existing
+            found = await tx.lock([product_id for product_id, _ in lines])
+            for product_id, _ in lines:
+                if product_id not in found:
+                    raise NotFoundError(product_id)
+            products = [found[product_id] for product_id, _ in lines]
+            wanted: dict[str, int] = {}
+            for product_id, quantity in lines:
+                wanted[product_id] = wanted.get(product_id, 0) + quantity
+            shortages = {
+                p.product_id: (wanted[p.product_id], p.stock)
+                for p in products
+                if wanted[p.product_id] > p.stock
+            }
+            if shortages:
+                raise OutOfStockError(shortages)
+            currencies = {p.currency for p in products}
+            if len(currencies) > 1:
+                raise MixedCurrenciesError(sorted(currencies))
+            total = sum(p.price_cents * q for p, (_, q) in zip(products, lines, strict=True))
+            for product_id, quantity in wanted.items():
+                product = found[product_id]
+                await tx.put(replace(product, stock=product.stock - quantity))
+            reservation = Reservation(order_id, tuple(lines), total, currencies.pop())
+            await tx.add_reservation(reservation)
         return reservation
 
-    def release(self, order_id: str) -> None:
-        reservation = self.store.reservation(order_id)
-        if reservation is None:
-            return
-        for product_id, quantity in reservation.lines:
-            product = self.get(product_id)
-            self.store.put(replace(product, stock=product.stock + quantity))
-        self.store.drop_reservation(order_id)
+    async def release(self, order_id: str) -> None:
+        async with self.store.transaction() as tx:
+            reservation = await tx.reservation(order_id)
+            if reservation is None:
+                return
+            found = await tx.lock([product_id for product_id, _ in reservation.lines])
+            for product_id, quantity in reservation.lines:
+                product = found[product_id]
+                found[product_id] = replace(product, stock=product.stock + quantity)
+                await tx.put(found[product_id])
+            await tx.drop_reservation(order_id)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import keel
 from acme.catalog.v1 import catalog_keel, catalog_pb2
 from google.protobuf import timestamp_pb2
+from keel.data import PageTokenError, decode_page_token, encode_page_token
 
 from catalog.domain import (
     Catalog,
+    ConflictError,
     MixedCurrenciesError,
     NotFoundError,
     OutOfStockError,
@@ -33,52 +35,63 @@ def to_proto(product: Product) -> catalog_pb2.Product:
     )
 
 
-def _offset(token: str) -> int:
-    if not token:
-        return 0
-    if not (token.isascii() and token.isdigit()):
+def _after(token: str) -> str:
+    """The last product id of the previous page (keyset pagination: stable under inserts)."""
+    try:
+        key = decode_page_token(token)
+    except PageTokenError:
+        key = None
+    if key == ():
+        return ""
+    if key is None or len(key) != 1 or not isinstance(key[0], str):
         raise keel.errors.InvalidArgument(
             "page_token is not one this service issued",
             field_violations={"page_token": "use next_page_token from a previous response"},
         )
-    return int(token)
+    return key[0]
 
 
 class CatalogService(catalog_keel.CatalogServiceBase):
     """The catalog over gRPC."""
 
     def __init__(self, store: Store) -> None:
+        self.store = store
         self.catalog = Catalog(store)
 
-    def _get(self, product_id: str) -> Product:
+    async def __keel_close__(self) -> None:
+        close = getattr(self.store, "close", None)
+        if close is not None:
+            await close()
+
+    async def _get(self, product_id: str) -> Product:
         try:
-            return self.catalog.get(product_id)
+            return await self.catalog.get(product_id)
         except NotFoundError:
             raise keel.errors.NotFound(f"product {product_id} does not exist") from None
 
     async def get_product(
         self, request: catalog_pb2.GetProductRequest, context: keel.Context
     ) -> catalog_pb2.GetProductResponse:
-        return catalog_pb2.GetProductResponse(product=to_proto(self._get(request.product_id)))
+        return catalog_pb2.GetProductResponse(product=to_proto(await self._get(request.product_id)))
 
     async def list_products(
         self, request: catalog_pb2.ListProductsRequest, context: keel.Context
     ) -> catalog_pb2.ListProductsResponse:
-        products, following = self.catalog.page(
-            _offset(request.page_token), request.page_size or DEFAULT_PAGE_SIZE
+        products, last = await self.catalog.page(
+            _after(request.page_token), request.page_size or DEFAULT_PAGE_SIZE
         )
         return catalog_pb2.ListProductsResponse(
             products=[to_proto(p) for p in products],
-            next_page_token="" if following is None else str(following),
+            next_page_token="" if last is None else encode_page_token([last]),
         )
 
     async def create_product(
         self, request: catalog_pb2.CreateProductRequest, context: keel.Context
     ) -> catalog_pb2.CreateProductResponse:
         given = request.product
-        product = self.catalog.create(given.title, given.price_cents, given.currency or "EUR")
-        if given.labels:
-            product = self.catalog.update(product.product_id, labels=dict(given.labels))
+        product = await self.catalog.create(
+            given.title, given.price_cents, given.currency or "EUR", labels=dict(given.labels)
+        )
         return catalog_pb2.CreateProductResponse(product=to_proto(product))
 
     async def update_product(
@@ -94,20 +107,23 @@ class CatalogService(catalog_keel.CatalogServiceBase):
                     for p in unknown
                 },
             )
-        self._get(request.product.product_id)
         given = request.product
         changes = {p: dict(given.labels) if p == "labels" else getattr(given, p) for p in paths}
-        product = self.catalog.update(given.product_id, **changes)
+        try:
+            product = await self.catalog.update(given.product_id, **changes)
+        except NotFoundError:
+            raise keel.errors.NotFound(f"product {given.product_id} does not exist") from None
         return catalog_pb2.UpdateProductResponse(product=to_proto(product))
 
     async def reserve_stock(
         self, request: catalog_pb2.ReserveStockRequest, context: keel.Context
     ) -> catalog_pb2.ReserveStockResponse:
         lines = [(line.product_id, line.quantity) for line in request.lines]
+        unknown = await self.catalog.missing([product_id for product_id, _ in lines])
         missing = {
             f"lines[{i}].product_id": f"product {product_id} does not exist"
             for i, (product_id, _) in enumerate(lines)
-            if not self.catalog.exists(product_id)
+            if product_id in unknown
         }
         if missing:
             raise keel.errors.NotFound(
@@ -117,7 +133,7 @@ class CatalogService(catalog_keel.CatalogServiceBase):
                 domain="catalog.acme",
             )
         try:
-            reservation = self.catalog.reserve(request.order_id, lines)
+            reservation = await self.catalog.reserve(request.order_id, lines)
         except OutOfStockError as error:
             raise keel.errors.FailedPrecondition(
                 "not enough stock",
@@ -130,6 +146,14 @@ class CatalogService(catalog_keel.CatalogServiceBase):
                 reason="OUT_OF_STOCK",
                 domain="catalog.acme",
             ) from None
+        except NotFoundError as error:  # deleted since the check above
+            raise keel.errors.NotFound(
+                f"product {error.args[0]} does not exist", reason="PRODUCT_NOT_FOUND"
+            ) from None
+        except ConflictError:
+            raise keel.errors.Aborted(
+                f"order {request.order_id} is being reserved by another call: try again"
+            ) from None
         except MixedCurrenciesError as error:
             raise keel.errors.FailedPrecondition(
                 f"an order cannot mix currencies {error.args[0]}", reason="MIXED_CURRENCIES"
@@ -141,5 +165,10 @@ class CatalogService(catalog_keel.CatalogServiceBase):
     async def release_stock(
         self, request: catalog_pb2.ReleaseStockRequest, context: keel.Context
     ) -> catalog_pb2.ReleaseStockResponse:
-        self.catalog.release(request.order_id)
+        try:
+            await self.catalog.release(request.order_id)
+        except ConflictError:
+            raise keel.errors.Aborted(
+                f"order {request.order_id} is being released by another call: try again"
+            ) from None
         return catalog_pb2.ReleaseStockResponse()

@@ -1,55 +1,202 @@
-"""In-memory storage for the catalog (a database comes with a later issue)."""
+"""The catalog's data in its own database (keel.data): implements catalog.domain.Store."""
 
 from __future__ import annotations
 
-import itertools
+import asyncio
+from collections.abc import AsyncIterator, Collection, Iterable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import TypeVar
 
-from catalog.domain import Product, Reservation
+from keel.data import Database
+from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from catalog.domain import ConflictError, Product, Reservation
+from catalog.tables import Base, ProductRow, ReservationLineRow, ReservationRow
 
 
-class MemoryStore:
-    """Implements catalog.domain.Store in a dict."""
+def _product(row: ProductRow) -> Product:
+    created = row.created if row.created.tzinfo else row.created.replace(tzinfo=UTC)
+    return Product(
+        row.product_id,
+        row.title,
+        row.price_cents,
+        row.currency,
+        row.stock,
+        dict(row.labels),
+        created,
+    )
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.astimezone(UTC)
+
+
+class SqlTransaction:
+    """catalog.domain.Transaction on one AsyncSession."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def get(self, product_id: str) -> Product | None:
+        row = await self.session.get(ProductRow, product_id)
+        return None if row is None else _product(row)
+
+    async def lock(self, product_ids: Collection[str]) -> dict[str, Product]:
+        rows = await self.session.scalars(
+            select(ProductRow)
+            .where(ProductRow.product_id.in_(sorted(set(product_ids))))
+            .order_by(ProductRow.product_id)  # one lock order: no deadlocks
+            .with_for_update()  # PostgreSQL; SQLite's write lock is taken at BEGIN
+        )
+        return {row.product_id: _product(row) for row in rows}
+
+    async def add(self, product: Product) -> None:
+        self.session.add(
+            ProductRow(
+                product_id=product.product_id,
+                title=product.title,
+                price_cents=product.price_cents,
+                currency=product.currency,
+                stock=product.stock,
+                labels=dict(product.labels),
+                created=_utc(product.created),
+            )
+        )
+        await self.session.flush()
+
+    async def put(self, product: Product) -> None:
+        row = await self.session.get(ProductRow, product.product_id)
+        if row is None:
+            raise ConflictError(f"product {product.product_id} no longer exists")
+        row.title = product.title
+        row.price_cents = product.price_cents
+        row.currency = product.currency
+        row.stock = product.stock
+        row.labels = dict(product.labels)
+
+    async def page(self, after: str, limit: int) -> list[Product]:
+        rows = await self.session.scalars(
+            select(ProductRow)
+            .where(ProductRow.product_id > after)
+            .order_by(ProductRow.product_id)
+            .limit(limit)
+        )
+        return [_product(row) for row in rows]
+
+    async def reservation(self, order_id: str) -> Reservation | None:
+        row = await self.session.get(ReservationRow, order_id)
+        if row is None:
+            return None
+        lines = await self.session.scalars(
+            select(ReservationLineRow)
+            .where(ReservationLineRow.order_id == order_id)
+            .order_by(ReservationLineRow.line)
+        )
+        return Reservation(
+            order_id,
+            tuple((line.product_id, line.quantity) for line in lines),
+            row.total_cents,
+            row.currency,
+        )
+
+    async def add_reservation(self, reservation: Reservation) -> None:
+        self.session.add(
+            ReservationRow(
+                order_id=reservation.order_id,
+                total_cents=reservation.total_cents,
+                currency=reservation.currency,
+            )
+        )
+        await self.session.flush()
+        self.session.add_all(
+            ReservationLineRow(
+                order_id=reservation.order_id, line=index, product_id=product_id, quantity=quantity
+            )
+            for index, (product_id, quantity) in enumerate(reservation.lines)
+        )
+        await self.session.flush()
+
+    async def drop_reservation(self, order_id: str) -> None:
+        await self.session.execute(
+            delete(ReservationLineRow).where(ReservationLineRow.order_id == order_id)
+        )
+        await self.session.execute(
+            delete(ReservationRow).where(ReservationRow.order_id == order_id)
+        )
+
+
+class SqlStore:
+    """The catalog's Store on a keel.data.Database (migrated with services/catalog/migrations)."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._pending: tuple[Product, ...] = ()
+        self._seeding = asyncio.Lock()
+
+    def seed(self, products: Iterable[Product]) -> None:
+        """Products to add, where no product has their id, before this process's first
+        transaction (each worker and replica may try: the first one adds them)."""
+        self._pending += tuple(products)
+
+    async def _add_pending(self) -> None:
+        async with self._seeding:
+            pending, self._pending = self._pending, ()
+            if not pending:
+                return
+            try:
+                async with self.db.transaction() as session:
+                    known = set(
+                        await session.scalars(
+                            select(ProductRow.product_id).where(
+                                ProductRow.product_id.in_([p.product_id for p in pending])
+                            )
+                        )
+                    )
+                    tx = SqlTransaction(session)
+                    for product in pending:
+                        if product.product_id not in known:
+                            await tx.add(product)
+            except IntegrityError:
+                pass  # another process added them first
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[SqlTransaction]:
+        """One transaction (catalog.domain.Store)."""
+        if self._pending:
+            await self._add_pending()
+        try:
+            async with self.db.transaction() as session:
+                yield SqlTransaction(session)
+        except IntegrityError as error:
+            raise ConflictError(str(error.orig).splitlines()[0]) from None
+
+    async def close(self) -> None:
+        """Close the database's connections (the server calls it when it stops)."""
+        await self.db.dispose()
+
+
+class MemoryStore(SqlStore):
+    """The same store on a private throwaway SQLite database (its tables made from the models),
+    removed when closed: for tests and examples."""
 
     def __init__(self) -> None:
-        self._products: dict[str, Product] = {}
-        self._reservations: dict[str, Reservation] = {}
-        self._ids = itertools.count(1)
-
-    def get(self, product_id: str) -> Product | None:
-        return self._products.get(product_id)
-
-    def put(self, product: Product) -> None:
-        self._products[product.product_id] = product
-
-    def page(self, offset: int, limit: int) -> list[Product]:
-        ordered = sorted(self._products.values(), key=lambda p: p.product_id)
-        return ordered[offset : offset + limit]
-
-    def count(self) -> int:
-        return len(self._products)
-
-    def next_id(self) -> str:
-        while True:
-            candidate = f"p_{next(self._ids)}"
-            if candidate not in self._products:
-                return candidate
-
-    def reservation(self, order_id: str) -> Reservation | None:
-        return self._reservations.get(order_id)
-
-    def put_reservation(self, reservation: Reservation) -> None:
-        self._reservations[reservation.order_id] = reservation
-
-    def drop_reservation(self, order_id: str) -> None:
-        self._reservations.pop(order_id, None)
+        super().__init__(Database.temporary(Base.metadata))
 
 
-def seed(store: MemoryStore) -> MemoryStore:
-    """A few products, so a fresh `make run` has something to sell."""
-    for product in (
-        Product("p_kettle", "Kettle", 2999, "EUR", stock=25, labels={"colour": "steel"}),
-        Product("p_mug", "Mug", 899, "EUR", stock=200, labels={"colour": "blue"}),
-        Product("p_teapot", "Teapot", 3499, "EUR", stock=10),
-    ):
-        store.put(product)
+StoreT = TypeVar("StoreT", bound=SqlStore)
+
+SEED = (
+    Product("p_kettle", "Kettle", 2999, "EUR", stock=25, labels={"colour": "steel"}),
+    Product("p_mug", "Mug", 899, "EUR", stock=200, labels={"colour": "blue"}),
+    Product("p_teapot", "Teapot", 3499, "EUR", stock=10),
+)
+"""A few products, so a fresh `make run` has something to sell."""
+
+
+def seed(store: StoreT) -> StoreT:
+    """`store`, with the SEED products added where missing before its first transaction."""
+    store.seed(SEED)
     return store

@@ -4,16 +4,25 @@
     db = keel.data.prepare("catalog")                 # the same, migrated if KEEL_MIGRATE=true
     async with db.transaction() as session: ...       # an AsyncSession in one transaction
 
-See docs/data.md.
+The migration commands (`upgrade`, `downgrade`, `revision`, `check`, `run_env`) load Alembic
+on first use. See docs/data.md.
 """
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from keel.data.database import Database, DataError, id_type, state_dir
 from keel.data.ids import new_id
-from keel.data.migrations import check, downgrade, prepare, revision, run_env, upgrade
 from keel.data.pages import PageTokenError, decode_page_token, encode_page_token
 from keel.data.service import ServiceFolder
+from keel.data.startup import prepare
+
+if TYPE_CHECKING:
+    from keel.data.migrations import check, downgrade, revision, run_env, upgrade
+
+_MIGRATIONS = ("check", "downgrade", "revision", "run_env", "upgrade")
 
 __all__ = [
     "DataError",
@@ -32,3 +41,11 @@ __all__ = [
     "state_dir",
     "upgrade",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _MIGRATIONS:
+        raise AttributeError(f"module 'keel.data' has no attribute {name!r}")
+    value = getattr(importlib.import_module("keel.data.migrations"), name)
+    globals()[name] = value
+    return value

@@ -9,9 +9,7 @@ and the service's tables from `[tool.keel] models`. The commands are async funct
 
 from __future__ import annotations
 
-import asyncio
 import io
-import sys
 import zlib
 from collections.abc import Callable
 from typing import Any
@@ -27,7 +25,6 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from keel.data.database import Database, DataError
 from keel.data.service import ServiceFolder
-from keel.runtime import config as settings
 
 
 def run_env(metadata: MetaData | None = None) -> None:
@@ -154,31 +151,3 @@ def one_line(error: BaseException) -> str:
 
 PROBLEMS = (DataError, CommandError, SQLAlchemyError, OSError, ImportError)
 """The failures `keel db` and `prepare` report in one line."""
-
-
-def prepare(name: str, db: Database | None = None) -> Database:
-    """At start-up, before `keel.serve`: the database of service `name` (its folder under
-    services/ and its package: `catalog`), or `db`, with its pending migrations applied when
-    KEEL_MIGRATE=true (`keel dev` sets it). A bad setting or a failed migration exits with
-    status 2 and one line on stderr."""
-    try:
-        db = db or Database.for_service(name)
-        if not settings.current().migrate:
-            return db
-        service = ServiceFolder.of_package(name)
-
-        async def migrate(db: Database) -> str | None:
-            try:
-                return await upgrade(db, service)
-            finally:
-                await db.dispose()  # no connection outlives this loop or reaches a fork
-
-        current = asyncio.run(migrate(db))
-    except settings.ConfigError as error:
-        print(f"keel: configuration error: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
-    except PROBLEMS as error:
-        print(f"keel: cannot migrate {name}'s database: {one_line(error)}", file=sys.stderr)
-        raise SystemExit(2) from None
-    print(f"keel: {name}'s database is at revision {current}", file=sys.stderr)
-    return db
