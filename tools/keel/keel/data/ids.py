@@ -73,4 +73,4 @@ def id_time_ms(identifier: str) -> int:
     value = 0
     for char in body[:10]:
         value = value * 32 + _ALPHABET.index(char)
-    return value >> 2  # 10 characters hold 50 bits: the top 2 of the 128 are zero
+    return value  # 10 characters hold 50 bits: 2 zero bits (26 x 5 = 130), then the 48 of time

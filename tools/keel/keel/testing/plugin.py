@@ -23,7 +23,7 @@ import itertools
 import os
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 import pytest_asyncio
@@ -73,11 +73,16 @@ def keel_postgres() -> Iterator[PostgresServer]:
     try:
         binaries = find_binaries()
     except PostgresMissingError as error:
-        if os.environ.get("CI"):
-            pytest.fail(f"{error} (CI runs every PostgreSQL test)")
-        pytest.skip(str(error))
+        postgres_missing(error)
     with PostgresServer.start(binaries) as server:
         yield server
+
+
+def postgres_missing(error: PostgresMissingError) -> NoReturn:
+    """Skip the test (naming the install command), or fail it where `CI` is set."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{error} (CI runs every PostgreSQL test)")
+    pytest.skip(str(error))
 
 
 @pytest_asyncio.fixture(params=["sqlite", "postgresql"])

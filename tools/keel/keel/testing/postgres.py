@@ -35,13 +35,14 @@ class PostgresMissingError(RuntimeError):
     """PostgreSQL is not installed here."""
 
 
-def find_binaries() -> Path:
-    """The folder with `initdb` and `postgres`: PATH first, then Debian's newest version."""
+def find_binaries(debian: Path = Path("/usr/lib/postgresql")) -> Path:
+    """The folder with `initdb` and `postgres`: PATH first, then Debian's newest version
+    (under `debian`); PostgresMissingError, naming the install command, without either."""
     found = shutil.which("initdb")
     if found and (Path(found).parent / "postgres").exists():
         return Path(found).parent
     versions = sorted(
-        Path("/usr/lib/postgresql").glob("*/bin/initdb"),
+        debian.glob("*/bin/initdb"),
         key=lambda p: [int(n) for n in re.findall(r"\d+", p.parent.parent.name)],
     )
     if versions:
