@@ -53,6 +53,7 @@ class Product(_message.Message):
     STOCK_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
+    UNITS_SOLD_FIELD_NUMBER: _builtins.int
     product_id: _builtins.str
     """Server-assigned id, e.g. "p_123"."""
     title: _builtins.str
@@ -66,6 +67,10 @@ class Product(_message.Message):
     """ISO 4217 currency code."""
     stock: _builtins.int
     """Units available to order."""
+    units_sold: _builtins.int
+    """Units sold: in placed orders, less those cancelled. Follows the orders' events, so it
+    lags a moment behind a new order (eventually consistent).
+    """
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Free-form labels ("colour": "red")."""
@@ -84,10 +89,11 @@ class Product(_message.Message):
         stock: _builtins.int = ...,
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
+        units_sold: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "currency", b"currency", "labels", b"labels", "price_cents", b"price_cents", "product_id", b"product_id", "stock", b"stock", "title", b"title"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "currency", b"currency", "labels", b"labels", "price_cents", b"price_cents", "product_id", b"product_id", "stock", b"stock", "title", b"title", "units_sold", b"units_sold"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -380,3 +380,77 @@ class MarkShippedResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___MarkShippedResponse: _TypeAlias = MarkShippedResponse  # noqa: Y015
+
+@_typing.final
+class OrderPlaced(_message.Message):
+    """An order was placed: its stock is reserved and its payment captured (it is CONFIRMED).
+    Published once per order; a rejected order publishes nothing.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    LINES_FIELD_NUMBER: _builtins.int
+    TOTAL_CENTS_FIELD_NUMBER: _builtins.int
+    CURRENCY_FIELD_NUMBER: _builtins.int
+    PLACE_TIME_FIELD_NUMBER: _builtins.int
+    order_id: _builtins.str
+    customer_id: _builtins.str
+    total_cents: _builtins.int
+    currency: _builtins.str
+    @_builtins.property
+    def lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___OrderLine]: ...
+    @_builtins.property
+    def place_time(self) -> _timestamp_pb2.Timestamp:
+        """When the order was confirmed."""
+
+    def __init__(
+        self,
+        *,
+        order_id: _builtins.str = ...,
+        customer_id: _builtins.str = ...,
+        lines: _abc.Iterable[Global___OrderLine] | None = ...,
+        total_cents: _builtins.int = ...,
+        currency: _builtins.str = ...,
+        place_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["place_time", b"place_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["currency", b"currency", "customer_id", b"customer_id", "lines", b"lines", "order_id", b"order_id", "place_time", b"place_time", "total_cents", b"total_cents"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OrderPlaced: _TypeAlias = OrderPlaced  # noqa: Y015
+
+@_typing.final
+class OrderCancelled(_message.Message):
+    """A placed order was cancelled before it shipped: its units went back to stock."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    LINES_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    CANCEL_TIME_FIELD_NUMBER: _builtins.int
+    order_id: _builtins.str
+    reason: _builtins.str
+    @_builtins.property
+    def lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___OrderLine]: ...
+    @_builtins.property
+    def cancel_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        order_id: _builtins.str = ...,
+        lines: _abc.Iterable[Global___OrderLine] | None = ...,
+        reason: _builtins.str = ...,
+        cancel_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cancel_time", b"cancel_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancel_time", b"cancel_time", "lines", b"lines", "order_id", b"order_id", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OrderCancelled: _TypeAlias = OrderCancelled  # noqa: Y015

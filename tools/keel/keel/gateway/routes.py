@@ -51,11 +51,16 @@ class RouteTable:
     """Routes by specificity; `find(verb, path)` → Match, a set of allowed verbs, or None."""
 
     def __init__(
-        self, services: Iterable[ServiceSpec], openapi: dict[str, Any] | None = None
+        self,
+        services: Iterable[ServiceSpec],
+        openapi: dict[str, Any] | None = None,
+        asyncapi: dict[str, Any] | None = None,
     ) -> None:
         routes = []
         self.services = tuple(services)
         self.openapi = openapi or {"openapi": "3.1.0", "info": {"title": "Keel", "version": "v1"}}
+        self.asyncapi = asyncapi
+        """The AsyncAPI document of the events `keel gen` wrote (`asyncapi.json`), if any."""
         for service in self.services:
             for method in service.methods:
                 for rule in method.http:
@@ -108,7 +113,9 @@ class RouteTable:
         for name in modules:
             module = importlib.import_module(name.removesuffix(".py").replace("/", "."))
             services += [v for v in vars(module).values() if isinstance(v, ServiceSpec)]
-        return cls(services, merge_openapi(sorted((gen / "openapi").rglob("*.json"))))
+        events = gen / "asyncapi.json"
+        asyncapi = json.loads(events.read_text()) if events.is_file() else None
+        return cls(services, merge_openapi(sorted((gen / "openapi").rglob("*.json"))), asyncapi)
 
 
 def _top_level_strings(template: Template, method: MethodSpec[Any, Any]) -> bool:
