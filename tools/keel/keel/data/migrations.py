@@ -126,18 +126,12 @@ def _describe(diff: Any) -> str:
     if isinstance(diff, list):  # modify_* entries come as a list of tuples
         return ", ".join(_describe(each) for each in diff)
     operation, *rest = diff
-    names = []
-    for part in rest:
-        name = getattr(part, "name", None)
-        table = getattr(getattr(part, "table", None), "name", None)
-        if name and table and table not in names:
-            names.append(f"{table}.{name}")
-        elif name:
-            names.append(str(name))
-        elif isinstance(part, str) and part not in names:
-            names.append(part)
-    named = [n for n in names if not any(n != m and m.endswith("." + n) for m in names)]
-    return f"{operation} {' '.join(named)}".strip()
+    if operation in ("add_column", "remove_column"):  # (op, schema, table, Column)
+        return f"{operation} {rest[1]}.{rest[2].name}"
+    if operation.startswith("modify_"):  # (op, schema, table, column, info, old, new)
+        return f"{operation} {rest[1]}.{rest[2]} ({rest[4]!r} to {rest[5]!r})"
+    names = [getattr(part, "name", None) or part for part in rest if part is not None]
+    return " ".join([operation, *(str(n) for n in names if isinstance(n, str))])
 
 
 def one_line(error: BaseException) -> str:

@@ -1,0 +1,118 @@
+"""`keel db`: every service's models agree with its migrations (on SQLite and PostgreSQL),
+a model change without a migration fails `keel db check`, errors are one line."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tomllib
+from pathlib import Path
+
+import pytest
+from keel.testing.postgres import PostgresServer
+
+from tests.conftest import BIN, REPO
+
+SERVICES = sorted(
+    p.parent.name
+    for p in (REPO / "services").glob("*/pyproject.toml")
+    if "models" in tomllib.loads(p.read_text()).get("tool", {}).get("keel", {})
+)
+
+
+def keel_db(*args: str, env: dict[str, str], cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
+    """`keel db ...` in its own process, with `env` as its only KEEL_ settings."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("KEEL_")}
+    return subprocess.run(
+        [str(BIN / "keel"), "db", *args],
+        cwd=cwd,
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def _one_line(done: subprocess.CompletedProcess[str]) -> str:
+    assert "Traceback" not in done.stderr, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
+@pytest.mark.parametrize("service", SERVICES)
+async def test_every_services_models_agree_with_its_migrations(
+    service: str, dialect: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    env = {"KEEL_STATE_DIR": str(tmp_path)}
+    if dialect == "postgresql":
+        server: PostgresServer = request.getfixturevalue("keel_postgres")
+        env = {"KEEL_DATABASE_URL": await server.create_database(f"check_{service}")}
+    upgraded = keel_db("upgrade", service, env=env)
+    assert upgraded.returncode == 0, upgraded.stderr
+    checked = keel_db("check", service, env=env)
+    assert checked.returncode == 0, checked.stderr  # else: keel db revision NAME -m '...'
+    assert "agree" in checked.stdout
+    down = keel_db("downgrade", service, "base", env=env)
+    assert down.returncode == 0, down.stderr
+    assert "at base" in down.stdout
+
+
+def test_there_are_services_with_databases() -> None:
+    assert "catalog" in SERVICES
+
+
+def test_a_model_change_without_a_migration_fails_the_check(tmp_path: Path) -> None:
+    services = tmp_path / "services"
+    shutil.copytree(
+        REPO / "services" / "catalog",
+        services / "catalog",
+        ignore=shutil.ignore_patterns("__pycache__", "tests"),
+    )
+    tables = services / "catalog" / "src" / "catalog" / "tables.py"
+    source = tables.read_text()
+    stock = "    stock: Mapped[int] = mapped_column(Integer)\n"
+    assert stock in source
+    tables.write_text(
+        source.replace(stock, stock + "    weight_grams: Mapped[int] = mapped_column(Integer)\n")
+    )
+    env = {"KEEL_STATE_DIR": str(tmp_path / "state")}
+    where = ("--services", str(services))
+    assert keel_db("upgrade", "catalog", *where, env=env).returncode == 0
+    checked = keel_db("check", "catalog", *where, env=env)
+    assert checked.returncode == 1
+    line = _one_line(checked)
+    assert "disagree" in line
+    assert "add_column products.weight_grams" in line
+
+    written = keel_db("revision", "catalog", *where, "-m", "product weight", env=env)
+    assert written.returncode == 0, written.stderr
+    versions = sorted((services / "catalog" / "migrations" / "versions").glob("*.py"))
+    assert len(versions) == 2
+    assert "weight_grams" in next(v for v in versions if "product_weight" in v.name).read_text()
+    assert keel_db("upgrade", "catalog", *where, env=env).returncode == 0
+    assert keel_db("check", "catalog", *where, env=env).returncode == 0
+
+
+def test_errors_are_one_line(tmp_path: Path) -> None:
+    env = {"KEEL_STATE_DIR": str(tmp_path)}
+    unknown = keel_db("upgrade", "nope", env=env)
+    assert unknown.returncode == 1
+    assert "no service 'nope' under services (found: " in _one_line(unknown)
+    revision = keel_db("upgrade", "catalog", "f00d", env=env)
+    assert revision.returncode == 1
+    assert "f00d" in _one_line(revision)
+    behind = keel_db("check", "catalog", env=env)  # never upgraded
+    assert behind.returncode == 1
+    assert "keel db upgrade catalog" in _one_line(behind)
+    nowhere = keel_db(
+        "upgrade", "catalog", env={"KEEL_DATABASE_URL": "postgresql+asyncpg://x@127.0.0.1:9/x"}
+    )
+    assert nowhere.returncode == 1
+    assert _one_line(nowhere).startswith("keel db upgrade catalog: ")
+    bad = keel_db("upgrade", "catalog", env={"KEEL_MIGRATE": "maybe"})
+    assert bad.returncode == 2
+    assert "KEEL_MIGRATE" in _one_line(bad)
