@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from google.protobuf import descriptor_pb2
 from google.protobuf.compiler import plugin_pb2
 
-from keel.codegen import model, names
+from keel.codegen import model, names, positions
 from keel.naming import snake_case
 from keel.options.v1 import options_pb2
 
@@ -107,29 +106,6 @@ def _subject_problem(subject: str, package: str) -> str:
     return ""
 
 
-class _Positions:
-    """Source positions (1-based line, column) of one file's locations."""
-
-    def __init__(self, file: descriptor_pb2.FileDescriptorProto) -> None:
-        self.spans: dict[tuple[int, ...], tuple[int, int]] = {}
-        self.counts: Counter[tuple[int, ...]] = Counter()
-        for location in file.source_code_info.location:
-            path = tuple(location.path)
-            self.spans.setdefault(path, (location.span[0] + 1, location.span[1] + 1))
-            if path:
-                self.counts[path[:-1]] += 1
-
-    def of(self, path: tuple[int, ...], elements: int = 0) -> tuple[int, int] | None:
-        """The position of `path`, else of its closest ancestor with one. `elements`: the
-        length of the list `path` ends in an index of; buf gives one location per occurrence
-        of the field (a `[a, b]` literal is one), so an index maps only if the counts match."""
-        if elements and self.counts[path[:-1]] != elements:
-            path = (*path[:-1], 0)
-        while path and path not in self.spans:
-            path = path[:-1]
-        return self.spans.get(path)
-
-
 class _Index(model.ReachableFiles):
     """Messages by full name, indexed package by package as names are looked up."""
 
@@ -145,7 +121,7 @@ class _Index(model.ReachableFiles):
             for parts in [package.split(".")]
             for n in range(1, len(parts) + 1)
         }
-        self._positions: dict[str, _Positions] = {}
+        self._positions: dict[str, positions.Positions] = {}
         self._events: dict[str, Event] = {}
         self._checked: set[str] = set()
 
@@ -196,10 +172,10 @@ class _Index(model.ReachableFiles):
         found = self._at(message.file).of(message.path)
         return f"{message.file.name}:{found[0]}:{found[1]}" if found else message.file.name
 
-    def _at(self, file: descriptor_pb2.FileDescriptorProto) -> _Positions:
+    def _at(self, file: descriptor_pb2.FileDescriptorProto) -> positions.Positions:
         found = self._positions.get(file.name)
         if found is None:
-            found = self._positions[file.name] = _Positions(file)
+            found = self._positions[file.name] = positions.Positions(file)
         return found
 
     def event(self, message: _Message) -> Event:
@@ -277,7 +253,8 @@ def _listed(
         if message is None:
             raise error(
                 f'{kind} "{name}": no message of that name in scope {symbol}: name a message '
-                f"declared with {_OPTION} (another package's by its full name)"
+                f"declared with {_OPTION} (another package's by its full name; with "
+                "keel gen --path, select the file that declares it too)"
             )
         if not message.is_event:
             raise error(

@@ -44,7 +44,10 @@ _GENERATOR_SOURCES = (
     "openapi.py",
     "pipeline.py",
     "plugin.py",
+    "positions.py",
     "render.py",
+    "render_events.py",
+    "text.py",
 )
 
 
