@@ -1,4 +1,5 @@
-"""Contract tests of the catalog through its generated client and a real server."""
+"""Contract tests of the catalog through its generated client and a real server, on its
+migrated database (SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -11,15 +12,15 @@ import keel
 import pytest
 from acme.catalog.v1 import catalog_keel, catalog_pb2
 from catalog.service import CatalogService
-from catalog.store import MemoryStore, seed
+from catalog.store import SqlStore, seed
 from google.protobuf import field_mask_pb2
 
 Client = catalog_keel.CatalogServiceClient
 
 
 @pytest.fixture
-def keel_services() -> Sequence[keel.ServiceBase]:
-    return [CatalogService(seed(MemoryStore()))]
+def keel_services(store: SqlStore) -> Sequence[keel.ServiceBase]:
+    return [CatalogService(seed(store))]
 
 
 @pytest.fixture

@@ -142,8 +142,8 @@ class SqlStore:
         self._pending += tuple(products)
 
     async def _add_pending(self) -> None:
-        async with self._seeding:
-            pending, self._pending = self._pending, ()
+        async with self._seeding:  # concurrent first calls wait for the seed
+            pending = self._pending
             if not pending:
                 return
             try:
@@ -161,12 +161,13 @@ class SqlStore:
                             await tx.add(product)
             except IntegrityError:
                 pass  # another process added them first
+            self._pending = ()
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[SqlTransaction]:
         """One transaction (catalog.domain.Store)."""
         if self._pending:
-            await self._add_pending()
+            await self._add_pending()  # (a failure leaves them pending for the next call)
         try:
             async with self.db.transaction() as session:
                 yield SqlTransaction(session)
