@@ -23,9 +23,18 @@ HEADERS: dict[str, Any] = {
     "properties": {
         "Nats-Msg-Id": {
             "type": "string",
-            "description": "The event id (`evt_` + a ULID, sortable by creation time); "
-            "JetStream drops a second message with the same id within its duplicate window, "
-            "a subscriber's inbox after it.",
+            "description": "The event id: JetStream drops a second message with the same id "
+            "within its duplicate window, a subscriber's inbox after it.",
+        },
+        "Keel-Event-Id": {
+            "type": "string",
+            "description": "The event id (`evt_` + a ULID, sortable by creation time).",
+        },
+        "Keel-Event": {"type": "string", "description": "The full proto name of the message."},
+        "Keel-Published-At": {
+            "type": "string",
+            "format": "date-time",
+            "description": "When the event was committed with the state change that caused it.",
         },
         "x-request-id": {
             "type": "string",
@@ -38,7 +47,7 @@ HEADERS: dict[str, Any] = {
         },
         "tracestate": {"type": "string", "description": "W3C trace state, when there is one."},
     },
-    "required": ["Nats-Msg-Id", "x-request-id"],
+    "required": ["Nats-Msg-Id", "Keel-Event-Id", "Keel-Event", "Keel-Published-At", "x-request-id"],
 }
 
 
