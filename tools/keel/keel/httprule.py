@@ -221,6 +221,15 @@ class Matcher:
         self._names = {
             variable: ".".join(variable.field_path) for _, variable in self._flat if variable
         }
+        # When each variable is one `*` segment (the common case): its name and capture group.
+        counts = [variable for _, variable in self._flat if variable is not None]
+        self._single: tuple[tuple[str, int], ...] | None = None
+        if self._deep is None and len(counts) == len(set(counts)):
+            self._single = tuple(
+                (self._names[variable], group)
+                for group, (_, variable) in enumerate(self._flat, start=1)
+                if variable is not None
+            )
 
     def _pattern(self) -> str:
         """One capture group per path segment; `**`'s group holds its segments, each after a `/`.
@@ -247,8 +256,8 @@ class Matcher:
         found = self._regex.fullmatch(path)
         if found is None:
             return None
-        if not self._names:
-            return {}
+        if self._single is not None:
+            return {name: found[group] for name, group in self._single}
         values: dict[Variable, list[str]] = {}
         for (variable, deep), text in zip(self._slots, found.groups(), strict=True):
             if variable is not None:

@@ -19,6 +19,8 @@ from typing import Any, BinaryIO, cast
 
 import orjson
 import structlog
+from structlog import _config as structlog_config
+from structlog import contextvars as structlog_contextvars
 
 from keel.runtime import correlation
 
@@ -181,16 +183,21 @@ class HotLogger:
     def line(self, event: str, fields: dict[str, Any]) -> None:
         """Log `event` at info level with `fields` (a dict this call may change)."""
         lines = _json_lines
-        if lines is None or structlog.get_config()["processors"] is not lines.processors:
+        # structlog's own state, read directly: get_config() builds a dict and
+        # get_contextvars() walks every context variable of the task, on every line.
+        if lines is None or structlog_config._CONFIG.default_processors is not lines.processors:
             self.get().info(event, **fields)
             return
         if lines.level > logging.INFO:
             return
         fields["event"] = event
-        bound = structlog.contextvars.get_contextvars()
+        bound = structlog_contextvars._CONTEXT_VARS
         if bound:
-            for key, value in bound.items():
-                fields.setdefault(key, value)
+            skip = structlog_contextvars.STRUCTLOG_KEY_PREFIX_LEN
+            for key, variable in tuple(bound.items()):
+                value = variable.get(Ellipsis)
+                if value is not Ellipsis:
+                    fields.setdefault(key[skip:], value)
         fields["level"] = "info"
         fields["timestamp"] = _clock.now()
         if "correlation_id" not in fields:
