@@ -76,9 +76,9 @@ async def test_get_with_path_variable_and_response_body(gateway: str) -> None:
 
 async def test_query_parameters_by_json_or_proto_name(gateway: str) -> None:
     first = await call(f"{gateway}/v1/products?pageSize=2")
-    second = await call(f"{gateway}/v1/products?page_size=2&page_token=2")
     assert [p["productId"] for p in first.body["products"]] == ["p_kettle", "p_mug"]  # type: ignore[index]
-    assert first.body["nextPageToken"] == "2"  # type: ignore[index]
+    token = first.body["nextPageToken"]  # type: ignore[index]
+    second = await call(f"{gateway}/v1/products?page_size=2&page_token={token}")
     assert [p["productId"] for p in second.body["products"]] == ["p_teapot"]  # type: ignore[index]
 
 
