@@ -19,13 +19,14 @@ from google.protobuf.message import Message
 from sqlalchemy import event as sa_event
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from keel.events import carry, tables
 from keel.events.ids import new_event_id
 from keel.events.spec import EventSpec
 
 _PENDING = "keel_events_pending"
-_WATCHED = "keel_events_watched"
+_INSERT = insert(tables.outbox)
 _waiting: dict[asyncio.Event, asyncio.AbstractEventLoop] = {}
 
 
@@ -49,6 +50,10 @@ def _rolled_back(session: Any) -> None:
     session.info.pop(_PENDING, None)
 
 
+sa_event.listen(Session, "after_commit", _committed)
+sa_event.listen(Session, "after_rollback", _rolled_back)
+
+
 class Publisher:
     """Base of generated publishers: each method adds an event to the session's transaction."""
 
@@ -66,20 +71,16 @@ class Publisher:
         now = datetime.datetime.now(datetime.UTC)
         headers = carry.outgoing(spec.subject)
         await self.session.execute(
-            insert(tables.outbox).values(
-                id=event_id,
-                subject=spec.subject,
-                stream=spec.stream,
-                name=spec.name,
-                payload=event.SerializeToString(),
-                headers=headers,
-                created_at=now,
-            )
+            _INSERT,
+            {
+                "id": event_id,
+                "subject": spec.subject,
+                "stream": spec.stream,
+                "name": spec.name,
+                "payload": event.SerializeToString(),
+                "headers": headers,
+                "created_at": now,
+            },
         )
-        sync = self.session.sync_session
-        if not sync.info.get(_WATCHED):
-            sa_event.listen(sync, "after_commit", _committed)
-            sa_event.listen(sync, "after_rollback", _rolled_back)
-            sync.info[_WATCHED] = True
-        sync.info[_PENDING] = True
+        self.session.sync_session.info[_PENDING] = True
         return event_id
