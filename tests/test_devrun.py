@@ -111,3 +111,29 @@ async def test_keel_dev_runs_the_services_until_interrupted(tmp_path: Path) -> N
     catalog = [line for line in output.splitlines() if "catalog\x1b[0m │" in line]
     migrated = next(i for i, line in enumerate(catalog) if "database is at revision" in line)
     assert migrated < next(i for i, line in enumerate(catalog) if "serving" in line), output
+
+
+def test_a_service_that_cannot_migrate_stops_keel_dev(tmp_path: Path) -> None:
+    registry = tmp_path / "registry.toml"
+    lines = [f'"{name}" = "127.0.0.1:{_free_pair()}"' for name in SERVICES]
+    registry.write_text("[targets]\n" + "\n".join(lines) + "\n")
+    broken = tmp_path / "state" / "catalog" / "catalog.sqlite3"
+    broken.parent.mkdir(parents=True)
+    broken.write_bytes(b"not a database, " * 512)
+    done = subprocess.run(
+        [
+            *(str(BIN / "keel"), "dev", "--registry", str(registry)),
+            *("--gateway-port", str(_free_pair()), "--state-dir", str(tmp_path / "state")),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={k: v for k, v in os.environ.items() if not k.startswith("KEEL_")},
+        check=False,
+    )
+    assert done.returncode == 1, done.stdout
+    assert "keel: cannot migrate catalog's database: file is not a database" in done.stdout
+    assert "keel dev: catalog exited early; stopped the others" in done.stdout
+    assert "REST gateway" not in done.stdout  # it never started
+    assert "Traceback" not in done.stdout

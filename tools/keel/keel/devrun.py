@@ -3,19 +3,21 @@
 Services are the folders under `services/` whose pyproject.toml says
 `[tool.keel] serves = ["acme.orders.v1.OrderService"]`; each runs as `python -m <package>` on
 the port the registry gives its first service, metrics on that port + 1000, console logs
-prefixed with the service's name. Each service gets its own state folder,
-`<state>/<name>` (KEEL_STATE_DIR: its SQLite database lives there), and KEEL_MIGRATE=true, so
-it applies its pending migrations before it serves. Ctrl-C (or SIGTERM) drains and stops them
-all.
+prefixed with the service's name; the REST gateway starts once they all serve. Each service
+gets its own state folder, `<state>/<name>` (KEEL_STATE_DIR: its SQLite database lives there),
+and KEEL_MIGRATE=true, so it applies its pending migrations before it serves. Ctrl-C (or
+SIGTERM) drains and stops them all.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import sys
 import tomllib
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,15 +56,41 @@ def discover(services_dir: Path, registry: Path) -> list[DevService]:
     return found
 
 
-async def _relay(name: str, color: str, stream: asyncio.StreamReader) -> None:
+_SERVING = re.compile(rb"\bserving\b")
+_ANSI = re.compile(rb"\x1b\[[0-9;]*m")
+
+
+async def _relay(
+    name: str, color: str, stream: asyncio.StreamReader, serving: asyncio.Event | None = None
+) -> None:
+    """Copy a process's lines to stdout, prefixed; set `serving` at its "serving" line."""
     prefix = f"{color}{name:>10}{_RESET} │ "
     while line := await stream.readline():
+        if serving is not None and _SERVING.search(_ANSI.sub(b"", line)):
+            serving.set()
         sys.stdout.write(prefix + line.decode(errors="replace"))
         sys.stdout.flush()
 
 
 _PER_SERVICE = ("KEEL_DATABASE_URL", "KEEL_STATE_DIR", "KEEL_MIGRATE")
 """Settings that name one service's data: never passed on from keel dev's own environment."""
+
+
+async def _start(command: list[str], env: dict[str, str]) -> asyncio.subprocess.Process:
+    process = await asyncio.create_subprocess_exec(
+        *command, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    if process.stdout is None:  # pragma: no cover (stdout=PIPE always gives a stream)
+        raise RuntimeError("no stdout pipe")
+    return process
+
+
+async def _first(*waits: Awaitable[object]) -> None:
+    """Until the first of `waits` is done (the others are cancelled)."""
+    tasks = [asyncio.ensure_future(each) for each in waits]
+    await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    for task in tasks:
+        task.cancel()
 
 
 async def run(
@@ -72,19 +100,23 @@ async def run(
     gateway_port: int = 0,
     state: Path = Path(".keel/state"),
 ) -> int:
-    """Start the services (and the REST gateway on `gateway_port`, unless 0), each with its
-    state folder under `state`, relay their logs, stop them all on SIGINT/SIGTERM."""
+    """Start the services, each with its state folder under `state`, then (once they all
+    serve) the REST gateway on `gateway_port`, unless 0; relay their logs; stop them all on
+    SIGINT/SIGTERM or when one exits."""
     services = discover(services_dir, registry)
     if not services:
         print(f"keel dev: no services with [tool.keel] serves under {services_dir}")
         return 1
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
     path = os.pathsep.join(filter(None, [str(gen.resolve()), os.environ.get("PYTHONPATH", "")]))
-    processes = []
-    relays = []
     inherited = {k: v for k, v in os.environ.items() if k not in _PER_SERVICE}
     state.mkdir(parents=True, exist_ok=True)
     if not (state / ".gitignore").exists():
         (state / ".gitignore").write_text("# local state of `keel dev`\n*\n")
+    processes, relays, serving = [], [], []
     for index, service in enumerate(services):
         env = {
             **inherited,
@@ -98,72 +130,60 @@ async def run(
             "KEEL_STATE_DIR": str((state / service.name).resolve()),
             "KEEL_MIGRATE": "true",
         }
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            service.package,
-            env=env,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-        )
+        process = await _start([sys.executable, "-m", service.package], env)
         processes.append(process)
-        if process.stdout is None:  # pragma: no cover (stdout=PIPE always gives a stream)
-            raise RuntimeError("no stdout pipe")
+        serving.append(asyncio.Event())
+        assert process.stdout is not None
         relays.append(
-            asyncio.ensure_future(_relay(service.name, _COLORS[index % 6], process.stdout))
+            asyncio.ensure_future(
+                _relay(service.name, _COLORS[index % 6], process.stdout, serving[-1])
+            )
         )
-    if gateway_port:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "keel.cli",
-            "gateway",
-            "--gen",
-            str(gen),
-            "--port",
-            str(gateway_port),
-            env={
-                **os.environ,
-                "PYTHONPATH": path,
-                "KEEL_REGISTRY": str(registry.resolve()),
-                "KEEL_LOG_FORMAT": "console",
-            },
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-        )
-        processes.append(process)
-        services = [*services, DevService("gateway", "keel.gateway", (), gateway_port)]
-        if process.stdout is None:  # pragma: no cover
-            raise RuntimeError("no stdout pipe")
-        relays.append(asyncio.ensure_future(_relay("gateway", "\033[1m", process.stdout)))
-    print("keel dev: services (gRPC, metrics):")
-    for service in services:
-        for full_name in service.serves:
-            metrics = f"http://127.0.0.1:{service.port + 1000}/metrics"
-            print(f"  {full_name:<36} 127.0.0.1:{service.port}  {metrics}")
-    if gateway_port:
-        url = f"http://127.0.0.1:{gateway_port}"
-        print(f"keel dev: REST gateway {url}, API docs {url}/docs")
-        print(f"keel dev: try: curl {url}/v1/products/p_mug")
-    print("keel dev: Ctrl-C stops them all", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     exited = asyncio.ensure_future(
         asyncio.wait(
             [asyncio.ensure_future(p.wait()) for p in processes],
             return_when=asyncio.FIRST_COMPLETED,
         )
     )
-    await asyncio.wait(
-        [exited, asyncio.ensure_future(stop.wait())], return_when=asyncio.FIRST_COMPLETED
-    )
+    all_serving = asyncio.gather(*(event.wait() for event in serving))
+    await _first(all_serving, asyncio.shield(exited), stop.wait())
+    if gateway_port and not exited.done() and not stop.is_set():
+        env = {
+            **os.environ,
+            "PYTHONPATH": path,
+            "KEEL_REGISTRY": str(registry.resolve()),
+            "KEEL_LOG_FORMAT": "console",
+        }
+        command = [sys.executable, "-m", "keel.cli", "gateway", "--gen", str(gen)]
+        process = await _start([*command, "--port", str(gateway_port)], env)
+        processes.append(process)
+        services = [*services, DevService("gateway", "keel.gateway", (), gateway_port)]
+        assert process.stdout is not None
+        relays.append(asyncio.ensure_future(_relay("gateway", "\033[1m", process.stdout)))
+        exited.cancel()
+        exited = asyncio.ensure_future(
+            asyncio.wait(
+                [asyncio.ensure_future(p.wait()) for p in processes],
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        )
+    print("keel dev: services (gRPC, metrics):")
+    for service in services:
+        for full_name in service.serves:
+            metrics = f"http://127.0.0.1:{service.port + 1000}/metrics"
+            print(f"  {full_name:<36} 127.0.0.1:{service.port}  {metrics}")
+    if gateway_port and len(processes) > len(serving):
+        url = f"http://127.0.0.1:{gateway_port}"
+        print(f"keel dev: REST gateway {url}, API docs {url}/docs")
+        print(f"keel dev: try: curl {url}/v1/products/p_mug")
+    print("keel dev: Ctrl-C stops them all", flush=True)
+    await _first(asyncio.shield(exited), stop.wait())
     for process in processes:
         if process.returncode is None:
             process.send_signal(signal.SIGTERM)
     codes = await asyncio.gather(*(p.wait() for p in processes))
     await asyncio.gather(*relays)
+    exited.cancel()
     failed = [s.name for s, code in zip(services, codes, strict=True) if code != 0]
     if failed and not stop.is_set():
         print(f"keel dev: {', '.join(failed)} exited early; stopped the others", flush=True)
