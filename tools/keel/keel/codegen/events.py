@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 from google.protobuf import descriptor_pb2
@@ -122,6 +122,7 @@ class _Index(model.ReachableFiles):
             for n in range(1, len(parts) + 1)
         }
         self._positions: dict[str, positions.Positions] = {}
+        self._comments: dict[str, Mapping[tuple[int, ...], str]] = {}
         self._events: dict[str, Event] = {}
         self._checked: set[str] = set()
 
@@ -178,6 +179,12 @@ class _Index(model.ReachableFiles):
             found = self._positions[file.name] = positions.Positions(file)
         return found
 
+    def _comment(self, message: _Message) -> str:
+        found = self._comments.get(message.file.name)
+        if found is None:
+            found = self._comments[message.file.name] = model.file_comments(message.file)
+        return found.get(message.path, "")
+
     def event(self, message: _Message) -> Event:
         """The event a message declares, checked; raises CodegenError at the option."""
         found = self._events.get(message.full_name)
@@ -206,7 +213,7 @@ class _Index(model.ReachableFiles):
             constant=names.constant_name(*message.local.split(".")),
             module=names.proto_module(file.name, "_keel"),
             proto=file.name,
-            comment=model.file_comments(file).get(message.path, ""),
+            comment=self._comment(message),
         )
         self._check_package(file.package)
         return event
