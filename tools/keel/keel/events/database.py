@@ -32,7 +32,8 @@ class Database:
             engine = maker.kw["bind"]
         elif hasattr(database, "transaction"):
             self.begin = database.transaction
-            self.dialect = database.engine.dialect.name
+            dialect = getattr(database, "dialect", None)  # keel.data.Database: no engine yet
+            self.dialect = dialect if isinstance(dialect, str) else database.engine.dialect.name
             return
         else:
             raise TypeError(
