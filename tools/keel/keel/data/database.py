@@ -17,6 +17,7 @@ its workers gives each worker its own connections.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import tempfile
@@ -91,6 +92,8 @@ class Database:
         throwaway databases; real ones get theirs from migrations)."""
         self.url = make_url(url)
         self._tables = tables
+        self._creating = asyncio.Lock()
+        self._folder = ""  # a temporary database's, removed by dispose
         self._engine: AsyncEngine | None = None
         self._sessions: async_sessionmaker[AsyncSession] | None = None
         self._pid = 0
@@ -113,8 +116,6 @@ class Database:
         database._folder = folder
         weakref.finalize(database, shutil.rmtree, folder, True)
         return database
-
-    _folder = ""
 
     @property
     def dialect(self) -> str:
@@ -147,9 +148,11 @@ class Database:
         when it raises. Objects stay readable after the commit (expire_on_commit=False)."""
         engine = self.engine
         if self._tables is not None:
-            tables, self._tables = self._tables, None
-            async with engine.begin() as connection:
-                await connection.run_sync(tables.create_all)
+            async with self._creating:  # concurrent first transactions wait for the tables
+                if self._tables is not None:
+                    async with engine.begin() as connection:
+                        await connection.run_sync(self._tables.create_all)
+                    self._tables = None
         assert self._sessions is not None
         async with self._sessions.begin() as session:
             yield session
