@@ -13,20 +13,17 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-from typing import Any
+import functools
+from typing import TYPE_CHECKING, Any
 
 from google.protobuf.message import Message
-from sqlalchemy import event as sa_event
-from sqlalchemy import insert
-from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Session
 
-from keel.events import carry, tables
-from keel.events.ids import new_event_id
 from keel.events.spec import EventSpec
 
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
+
 _PENDING = "keel_events_pending"
-_INSERT = insert(tables.outbox)
 _waiting: dict[asyncio.Event, asyncio.AbstractEventLoop] = {}
 
 
@@ -50,8 +47,18 @@ def _rolled_back(session: Any) -> None:
     session.info.pop(_PENDING, None)
 
 
-sa_event.listen(Session, "after_commit", _committed)
-sa_event.listen(Session, "after_rollback", _rolled_back)
+@functools.cache
+def _prepared() -> Any:
+    """The outbox insert, and the commit listeners set up (on first publish: a process that
+    only imports generated modules, as the gateway does, never loads SQLAlchemy for it)."""
+    from sqlalchemy import event, insert  # noqa: PLC0415
+    from sqlalchemy.orm import Session  # noqa: PLC0415
+
+    from keel.events import tables  # noqa: PLC0415
+
+    event.listen(Session, "after_commit", _committed)
+    event.listen(Session, "after_rollback", _rolled_back)
+    return insert(tables.outbox)
 
 
 class Publisher:
@@ -67,11 +74,15 @@ class Publisher:
         """
         if not isinstance(event, spec.message):
             raise TypeError(f"{spec.subject} carries {spec.name}, not {type(event).__name__}")
+        from keel.events import carry  # noqa: PLC0415 (see _prepared)
+        from keel.events.ids import new_event_id  # noqa: PLC0415
+
+        statement = _prepared()
         event_id = new_event_id()
         now = datetime.datetime.now(datetime.UTC)
         headers = carry.outgoing(spec.subject)
         await self.session.execute(
-            _INSERT,
+            statement,
             {
                 "id": event_id,
                 "subject": spec.subject,

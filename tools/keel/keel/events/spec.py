@@ -1,14 +1,19 @@
-"""What generated publishers and subscribers declare: events, handlers, subscribing services."""
+"""What generated publishers and subscribers declare: events, handlers, subscribing services.
+
+Light to import (no SQLAlchemy, no NATS): generated modules import it, and so does every
+process that imports them, the gateway included."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from google.protobuf.message import Message
-from sqlalchemy.ext.asyncio import AsyncSession
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
 
 
 @dataclass(frozen=True)
