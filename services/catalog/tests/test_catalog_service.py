@@ -14,8 +14,15 @@ from acme.catalog.v1 import catalog_keel, catalog_pb2
 from catalog.service import CatalogService
 from catalog.store import SqlStore, seed
 from google.protobuf import field_mask_pb2
+from keel.data import Database
 
 Client = catalog_keel.CatalogServiceClient
+
+
+@pytest.fixture
+def store(keel_database: Database) -> SqlStore:
+    """The catalog's store on its migrated database (SQLite, then PostgreSQL)."""
+    return SqlStore(keel_database)
 
 
 @pytest.fixture

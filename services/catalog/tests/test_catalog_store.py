@@ -12,6 +12,12 @@ from catalog.store import SEED, SqlStore, seed
 from keel.data import Database
 
 
+@pytest.fixture
+def store(keel_database: Database) -> SqlStore:
+    """The catalog's store on its migrated database (SQLite, then PostgreSQL)."""
+    return SqlStore(keel_database)
+
+
 async def test_created_products_get_new_ids_and_read_back_equal(store: SqlStore) -> None:
     catalog = Catalog(store)
     made = await catalog.create("Spoon", 199, "EUR", stock=3, labels={"size": "small"})

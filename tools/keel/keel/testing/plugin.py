@@ -11,7 +11,10 @@ Databases (keel.data):
 - `keel_postgres`: a real PostgreSQL for the session (`keel.testing.postgres.PostgresServer`);
   skipped, naming the install command, where PostgreSQL is not installed, failed if `CI` is set;
 - `keel_database_url`: the URL of a new, empty database, once on SQLite and once on
-  PostgreSQL (a parametrized fixture: every test using it runs on both).
+  PostgreSQL (a parametrized fixture: every test using it runs on both);
+- `keel_database`: a `keel.data.Database` on such a database, migrated to head with the
+  migrations of the service the test belongs to (the nearest folder above the test file with
+  a pyproject.toml), disposed afterwards.
 
 pytest-grpc's names map as: grpc_servicer → keel_services, grpc_server → keel_cluster,
 grpc_addr → keel_addr, grpc_stub_cls + grpc_stub → keel_client(StubClass).
@@ -23,7 +26,7 @@ import itertools
 import os
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import pytest
 import pytest_asyncio
@@ -32,6 +35,9 @@ from keel.runtime.client import ClientBase
 from keel.runtime.service import ServiceBase
 from keel.testing import Cluster, cluster
 from keel.testing.postgres import PostgresMissingError, PostgresServer, find_binaries
+
+if TYPE_CHECKING:
+    from keel.data import Database
 
 _databases = itertools.count(1)
 
@@ -92,3 +98,17 @@ async def keel_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> s
         return f"sqlite+aiosqlite:///{tmp_path / 'test.sqlite3'}"
     server: PostgresServer = request.getfixturevalue("keel_postgres")
     return await server.create_database(f"test_{os.getpid()}_{next(_databases)}")
+
+
+@pytest_asyncio.fixture
+async def keel_database(
+    keel_database_url: str, request: pytest.FixtureRequest
+) -> AsyncIterator[Database]:
+    """The test's service's database, migrated to head: on SQLite, then on PostgreSQL."""
+    from keel.data import Database, ServiceFolder, upgrade  # noqa: PLC0415 (SQLAlchemy)
+
+    folder = next(p for p in Path(request.path).parents if (p / "pyproject.toml").is_file())
+    db = Database(keel_database_url)
+    await upgrade(db, ServiceFolder.at(folder))
+    yield db
+    await db.dispose()
