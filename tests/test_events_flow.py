@@ -12,6 +12,7 @@ from typing import Any
 
 import keel
 import nats
+import prometheus_client
 import pytest
 from acme.orders.v1 import orders_pb2
 from keel.events import carry, dlq, names, tables
@@ -163,6 +164,7 @@ async def test_a_poison_event_is_dead_lettered_while_others_flow_and_can_be_repl
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     chosen = settings(nats_broker.url, events_max_deliver=3)
+    before = _counts()
     subscriber = CatalogServiceSubscriber(poison=frozenset({"o3"}))
     consumers = keel.events.Consumers(subscriber_db, [subscriber], settings=chosen)
     async with running(keel.events.Relay(publisher_db, settings=chosen), consumers):
@@ -183,6 +185,23 @@ async def test_a_poison_event_is_dead_lettered_while_others_flow_and_can_be_repl
         assert letter.headers[carry.ERROR] == "RuntimeError: cannot handle o3"
         assert letter.headers[carry.SUBJECT] == PLACED.subject
         assert [s["order_id"] for s in subscriber.seen].count("o3") >= 3  # + batch runs
+        counted = {name: _counts()[name] - before[name] for name in before}
+        assert counted == {
+            "published": 10,
+            "delivered": 12,  # o3 three times
+            "redelivered": 2,
+            "acked": 9,
+            "dead_lettered": 1,
+        }
+
+        async def outbox_empty() -> bool:
+            return (
+                _sample("keel_events_outbox_pending")
+                == _sample("keel_events_outbox_lag_seconds")
+                == 0
+            )
+
+        await eventually(outbox_empty, what="an empty outbox reported")
 
         assert await _cli(nats_broker.url, SERVICE) == 0
         listed = [x for x in capsys.readouterr().out.splitlines() if x.startswith("evt_")]
@@ -198,6 +217,17 @@ async def test_a_poison_event_is_dead_lettered_while_others_flow_and_can_be_repl
         assert (await js.stream_info(names.dlq_stream(SERVICE))).state.messages == 0
         await nc.close()
     assert await effect_counts(subscriber_db) == (10, 10)
+
+
+def _sample(name: str, **labels: str) -> float:
+    value = prometheus_client.REGISTRY.get_sample_value(name, labels)
+    return 0.0 if value is None else value
+
+
+def _counts() -> dict[str, float]:
+    """The event counters of PLACED's subject, as Prometheus reports them."""
+    names = ("published", "delivered", "redelivered", "acked", "dead_lettered")
+    return {n: _sample(f"keel_events_{n}_total", subject=PLACED.subject) for n in names}
 
 
 async def _cli(url: str, *arguments: str) -> int:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import keel
+import prometheus_client
 import pytest
 from acme.orders.v1 import orders_pb2
 from keel.events import tables
@@ -138,6 +139,12 @@ async def place(engine: AsyncEngine, first: int, count: int) -> None:
             )
 
 
+def gauge(name: str) -> float:
+    """A metric of this process, as Prometheus reports it (-1 if absent)."""
+    value = prometheus_client.REGISTRY.get_sample_value(name)
+    return -1.0 if value is None else value
+
+
 async def effect_counts(engine: AsyncEngine) -> tuple[int, int]:
     """(effect rows, distinct orders among them)."""
     async with engine.connect() as connection:
@@ -188,7 +195,15 @@ async def test_broker_killed_mid_burst_every_event_has_one_effect(
         await eventually(some_relayed, what="a fifth of the events relayed")
         nats_broker.kill()
         await burst  # the outbox takes commits while the broker is away
-        assert await outbox_left(publisher_db) > 0
+        left = await outbox_left(publisher_db)
+        assert left > 0
+
+        async def lag_reported() -> bool:
+            return gauge("keel_events_outbox_pending") == left and (
+                gauge("keel_events_outbox_lag_seconds") > 0
+            )
+
+        await eventually(lag_reported, what="the outbox's pending rows and lag measured")
         nats_broker.restart()
 
         async def all_handled() -> bool:

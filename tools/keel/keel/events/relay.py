@@ -111,6 +111,8 @@ class Relay:
                 _log.warning("outbox relay retrying", error=repr(error), delay=delay)
                 if self._stopping:
                     return
+                with contextlib.suppress(Exception):  # the lag grows while the broker is away
+                    await self._gauge()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), delay)
                 continue
@@ -139,10 +141,15 @@ class Relay:
                 await self._publish(rows)
                 async with self.database.begin() as session:
                     await session.execute(self._done([row.id for row in rows]))
+        measured = metrics()
         for row in rows:
-            metrics().published.labels(row.subject).inc()
+            measured.published.labels(row.subject).inc()
         self.sent += len(rows)
-        await self._gauge()
+        if rows:
+            await self._gauge()
+        else:  # nothing pending: no query needed
+            measured.outbox_pending.set(0)
+            measured.outbox_lag.set(0)
         return len(rows)
 
     def _done(self, ids: list[str]) -> Any:
