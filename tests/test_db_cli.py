@@ -92,7 +92,15 @@ def test_a_model_change_without_a_migration_fails_the_check(tmp_path: Path) -> N
     assert written.returncode == 0, written.stderr
     versions = sorted((services / "catalog" / "migrations" / "versions").glob("*.py"))
     assert len(versions) == 2
-    assert "weight_grams" in next(v for v in versions if "product_weight" in v.name).read_text()
+    migration = next(v for v in versions if "product_weight" in v.name)
+    assert "weight_grams" in migration.read_text()
+    linted = subprocess.run(
+        [str(BIN / "ruff"), "check", "--config", str(REPO / "pyproject.toml"), str(migration)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert linted.returncode == 0, linted.stdout  # written formatted and lint-clean
     assert keel_db("upgrade", "catalog", *where, env=env).returncode == 0
     assert keel_db("check", "catalog", *where, env=env).returncode == 0
 

@@ -9,6 +9,7 @@ and the service's tables from `[tool.keel] models`. The commands are async funct
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import zlib
 from collections.abc import Callable
@@ -55,6 +56,12 @@ def _config(service: ServiceFolder) -> Config:
     cfg.set_main_option("script_location", str(service.migrations))
     cfg.set_main_option("file_template", "%%(year)d%%(month).2d%%(day).2d_%%(rev)s_%%(slug)s")
     cfg.attributes["keel_service"] = service
+    if importlib.util.find_spec("ruff") is not None:  # new revisions come out lint-clean
+        cfg.set_section_option("post_write_hooks", "hooks", "fix, format")
+        for hook, options in (("fix", "check --fix --quiet"), ("format", "format --quiet")):
+            cfg.set_section_option("post_write_hooks", f"{hook}.type", "module")
+            cfg.set_section_option("post_write_hooks", f"{hook}.module", "ruff")
+            cfg.set_section_option("post_write_hooks", f"{hook}.options", options)
     return cfg
 
 
