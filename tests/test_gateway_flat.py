@@ -93,7 +93,8 @@ def test_to_object_is_message_to_dict(data: dict[str, Any]) -> None:
 def test_typical_request_takes_the_fast_path() -> None:
     built = flat.build(FLAT, {"displayName": "mug", "count": 2, "flag": True, "chosen": ""})
     assert built == FLAT(display_name="mug", count=2, flag=True, chosen="")
-    assert built is not None and built.HasField("chosen")
+    assert built is not None
+    assert built.HasField("chosen")
 
 
 def test_what_json_format_must_judge_steps_aside() -> None:

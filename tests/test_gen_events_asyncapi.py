@@ -167,10 +167,6 @@ def test_docs_page_links_and_lists_the_events(gateway: str) -> None:
     assert page.rstrip().endswith(b"</html>")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="keel/gateway/app.py does not yet pass routes.asyncapi to Endpoints (one line)",
-)
 def test_gateway_serves_the_asyncapi_document_next_to_openapi(gateway: str) -> None:
     status, body = _get(f"{gateway}/asyncapi.json")
     assert status == 200

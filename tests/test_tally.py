@@ -15,7 +15,6 @@ from keel.runtime import tally
 from keel.runtime.metrics import (
     CallMetrics,
     ClientMetrics,
-    ClientObserver,
     ServerMetrics,
     method_labels,
 )
@@ -146,9 +145,10 @@ def test_client_counts_are_shared_apart_from_server_counts(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
-    observer = ClientObserver(COOK, ClientMetrics(CollectorRegistry()))
+    counts = ClientMetrics(CollectorRegistry()).counts(COOK)
     for code in (grpc.StatusCode.OK, grpc.StatusCode.OK, grpc.StatusCode.UNAVAILABLE):
-        observer.finished(observer.started(), code)
+        counts[tally.STARTED] += 1
+        tally.finish(counts, code, 0.001)
     merged = CollectorRegistry()
     for side in tally.SIDES:
         merged.register(tally.shared_collector(str(tmp_path), side))

@@ -93,7 +93,7 @@ class Gateway:
         self.upstreams = Upstreams(
             routes.services, self.settings, targets, default_target, client_interceptors
         )
-        self.endpoints = Endpoints(routes.openapi, self.upstreams.not_serving)
+        self.endpoints = Endpoints(routes.openapi, self.upstreams.not_serving, routes.asyncapi)
         self.cors = Cors(self.settings.cors_origins.split(","))
         self.admission = Admission(self._services, self.settings)
         if not self.admission.auth.configured:

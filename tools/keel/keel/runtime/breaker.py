@@ -11,6 +11,8 @@ import grpc
 import grpc.aio
 from purgatory import AsyncCircuitBreakerFactory
 from purgatory.domain.model import CLOSED, OpenedState
+
+__all__ = ["BREAKERS", "CLOSED", "Breakers", "counting", "enter", "opened"]
 from purgatory.service._async.circuitbreaker import AsyncCircuitBreaker
 
 FAILURES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
@@ -57,11 +59,6 @@ async def enter(breaker: AsyncCircuitBreaker, target: str) -> None:
         await breaker.__aenter__()
     except OpenedState:
         raise opened(target) from None
-
-
-def closed(breaker: AsyncCircuitBreaker) -> bool:
-    """Whether the circuit is closed (entering it then does nothing)."""
-    return breaker.context.state == CLOSED
 
 
 def counting(breaker: AsyncCircuitBreaker) -> bool:

@@ -9,9 +9,10 @@ A failed call raises the `keel.errors` class of its status, details parsed (see 
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from types import TracebackType
-from typing import Any, ClassVar, NamedTuple, Self, TypeAlias
+from typing import Any, ClassVar, Self, TypeAlias
 
 import grpc
 import grpc.aio
@@ -19,74 +20,101 @@ from purgatory.service._async.circuitbreaker import AsyncCircuitBreaker
 
 from keel.errors import DeadlineExceeded, KeelError, from_rpc_error
 from keel.runtime import breaker as circuit
-from keel.runtime import config, discovery, propagation, tracing
-from keel.runtime.breaker import BREAKERS
+from keel.runtime import config, discovery, propagation, tally, tracing
+from keel.runtime.breaker import BREAKERS, CLOSED
 from keel.runtime.channels import open_channel
 from keel.runtime.config import Settings
-from keel.runtime.metrics import ClientObserver, client_metrics
+from keel.runtime.metrics import client_metrics
 from keel.runtime.spec import MethodSpec, RequestT, ResponseT, ServiceSpec
 
 Metadata: TypeAlias = Sequence[tuple[str, str | bytes]]
 """Call metadata: (key, value) pairs; keys ending in `-bin` carry bytes."""
 
 
-class _Call(NamedTuple):
-    timeout: float
-    metadata: list[tuple[str, str | bytes]]
-    observer: ClientObserver
+class _Method:
+    """What a client keeps per method: its call counts, its default deadline (the method's, else
+    the service's, else KEEL_DEFAULT_TIMEOUT) and the channel's callable."""
+
+    __slots__ = ("counts", "multi", "path", "timeout")
+
+    def __init__(self, client: ClientBase, spec: MethodSpec[Any, Any]) -> None:
+        self.path = spec.path
+        self.counts = client_metrics().counts(spec)
+        timeout = spec.timeout
+        if timeout is None:
+            service = getattr(client, "__keel_service__", None)
+            if service is not None and service.name == spec.service:
+                timeout = service.default_timeout
+        self.timeout: float = client._settings.default_timeout if timeout is None else timeout
+        factory = getattr(client._channel, spec.kind.value)
+        self.multi: Any = factory(
+            spec.path,
+            request_serializer=spec.request_type.SerializeToString,
+            response_deserializer=spec.response_type.FromString,
+            _registered_method=True,
+        )
+
+    def deadline(self, timeout: float | None) -> float:
+        """The call's deadline in seconds from now: `timeout` or the default, never later than
+        the deadline of the call being handled (DEADLINE_EXCEEDED if none is left)."""
+        chosen = self.timeout if timeout is None else timeout
+        remaining = propagation.remaining()
+        if remaining is None:
+            return chosen
+        if remaining <= 0:
+            raise DeadlineExceeded(f"{self.path}: the inbound call's deadline has passed")
+        return min(chosen, remaining)
 
 
 class _CallScope:
-    """One call's scope (`async with`): a class rather than a generator, because a call's Python
-    time counts several times over in a loaded process."""
+    """One call's scope (`async with`): its deadline and metadata once entered, its breaker,
+    span and counts. A class rather than a generator, with the counting inlined, because a
+    call's Python time counts several times over in a loaded process."""
 
     __slots__ = (
         "_began",
         "_breaker",
         "_client",
-        "_metadata",
-        "_observer",
+        "_method",
         "_span",
         "_span_scope",
-        "_spec",
-        "_timeout",
+        "metadata",
+        "timeout",
     )
 
     def __init__(
-        self,
-        client: ClientBase,
-        spec: MethodSpec[Any, Any],
-        timeout: float | None,
-        metadata: Metadata | None,
+        self, client: ClientBase, method: _Method, timeout: float | None, metadata: Metadata | None
     ) -> None:
         self._client = client
-        self._spec = spec
-        self._timeout = timeout
-        self._metadata = metadata
-        self._observer = client._observer(spec)
+        self._method = method
+        self.timeout: Any = timeout
+        """The call's deadline in seconds once entered (the requested one before)."""
+        self.metadata: Any = metadata
+        """The call's outbound metadata once entered (the caller's before)."""
         self._began = 0.0
         self._span_scope: Any = None
         self._span: Any = None
         self._breaker: AsyncCircuitBreaker | None = None
 
-    async def __aenter__(self) -> _Call:
-        client, spec = self._client, self._spec
-        self._began = self._observer.started()
-        outbound = propagation.outbound_metadata(self._metadata)
+    async def __aenter__(self) -> _CallScope:
+        client, method = self._client, self._method
+        method.counts[tally.STARTED] += 1
+        self._began = time.perf_counter()
+        self.metadata = propagation.outbound_metadata(self.metadata)
         tracer = tracing.tracer()
         if tracer is not None:
-            self._span_scope = tracing.client_span(tracer, spec.path, outbound)
+            self._span_scope = tracing.client_span(tracer, method.path, self.metadata)
             self._span = self._span_scope.__enter__()
         try:
-            call = _Call(client._timeout(spec, self._timeout), outbound, self._observer)
+            self.timeout = method.deadline(self.timeout)
             breaker = client._breaker or await client._circuit()
-            if not circuit.closed(breaker):  # a closed circuit has nothing to do on entry
+            if breaker.context.state != CLOSED:  # a closed circuit has nothing to do on entry
                 await circuit.enter(breaker, client._target)
             self._breaker = breaker
         except BaseException as error:
             await self.__aexit__(type(error), error, error.__traceback__)
             raise
-        return call
+        return self
 
     async def __aexit__(
         self,
@@ -96,12 +124,14 @@ class _CallScope:
     ) -> None:
         code = grpc.StatusCode.OK
         typed: KeelError | None = None
-        if isinstance(exc, KeelError):
+        if exc is None:
+            pass
+        elif isinstance(exc, KeelError):
             code = exc.code()
         elif isinstance(exc, grpc.aio.AioRpcError):
             code = exc.code()
             typed = from_rpc_error(exc)  # (the breaker's own too)
-        elif exc is not None:
+        else:
             code = grpc.StatusCode.CANCELLED
         try:
             breaker = self._breaker
@@ -111,7 +141,7 @@ class _CallScope:
             if self._span_scope is not None:
                 tracing.finish(self._span, code)
                 self._span_scope.__exit__(exc_type, exc, tb)
-            self._observer.finished(self._began, code)
+            tally.finish(self._method.counts, code, time.perf_counter() - self._began)
         if typed is not None:
             raise typed from None
 
@@ -141,9 +171,8 @@ class ClientBase:
         self._target = target or f"channel-{id(channel):x}"
         self._settings = settings or config.current()
         self._owns_channel = _owns_channel
-        self._callables: dict[str, Any] = {}
         self._breaker: AsyncCircuitBreaker | None = None
-        self._observers: dict[str, ClientObserver] = {}
+        self._methods: dict[str, _Method] = {}
 
     @classmethod
     def connect(
@@ -188,43 +217,19 @@ class ClientBase:
     ) -> None:
         await self.close()
 
+    def _method(self, spec: MethodSpec[Any, Any]) -> _Method:
+        method = self._methods.get(spec.path)
+        if method is None:
+            method = self._methods[spec.path] = _Method(self, spec)
+        return method
+
     def _timeout(self, spec: MethodSpec[Any, Any], timeout: float | None) -> float:
         """The call's deadline in seconds from now (raises DEADLINE_EXCEEDED if none is left)."""
-        chosen = timeout
-        if chosen is None:
-            chosen = spec.timeout
-        if chosen is None:
-            service = getattr(self, "__keel_service__", None)
-            if service is not None and service.name == spec.service:
-                chosen = service.default_timeout
-        if chosen is None:
-            chosen = self._settings.default_timeout
-        remaining = propagation.remaining()
-        if remaining is None:
-            return chosen
-        if remaining <= 0:
-            raise DeadlineExceeded(f"{spec.path}: the inbound call's deadline has passed")
-        return min(chosen, remaining)
+        return self._method(spec).deadline(timeout)
 
     def _callable(self, spec: MethodSpec[Any, Any]) -> Any:
-        multi = self._callables.get(spec.path)
-        if multi is None:
-            factory = getattr(self._channel, spec.kind.value)
-            multi = factory(
-                spec.path,
-                request_serializer=spec.request_type.SerializeToString,
-                response_deserializer=spec.response_type.FromString,
-                _registered_method=True,
-            )
-            self._callables[spec.path] = multi
-        return multi
-
-    def _observer(self, spec: MethodSpec[Any, Any]) -> ClientObserver:
-        observer = self._observers.get(spec.path)
-        if observer is None:
-            observer = ClientObserver(spec, client_metrics())
-            self._observers[spec.path] = observer
-        return observer
+        """The channel's callable for `spec`."""
+        return self._method(spec).multi
 
     async def _circuit(self) -> AsyncCircuitBreaker:
         """The target's circuit breaker (looked up once per client)."""
@@ -239,25 +244,25 @@ class ClientBase:
         self, spec: MethodSpec[Any, Any], timeout: float | None, metadata: Metadata | None
     ) -> _CallScope:
         """Around one call: deadline, metadata, span, circuit breaker, metrics, typed errors."""
-        return _CallScope(self, spec, timeout, metadata)
+        return _CallScope(self, self._method(spec), timeout, metadata)
 
     async def _unary(
         self, spec: MethodSpec[Any, Any], request: Any, timeout: float | None, metadata: Any
     ) -> Any:
-        async with self._call(spec, timeout, metadata) as call:
-            response = await self._callable(spec)(
-                request, timeout=call.timeout, metadata=call.metadata
-            )
-            call.observer.received()
+        method = self._methods.get(spec.path) or self._method(spec)
+        async with _CallScope(self, method, timeout, metadata) as call:
+            response = await method.multi(request, timeout=call.timeout, metadata=call.metadata)
+            method.counts[tally.RECEIVED] += 1
             return response
 
     async def _stream(
         self, spec: MethodSpec[Any, Any], request: Any, timeout: float | None, metadata: Any
     ) -> AsyncIterator[Any]:
-        async with self._call(spec, timeout, metadata) as call:
-            responses = self._callable(spec)(request, timeout=call.timeout, metadata=call.metadata)
+        method = self._method(spec)
+        async with _CallScope(self, method, timeout, metadata) as call:
+            responses = method.multi(request, timeout=call.timeout, metadata=call.metadata)
             async for response in responses:
-                call.observer.received()
+                method.counts[tally.RECEIVED] += 1
                 yield response
 
     async def _unary_unary(

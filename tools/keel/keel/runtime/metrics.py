@@ -14,10 +14,8 @@ default registry, made on first use.
 from __future__ import annotations
 
 import os
-import time
 from typing import Any
 
-import grpc
 import prometheus_client
 from prometheus_client import CollectorRegistry
 
@@ -120,25 +118,3 @@ def client_metrics() -> ClientMetrics:
     if _client_metrics is None:
         _client_metrics = ClientMetrics()
     return _client_metrics
-
-
-class ClientObserver:
-    """Counts the calls of one client method."""
-
-    __slots__ = ("_counts",)
-
-    def __init__(self, spec: MethodSpec[Any, Any], metrics: ClientMetrics) -> None:
-        self._counts = metrics.counts(spec)
-
-    def started(self) -> float:
-        self._counts[tally.STARTED] += 1
-        return time.perf_counter()
-
-    def sent(self) -> None:
-        self._counts[tally.SENT] += 1
-
-    def received(self) -> None:
-        self._counts[tally.RECEIVED] += 1
-
-    def finished(self, began: float, code: grpc.StatusCode) -> None:
-        tally.finish(self._counts, code, time.perf_counter() - began)
