@@ -132,3 +132,35 @@ def test_forked_workers_share_a_sqlite_file_without_losing_a_write(tmp_path: Pat
         return value
 
     assert asyncio.run(total()) == 450
+
+
+async def test_a_read_only_transaction_runs_beside_a_writer(keel_database_url: str) -> None:
+    """SQLite: a reader does not wait for the write lock another transaction holds (it sees
+    the last commit); PostgreSQL: a read-only transaction refuses writes. A pooled connection
+    does not stay read-only."""
+    db = Database(keel_database_url)
+    try:
+        async with db.engine.begin() as connection:
+            await connection.run_sync(Base.metadata.create_all)
+        async with db.transaction() as session:
+            session.add(Counter(name="n", value=1))
+        async with db.transaction() as writing:
+            row = await writing.get(Counter, "n")
+            assert row is not None
+            row.value = 2
+            await writing.flush()  # holds the write lock (SQLite) and the row (PostgreSQL)
+            async with db.transaction(readonly=True) as reading:
+                assert await reading.scalar(select(Counter.value)) == 1
+        if db.dialect == "postgresql":
+            with pytest.raises(Exception, match="read-only transaction"):
+                async with db.transaction(readonly=True) as reading:
+                    reading.add(Counter(name="m", value=1))
+        for _ in range(3):  # whichever pooled connection comes: writable again
+            async with db.transaction() as session:
+                row = await session.get(Counter, "n")
+                assert row is not None
+                row.value += 1
+        async with db.transaction(readonly=True) as reading:
+            assert await reading.scalar(select(Counter.value)) == 5
+    finally:
+        await db.dispose()

@@ -77,9 +77,10 @@ class Transaction(Protocol):
 class Store(Protocol):
     """Where the catalog keeps its data."""
 
-    def transaction(self) -> AbstractAsyncContextManager[Transaction]:
+    def transaction(self, *, readonly: bool = False) -> AbstractAsyncContextManager[Transaction]:
         """One transaction: committed when the block ends, undone when it raises;
-        ConflictError when a concurrent transaction made it impossible."""
+        ConflictError when a concurrent transaction made it impossible. A `readonly` one
+        only reads (and need not wait for writers)."""
         ...
 
 
@@ -90,7 +91,7 @@ class Catalog:
         self.store = store
 
     async def get(self, product_id: str) -> Product:
-        async with self.store.transaction() as tx:
+        async with self.store.transaction(readonly=True) as tx:
             product = await tx.get(product_id)
         if product is None:
             raise NotFoundError(product_id)
@@ -98,13 +99,12 @@ class Catalog:
 
     async def missing(self, product_ids: Collection[str]) -> set[str]:
         """The ids among `product_ids` that name no product."""
-        async with self.store.transaction() as tx:
-            found = await tx.lock(product_ids)
-        return set(product_ids) - set(found)
+        async with self.store.transaction(readonly=True) as tx:
+            return {p for p in set(product_ids) if await tx.get(p) is None}
 
     async def page(self, after: str, limit: int) -> tuple[list[Product], str | None]:
         """Up to `limit` products after id `after`, and the last one's id if more follow."""
-        async with self.store.transaction() as tx:
+        async with self.store.transaction(readonly=True) as tx:
             products = await tx.page(after, limit + 1)
         if len(products) > limit:
             return products[:limit], products[limit - 1].product_id

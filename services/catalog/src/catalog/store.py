@@ -164,12 +164,12 @@ class SqlStore:
             self._pending = ()
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[SqlTransaction]:
+    async def transaction(self, *, readonly: bool = False) -> AsyncIterator[SqlTransaction]:
         """One transaction (catalog.domain.Store)."""
         if self._pending:
             await self._add_pending()  # (a failure leaves them pending for the next call)
         try:
-            async with self.db.transaction() as session:
+            async with self.db.transaction(readonly=readonly) as session:
                 yield SqlTransaction(session)
         except IntegrityError as error:
             raise ConflictError(str(error.orig).splitlines()[0]) from None

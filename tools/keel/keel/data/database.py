@@ -7,9 +7,10 @@
 `KEEL_DATABASE_URL` (an async URL: `postgresql+asyncpg://...`, `sqlite+aiosqlite:///...`)
 names it; without one, a SQLite file `<state dir>/<name>.sqlite3`, the state dir being
 `KEEL_STATE_DIR`, else `.keel/state/<name>` under the current folder. SQLite runs in WAL mode
-with foreign keys on, a busy timeout, and write transactions that take the write lock at BEGIN
-(`BEGIN IMMEDIATE`), so several processes (`KEEL_WORKERS`) share one file: writers queue,
-readers never block, and no transaction fails for having read before another wrote.
+with foreign keys on and a busy timeout; a transaction takes the write lock at BEGIN
+(`BEGIN IMMEDIATE`), a read-only one does not, so several processes (`KEEL_WORKERS`) share one
+file: writers queue, readers run beside them, and no transaction fails or loses an update for
+having read before another wrote.
 
 The engine is made on first use in each process, so a Database made before `keel.serve` forks
 its workers gives each worker its own connections.
@@ -81,7 +82,8 @@ def _sqlite_events(engine: AsyncEngine) -> None:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        reading = connection.get_execution_options().get("keel_readonly", False)
+        connection.exec_driver_sql("BEGIN" if reading else "BEGIN IMMEDIATE")
 
 
 class Database:
@@ -143,9 +145,12 @@ class Database:
         return create_async_engine(self.url, pool_pre_ping=True)
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[AsyncSession]:
+    async def transaction(self, *, readonly: bool = False) -> AsyncIterator[AsyncSession]:
         """An AsyncSession in one transaction: committed when the block ends, rolled back
-        when it raises. Objects stay readable after the commit (expire_on_commit=False)."""
+        when it raises. Objects stay readable after the commit (expire_on_commit=False).
+
+        `readonly=True`: a transaction that only reads, which does not wait for writers (on
+        SQLite a plain BEGIN; on PostgreSQL a READ ONLY transaction: a write fails)."""
         engine = self.engine
         if self._tables is not None:
             async with self._creating:  # concurrent first transactions wait for the tables
@@ -154,7 +159,10 @@ class Database:
                         await connection.run_sync(self._tables.create_all)
                     self._tables = None
         assert self._sessions is not None
-        async with self._sessions.begin() as session:
+        async with self._sessions() as session, session.begin():
+            if readonly:
+                options = {"keel_readonly": True, "postgresql_readonly": True}
+                await session.connection(execution_options=options)
             yield session
 
     async def dispose(self) -> None:
