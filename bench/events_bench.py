@@ -1,7 +1,8 @@
 """Events end to end: Keel's outbox, relay and inbox vs raw nats-py JetStream, in one run.
 
-Keel: producers commit a state change with an event through the outbox (SQLite, WAL); the relay
-publishes it to JetStream; a subscriber handles it, committing its effect with the inbox row.
+Keel: producers commit a state change with an event through the outbox (keel.data's SQLite:
+WAL, BEGIN IMMEDIATE); the relay publishes it to JetStream; a subscriber handles it, committing
+its effect with the inbox row.
 Raw: the same producers publish to JetStream awaiting each ack; a pull consumer fetches and
 acks. Both: one nats-server with file storage, the same producer concurrency, publisher and
 subscriber in this process; rounds alternate raw and keel, and the median round is reported.
@@ -35,15 +36,14 @@ from typing import Any
 import keel
 import nats
 from google.protobuf import wrappers_pb2
+from keel.data import Database
 from keel.events import tables
 from keel.events.broker import start_broker
-from keel.events.database import Database
 from keel.runtime.config import Settings
 from keel.runtime.server import run
 from nats.js.api import AckPolicy, ConsumerConfig, StorageType, StreamConfig
 from sqlalchemy import Column, Integer, MetaData, String, Table, insert
 from sqlalchemy import event as sa_event
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 HERE = Path(__file__).resolve().parent
 WORK = HERE / "_work" / "events"
@@ -98,17 +98,13 @@ class Counter(keel.events.Subscriber):
         )
 
 
-async def _sqlite(path: Path, metadata: MetaData) -> AsyncEngine:
-    engine = create_async_engine(f"sqlite+aiosqlite:///{path}")
-
-    @sa_event.listens_for(engine.sync_engine, "connect")
-    def _pragmas(connection: Any, _: Any) -> None:
-        for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=10000"):
-            connection.execute(f"PRAGMA {pragma}")
-
-    async with engine.begin() as connection:
-        await connection.run_sync(metadata.create_all)
-    return engine
+async def _sqlite(path: Path, metadata: MetaData) -> Database:
+    """A service database as keel.data makes it (SQLite: WAL, synchronous=NORMAL, BEGIN
+    IMMEDIATE), its tables created."""
+    database = Database(f"sqlite+aiosqlite:///{path}", tables=metadata)
+    async with database.transaction():
+        pass
+    return database
 
 
 def _row(mode: str, started: float, begun: dict[str, float], done: dict[str, float]) -> Row:
@@ -133,20 +129,19 @@ async def _produce(count: int, producers: int, one: Callable[[str], Any]) -> Non
 
 
 async def commit_round(folder: Path, count: int, producers: int) -> Row:
-    state = await _sqlite(folder / "commit.db", state_metadata)
-    database = Database(state)
+    database = await _sqlite(folder / "commit.db", state_metadata)
     begun: dict[str, float] = {}
     done: dict[str, float] = {}
 
     async def one(name: str) -> None:
         begun[name] = time.perf_counter()
-        async with database.begin() as session:
+        async with database.transaction() as session:
             await session.execute(insert(things).values(id=name))
         done[name] = time.perf_counter()
 
     started = time.perf_counter()
     await _produce(count, producers, one)
-    await state.dispose()
+    await database.dispose()
     return _row("commit", started, begun, done)
 
 
@@ -167,10 +162,9 @@ async def keel_round(
 
     relay = keel.events.Relay(state, settings=settings, publishes=[SPEC])
     consumers = keel.events.Consumers(counter_db, [Counter(handled)], settings=settings)
-    database = Database(state)
 
     async def one(name: str) -> None:
-        async with database.begin() as session:
+        async with state.transaction() as session:
             await session.execute(insert(things).values(id=name))
             await ThingPublisher(session).thing_done(wrappers_pb2.StringValue(value=name))
         begun[name] = time.perf_counter()  # committed
@@ -201,8 +195,8 @@ async def raw_round(
     no outbox and no inbox."""
     state = effect_db = None
     if folder is not None:
-        state = Database(await _sqlite(folder / "raw-state.db", state_metadata))
-        effect_db = Database(await _sqlite(folder / "raw-effects.db", effect_metadata))
+        state = await _sqlite(folder / "raw-state.db", state_metadata)
+        effect_db = await _sqlite(folder / "raw-effects.db", effect_metadata)
     nc = await nats.connect(url)
     js = nc.jetstream()
     subject = f"{stream.lower()}.thing"
@@ -221,7 +215,7 @@ async def raw_round(
             except nats.errors.TimeoutError:
                 continue
             if effect_db is not None:
-                async with effect_db.begin() as session:
+                async with effect_db.transaction() as session:
                     for message in messages:
                         await session.execute(insert(effects).values(thing=message.data.decode()))
             for message in messages:
@@ -230,7 +224,7 @@ async def raw_round(
 
     async def one(name: str) -> None:
         if state is not None:
-            async with state.begin() as session:
+            async with state.transaction() as session:
                 await session.execute(insert(things).values(id=name))
         begun[name] = time.perf_counter()
         await js.publish(subject, name.encode())
@@ -240,6 +234,9 @@ async def raw_round(
     await _produce(count, producers, one)
     await consumer
     row = _row("raw" if folder is None else "raw+db", started, begun, done)
+    for database in (state, effect_db):
+        if database is not None:
+            await database.dispose()
     await js.delete_stream(stream)
     await nc.close()
     return row
