@@ -1,10 +1,11 @@
 """Alembic migrations, one history per service (`services/<name>/migrations/`), run by Keel.
 
-A service's `migrations/env.py` is two lines, `from keel.data.migrations import run_env` and
+A service's `migrations/env.py` is two lines, `from keel.data import run_env` and
 `run_env()`: Keel hands Alembic a connection to the service's database (inside one
 transaction, serialized between processes: SQLite's write lock, a PostgreSQL advisory lock)
 and the service's tables from `[tool.keel] models`. The commands are async functions over a
-`Database`; `keel db` runs them (see keel.cli) and `prepare` applies them at start-up.
+`Database`; `keel db` runs them (see keel.cli) and `keel.data.prepare` applies them at
+start-up.
 """
 
 from __future__ import annotations
