@@ -124,3 +124,29 @@ def test_errors_are_one_line(tmp_path: Path) -> None:
     bad = keel_db("upgrade", "catalog", env={"KEEL_MIGRATE": "maybe"})
     assert bad.returncode == 2
     assert "KEEL_MIGRATE" in _one_line(bad)
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
+async def test_replicas_migrating_at_once_all_succeed(
+    dialect: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """Replicas started together with KEEL_MIGRATE=true: one migrates, the others find it done."""
+    env = {"KEEL_STATE_DIR": str(tmp_path)}
+    if dialect == "postgresql":
+        server: PostgresServer = request.getfixturevalue("keel_postgres")
+        env = {"KEEL_DATABASE_URL": await server.create_database("replicas")}
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("KEEL_")}
+    runs = [
+        subprocess.Popen(
+            [str(BIN / "keel"), "db", "upgrade", "catalog"],
+            cwd=REPO,
+            env={**clean, **env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(3)
+    ]
+    outcomes = [run.communicate(timeout=120) for run in runs]
+    assert [run.returncode for run in runs] == [0, 0, 0], outcomes
+    assert keel_db("check", "catalog", env=env).returncode == 0
