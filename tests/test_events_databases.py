@@ -16,9 +16,12 @@ from sqlalchemy import MetaData, func, insert, select
 from tests.test_events_proof import (
     CatalogServiceSubscriber,
     OrderServicePublisher,
+    broker_outage,
     effects,
     orders,
+    publisher_metadata,
     settings,
+    subscriber_metadata,
 )
 
 __all__ = ["nats_broker"]  # the fixture, for pytest
@@ -86,3 +89,22 @@ async def test_two_relays_share_an_outbox_and_each_event_has_one_effect(
 
 async def _dead_lettered(subscriber: CatalogServiceSubscriber) -> bool:
     return [s["order_id"] for s in subscriber.seen].count("o7") >= 3
+
+
+async def test_broker_killed_mid_burst_on_keel_data(
+    nats_broker: Broker, keel_database_url: str
+) -> None:
+    """The outage proof on keel.data's databases (SQLite as services open it, PostgreSQL):
+    publisher and subscriber share one database, as a service subscribing to itself would."""
+    metadata = MetaData()
+    for source in (publisher_metadata, subscriber_metadata):
+        for table in source.tables.values():
+            if table.name not in metadata.tables:
+                table.to_metadata(metadata)
+    db = Database(keel_database_url, tables=metadata)
+    async with db.transaction():
+        pass
+    try:
+        await broker_outage(nats_broker, db, db, 150)
+    finally:
+        await db.dispose()

@@ -128,9 +128,14 @@ def settings(url: str, **changes: Any) -> Settings:
     return Settings(**chosen)
 
 
-async def place(engine: AsyncEngine, first: int, count: int) -> None:
+def engine_of(database: Any) -> AsyncEngine:
+    """The engine of an AsyncEngine or a keel.data.Database."""
+    return database if isinstance(database, AsyncEngine) else database.engine
+
+
+async def place(database: Any, first: int, count: int) -> None:
     """Commit `count` orders, each with its OrderPlaced event."""
-    maker = Database(engine)
+    maker = Database(database)
     for number in range(first, first + count):
         async with maker.begin() as session:
             await session.execute(insert(orders).values(id=f"o{number}", total=number))
@@ -145,9 +150,9 @@ def gauge(name: str) -> float:
     return -1.0 if value is None else value
 
 
-async def effect_counts(engine: AsyncEngine) -> tuple[int, int]:
+async def effect_counts(database: Any) -> tuple[int, int]:
     """(effect rows, distinct orders among them)."""
-    async with engine.connect() as connection:
+    async with engine_of(database).connect() as connection:
         rows, distinct = (
             await connection.execute(
                 select(func.count(), func.count(effects.c.order_id.distinct()))
@@ -156,8 +161,8 @@ async def effect_counts(engine: AsyncEngine) -> tuple[int, int]:
     return int(rows), int(distinct)
 
 
-async def outbox_left(engine: AsyncEngine) -> int:
-    async with engine.connect() as connection:
+async def outbox_left(database: Any) -> int:
+    async with engine_of(database).connect() as connection:
         return int(await connection.scalar(select(func.count()).select_from(tables.outbox)) or 0)
 
 
@@ -181,16 +186,23 @@ N = 300
 async def test_broker_killed_mid_burst_every_event_has_one_effect(
     nats_broker: Broker, publisher_db: AsyncEngine, subscriber_db: AsyncEngine
 ) -> None:
+    await broker_outage(nats_broker, publisher_db, subscriber_db)
+
+
+async def broker_outage(
+    nats_broker: Broker, publisher_db: Any, subscriber_db: Any, n: int = N
+) -> None:
+    """SIGKILL the broker mid-burst, start it again: each of `n` events has one effect."""
     chosen = settings(nats_broker.url)
     relay = keel.events.Relay(publisher_db, settings=chosen, publishes=[PLACED])
     consumers = keel.events.Consumers(subscriber_db, [CatalogServiceSubscriber()], settings=chosen)
     await relay.start()
     await consumers.start()
     try:
-        burst = asyncio.create_task(place(publisher_db, 0, N))
+        burst = asyncio.create_task(place(publisher_db, 0, n))
 
         async def some_relayed() -> bool:
-            return relay.sent >= N // 5
+            return relay.sent >= n // 5
 
         await eventually(some_relayed, what="a fifth of the events relayed")
         nats_broker.kill()
@@ -207,14 +219,14 @@ async def test_broker_killed_mid_burst_every_event_has_one_effect(
         nats_broker.restart()
 
         async def all_handled() -> bool:
-            return (await effect_counts(subscriber_db))[0] >= N
+            return (await effect_counts(subscriber_db))[0] >= n
 
-        await eventually(all_handled, timeout=60, what=f"{N} effects")
+        await eventually(all_handled, timeout=60, what=f"{n} effects")
         await eventually(lambda: _zero(outbox_left(publisher_db)), what="an empty outbox")
     finally:
         await consumers.stop()
         await relay.stop()
-    assert await effect_counts(subscriber_db) == (N, N)
+    assert await effect_counts(subscriber_db) == (n, n)
 
 
 async def _zero(count: Any) -> bool:

@@ -6,6 +6,8 @@ consumer is updated to the current settings. Storage is on file.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import nats
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
@@ -21,13 +23,45 @@ from nats.js.errors import BadRequestError, NotFoundError
 
 from keel.events import names
 from keel.events.spec import EventSpec
+from keel.runtime import logs
 from keel.runtime.config import Settings
 
+_log = logs.get_logger("keel.events")
 
-async def connect(url: str, name: str) -> NatsClient:
-    """A connection to the broker at `url` that reconnects for ever (outages delay, never end)."""
+
+class _Watch:
+    """Connection events in the log: one warning per outage, not one per reconnect attempt."""
+
+    def __init__(self, url: str, name: str, reconnected: Reconnected | None) -> None:
+        self.url = url
+        self.name = name
+        self.reconnected = reconnected
+        self.down = False
+
+    async def error(self, error: Exception) -> None:
+        if not self.down:
+            _log.warning("broker error", broker=self.url, client=self.name, error=repr(error))
+        self.down = True
+
+    async def disconnected(self) -> None:
+        _log.info("broker disconnected", broker=self.url, client=self.name)
+
+    async def back(self) -> None:
+        self.down = False
+        _log.info("broker reconnected", broker=self.url, client=self.name)
+        if self.reconnected is not None:
+            await self.reconnected()
+
+
+Reconnected = Callable[[], Awaitable[None]]
+
+
+async def connect(url: str, name: str, reconnected: Reconnected | None = None) -> NatsClient:
+    """A connection to the broker at `url` that reconnects for ever (outages delay, never end);
+    `reconnected` runs after each reconnection."""
     if not url:
         raise ValueError("no broker: set KEEL_NATS_URL (keel dev starts one) or pass nats_url")
+    watch = _Watch(url, name, reconnected)
     return await nats.connect(
         url,
         name=name,
@@ -35,6 +69,9 @@ async def connect(url: str, name: str) -> NatsClient:
         reconnect_time_wait=0.2,
         connect_timeout=2,
         allow_reconnect=True,
+        error_cb=watch.error,
+        disconnected_cb=watch.disconnected,
+        reconnected_cb=watch.back,
     )
 
 

@@ -65,6 +65,7 @@ class Relay:
         """Events this relay has had acknowledged by the broker."""
         self._nc: NatsClient | None = None
         self._wake = asyncio.Event()
+        self._retry = asyncio.Event()
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
         self._streams: set[str] = set()
@@ -72,7 +73,7 @@ class Relay:
 
     async def start(self) -> None:
         """Connect, make sure the declared streams exist, and start relaying."""
-        self._nc = await provision.connect(self.nats_url, "keel-relay")
+        self._nc = await provision.connect(self.nats_url, "keel-relay", self._reconnected)
         js = self._nc.jetstream()
         for spec in self.publishes:
             await provision.ensure_event_stream(js, spec, self.settings)
@@ -87,12 +88,17 @@ class Relay:
             return
         self._stopping = True
         self._wake.set()
+        self._retry.set()
         publisher.forget(self._wake)
         await self._task
         self._task = None
         if self._nc is not None:
             await self._nc.close()
             self._nc = None
+
+    async def _reconnected(self) -> None:
+        self._retry.set()  # retry now, not after the backoff
+        self._wake.set()
 
     def wake(self) -> None:
         """Look at the outbox now (a commit in another process, say)."""
@@ -111,16 +117,25 @@ class Relay:
                 _log.warning("outbox relay retrying", error=repr(error), delay=delay)
                 if self._stopping:
                     return
-                with contextlib.suppress(Exception):  # the lag grows while the broker is away
-                    await self._gauge()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), delay)
+                await self._back_off(delay)
                 continue
             if self._stopping:
                 return
             if count < self.settings.events_batch:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.settings.events_poll_interval)
+
+    async def _back_off(self, delay: float) -> None:
+        """Wait `delay` seconds, or until the broker is back or the relay stops (commits do not
+        cut it short); the outbox gauges are measured meanwhile, as the lag grows."""
+        self._retry.clear()
+        deadline = time.monotonic() + delay
+        while not self._stopping and (left := deadline - time.monotonic()) > 0:
+            with contextlib.suppress(Exception):
+                await self._gauge()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._retry.wait(), min(left, 1.0))
+                return
 
     async def flush(self) -> int:
         """Publish one batch of pending events; how many were sent."""
@@ -161,6 +176,8 @@ class Relay:
 
     async def _publish(self, rows: Sequence[Row[Any, Any, Any, Any, Any, Any, Any]]) -> None:
         assert self._nc is not None
+        if not self._nc.is_connected:  # do not queue publishes that cannot be acked
+            raise ConnectionError(f"broker {self.nats_url} unreachable")
         js = self._nc.jetstream()
         for row in rows:
             if row.stream not in self._streams:
