@@ -1,0 +1,115 @@
+"""The catalog and payments as orders.domain's ports, over their generated clients (found by
+discovery, connected on first use): a failed call becomes a DependencyError."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC
+
+import grpc
+import grpc.aio
+from acme.catalog.v1 import catalog_keel, catalog_pb2
+from acme.payments.v1 import payments_keel, payments_pb2
+
+from orders.domain import DependencyError, Line, Payment
+
+
+def _failure(peer: str, error: grpc.aio.AioRpcError) -> DependencyError:
+    uncertain = error.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    return DependencyError(peer, error, uncertain=uncertain)
+
+
+def _payment(message: payments_pb2.Payment) -> Payment:
+    state = payments_pb2.PaymentState.Name(message.state).removeprefix("PAYMENT_STATE_")
+    updated = message.update_time.ToDatetime(UTC) if message.HasField("update_time") else None
+    return Payment(
+        message.payment_id,
+        state,
+        message.amount_cents,
+        message.currency,
+        message.decline_reason,
+        updated,
+    )
+
+
+class CatalogPeer:
+    """orders.domain.Catalog over CatalogServiceClient."""
+
+    def __init__(self, client: catalog_keel.CatalogServiceClient | None = None) -> None:
+        self._client = client
+
+    @property
+    def client(self) -> catalog_keel.CatalogServiceClient:
+        if self._client is None:  # connect lazily: discovery and a running event loop
+            self._client = catalog_keel.CatalogServiceClient.connect()
+        return self._client
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+
+    async def reserve(self, order_id: str, lines: Sequence[Line]) -> tuple[int, str]:
+        request = catalog_pb2.ReserveStockRequest(
+            order_id=order_id,
+            lines=[
+                catalog_pb2.StockLine(product_id=x.product_id, quantity=x.quantity) for x in lines
+            ],
+        )
+        try:
+            reserved = await self.client.reserve_stock(request)
+        except grpc.aio.AioRpcError as error:
+            raise _failure("the catalog", error) from None
+        return reserved.total_cents, reserved.currency
+
+    async def release(self, order_id: str) -> None:
+        try:
+            await self.client.release_stock(catalog_pb2.ReleaseStockRequest(order_id=order_id))
+        except grpc.aio.AioRpcError as error:
+            raise _failure("the catalog", error) from None
+
+
+class PaymentsPeer:
+    """orders.domain.Payments over PaymentServiceClient."""
+
+    def __init__(self, client: payments_keel.PaymentServiceClient | None = None) -> None:
+        self._client = client
+
+    @property
+    def client(self) -> payments_keel.PaymentServiceClient:
+        if self._client is None:
+            self._client = payments_keel.PaymentServiceClient.connect()
+        return self._client
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+
+    async def authorize(
+        self, order_id: str, amount_cents: int, currency: str, token: str
+    ) -> Payment:
+        request = payments_pb2.AuthorizePaymentRequest(
+            order_id=order_id,
+            amount_cents=amount_cents,
+            currency=currency,
+            payment_method_token=token,
+        )
+        try:
+            return _payment((await self.client.authorize_payment(request)).payment)
+        except grpc.aio.AioRpcError as error:
+            raise _failure("payments", error) from None
+
+    async def capture(self, payment_id: str) -> Payment:
+        request = payments_pb2.CapturePaymentRequest(payment_id=payment_id)
+        try:
+            return _payment((await self.client.capture_payment(request)).payment)
+        except grpc.aio.AioRpcError as error:
+            raise _failure("payments", error) from None
+
+    async def void(self, payment_id: str) -> Payment:
+        request = payments_pb2.VoidPaymentRequest(payment_id=payment_id)
+        try:
+            return _payment((await self.client.void_payment(request)).payment)
+        except grpc.aio.AioRpcError as error:
+            raise _failure("payments", error) from None
