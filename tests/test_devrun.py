@@ -109,7 +109,7 @@ async def test_keel_dev_runs_the_services_until_interrupted(tmp_path: Path) -> N
     # Each service has its own state folder; catalog's database was migrated before it served.
     assert (tmp_path / "state" / "catalog" / "catalog.sqlite3").is_file()
     catalog = [line for line in output.splitlines() if "catalog\x1b[0m │" in line]
-    migrated = next(i for i, line in enumerate(catalog) if "database is at revision" in line)
+    migrated = next(i for i, line in enumerate(catalog) if "database at revision" in line)
     assert migrated < next(i for i, line in enumerate(catalog) if "serving" in line), output
 
 
@@ -133,7 +133,8 @@ def test_a_service_that_cannot_migrate_stops_keel_dev(tmp_path: Path) -> None:
         check=False,
     )
     assert done.returncode == 1, done.stdout
-    assert "keel: cannot migrate catalog's database: file is not a database" in done.stdout
+    assert "keel: catalog: cannot migrate its database: file is not a database" in done.stdout
     assert "keel dev: catalog exited early; stopped the others" in done.stdout
     assert "REST gateway" not in done.stdout  # it never started
     assert "Traceback" not in done.stdout
+    assert not done.stderr

@@ -59,7 +59,7 @@ def catalog_workers(tmp_path: Path) -> Iterator[str]:
             process.wait(timeout=30)
         finally:
             process.kill()
-    assert "database is at revision" in log.read_text()
+    assert "catalog: database at revision" in log.read_text()
 
 
 async def _reserve(address: str, order_id: str) -> grpc.StatusCode:

@@ -91,6 +91,7 @@ async def _first(*waits: Awaitable[object]) -> None:
     await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     for task in tasks:
         task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def run(
@@ -178,15 +179,15 @@ async def run(
         print(f"keel dev: try: curl {url}/v1/products/p_mug")
     print("keel dev: Ctrl-C stops them all", flush=True)
     await _first(asyncio.shield(exited), stop.wait())
+    early = [s.name for s, p in zip(services, processes, strict=True) if p.returncode is not None]
     for process in processes:
         if process.returncode is None:
             process.send_signal(signal.SIGTERM)
-    codes = await asyncio.gather(*(p.wait() for p in processes))
+    await asyncio.gather(*(p.wait() for p in processes))
     await asyncio.gather(*relays)
     exited.cancel()
-    failed = [s.name for s, code in zip(services, codes, strict=True) if code != 0]
-    if failed and not stop.is_set():
-        print(f"keel dev: {', '.join(failed)} exited early; stopped the others", flush=True)
+    if early and not stop.is_set():
+        print(f"keel dev: {', '.join(early)} exited early; stopped the others", flush=True)
         return 1
     print("keel dev: stopped", flush=True)
     return 0

@@ -43,9 +43,9 @@ def prepare(name: str, db: Database | None = None) -> Database:
         if not isinstance(error, migrations.PROBLEMS):
             raise
         print(
-            f"keel: cannot migrate {name}'s database: {migrations.one_line(error)}",
+            f"keel: {name}: cannot migrate its database: {migrations.one_line(error)}",
             file=sys.stderr,
         )
         raise SystemExit(2) from None
-    print(f"keel: {name}'s database is at revision {current}", file=sys.stderr)
+    print(f"keel: {name}: database at revision {current}", file=sys.stderr)
     return db
