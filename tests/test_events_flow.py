@@ -354,3 +354,27 @@ def test_the_log_of_a_broker_that_cannot_start_is_reported(tmp_path: Path) -> No
             keel.events.start_broker(tmp_path / "two", port=first.port)
     finally:
         first.stop()
+
+
+async def test_a_service_starts_without_its_broker_and_catches_up(
+    tmp_path: Path, publisher_db: AsyncEngine, subscriber_db: AsyncEngine
+) -> None:
+    broker = keel.events.broker.Broker(tmp_path / "late")  # not started yet
+    chosen = settings(broker.url, events_start_wait=0.1)
+    relay = keel.events.Relay(publisher_db, settings=chosen, publishes=[PLACED])
+    consumers = keel.events.Consumers(subscriber_db, [CatalogServiceSubscriber()], settings=chosen)
+    try:
+        async with running(relay, consumers):  # start returns: the outbox keeps the events
+            await place(publisher_db, 0, 5)
+            broker.start()
+            await _effects_are(subscriber_db, 5)
+    finally:
+        broker.stop()
+    assert await effect_counts(subscriber_db) == (5, 5)
+
+
+async def test_no_broker_url_is_an_error_at_start(publisher_db: AsyncEngine) -> None:
+    relay = keel.events.Relay(publisher_db, settings=Settings())
+    with pytest.raises(ValueError, match="KEEL_NATS_URL"):
+        await relay.start()
+    await relay.stop()

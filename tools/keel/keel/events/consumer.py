@@ -9,6 +9,7 @@ its events one at a time, in stream order.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -95,12 +96,28 @@ class Consumers:
         self.nc: NatsClient | None = None
         self.js: JetStreamContext | None = None
         self._loops: list[Loop] = []
+        self._ready = asyncio.Event()
+        self._main: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        """Provision, then consume every handler's durable consumer."""
-        self.nc = await provision.connect(self.nats_url, "keel-consumers")
-        self.js = js = self.nc.jetstream()
+        """Provision, then consume every handler's durable consumer (waiting for the broker
+        at most KEEL_EVENTS_START_WAIT seconds, then on in the background)."""
         self.stopping = False
+        self._ready.clear()
+        self._main = asyncio.create_task(self._connect(), name="keel-consumers")
+        await provision.started(
+            self._main, self._ready, self.settings.events_start_wait, "event consumers"
+        )
+
+    async def _connect(self) -> None:
+        self.nc = await provision.connect(self.nats_url, "keel-consumers")
+        self.js = self.nc.jetstream()
+        await self._provision(self.js)
+        for loop in self._loops:
+            loop.task = asyncio.create_task(loop.run(), name=f"keel-consumer-{loop.durable}")
+        self._ready.set()
+
+    async def _provision(self, js: JetStreamContext) -> None:
         for subscriber in self.subscribers:
             declared = type(subscriber).__keel_subscriber__
             await provision.ensure_dead_letters(js, declared.service, self.settings)
@@ -112,12 +129,16 @@ class Consumers:
                 loop = Loop(self, declared.service, handler, subscriber.handler_for(handler))
                 loop.sub = await js.pull_subscribe_bind(durable, handler.spec.stream)
                 self._loops.append(loop)
-        for loop in self._loops:
-            loop.task = asyncio.create_task(loop.run(), name=f"keel-consumer-{loop.durable}")
 
     async def stop(self) -> None:
         """Stop fetching, finish the events being handled, disconnect."""
         self.stopping = True
+        if self._main is not None and not self._main.done():
+            self._main.cancel()  # still connecting or provisioning
+        if self._main is not None:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._main
+            self._main = None
         for loop in self._loops:
             if loop.fetching and loop.task is not None:
                 loop.task.cancel()

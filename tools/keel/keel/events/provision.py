@@ -6,6 +6,7 @@ consumer is updated to the current settings. Storage is on file.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 
 import nats
@@ -73,6 +74,27 @@ async def connect(url: str, name: str, reconnected: Reconnected | None = None) -
         disconnected_cb=watch.disconnected,
         reconnected_cb=watch.back,
     )
+
+
+async def started(task: asyncio.Task[None], ready: asyncio.Event, wait: float, what: str) -> None:
+    """Wait up to `wait` seconds for `task` to connect and provision (`ready`); raise what it
+    raised if it failed first. After that it goes on in the background, connecting when the
+    broker is there: a service serves without its broker, and its outbox keeps the events."""
+    waiter = asyncio.ensure_future(ready.wait())
+    try:
+        await asyncio.wait({task, waiter}, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+    if task.done() and not ready.is_set():
+        task.result()  # its exception
+    if not ready.is_set():
+        _log.warning(f"{what} waiting for the broker", seconds=wait)
+        task.add_done_callback(lambda done: _failed(done, what))
+
+
+def _failed(task: asyncio.Task[None], what: str) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        _log.error(f"{what} failed", error=repr(task.exception()))
 
 
 async def ensure_stream(

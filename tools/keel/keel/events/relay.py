@@ -66,21 +66,31 @@ class Relay:
         self._nc: NatsClient | None = None
         self._wake = asyncio.Event()
         self._retry = asyncio.Event()
+        self._ready = asyncio.Event()
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
         self._streams: set[str] = set()
         self._gauged = 0.0
 
     async def start(self) -> None:
-        """Connect, make sure the declared streams exist, and start relaying."""
+        """Connect, make sure the declared streams exist, and start relaying (waiting for the
+        broker at most KEEL_EVENTS_START_WAIT seconds, then on in the background)."""
+        self._stopping = False
+        self._ready.clear()
+        publisher.wake_on_commit(self._wake)
+        self._task = asyncio.create_task(self._main(), name="keel-relay")
+        await provision.started(
+            self._task, self._ready, self.settings.events_start_wait, "outbox relay"
+        )
+
+    async def _main(self) -> None:
         self._nc = await provision.connect(self.nats_url, "keel-relay", self._reconnected)
         js = self._nc.jetstream()
         for spec in self.publishes:
             await provision.ensure_event_stream(js, spec, self.settings)
             self._streams.add(spec.stream)
-        self._stopping = False
-        publisher.wake_on_commit(self._wake)
-        self._task = asyncio.create_task(self._run(), name="keel-relay")
+        self._ready.set()
+        await self._run()
 
     async def stop(self) -> None:
         """Publish what is pending (one last pass, if the broker answers), then disconnect."""
@@ -90,7 +100,10 @@ class Relay:
         self._wake.set()
         self._retry.set()
         publisher.forget(self._wake)
-        await self._task
+        if not self._ready.is_set():
+            self._task.cancel()  # still waiting for the broker
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await self._task
         self._task = None
         if self._nc is not None:
             await self._nc.close()

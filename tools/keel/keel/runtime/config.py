@@ -36,6 +36,7 @@
 | KEEL_EVENTS_POLL_INTERVAL | seconds between outbox polls when no commit wakes the relay | 1 |
 | KEEL_EVENTS_BATCH | events the relay publishes, or a consumer fetches, at once | 100 |
 | KEEL_EVENTS_KEEP_SENT | seconds sent outbox rows are kept (0: deleted once sent) | 0 |
+| KEEL_EVENTS_START_WAIT | seconds start-up waits for the broker, then serves without it | 10 |
 | KEEL_TARGET_<SERVICE> | address of one service (`ACME_ORDERS_V1_ORDERSERVICE`) | |
 
 An unknown `KEEL_` variable or an invalid value stops start-up with a message naming it.
@@ -223,6 +224,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "events_poll_interval": _positive_seconds,
     "events_batch": _batch,
     "events_keep_sent": _keep_seconds,
+    "events_start_wait": _seconds,
 }
 
 
@@ -266,6 +268,7 @@ class Settings:
     events_poll_interval: float = 1.0
     events_batch: int = 100
     events_keep_sent: float = 0.0
+    events_start_wait: float = 10.0
     targets: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
