@@ -1,5 +1,7 @@
 """`keel events dlq NAME`: list a service's dead letters; `--replay [ID ...]` republishes them.
 
+`register` only adds the parser: NATS is imported when the command runs.
+
 keel events dlq acme.catalog.v1.CatalogService
 keel events dlq acme.catalog.v1.CatalogService --replay            # every dead letter
 keel events dlq acme.catalog.v1.CatalogService --replay evt_01J...  # these events
@@ -11,8 +13,6 @@ import argparse
 import asyncio
 import sys
 from typing import Any
-
-from keel.events import dead_letters, provision
 
 
 def register(commands: Any) -> None:
@@ -49,6 +49,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _run(url: str, service: str, replay: list[str] | None) -> int:
+    from keel.events import dead_letters, provision  # noqa: PLC0415 (keel's parser stays light)
+
     nc = await provision.connect(url, "keel-events-dlq")
     try:
         js = nc.jetstream()
