@@ -1,7 +1,7 @@
 """The order flow, independent of gRPC and of how the data is stored: create → reserve stock
 (the catalog) → authorize and capture payment (payments) → CONFIRMED; cancel, ship, watch,
 list. Orders are kept in a Store (see orders.store); the other services are reached through
-the Catalog and Payments ports (see orders.service)."""
+the Catalog and Payments ports (see orders.peers). The values are in orders.model."""
 
 from __future__ import annotations
 
@@ -9,88 +9,42 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import Protocol
 
 from keel.data import new_id
 
+from orders.model import (
+    FINAL,
+    ConflictError,
+    DependencyError,
+    Line,
+    NotConfirmedError,
+    NotFoundError,
+    Order,
+    Payment,
+    ShippedError,
+    State,
+)
 
-class State(StrEnum):
-    PENDING = "PENDING"
-    CONFIRMED = "CONFIRMED"
-    SHIPPED = "SHIPPED"
-    CANCELLED = "CANCELLED"
-    REJECTED = "REJECTED"
-
-
-FINAL = {State.SHIPPED, State.CANCELLED, State.REJECTED}
-
-
-@dataclass(frozen=True)
-class Line:
-    product_id: str
-    quantity: int
-
-
-@dataclass(frozen=True)
-class Payment:
-    """The order's payment as payments last reported it (state: AUTHORIZED, CAPTURED,
-    VOIDED or DECLINED)."""
-
-    payment_id: str
-    state: str
-    amount_cents: int = 0
-    currency: str = ""
-    decline_reason: str = ""
-    updated: datetime | None = None
-
-
-@dataclass(frozen=True)
-class Order:
-    order_id: str
-    customer_id: str
-    lines: tuple[Line, ...]
-    state: State = State.PENDING
-    total_cents: int = 0
-    currency: str = ""
-    payment: Payment | None = None
-    created: datetime = field(default_factory=lambda: datetime.now(UTC))
-    updated: datetime = field(default_factory=lambda: datetime.now(UTC))
-    version: int = 1
-    """Counts the order's changes: a watcher yields the order when it grows."""
-
-
-class NotFoundError(Exception):
-    """No order with that id (for that customer)."""
-
-
-class ShippedError(Exception):
-    """The order has shipped: it can no longer be cancelled."""
-
-
-class NotConfirmedError(Exception):
-    """Only a CONFIRMED order ships."""
-
-    def __init__(self, order: Order) -> None:
-        super().__init__(f"order {order.order_id} is {order.state}, not confirmed")
-        self.order = order
-
-
-class ConflictError(Exception):
-    """A concurrent change got there first; nothing was changed: try again."""
-
-
-class DependencyError(Exception):
-    """A call to another service failed. `uncertain`: it may have taken effect (its deadline
-    passed). `cause` is the port's own error, for the caller to translate."""
-
-    def __init__(self, peer: str, cause: Exception, *, uncertain: bool = False) -> None:
-        super().__init__(f"{peer}: {cause}")
-        self.peer = peer
-        self.cause = cause
-        self.uncertain = uncertain
+__all__ = [
+    "FINAL",
+    "Catalog",
+    "ConflictError",
+    "DependencyError",
+    "Line",
+    "NotConfirmedError",
+    "NotFoundError",
+    "Order",
+    "Orders",
+    "Payment",
+    "Payments",
+    "ShippedError",
+    "State",
+    "Store",
+    "Transaction",
+]
 
 
 class Catalog(Protocol):

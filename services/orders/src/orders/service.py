@@ -7,6 +7,7 @@ discovery, with the deadlines, retries and circuit breaking those clients carry.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import datetime
 
 import grpc
 import grpc.aio
@@ -42,9 +43,9 @@ STATES = {
 }
 
 
-def _stamp(moment: object) -> timestamp_pb2.Timestamp:
+def _stamp(moment: datetime) -> timestamp_pb2.Timestamp:
     stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(moment)  # type: ignore[arg-type]
+    stamp.FromDatetime(moment)
     return stamp
 
 
