@@ -240,12 +240,20 @@ async def _start_subscriber(db: Path, url: str) -> subprocess.Popen[str]:
         cwd=REPO,
         stdout=subprocess.PIPE,
         text=True,
-        env={k: v for k, v in os.environ.items() if not k.startswith("KEEL_")},
+        env={
+            **{k: v for k, v in os.environ.items() if not k.startswith("KEEL_")},
+            "KEEL_PORT": "0",
+            "KEEL_HOST": "127.0.0.1",
+            "KEEL_METRICS_PORT": "0",
+            "KEEL_LOG_FORMAT": "json",
+        },
     )
     assert process.stdout is not None
-    line = await asyncio.to_thread(process.stdout.readline)  # once its consumers are bound
-    assert line.strip() == "consuming", line
-    return process
+    while True:  # keel.serve says "serving" once its background tasks started
+        line = await asyncio.to_thread(process.stdout.readline)
+        assert line, "the subscriber exited before serving"
+        if '"event":"serving"' in line.replace(" ", ""):
+            return process
 
 
 def _end(process: subprocess.Popen[str], how: signal.Signals) -> int:
@@ -285,7 +293,8 @@ async def test_subscriber_killed_mid_burst_every_event_has_one_effect(
     assert await effect_counts(subscriber_db) == (N, N)
 
 
-async def _subscribe(db: Path, url: str) -> None:
+def _subscribe(db: Path, url: str) -> None:
+    """The subscribing service: keel.serve with its consumers as a background task."""
     engine = create_async_engine(f"sqlite+aiosqlite:///{db}")
 
     @event.listens_for(engine.sync_engine, "connect")
@@ -293,14 +302,8 @@ async def _subscribe(db: Path, url: str) -> None:
         connection.execute("PRAGMA busy_timeout=10000")
 
     consumers = keel.events.Consumers(engine, [CatalogServiceSubscriber()], settings=settings(url))
-    await consumers.start()
-    print("consuming", flush=True)
-    stopping = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stopping.set)
-    await stopping.wait()
-    await consumers.stop()
-    await engine.dispose()
+    keel.serve([], background=[consumers])  # until SIGTERM: stop consuming, finish, exit 0
 
 
 if __name__ == "__main__":
-    asyncio.run(_subscribe(Path(sys.argv[1]), sys.argv[2]))
+    _subscribe(Path(sys.argv[1]), sys.argv[2])
