@@ -378,3 +378,32 @@ async def test_no_broker_url_is_an_error_at_start(publisher_db: AsyncEngine) -> 
     with pytest.raises(ValueError, match="KEEL_NATS_URL"):
         await relay.start()
     await relay.stop()
+
+
+async def test_a_batch_slower_than_the_ack_wait_is_not_delivered_again(
+    nats_broker: Broker, publisher_db: AsyncEngine, subscriber_db: AsyncEngine
+) -> None:
+    chosen = settings(nats_broker.url, events_ack_wait=0.6)
+
+    class Slow(CatalogServiceSubscriber):
+        async def on_order_placed(
+            self, event: orders_pb2.Order, context: keel.events.EventContext
+        ) -> None:
+            await asyncio.sleep(0.8)  # slow work: longer than the ack wait
+            await super().on_order_placed(event, context)
+
+    workers = [Slow(), Slow()]  # two processes' consumers on one durable consumer
+    consumers = [
+        keel.events.Consumers(subscriber_db, [worker], settings=chosen) for worker in workers
+    ]
+    async with running(keel.events.Relay(publisher_db, settings=chosen), *consumers):
+        await place(publisher_db, 0, 3)
+        await _effects_are(subscriber_db, 3)
+        nc = await nats.connect(nats_broker.url)
+        info = await nc.jetstream().consumer_info(
+            PLACED.stream, names.durable(SERVICE, PLACED.subject)
+        )
+        await nc.close()
+    assert info.num_redelivered == 0
+    runs = [s["context"].delivery for worker in workers for s in worker.seen]
+    assert runs == [1, 1, 1]

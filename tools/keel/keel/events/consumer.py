@@ -67,7 +67,20 @@ class Loop:
                 _log.warning("events not settled", consumer=self.durable, error=repr(error))
 
     async def _settle(self, messages: list[Msg]) -> None:
-        await inbox.handle(self, await inbox.decode(self, messages))
+        beat = asyncio.create_task(self._in_progress(messages))
+        try:
+            await inbox.handle(self, await inbox.decode(self, messages))
+        finally:
+            beat.cancel()
+
+    async def _in_progress(self, messages: list[Msg]) -> None:
+        """While a batch is handled, tell the broker every half ack wait that it is, so a batch
+        of slow handlers is not delivered again meanwhile."""
+        while True:
+            await asyncio.sleep(self.owner.settings.events_ack_wait / 2)
+            for message in messages:
+                with contextlib.suppress(Exception):  # settled already, or the broker is away
+                    await message.in_progress()
 
 
 class Consumers:
