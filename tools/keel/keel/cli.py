@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from keel.events import dlq as events_commands
 from keel.toolchain.errors import BuildError, GenerateError
 from keel.toolchain.workspace import WorkspaceError
 
@@ -206,6 +207,7 @@ def parser() -> argparse.ArgumentParser:
             each.add_argument("-m", "--message", required=True, help="what the migration does")
         each.set_defaults(run=_db)
 
+    events_commands.register(commands)
     gateway = commands.add_parser("gateway", help="serve the REST gateway")
     gateway.add_argument("--gen", type=Path, default=Path("gen"), help="generated code")
     gateway.add_argument(

@@ -2,9 +2,10 @@
 
 `register` only adds the parser: NATS is imported when the command runs.
 
-keel events dlq acme.catalog.v1.CatalogService
-keel events dlq acme.catalog.v1.CatalogService --replay            # every dead letter
-keel events dlq acme.catalog.v1.CatalogService --replay evt_01J...  # these events
+keel events dlq catalog                          # services/catalog: its [tool.keel] serves
+keel events dlq acme.catalog.v1.CatalogService   # or the full service name
+keel events dlq catalog --replay                 # every dead letter
+keel events dlq catalog --replay evt_01J...      # these events
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+import tomllib
+from pathlib import Path
 from typing import Any
 
 
@@ -20,7 +23,12 @@ def register(commands: Any) -> None:
     events = commands.add_parser("events", help="inspect and repair event delivery")
     actions = events.add_subparsers(dest="events_command", required=True)
     dlq = actions.add_parser("dlq", help="list a service's dead letters, or replay them")
-    dlq.add_argument("service", metavar="NAME", help="full service name, e.g. acme.x.v1.XService")
+    dlq.add_argument(
+        "service",
+        metavar="NAME",
+        help="a service folder under --services (catalog) or a full service name",
+    )
+    dlq.add_argument("--services", type=Path, default=Path("services"), help="service folders")
     dlq.add_argument(
         "--replay",
         nargs="*",
@@ -45,7 +53,29 @@ def run(args: argparse.Namespace) -> int:
     if not url:
         print("keel events: no broker: pass --nats-url or set KEEL_NATS_URL", file=sys.stderr)
         return 2
-    return asyncio.run(_run(url, args.service, args.replay))
+    try:
+        names = served(args.service, args.services)
+    except ValueError as error:
+        print(f"keel events: {error}", file=sys.stderr)
+        return 2
+    status = 0
+    for name in names:
+        status = max(status, asyncio.run(_run(url, name, args.replay)))
+    return status
+
+
+def served(name: str, services: Path) -> list[str]:
+    """The full names of the services NAME stands for: itself when it has dots, else those its
+    folder's pyproject.toml lists in `[tool.keel] serves`."""
+    if "." in name:
+        return [name]
+    pyproject = services / name / "pyproject.toml"
+    if not pyproject.is_file():
+        raise ValueError(f"no service {name!r}: {pyproject} does not exist")
+    listed = tomllib.loads(pyproject.read_text()).get("tool", {}).get("keel", {}).get("serves")
+    if not listed or not all(isinstance(each, str) for each in listed):
+        raise ValueError(f"{pyproject}: [tool.keel] serves must list the service's full names")
+    return list(listed)
 
 
 async def _run(url: str, service: str, replay: list[str] | None) -> int:
