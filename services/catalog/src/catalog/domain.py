@@ -1,9 +1,10 @@
-"""The catalog's rules: products, stock and reservations, independent of gRPC and of how
-the data is stored (a Store: see catalog.store)."""
+"""The catalog's rules: products, stock and reservations, and the units-sold read model kept
+from the orders' events, independent of gRPC, of the broker and of how the data is stored (a
+Store: see catalog.store)."""
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -37,6 +38,7 @@ class Product:
     stock: int = 0
     labels: dict[str, str] = field(default_factory=dict)
     created: datetime = field(default_factory=lambda: datetime.now(UTC))
+    units_sold: int = 0  # the read model: follows the orders' events (eventually consistent)
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,9 @@ class Transaction(Protocol):
     async def reservation(self, order_id: str) -> Reservation | None: ...
     async def add_reservation(self, reservation: Reservation) -> None: ...
     async def drop_reservation(self, order_id: str) -> None: ...
+    async def add_units_sold(self, product_id: str, units: int) -> None:
+        """Add `units` (negative: take them away) to the product's units sold."""
+        ...
 
 
 class Store(Protocol):
@@ -174,3 +179,14 @@ class Catalog:
                 found[product_id] = replace(product, stock=product.stock + quantity)
                 await tx.put(found[product_id])
             await tx.drop_reservation(order_id)
+
+
+async def count_sold(tx: Transaction, lines: Iterable[tuple[str, int]], sign: int = 1) -> None:
+    """The read model's rule: a placed order's lines add to each product's units sold
+    (`sign=1`), a cancelled order's take them away (`sign=-1`). Run it in the transaction that
+    records the event as handled, so that each event counts once."""
+    units: dict[str, int] = {}
+    for product_id, quantity in lines:
+        units[product_id] = units.get(product_id, 0) + sign * quantity
+    for product_id in sorted(units):  # one lock order: no deadlocks between handlers
+        await tx.add_units_sold(product_id, units[product_id])

@@ -32,6 +32,7 @@ def to_proto(product: Product) -> catalog_pb2.Product:
         stock=product.stock,
         labels=product.labels,
         create_time=created,
+        units_sold=product.units_sold,
     )
 
 

@@ -10,14 +10,15 @@ from typing import TypeVar
 
 from keel.data import Database
 from sqlalchemy import delete, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from catalog.domain import ConflictError, Product, Reservation
-from catalog.tables import Base, ProductRow, ReservationLineRow, ReservationRow
+from catalog.tables import Base, ProductRow, ReservationLineRow, ReservationRow, UnitsSoldRow
 
 
-def _product(row: ProductRow) -> Product:
+def _product(row: ProductRow, units_sold: int = 0) -> Product:
     created = row.created if row.created.tzinfo else row.created.replace(tzinfo=UTC)
     return Product(
         row.product_id,
@@ -27,6 +28,7 @@ def _product(row: ProductRow) -> Product:
         row.stock,
         dict(row.labels),
         created,
+        units_sold,
     )
 
 
@@ -40,9 +42,19 @@ class SqlTransaction:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
+    async def _units_sold(self, product_ids: Collection[str]) -> dict[str, int]:
+        rows = await self.session.execute(
+            select(UnitsSoldRow.product_id, UnitsSoldRow.units).where(
+                UnitsSoldRow.product_id.in_(sorted(set(product_ids)))
+            )
+        )
+        return {product_id: units for product_id, units in rows}
+
     async def get(self, product_id: str) -> Product | None:
         row = await self.session.get(ProductRow, product_id)
-        return None if row is None else _product(row)
+        if row is None:
+            return None
+        return _product(row, (await self._units_sold([product_id])).get(product_id, 0))
 
     async def lock(self, product_ids: Collection[str]) -> dict[str, Product]:
         rows = await self.session.scalars(
@@ -51,7 +63,9 @@ class SqlTransaction:
             .order_by(ProductRow.product_id)  # one lock order: no deadlocks
             .with_for_update()  # PostgreSQL; SQLite's write lock is taken at BEGIN
         )
-        return {row.product_id: _product(row) for row in rows}
+        found = list(rows)
+        sold = await self._units_sold([row.product_id for row in found])
+        return {row.product_id: _product(row, sold.get(row.product_id, 0)) for row in found}
 
     async def add(self, product: Product) -> None:
         self.session.add(
@@ -78,13 +92,14 @@ class SqlTransaction:
         row.labels = dict(product.labels)
 
     async def page(self, after: str, limit: int) -> list[Product]:
-        rows = await self.session.scalars(
-            select(ProductRow)
+        rows = await self.session.execute(
+            select(ProductRow, UnitsSoldRow.units)
+            .outerjoin(UnitsSoldRow, UnitsSoldRow.product_id == ProductRow.product_id)
             .where(ProductRow.product_id > after)
             .order_by(ProductRow.product_id)
             .limit(limit)
         )
-        return [_product(row) for row in rows]
+        return [_product(row, units or 0) for row, units in rows]
 
     async def reservation(self, order_id: str) -> Reservation | None:
         row = await self.session.get(ReservationRow, order_id)
@@ -125,6 +140,17 @@ class SqlTransaction:
         )
         await self.session.execute(
             delete(ReservationRow).where(ReservationRow.order_id == order_id)
+        )
+
+    async def add_units_sold(self, product_id: str, units: int) -> None:
+        """One upsert: concurrent handlers (several workers) neither conflict nor lose units."""
+        dialect = postgresql if self.session.get_bind().dialect.name == "postgresql" else sqlite
+        insert = dialect.insert(UnitsSoldRow).values(product_id=product_id, units=units)
+        await self.session.execute(
+            insert.on_conflict_do_update(
+                index_elements=[UnitsSoldRow.product_id],
+                set_={"units": UnitsSoldRow.units + insert.excluded.units},
+            )
         )
 
 

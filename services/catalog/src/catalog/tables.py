@@ -1,17 +1,21 @@
-"""The catalog's tables (SQLAlchemy): its migrations are generated from and checked against
-these (`keel db revision catalog -m ...`, `keel db check catalog`)."""
+"""The catalog's tables (SQLAlchemy), with Keel's inbox: its migrations are generated from and
+checked against these (`keel db revision catalog -m ...`, `keel db check catalog`)."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
 from keel.data import id_type
-from sqlalchemy import JSON, CheckConstraint, DateTime, ForeignKey, Integer, String
+from keel.events import tables
+from sqlalchemy import JSON, BigInteger, CheckConstraint, DateTime, ForeignKey, Integer, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
 class Base(DeclarativeBase):
     """The catalog's tables; `[tool.keel] models` in pyproject.toml names it."""
+
+
+tables.add_to(Base.metadata)  # keel_inbox (the orders' events handled) and keel_outbox
 
 
 class ProductRow(Base):
@@ -44,3 +48,13 @@ class ReservationLineRow(Base):
     line: Mapped[int] = mapped_column(Integer, primary_key=True)
     product_id: Mapped[str] = mapped_column(ForeignKey("products.product_id"))
     quantity: Mapped[int] = mapped_column(Integer)
+
+
+class UnitsSoldRow(Base):
+    """The units-sold read model: per product, units in placed orders less those cancelled,
+    kept from the orders' events (catalog.events)."""
+
+    __tablename__ = "units_sold"
+
+    product_id: Mapped[str] = mapped_column(id_type(), primary_key=True)
+    units: Mapped[int] = mapped_column(BigInteger)
