@@ -14,7 +14,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import nats
 from acme.orders.v1 import orders_keel, orders_pb2
+from keel.events.broker import start_broker
 from keel.runtime.config import Settings
 
 from tests.conftest import BIN, REPO
@@ -41,6 +43,51 @@ def _free_pair() -> int:
                 continue
         return port
     raise RuntimeError("no free port pair")
+
+
+async def _units_sold_reach(url: str, units: int) -> None:
+    """Wait until the product at `url` (REST) shows `units` sold."""
+    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    deadline = time.monotonic() + 30
+    while True:
+        body = await asyncio.to_thread(lambda: direct.open(url, timeout=5).read())
+        sold = int(json.loads(body).get("unitsSold", 0))
+        if sold == units:
+            return
+        assert time.monotonic() < deadline, f"units sold {sold}, not {units}"
+        await asyncio.sleep(0.05)
+
+
+def _check_state(output: str, state: Path) -> None:
+    """Each service had its own state folder under `state`; catalog's database was migrated
+    before it served. keel dev started its broker first, storing in `state`/nats, told its
+    address, and stopped it at the end."""
+    assert (state / "catalog" / "catalog.sqlite3").is_file()
+    catalog = [line for line in output.splitlines() if "catalog\x1b[0m │" in line]
+    migrated = next(i for i, line in enumerate(catalog) if "database at revision" in line)
+    assert migrated < next(i for i, line in enumerate(catalog) if "serving" in line), output
+    broker = re.search(r"keel dev: NATS broker nats://127\.0\.0\.1:(\d+) ", output)
+    assert broker, output
+    assert output.index("NATS broker") < output.index("serving")
+    assert f"events: NATS JetStream nats://127.0.0.1:{broker[1]}" in output
+    assert (state / "nats" / "jetstream").is_dir()
+    with socket.socket() as probe:
+        assert probe.connect_ex(("127.0.0.1", int(broker[1]))) != 0  # nothing listens there now
+    assert "Traceback" not in output
+
+
+async def _events_kept(state: Path) -> int:
+    """The events in orders' stream of a broker started again on keel dev's store."""
+    broker = await asyncio.to_thread(start_broker, state / "nats")
+    try:
+        nc = await nats.connect(broker.url)
+        try:
+            info = await nc.jetstream().stream_info(orders_keel.ORDER_PLACED.stream)
+            return int(info.state.messages)
+        finally:
+            await nc.close()
+    finally:
+        await asyncio.to_thread(broker.stop)
 
 
 async def test_keel_dev_runs_the_services_until_interrupted(tmp_path: Path) -> None:
@@ -93,6 +140,9 @@ async def test_keel_dev_runs_the_services_until_interrupted(tmp_path: Path) -> N
         assert docs, printed
         product = await asyncio.to_thread(lambda: direct.open(curl[1], timeout=5).read())
         assert json.loads(product)["title"] == "Mug"
+        # The order's OrderPlaced went through the broker keel dev started into catalog's
+        # read model (eventually).
+        await _units_sold_reach(curl[1], 2)
         page = await asyncio.to_thread(lambda: direct.open(docs[1], timeout=5))
         assert page.headers["content-type"].startswith("text/html")
         process.send_signal(signal.SIGINT)
@@ -106,11 +156,8 @@ async def test_keel_dev_runs_the_services_until_interrupted(tmp_path: Path) -> N
         assert f"{name}\x1b[0m │" in output  # each service's lines carry its colored name
     assert output.count("stopped") >= 4  # three services drained, then keel dev
     assert f"REST gateway http://127.0.0.1:{gateway}" in output
-    # Each service has its own state folder; catalog's database was migrated before it served.
-    assert (tmp_path / "state" / "catalog" / "catalog.sqlite3").is_file()
-    catalog = [line for line in output.splitlines() if "catalog\x1b[0m │" in line]
-    migrated = next(i for i, line in enumerate(catalog) if "database at revision" in line)
-    assert migrated < next(i for i, line in enumerate(catalog) if "serving" in line), output
+    _check_state(output, tmp_path / "state")
+    assert await _events_kept(tmp_path / "state") == 1  # the OrderPlaced, for the next run
 
 
 def test_a_service_that_cannot_migrate_stops_keel_dev(tmp_path: Path) -> None:

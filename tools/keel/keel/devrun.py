@@ -5,8 +5,10 @@ Services are the folders under `services/` whose pyproject.toml says
 the port the registry gives its first service, metrics on that port + 1000, console logs
 prefixed with the service's name; the REST gateway starts once they all serve. Each service
 gets its own state folder, `<state>/<name>` (KEEL_STATE_DIR: its SQLite database lives there),
-and KEEL_MIGRATE=true, so it applies its pending migrations before it serves. Ctrl-C (or
-SIGTERM) drains and stops them all.
+and KEEL_MIGRATE=true, so it applies its pending migrations before it serves. A NATS broker
+with JetStream (the bundled nats-server) starts first, on a free port, storing in `<state>/nats`
+so that events outlive keel dev; every service gets its address (KEEL_NATS_URL). Ctrl-C (or
+SIGTERM) drains and stops them all, the broker last.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from collections.abc import Awaitable
 from dataclasses import dataclass
 from pathlib import Path
 
+from keel.events.broker import Broker, BrokerError, start_broker
 from keel.runtime import discovery
 from keel.runtime.config import ConfigError, Settings
 
@@ -101,9 +104,9 @@ async def run(
     gateway_port: int = 0,
     state: Path = Path(".keel/state"),
 ) -> int:
-    """Start the services, each with its state folder under `state`, then (once they all
-    serve) the REST gateway on `gateway_port`, unless 0; relay their logs; stop them all on
-    SIGINT/SIGTERM or when one exits."""
+    """Start a NATS broker storing in `state/nats`, then the services, each with its state
+    folder under `state`, then (once they all serve) the REST gateway on `gateway_port`, unless
+    0; relay their logs; stop them all on SIGINT/SIGTERM or when one exits, the broker last."""
     services = discover(services_dir, registry)
     if not services:
         print(f"keel dev: no services with [tool.keel] serves under {services_dir}")
@@ -112,11 +115,48 @@ async def run(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    path = os.pathsep.join(filter(None, [str(gen.resolve()), os.environ.get("PYTHONPATH", "")]))
-    inherited = {k: v for k, v in os.environ.items() if k not in _PER_SERVICE}
     state.mkdir(parents=True, exist_ok=True)
     if not (state / ".gitignore").exists():
         (state / ".gitignore").write_text("# local state of `keel dev`\n*\n")
+    try:
+        broker = await asyncio.to_thread(start_broker, (state / "nats").resolve())
+    except BrokerError as error:
+        print(f"keel dev: cannot start the NATS broker: {error}", flush=True)
+        return 1
+    print(f"keel dev: NATS broker {broker.url} (JetStream, stored in {broker.store_dir})")
+    try:
+        code, early = await _serve(
+            services,
+            registry=registry,
+            gen=gen,
+            gateway_port=gateway_port,
+            state=state,
+            broker=broker,
+            stop=stop,
+        )
+    finally:
+        await asyncio.to_thread(broker.stop)
+    if code:
+        print(f"keel dev: {', '.join(early)} exited early; stopped the others", flush=True)
+    else:
+        print("keel dev: stopped", flush=True)
+    return code
+
+
+async def _serve(
+    services: list[DevService],
+    *,
+    registry: Path,
+    gen: Path,
+    gateway_port: int,
+    state: Path,
+    broker: Broker,
+    stop: asyncio.Event,
+) -> tuple[int, list[str]]:
+    """Run the services and the gateway until `stop` or one exits: (1 and the services that
+    exited on their own, or 0 and [])."""
+    path = os.pathsep.join(filter(None, [str(gen.resolve()), os.environ.get("PYTHONPATH", "")]))
+    inherited = {k: v for k, v in os.environ.items() if k not in _PER_SERVICE}
     processes, relays, serving = [], [], []
     for index, service in enumerate(services):
         env = {
@@ -130,6 +170,7 @@ async def run(
             "KEEL_REGISTRY": str(registry.resolve()),
             "KEEL_STATE_DIR": str((state / service.name).resolve()),
             "KEEL_MIGRATE": "true",
+            "KEEL_NATS_URL": broker.url,
         }
         process = await _start([sys.executable, "-m", service.package], env)
         processes.append(process)
@@ -173,6 +214,7 @@ async def run(
         for full_name in service.serves:
             metrics = f"http://127.0.0.1:{service.port + 1000}/metrics"
             print(f"  {full_name:<36} 127.0.0.1:{service.port}  {metrics}")
+    print(f"keel dev: events: NATS JetStream {broker.url}")
     if gateway_port and len(processes) > len(serving):
         url = f"http://127.0.0.1:{gateway_port}"
         print(f"keel dev: REST gateway {url}, API docs {url}/docs")
@@ -187,7 +229,5 @@ async def run(
     await asyncio.gather(*relays)
     exited.cancel()
     if early and not stop.is_set():
-        print(f"keel dev: {', '.join(early)} exited early; stopped the others", flush=True)
-        return 1
-    print("keel dev: stopped", flush=True)
-    return 0
+        return 1, early
+    return 0, []
