@@ -8,7 +8,7 @@ import multiprocessing
 from pathlib import Path
 
 import pytest
-from keel.data import Database
+from keel.data import Database, DataError
 from keel.runtime.config import Settings
 from sqlalchemy import Integer, String, select, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -162,5 +162,49 @@ async def test_a_read_only_transaction_runs_beside_a_writer(keel_database_url: s
                 row.value += 1
         async with db.transaction(readonly=True) as reading:
             assert await reading.scalar(select(Counter.value)) == 5
+    finally:
+        await db.dispose()
+
+
+async def test_sqlite_write_transactions_of_one_database_take_turns(tmp_path: Path) -> None:
+    """A second writer waits before it begins (not in SQLite's busy handler, holding a
+    connection) until the first commits; a reader runs meanwhile; a write transaction inside
+    another of the same task raises instead of waiting for itself."""
+    db = Database(f"sqlite+aiosqlite:///{tmp_path}/x.sqlite3", tables=Base.metadata)
+    first_wrote, release = asyncio.Event(), asyncio.Event()
+    order: list[str] = []
+
+    async def first() -> None:
+        async with db.transaction() as session:
+            session.add(Counter(name="n", value=1))
+            await session.flush()
+            first_wrote.set()
+            await release.wait()
+            order.append("first committing")
+
+    async def second() -> None:
+        await first_wrote.wait()
+        async with db.transaction() as session:
+            order.append("second began")
+            row = await session.get(Counter, "n")
+            assert row is not None
+            row.value += 1
+
+    async def reader() -> None:
+        await first_wrote.wait()
+        async with db.transaction(readonly=True) as session:
+            order.append(f"read {await session.scalar(select(Counter.value))}")
+        release.set()
+
+    try:
+        await asyncio.gather(first(), second(), reader())
+        assert order == ["read None", "first committing", "second began"]
+        async with db.transaction(readonly=True) as session:
+            assert await session.scalar(select(Counter.value)) == 2
+        with pytest.raises(DataError, match="inside another"):
+            async with db.transaction(), db.transaction():
+                pass
+        async with db.transaction() as session:  # the lock was released
+            assert await session.scalar(select(Counter.value)) == 2
     finally:
         await db.dispose()

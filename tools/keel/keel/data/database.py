@@ -10,7 +10,9 @@ names it; without one, a SQLite file `<state dir>/<name>.sqlite3`, the state dir
 with foreign keys on and a busy timeout; a transaction takes the write lock at BEGIN
 (`BEGIN IMMEDIATE`), a read-only one does not, so several processes (`KEEL_WORKERS`) share one
 file: writers queue, readers run beside them, and no transaction fails or loses an update for
-having read before another wrote.
+having read before another wrote. Within one process, the write transactions of a Database
+queue on an asyncio lock before they begin, so they never wait in SQLite's busy handler (which
+sleeps and polls); the busy timeout then only covers other processes' writers.
 
 The engine is made on first use in each process, so a Database made before `keel.serve` forks
 its workers gives each worker its own connections.
@@ -95,6 +97,8 @@ class Database:
         self.url = make_url(url)
         self._tables = tables
         self._creating = asyncio.Lock()
+        self._writing: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
+        self._writer: asyncio.Task[Any] | None = None
         self._folder = ""  # a temporary database's, removed by dispose
         self._engine: AsyncEngine | None = None
         self._sessions: async_sessionmaker[AsyncSession] | None = None
@@ -150,7 +154,9 @@ class Database:
         when it raises. Objects stay readable after the commit (expire_on_commit=False).
 
         `readonly=True`: a transaction that only reads, which does not wait for writers (on
-        SQLite a plain BEGIN; on PostgreSQL a READ ONLY transaction: a write fails)."""
+        SQLite a plain BEGIN; on PostgreSQL a READ ONLY transaction: a write fails). On SQLite
+        the write transactions of this Database take turns (an asyncio lock), so one inside
+        another in the same task raises DataError instead of waiting for itself."""
         engine = self.engine
         if self._tables is not None:
             async with self._creating:  # concurrent first transactions wait for the tables
@@ -159,11 +165,30 @@ class Database:
                         await connection.run_sync(self._tables.create_all)
                     self._tables = None
         assert self._sessions is not None
-        async with self._sessions() as session, session.begin():
-            if readonly:
-                options = {"keel_readonly": True, "postgresql_readonly": True}
-                await session.connection(execution_options=options)
-            yield session
+        if readonly or self.dialect != "sqlite":
+            async with self._sessions() as session, session.begin():
+                if readonly:
+                    options = {"keel_readonly": True, "postgresql_readonly": True}
+                    await session.connection(execution_options=options)
+                yield session
+            return
+        task = asyncio.current_task()
+        if task is not None and task is self._writer:
+            raise DataError("a write transaction inside another of the same database")
+        async with self._write_lock():
+            self._writer = task
+            try:
+                async with self._sessions() as session, session.begin():
+                    yield session
+            finally:
+                self._writer = None
+
+    def _write_lock(self) -> asyncio.Lock:
+        """This event loop's lock for SQLite write transactions (one writer at a time)."""
+        loop = asyncio.get_running_loop()
+        if self._writing is None or self._writing[0] is not loop:
+            self._writing = (loop, asyncio.Lock())
+        return self._writing[1]
 
     async def dispose(self) -> None:
         """Close this process's connections (a later use opens new ones); a temporary
