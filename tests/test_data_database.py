@@ -208,3 +208,27 @@ async def test_sqlite_write_transactions_of_one_database_take_turns(tmp_path: Pa
             assert await session.scalar(select(Counter.value)) == 2
     finally:
         await db.dispose()
+
+
+async def test_a_sqlite_connection_returned_in_a_transaction_is_rolled_back(
+    tmp_path: Path,
+) -> None:
+    """A pooled SQLite connection is rolled back on return only when a transaction is still
+    open; what it wrote is undone and the next transaction on it begins normally."""
+    db = Database(f"sqlite+aiosqlite:///{tmp_path}/x.sqlite3", tables=Base.metadata)
+    try:
+        async with db.transaction() as session:
+            session.add(Counter(name="kept", value=1))
+        async with db.engine.connect() as connection:
+            raw = await connection.get_raw_connection()
+            driver = raw.driver_connection
+            assert driver is not None
+            await driver.execute("BEGIN IMMEDIATE")
+            await driver.execute("INSERT INTO counters (name, value) VALUES ('left', 1)")
+            assert driver.in_transaction
+        for _ in range(3):  # whichever pooled connection comes
+            async with db.transaction() as session:
+                names = list(await session.scalars(select(Counter.name)))
+                assert names == ["kept"]
+    finally:
+        await db.dispose()

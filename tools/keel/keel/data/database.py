@@ -85,7 +85,16 @@ def _sqlite_events(engine: AsyncEngine) -> None:
     @event.listens_for(engine.sync_engine, "begin")
     def _begin(connection: Any) -> None:
         reading = connection.get_execution_options().get("keel_readonly", False)
-        connection.exec_driver_sql("BEGIN" if reading else "BEGIN IMMEDIATE")
+        sql = "BEGIN" if reading else "BEGIN IMMEDIATE"
+        # one call on aiosqlite's thread (exec_driver_sql would make three: cursor, execute, close)
+        connection.connection.dbapi_connection.run_async(lambda driver: driver.execute(sql))
+
+    @event.listens_for(engine.sync_engine.pool, "reset")
+    def _reset(dbapi_connection: Any, _record: Any, state: Any) -> None:
+        # a returned connection is rolled back only if a transaction is open (the engine's
+        # rollback-on-return would always cost a call on aiosqlite's thread)
+        if state.asyncio_safe and dbapi_connection.driver_connection.in_transaction:
+            dbapi_connection.rollback()
 
 
 class Database:
@@ -143,7 +152,11 @@ class Database:
             if database in ("", ":memory:") or "mode=memory" in str(self.url):
                 raise DataError("use Database.temporary() for a throwaway SQLite database")
             Path(database).parent.mkdir(parents=True, exist_ok=True)
-            engine = create_async_engine(self.url, connect_args={"timeout": BUSY_TIMEOUT_SECONDS})
+            engine = create_async_engine(
+                self.url,
+                connect_args={"timeout": BUSY_TIMEOUT_SECONDS},
+                pool_reset_on_return=None,  # _sqlite_events rolls back what is left open
+            )
             _sqlite_events(engine)
             return engine
         return create_async_engine(self.url, pool_pre_ping=True)
