@@ -17,6 +17,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
+from typing import Any
 
 import grpc
 import grpc.aio
@@ -220,7 +221,7 @@ def _sold(placed: list[orders_pb2.Order]) -> dict[str, int]:
     return units
 
 
-def _rows(database: Path, query: str) -> list[tuple[object, ...]]:
+def _rows(database: Path, query: str) -> list[tuple[Any, ...]]:
     with closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as db:
         return db.execute(query).fetchall()
 
@@ -258,7 +259,9 @@ async def settled(catalog: Service, broker: Broker, placed: list[orders_pb2.Orde
     # Each event once: one inbox row per event id, and the read model's rows sum to the units.
     inbox = _rows(catalog.database, "SELECT event_id FROM keel_inbox")
     assert len({row[0] for row in inbox}) == events
-    units = dict(_rows(catalog.database, "SELECT product_id, units FROM units_sold"))
+    units: dict[str, int] = dict(
+        _rows(catalog.database, "SELECT product_id, units FROM units_sold")
+    )
     assert {p: units.get(p, 0) for p in START} == sold
 
 
