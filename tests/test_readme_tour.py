@@ -27,6 +27,8 @@ from tests.test_devrun import SERVICES, _free_pair
 README = (REPO / "README.md").read_text()
 _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 _EXPECTATION = re.compile(r"#\s*(\d{3}),\s*(.+)$")
+_ORDER_ID = re.compile(r"o_[0-9A-HJKMNP-TV-Z]{26}")  # the README's o_01JDB0Z7M4W8YF3Q2N5K6R9T1C
+_UNITS_SOLD = "the mug: unitsSold counts the order"
 
 
 def _step(number: int) -> str:
@@ -80,7 +82,8 @@ class Shop:
 
 @pytest.fixture(scope="module")
 def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
-    """`keel dev` as `make run` starts it, on free ports."""
+    """`keel dev` as `make run` starts it, on free ports, its state (databases, the broker's
+    store) in a temporary folder: never the repository's `.keel/state`."""
     folder = tmp_path_factory.mktemp("tour")
     registry = folder / "registry.toml"
     lines = [f'"{name}" = "127.0.0.1:{_free_pair()}"' for name in SERVICES]
@@ -89,7 +92,10 @@ def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
     log = folder / "dev.log"
     with log.open("w") as out:
         process = subprocess.Popen(
-            [str(BIN / "keel"), "dev", "--registry", str(registry), "--gateway-port", str(port)],
+            [
+                *(str(BIN / "keel"), "dev", "--registry", str(registry)),
+                *("--gateway-port", str(port), "--state-dir", str(folder / "state")),
+            ],
             cwd=REPO,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -146,18 +152,63 @@ def _check_curl(says: str, body: Any) -> None:
     elif says == "the order, CONFIRMED":
         assert body["order"]["state"] == "ORDER_STATE_CONFIRMED"
         assert body["order"]["lines"][0]["productId"] == "p_mug"
+        assert _ORDER_ID.fullmatch(body["order"]["orderId"]), body  # "o_01J…"
     else:
         pytest.fail(f"the README promises something this test does not know: {says!r}")
 
 
-@pytest.mark.parametrize("curl", _curl_lines(), ids=lambda c: c.says)
-def test_readme_curl_lines(shop: Shop, curl: Curl) -> None:
+def _curl(curl: Curl, shop: Shop) -> Any:
+    """Run a README curl line; its JSON answer, once its status is the README's."""
     assert curl.command.startswith("curl ")
     done = _run("curl -w '\\n%{http_code}' " + curl.command.removeprefix("curl "), shop)
     assert done.returncode == 0, done.stderr
     text, _, code = done.stdout.rpartition("\n")
     assert int(code) == curl.status, (done.stdout, shop.output()[-3000:])
-    _check_curl(curl.says, json.loads(text))
+    return json.loads(text)
+
+
+def _placed_mugs(shop: Shop) -> int:
+    """Mugs in customer c1's confirmed orders (the tour's customer), read from orders."""
+    done = _run("curl -s 'localhost:8080/v1/customers/c1/orders?pageSize=100'", shop)
+    orders = json.loads(done.stdout)
+    assert isinstance(orders, list), orders  # the response body is the page's orders
+    assert len(orders) < 100, "the tour placed more orders than one page holds"
+    return sum(
+        int(line.get("quantity", 0))
+        for order in orders
+        if order["state"] == "ORDER_STATE_CONFIRMED"
+        for line in order["lines"]
+        if line["productId"] == "p_mug"
+    )
+
+
+def _check_units_sold(curl: Curl, shop: Shop) -> None:
+    """The README's "eventually": the mug's unitsSold reaches the mugs in confirmed orders (read
+    again until it does, with a deadline)."""
+    if not _placed_mugs(shop):  # run alone: place the README's order first
+        order = next(c for c in _curl_lines() if c.says == "the order, CONFIRMED")
+        _curl(order, shop)
+    placed = _placed_mugs(shop)
+    deadline = time.monotonic() + 30
+    while (sold := int(_curl(curl, shop).get("unitsSold", 0))) != placed:
+        assert time.monotonic() < deadline, (sold, placed, shop.output()[-3000:])
+        time.sleep(0.05)  # polling for the condition, not waiting a fixed time
+
+
+@pytest.mark.parametrize("curl", _curl_lines(), ids=lambda c: c.says)
+def test_readme_curl_lines(shop: Shop, curl: Curl) -> None:
+    if curl.says == _UNITS_SOLD:
+        _check_units_sold(curl, shop)
+    else:
+        _check_curl(curl.says, _curl(curl, shop))
+
+
+def test_readme_asyncapi_document_describes_the_orders_events(shop: Shop) -> None:
+    assert "`localhost:8080/asyncapi.json`" in _step(5)
+    done = _run("curl -s localhost:8080/asyncapi.json", shop)
+    document = json.loads(done.stdout)
+    assert document["asyncapi"].startswith("3.")
+    assert "OrderPlaced" in json.dumps(document)
 
 
 def _python_snippet() -> str:
@@ -266,7 +317,8 @@ async def test_readme_steps_3_and_4_implement_and_call_a_service() -> None:
 
 def test_ending_a_stream_early_logs_one_line_and_cancels_the_call(shop: Shop) -> None:
     """`curl -m 2 .../v1/orders/<id>:watch`: the client leaves; no traceback anywhere."""
-    placed = _run(_curl_lines()[-1].command.split("#")[0], shop)
+    order = next(c for c in _curl_lines() if c.says == "the order, CONFIRMED")
+    placed = _run(order.command.split("#")[0], shop)
     order_id = json.loads(placed.stdout)["order"]["orderId"]
     before = shop.output()
     done = _run(f"curl -s -m 2 localhost:8080/v1/orders/{order_id}:watch", shop)
