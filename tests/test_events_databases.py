@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import keel
+import nats
 from acme.orders.v1 import orders_pb2
 from keel.data import Database
 from keel.events import tables
@@ -14,11 +16,13 @@ from keel.testing.nats import Broker, eventually, nats_broker
 from sqlalchemy import MetaData, func, insert, select
 
 from tests.test_events_proof import (
+    PLACED,
     CatalogServiceSubscriber,
     OrderServicePublisher,
     broker_outage,
     effects,
     orders,
+    place,
     publisher_metadata,
     settings,
     subscriber_metadata,
@@ -107,4 +111,46 @@ async def test_broker_killed_mid_burst_on_keel_data(
     try:
         await broker_outage(nats_broker, db, db, 150)
     finally:
+        await db.dispose()
+
+
+async def test_on_sqlite_the_relay_publishes_while_a_writer_holds_the_write_lock(
+    nats_broker: Broker, tmp_path: Path
+) -> None:
+    """The relay reads the outbox in a read-only transaction, so it publishes while a producer
+    is inside its write transaction, and deletes the sent rows when the producer is done."""
+    db = Database(f"sqlite+aiosqlite:///{tmp_path}/orders.sqlite3", tables=_metadata())
+    await place(db, 0, 3)
+    holding, release = asyncio.Event(), asyncio.Event()
+
+    async def writer() -> None:
+        async with db.transaction() as session:
+            await session.execute(insert(orders).values(id="held", total=0))
+            holding.set()
+            await release.wait()
+
+    relay = keel.events.Relay(db, settings=settings(nats_broker.url), publishes=[PLACED])
+    held = asyncio.create_task(writer())
+    nc = await nats.connect(nats_broker.url)
+    try:
+        await holding.wait()
+        await relay.start()
+
+        async def published() -> bool:
+            info = await nc.jetstream().stream_info(PLACED.stream)
+            return info.state.messages == 3
+
+        await eventually(published, what="3 events in the stream while the writer waits")
+        release.set()
+        await held
+
+        async def emptied() -> bool:
+            async with db.transaction(readonly=True) as session:
+                return await session.scalar(select(func.count()).select_from(tables.outbox)) == 0
+
+        await eventually(emptied, what="the sent rows deleted")
+    finally:
+        release.set()
+        await relay.stop()
+        await nc.close()
         await db.dispose()

@@ -2,11 +2,15 @@
 
 Accepts an SQLAlchemy `AsyncEngine`, an `async_sessionmaker`, or any object with
 `transaction()` (an async context manager giving an `AsyncSession` that commits on exit, as
-`keel.data.Database` does) and an `engine` attribute.
+`keel.data.Database` does) and an `engine` attribute. Reads that write nothing use `read()`:
+keel.data's read-only transactions (on SQLite they do not queue behind the writers).
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import inspect
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
@@ -22,6 +26,7 @@ class Database:
     def __init__(self, database: Any) -> None:
         if isinstance(database, Database):
             self.begin: Transactions = database.begin
+            self.read: Transactions = database.read
             self.dialect: str = database.dialect
             return
         if isinstance(database, AsyncEngine):
@@ -32,6 +37,10 @@ class Database:
             engine = maker.kw["bind"]
         elif hasattr(database, "transaction"):
             self.begin = database.transaction
+            self.read = self.begin
+            with contextlib.suppress(TypeError, ValueError):
+                if "readonly" in inspect.signature(database.transaction).parameters:
+                    self.read = functools.partial(database.transaction, readonly=True)
             dialect = getattr(database, "dialect", None)  # keel.data.Database: no engine yet
             self.dialect = dialect if isinstance(dialect, str) else database.engine.dialect.name
             return
@@ -45,5 +54,5 @@ class Database:
             async with maker() as session, session.begin():
                 yield session
 
-        self.begin = begin
+        self.begin = self.read = begin
         self.dialect = engine.dialect.name

@@ -160,8 +160,8 @@ class Relay:
                 if rows:
                     await self._publish(rows)
                     await session.execute(self._done([row.id for row in rows]))
-        else:
-            async with self.database.begin() as session:
+        else:  # read without the write lock: producers go on meanwhile
+            async with self.database.read() as session:
                 query = select(*_COLUMNS).where(tables.outbox.c.sent_at.is_(None))
                 query = query.order_by(tables.outbox.c.id).limit(self.settings.events_batch)
                 rows = (await session.execute(query)).all()
@@ -217,7 +217,7 @@ class Relay:
             return
         self._gauged = now
         outbox = tables.outbox
-        async with self.database.begin() as session:
+        async with self.database.read() as session:
             count, oldest = (
                 await session.execute(
                     select(func.count(), func.min(outbox.c.created_at)).where(
