@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import math
 import shutil
 import sys
 import time
@@ -77,6 +78,11 @@ class Row:
     events_per_s: float
     p50_ms: float
     p99_ms: float
+    cpu_us: float = 0.0
+    """The event loop thread's CPU time per event (time.thread_time)."""
+
+
+_NO_LATENCY = float("nan")  # a stage alone: its events were all there at its start
 
 
 class ThingPublisher(keel.events.Publisher):
@@ -147,17 +153,31 @@ def postgres_databases(server: Any) -> Databases:
 
 
 def _row(
-    mode: str, db: str, started: float, begun: dict[str, float], done: dict[str, float]
+    mode: str,
+    db: str,
+    started: tuple[float, float],
+    done: dict[str, float],
+    begun: dict[str, float] | None = None,
 ) -> Row:
+    """The row of a round that `started` (perf_counter, thread_time) and handled `done` (name:
+    when); with `begun` (name: when committed), its latencies."""
+    elapsed = max(done.values()) - started[0]
+    cpu = (time.thread_time() - started[1]) * 1e6 / len(done)
+    if begun is None:
+        return Row(mode, db, len(done) / elapsed, _NO_LATENCY, _NO_LATENCY, cpu)
     latencies = sorted((done[k] - begun[k]) * 1000 for k in done)
-    elapsed = max(done.values()) - started
     return Row(
         mode,
         db,
         len(done) / elapsed,
         latencies[len(latencies) // 2],
         latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
+        cpu,
     )
+
+
+def _clocks() -> tuple[float, float]:
+    return time.perf_counter(), time.thread_time()
 
 
 async def _produce(count: int, producers: int, one: Callable[[str], Any]) -> None:
@@ -182,10 +202,10 @@ async def commit_round(make: Databases, tag: str, db: str, count: int, producers
             await session.execute(insert(things).values(id=name))
         done[name] = time.perf_counter()
 
-    started = time.perf_counter()
+    started = _clocks()
     await _produce(count, producers, one)
     await database.dispose()
-    return _row("commit", db, started, begun, done)
+    return _row("commit", db, started, done, begun)
 
 
 class _Keel:
@@ -233,10 +253,10 @@ async def keel_round(
     )
     await run.relay.start()
     await run.consumers.start()
-    started = time.perf_counter()
+    started = _clocks()
     await _produce(count, producers, run.one)
     await run.finished.wait()
-    row = _row("keel", db, started, run.begun, run.done)
+    row = _row("keel", db, started, run.done, run.begun)
     await run.close()
     return row
 
@@ -246,27 +266,26 @@ async def stages_round(
 ) -> list[Row]:
     """Keel's stages one after the other, each alone: `outbox` the producers' commits with
     their events, `relay` the outbox published to the broker, `inbox` the subscriber handling
-    them (broker delivery, handler, inbox, acks). Latency: from the stage's start."""
+    them (broker delivery, handler, inbox, acks)."""
     run = _Keel(
         url,
         await make(f"sstate_{tag}", state_metadata),
         await make(f"seffects_{tag}", effect_metadata),
         count,
     )
-    started = time.perf_counter()
+    started = _clocks()
     await _produce(count, producers, run.one)
-    committed = dict(run.begun)
-    rows = [_row("outbox", db, started, dict.fromkeys(committed, started), committed)]
-    started = time.perf_counter()
+    rows = [_row("outbox", db, started, run.begun)]
+    started = _clocks()
     await run.relay.start()
     while run.relay.sent < count:
-        await asyncio.sleep(0.005)  # a figure for the bench, not a test: polling is fine here
-    sent = time.perf_counter()
-    rows.append(Row("relay", db, count / (sent - started), 0.0, 0.0))
-    started = time.perf_counter()
+        await asyncio.sleep(0.002)  # a figure for the bench, not a test: polling is fine here
+    elapsed, cpu = time.perf_counter() - started[0], time.thread_time() - started[1]
+    rows.append(Row("relay", db, count / elapsed, _NO_LATENCY, _NO_LATENCY, cpu * 1e6 / count))
+    started = _clocks()
     await run.consumers.start()
     await run.finished.wait()
-    rows.append(_row("inbox", db, started, dict.fromkeys(committed, started), run.done))
+    rows.append(_row("inbox", db, started, run.done))
     await run.close()
     return rows
 
@@ -320,10 +339,10 @@ async def raw_round(
         await js.publish(subject, name.encode())
 
     consumer = asyncio.create_task(consume())
-    started = time.perf_counter()
+    started = _clocks()
     await _produce(count, producers, one)
     await consumer
-    row = _row("raw" if make is None else "raw+db", db, started, begun, done)
+    row = _row("raw" if make is None else "raw+db", db, started, done, begun)
     for database in (state, effect_db):
         if database is not None:
             await database.dispose()
@@ -381,8 +400,13 @@ def _median(rows: list[Row], mode: str, db: str = "") -> Row:
     return sorted(chosen, key=lambda r: r.events_per_s)[len(chosen) // 2]
 
 
-def _us(row: Row) -> float:
-    return 1e6 / row.events_per_s
+def _ms(value: float) -> str:
+    return "-" if math.isnan(value) else f"{value:.1f}"
+
+
+def _us(row: Row) -> str:
+    """Wall time / event loop CPU time per event."""
+    return f"{1e6 / row.events_per_s:.0f}/{row.cpu_us:.0f} us"
 
 
 def report(rows: list[Row]) -> None:
@@ -406,11 +430,10 @@ def report(rows: list[Row]) -> None:
             f" keel/raw+db {ours.events_per_s / with_db.events_per_s:.2f}x"
         )
         print(
-            f"{db}: per event, each stage alone: producer commit {_us(outbox):.0f} us"
-            f" (of which the state change alone {_us(commit):.0f} us),"
-            f" relay {_us(relay):.0f} us, consumer {_us(inbox):.0f} us"
-            f" (broker delivery, handler's insert, inbox, ack);"
-            f" raw JetStream publish+consume {_us(raw):.0f} us"
+            f"{db}: per event, each stage alone (wall/event-loop CPU): producer commit"
+            f" {_us(outbox)} (the state change alone {_us(commit)}), relay {_us(relay)},"
+            f" consumer {_us(inbox)} (broker delivery, handler's insert, inbox, ack);"
+            f" raw JetStream publish+consume {_us(raw)}"
         )
 
 
@@ -431,12 +454,13 @@ def main() -> None:
         f" {args.producers} producers"
     )
     print(
-        f"{'mode':<7} {'database':<10} {'events/s':>10} {'p50 ms':>8} {'p99 ms':>8}   (every round)"
+        f"{'mode':<7} {'database':<10} {'events/s':>10} {'p50 ms':>8} {'p99 ms':>8}"
+        f" {'cpu us/ev':>9}   (every round)"
     )
     for row in rows:
         print(
             f"{row.mode:<7} {row.db or '-':<10} {row.events_per_s:>10.0f}"
-            f" {row.p50_ms:>8.1f} {row.p99_ms:>8.1f}"
+            f" {_ms(row.p50_ms):>8} {_ms(row.p99_ms):>8} {row.cpu_us:>9.0f}"
         )
     report(rows)
     sys.stdout.flush()
