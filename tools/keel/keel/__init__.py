@@ -10,7 +10,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from keel import data, errors, events
+    from keel import data, errors, events, idempotency, saga
     from keel.runtime.client import ClientBase, Metadata
     from keel.runtime.config import Settings
     from keel.runtime.context import Context
@@ -66,12 +66,14 @@ __all__ = [
     "data",
     "errors",
     "events",
+    "idempotency",
+    "saga",
     "serve",
 ]
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("data", "errors", "events"):
+    if name in ("data", "errors", "events", "idempotency", "saga"):
         return importlib.import_module(f"keel.{name}")
     module = _EXPORTS.get(name)
     if module is None:

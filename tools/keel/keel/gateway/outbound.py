@@ -1,9 +1,10 @@
 """What a REST request sends upstream besides its message: metadata and a deadline.
 
-Metadata: the request id, `Authorization`, the trace context (when the gateway does not trace
-itself), every `Grpc-Metadata-<key>` header as `<key>`, and `X-Forwarded-For` with the client
-appended. `-bin` keys carry base64 in HTTP and bytes in gRPC. The deadline is `Grpc-Timeout`,
-else the method's, the service's, then KEEL_EDGE_TIMEOUT; never over KEEL_EDGE_MAX_TIMEOUT.
+Metadata: the request id, `Authorization`, `Idempotency-Key` as `idempotency-key` (see
+keel.idempotency), the trace context (when the gateway does not trace itself), every
+`Grpc-Metadata-<key>` header as `<key>`, and `X-Forwarded-For` with the client appended. `-bin`
+keys carry base64 in HTTP and bytes in gRPC. The deadline is `Grpc-Timeout`, else the method's,
+the service's, then KEEL_EDGE_TIMEOUT; never over KEEL_EDGE_MAX_TIMEOUT.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ _TRACE_CONTEXT = ("traceparent", "tracestate")
 _METADATA_KEY = re.compile(r"[0-9a-z_.\-]+")
 _METADATA_VALUE = re.compile(r"[\x20-\x7e]*")
 _PREFIX = "grpc-metadata-"
+_IDEMPOTENCY_HEADER = "idempotency-key"  # the IETF httpapi draft's header, as gRPC metadata
 
 Metadata = list[tuple[str, str | bytes]]
 
@@ -46,6 +48,8 @@ def metadata(headers: Mapping[str, str], client: tuple[str, int] | None) -> Meta
     found: Metadata = [("x-request-id", headers["x-request-id"])]
     if "authorization" in headers:
         found.append(("authorization", headers["authorization"]))
+    if _IDEMPOTENCY_HEADER in headers and f"{_PREFIX}{_IDEMPOTENCY_HEADER}" not in headers:
+        found.append((_IDEMPOTENCY_HEADER, headers[_IDEMPOTENCY_HEADER]))
     if not tracing.enabled():  # when tracing, the edge span's own context is sent instead
         found += [(k, headers[k]) for k in _TRACE_CONTEXT if k in headers]
     for key, text in headers.items():

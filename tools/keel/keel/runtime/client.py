@@ -3,13 +3,16 @@
 Each call: a deadline (the call's `timeout=`, else the method's, the service's, then
 KEEL_DEFAULT_TIMEOUT; never later than the deadline of the call being handled), propagated
 metadata (correlation id, trace context, caller identity), the target's circuit breaker,
-native retries for idempotent methods (see channels) and go-grpc-prometheus client metrics.
+native retries for idempotent methods and for those that take an idempotency key (a fresh
+key per call unless the caller's metadata has one; see channels) and go-grpc-prometheus client
+metrics.
 A failed call raises the `keel.errors` class of its status, details parsed (see keel.errors).
 """
 
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from types import TracebackType
 from typing import Any, ClassVar, Self, TypeAlias
@@ -22,7 +25,7 @@ from keel.errors import DeadlineExceeded, KeelError, from_rpc_error
 from keel.runtime import breaker as circuit
 from keel.runtime import config, discovery, propagation, tally, tracing
 from keel.runtime.breaker import BREAKERS, CLOSED
-from keel.runtime.channels import open_channel
+from keel.runtime.channels import IDEMPOTENCY_KEY, open_channel, takes_key
 from keel.runtime.config import Settings
 from keel.runtime.metrics import client_metrics
 from keel.runtime.spec import MethodSpec, RequestT, ResponseT, ServiceSpec
@@ -35,10 +38,11 @@ class _Method:
     """What a client keeps per method: its call counts, its default deadline (the method's, else
     the service's, else KEEL_DEFAULT_TIMEOUT) and the channel's callable."""
 
-    __slots__ = ("counts", "multi", "path", "timeout")
+    __slots__ = ("counts", "keyed", "multi", "path", "timeout")
 
     def __init__(self, client: ClientBase, spec: MethodSpec[Any, Any]) -> None:
         self.path = spec.path
+        self.keyed = takes_key(spec)
         self.counts = client_metrics().counts(spec)
         timeout = spec.timeout
         if timeout is None:
@@ -101,6 +105,8 @@ class _CallScope:
         method.counts[tally.STARTED] += 1
         self._began = time.perf_counter()
         self.metadata = propagation.outbound_metadata(self.metadata)
+        if method.keyed and all(key != IDEMPOTENCY_KEY for key, _ in self.metadata):
+            self.metadata.append((IDEMPOTENCY_KEY, str(uuid.uuid4())))
         tracer = tracing.tracer()
         if tracer is not None:
             self._span_scope = tracing.client_span(tracer, method.path, self.metadata)

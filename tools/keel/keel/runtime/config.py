@@ -37,6 +37,9 @@
 | KEEL_EVENTS_BATCH | events the relay publishes, or a consumer fetches, at once | 100 |
 | KEEL_EVENTS_KEEP_SENT | seconds sent outbox rows are kept (0: deleted once sent) | 0 |
 | KEEL_EVENTS_START_WAIT | seconds start-up waits for the broker, then serves without it | 10 |
+| KEEL_IDEMPOTENCY_TTL | seconds a service keeps an idempotency key and its outcome | 86400 |
+| KEEL_SAGA_BACKOFF | seconds before each retry of a saga step that failed transiently | 0.2,1,5 |
+| KEEL_SAGA_LEASE | seconds a process holds a running saga before another may resume it | 30 |
 | KEEL_TARGET_<SERVICE> | address of one service (`ACME_ORDERS_V1_ORDERSERVICE`) | |
 
 An unknown `KEEL_` variable or an invalid value stops start-up with a message naming it.
@@ -225,6 +228,9 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "events_batch": _batch,
     "events_keep_sent": _keep_seconds,
     "events_start_wait": _seconds,
+    "idempotency_ttl": _long_seconds,
+    "saga_backoff": _backoff,
+    "saga_lease": _positive_seconds,
 }
 
 
@@ -269,6 +275,9 @@ class Settings:
     events_batch: int = 100
     events_keep_sent: float = 0.0
     events_start_wait: float = 10.0
+    idempotency_ttl: float = 86400.0
+    saga_backoff: tuple[float, ...] = (0.2, 1.0, 5.0)
+    saga_lease: float = 30.0
     targets: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod

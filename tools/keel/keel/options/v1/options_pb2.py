@@ -26,21 +26,21 @@ from google.protobuf import descriptor_pb2 as google_dot_protobuf_dot_descriptor
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dkeel/options/v1/options.proto\x12\x0fkeel.options.v1\x1a google/protobuf/descriptor.proto\x1a\x1egoogle/protobuf/duration.proto\"U\n\nAuthPolicy\x12/\n\x06\x61\x63\x63\x65ss\x18\x01 \x01(\x0e\x32\x17.keel.options.v1.AccessR\x06\x61\x63\x63\x65ss\x12\x16\n\x06scopes\x18\x02 \x03(\tR\x06scopes\"u\n\rMethodOptions\x12\x33\n\x07timeout\x18\x01 \x01(\x0b\x32\x19.google.protobuf.DurationR\x07timeout\x12/\n\x04\x61uth\x18\x02 \x01(\x0b\x32\x1b.keel.options.v1.AuthPolicyR\x04\x61uth\"\xc3\x01\n\x0eServiceOptions\x12\x42\n\x0f\x64\x65\x66\x61ult_timeout\x18\x01 \x01(\x0b\x32\x19.google.protobuf.DurationR\x0e\x64\x65\x66\x61ultTimeout\x12/\n\x04\x61uth\x18\x02 \x01(\x0b\x32\x1b.keel.options.v1.AuthPolicyR\x04\x61uth\x12\x1c\n\tpublishes\x18\x03 \x03(\tR\tpublishes\x12\x1e\n\nsubscribes\x18\x04 \x03(\tR\nsubscribes\"(\n\x0c\x45ventOptions\x12\x18\n\x07subject\x18\x01 \x01(\tR\x07subject*M\n\x06\x41\x63\x63\x65ss\x12\x16\n\x12\x41\x43\x43\x45SS_UNSPECIFIED\x10\x00\x12\x11\n\rACCESS_PUBLIC\x10\x01\x12\x18\n\x14\x41\x43\x43\x45SS_AUTHENTICATED\x10\x02:X\n\x06method\x12\x1e.google.protobuf.MethodOptions\x18\xce\x94\x03 \x01(\x0b\x32\x1e.keel.options.v1.MethodOptionsR\x06method:V\n\x05\x65vent\x12\x1f.google.protobuf.MessageOptions\x18\xce\x94\x03 \x01(\x0b\x32\x1d.keel.options.v1.EventOptionsR\x05\x65vent:\\\n\x07service\x12\x1f.google.protobuf.ServiceOptions\x18\xce\x94\x03 \x01(\x0b\x32\x1f.keel.options.v1.ServiceOptionsR\x07serviceb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dkeel/options/v1/options.proto\x12\x0fkeel.options.v1\x1a google/protobuf/descriptor.proto\x1a\x1egoogle/protobuf/duration.proto\"U\n\nAuthPolicy\x12/\n\x06\x61\x63\x63\x65ss\x18\x01 \x01(\x0e\x32\x17.keel.options.v1.AccessR\x06\x61\x63\x63\x65ss\x12\x16\n\x06scopes\x18\x02 \x03(\tR\x06scopes\"\x9e\x01\n\rMethodOptions\x12\x33\n\x07timeout\x18\x01 \x01(\x0b\x32\x19.google.protobuf.DurationR\x07timeout\x12/\n\x04\x61uth\x18\x02 \x01(\x0b\x32\x1b.keel.options.v1.AuthPolicyR\x04\x61uth\x12\'\n\x0fidempotency_key\x18\x03 \x01(\x08R\x0eidempotencyKey\"\xc3\x01\n\x0eServiceOptions\x12\x42\n\x0f\x64\x65\x66\x61ult_timeout\x18\x01 \x01(\x0b\x32\x19.google.protobuf.DurationR\x0e\x64\x65\x66\x61ultTimeout\x12/\n\x04\x61uth\x18\x02 \x01(\x0b\x32\x1b.keel.options.v1.AuthPolicyR\x04\x61uth\x12\x1c\n\tpublishes\x18\x03 \x03(\tR\tpublishes\x12\x1e\n\nsubscribes\x18\x04 \x03(\tR\nsubscribes\"(\n\x0c\x45ventOptions\x12\x18\n\x07subject\x18\x01 \x01(\tR\x07subject*M\n\x06\x41\x63\x63\x65ss\x12\x16\n\x12\x41\x43\x43\x45SS_UNSPECIFIED\x10\x00\x12\x11\n\rACCESS_PUBLIC\x10\x01\x12\x18\n\x14\x41\x43\x43\x45SS_AUTHENTICATED\x10\x02:X\n\x06method\x12\x1e.google.protobuf.MethodOptions\x18\xce\x94\x03 \x01(\x0b\x32\x1e.keel.options.v1.MethodOptionsR\x06method:V\n\x05\x65vent\x12\x1f.google.protobuf.MessageOptions\x18\xce\x94\x03 \x01(\x0b\x32\x1d.keel.options.v1.EventOptionsR\x05\x65vent:\\\n\x07service\x12\x1f.google.protobuf.ServiceOptions\x18\xce\x94\x03 \x01(\x0b\x32\x1f.keel.options.v1.ServiceOptionsR\x07serviceb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'keel.options.v1.options_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ACCESS']._serialized_start=562
-  _globals['_ACCESS']._serialized_end=639
+  _globals['_ACCESS']._serialized_start=604
+  _globals['_ACCESS']._serialized_end=681
   _globals['_AUTHPOLICY']._serialized_start=116
   _globals['_AUTHPOLICY']._serialized_end=201
-  _globals['_METHODOPTIONS']._serialized_start=203
-  _globals['_METHODOPTIONS']._serialized_end=320
-  _globals['_SERVICEOPTIONS']._serialized_start=323
-  _globals['_SERVICEOPTIONS']._serialized_end=518
-  _globals['_EVENTOPTIONS']._serialized_start=520
-  _globals['_EVENTOPTIONS']._serialized_end=560
+  _globals['_METHODOPTIONS']._serialized_start=204
+  _globals['_METHODOPTIONS']._serialized_end=362
+  _globals['_SERVICEOPTIONS']._serialized_start=365
+  _globals['_SERVICEOPTIONS']._serialized_end=560
+  _globals['_EVENTOPTIONS']._serialized_start=562
+  _globals['_EVENTOPTIONS']._serialized_end=602
 # @@protoc_insertion_point(module_scope)

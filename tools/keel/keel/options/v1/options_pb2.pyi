@@ -109,6 +109,13 @@ class MethodOptions(_message.Message):
 
     TIMEOUT_FIELD_NUMBER: _builtins.int
     AUTH_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    idempotency_key: _builtins.bool
+    """The method takes an idempotency key (`idempotency-key` metadata, the `Idempotency-Key`
+    header at the gateway) and its handler stores the outcome per key (keel.idempotency).
+    Generated clients then attach a fresh key to each call and retry it after UNAVAILABLE with
+    the same key. Only for unary methods whose idempotency_level is unset.
+    """
     @_builtins.property
     def timeout(self) -> _duration_pb2.Duration:
         """Default deadline for calls to this method made through a generated client."""
@@ -122,10 +129,11 @@ class MethodOptions(_message.Message):
         *,
         timeout: _duration_pb2.Duration | None = ...,
         auth: Global___AuthPolicy | None = ...,
+        idempotency_key: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["auth", b"auth", "timeout", b"timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["auth", b"auth", "timeout", b"timeout"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["auth", b"auth", "idempotency_key", b"idempotency_key", "timeout", b"timeout"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,56 @@
+"""Sagas: a few steps across services, each undone by a compensation if a later one fails.
+
+    async def transfer(run: keel.saga.Run[dict[str, Any]]) -> None:
+        await run.step("debit", debit, compensate=refund)
+        await run.step("credit", credit)
+
+    transfers = keel.saga.Saga("transfer", transfer, db)
+    state = await transfers.start({"from": "a", "to": "b", "amount": 5})
+    keel.serve([...], background=[keel.saga.Recovery(transfers)])   # resumes after a crash
+
+The state lives in the service's own database (`keel.saga.tables.add_to(metadata)` for its
+migrations) and is recorded after every step; every action and compensation gets an
+idempotency key derived from the saga's id and the step's name. See docs/sagas.md.
+"""
+
+from __future__ import annotations
+
+from keel.saga import tables
+from keel.saga.run import TRANSIENT_CODES, Run, SagaError, Step, StepRefusedError
+from keel.saga.saga import Recovery, Saga, show
+from keel.saga.store import (
+    COMPENSATED,
+    COMPENSATING,
+    COMPLETED,
+    DONE,
+    FAILED,
+    REFUSED,
+    RUNNING,
+    STARTED,
+    UNDONE,
+    SagaState,
+    StepState,
+)
+
+__all__ = [
+    "COMPENSATED",
+    "COMPENSATING",
+    "COMPLETED",
+    "DONE",
+    "FAILED",
+    "REFUSED",
+    "RUNNING",
+    "STARTED",
+    "TRANSIENT_CODES",
+    "UNDONE",
+    "Recovery",
+    "Run",
+    "Saga",
+    "SagaError",
+    "SagaState",
+    "Step",
+    "StepRefusedError",
+    "StepState",
+    "show",
+    "tables",
+]
