@@ -31,4 +31,4 @@ def test_events_bench_runs() -> None:
     assert {"raw", "raw+db", "keel", "outbox", "relay", "inbox", "commit"} <= set(modes)
     assert "sqlite: keel" in result.stdout
     assert "ratio keel/raw events/s:" in result.stdout
-    assert "per event, each stage alone: producer commit" in result.stdout
+    assert "per event, each stage alone (wall/event-loop CPU): producer commit" in result.stdout
