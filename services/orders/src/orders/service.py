@@ -2,6 +2,13 @@
 
 The service calls the catalog and payments only through their generated clients, found by
 discovery, with the deadlines, retries and circuit breaking those clients carry.
+
+Ownership: a call made for a verified user (`keel.Context.subject` with `verified`, from the
+token the gateway forwarded) acts only on that user's orders. Someone else's order is
+NOT_FOUND, as a missing one is (GetOrder, WatchOrder, CancelOrder: its existence is not
+revealed); creating or listing orders for another customer id is PERMISSION_DENIED (ErrorInfo
+reason NOT_YOUR_ORDERS). A call without a verified user (another service's own work, an
+operator's tool inside the network, or any call when no keys are configured) is not restricted.
 """
 
 from __future__ import annotations
@@ -104,6 +111,23 @@ def _failed(error: DependencyError) -> keel.errors.KeelError:
     return _dependency_error(error.peer, error.cause)
 
 
+def _owner(context: keel.Context) -> str | None:
+    """The verified user the call is made for (None without one)."""
+    return context.subject if context.verified else None
+
+
+def _for_customer(context: keel.Context, customer_id: str) -> None:
+    """Refuse a call made for one user that names another customer (PERMISSION_DENIED)."""
+    owner = _owner(context)
+    if owner and customer_id != owner:
+        raise keel.errors.PermissionDenied(
+            f"{owner} may act only on their own orders, not customer {customer_id}'s",
+            reason="NOT_YOUR_ORDERS",
+            domain="acme.orders",
+            metadata={"subject": owner, "customer_id": customer_id},
+        )
+
+
 def _after(token: str) -> str:
     """The last order id of the previous page (keyset pagination: stable under inserts)."""
     try:
@@ -148,15 +172,21 @@ class OrderService(orders_keel.OrderServiceBase):
         if close is not None:
             await close()
 
-    async def _get(self, order_id: str, customer_id: str = "") -> Order:
+    async def _get(self, order_id: str, customer_id: str = "", owner: str | None = None) -> Order:
+        """The order, NOT_FOUND if it does not exist, is not `customer_id`'s (when given) or
+        not `owner`'s (the call's verified user, when there is one)."""
         try:
-            return await self.orders.get(order_id, customer_id)
+            order = await self.orders.get(order_id, customer_id)
         except NotFoundError:
-            raise keel.errors.NotFound(f"order {order_id} does not exist") from None
+            order = None
+        if order is None or (owner and order.customer_id != owner):
+            raise keel.errors.NotFound(f"order {order_id} does not exist")
+        return order
 
     async def create_order(
         self, request: orders_pb2.CreateOrderRequest, context: keel.Context
     ) -> orders_pb2.CreateOrderResponse:
+        _for_customer(context, request.customer_id)
         try:
             order = await self.orders.create(
                 request.customer_id,
@@ -175,12 +205,13 @@ class OrderService(orders_keel.OrderServiceBase):
     async def get_order(
         self, request: orders_pb2.GetOrderRequest, context: keel.Context
     ) -> orders_pb2.GetOrderResponse:
-        order = await self._get(request.order_id, request.customer_id)
+        order = await self._get(request.order_id, request.customer_id, _owner(context))
         return orders_pb2.GetOrderResponse(order=to_proto(order))
 
     async def list_orders(
         self, request: orders_pb2.ListOrdersRequest, context: keel.Context
     ) -> orders_pb2.ListOrdersResponse:
+        _for_customer(context, request.customer_id)
         orders, last = await self.orders.page(
             request.customer_id, _after(request.page_token), request.page_size or DEFAULT_PAGE_SIZE
         )
@@ -192,6 +223,9 @@ class OrderService(orders_keel.OrderServiceBase):
     async def cancel_order(
         self, request: orders_pb2.CancelOrderRequest, context: keel.Context
     ) -> orders_pb2.CancelOrderResponse:
+        owner = _owner(context)
+        if owner:  # someone else's order is NOT_FOUND, before anything changes
+            await self._get(request.order_id, owner=owner)
         try:
             order = await self.orders.cancel(request.order_id)
         except NotFoundError:
@@ -207,7 +241,7 @@ class OrderService(orders_keel.OrderServiceBase):
     async def watch_order(
         self, request: orders_pb2.WatchOrderRequest, context: keel.Context
     ) -> AsyncIterator[orders_pb2.WatchOrderResponse]:
-        await self._get(request.order_id)  # NOT_FOUND before the stream starts
+        await self._get(request.order_id, owner=_owner(context))  # before the stream starts
         async for order in self.orders.watch(request.order_id):
             yield orders_pb2.WatchOrderResponse(order=to_proto(order))
 

@@ -4,19 +4,19 @@ Policy: the method's `keel.options.v1.method` auth, else its service's. ACCESS_P
 scopes) lets anyone through. Anything else needs a valid token once keys are configured, and
 every listed scope (`scope` claim, space-separated, or `scp`, a list). With no keys configured
 (local development) the gateway warns at start-up and lets calls through unauthenticated.
-Verified claims reach services as metadata: `x-keel-subject` (the `sub`) and `x-keel-claims`
-(the claims as JSON).
+The verified token goes on to the service as `authorization` metadata, which services verify
+again (keel.runtime.identity); `x-keel-subject` (the `sub`) and `x-keel-claims` (the claims
+as JSON) go with it, and services refuse them unless they are the token's.
 """
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 import jwt
 
-from keel.runtime.config import ConfigError, Settings
+from keel.runtime.config import Settings
+from keel.runtime.identity import TokenVerifier
 from keel.runtime.spec import Access, AuthPolicy, MethodSpec, ServiceSpec
 
 
@@ -52,60 +52,27 @@ class Authenticator:
     """Verifies bearer tokens with the keys from settings (a secret, a JWKS file or URL)."""
 
     def __init__(self, settings: Settings) -> None:
-        self.audience = settings.jwt_audience or None
-        self.issuer = settings.jwt_issuer or None
-        self._secret = settings.jwt_secret
-        self._jwks: jwt.PyJWKSet | None = None
-        self._jwks_client: jwt.PyJWKClient | None = None
-        if settings.jwks_file:
-            try:
-                self._jwks = jwt.PyJWKSet.from_dict(
-                    json.loads(Path(settings.jwks_file).read_text())
-                )
-            except (OSError, ValueError, jwt.PyJWKSetError) as error:
-                raise ConfigError(f"KEEL_JWKS_FILE={settings.jwks_file!r}: {error}") from None
-        if settings.jwks_url:
-            self._jwks_client = jwt.PyJWKClient(settings.jwks_url)
+        self.verifier = TokenVerifier(settings)
 
     @property
     def configured(self) -> bool:
         """Whether any key is configured (else calls pass unauthenticated: development)."""
-        return bool(self._secret or self._jwks or self._jwks_client)
-
-    def _key(self, token: str) -> tuple[Any, list[str]]:
-        """The verification key and the algorithms it may verify (never HMAC with a public key)."""
-        if self._secret:
-            return self._secret, ["HS256", "HS384", "HS512"]
-        kid = jwt.get_unverified_header(token).get("kid")
-        if self._jwks is not None:
-            for key in self._jwks.keys:
-                if kid is None or key.key_id == kid:
-                    return key.key, [key.algorithm_name]
-            raise jwt.InvalidTokenError(f"no key with kid {kid!r}")
-        if self._jwks_client is None:  # pragma: no cover (configured() guards this)
-            raise jwt.InvalidTokenError("no keys")
-        found = self._jwks_client.get_signing_key_from_jwt(token)
-        return found.key, [found.algorithm_name]
+        return self.verifier.configured
 
     def check(self, rule: AuthPolicy, authorization: str | None) -> dict[str, Any] | None:
-        """The verified claims (None when no check applies), or DeniedError."""
-        if rule.access is Access.PUBLIC and not rule.scopes:
-            return None
-        if not self.configured:
+        """The verified claims (None when no token is needed and none was sent), or DeniedError.
+
+        A token sent to a public method is verified too: services verify every token they
+        receive, so the edge refuses a bad one as they would.
+        """
+        public = rule.access is Access.PUBLIC and not rule.scopes
+        if not self.configured or (public and not authorization):
             return None
         if not authorization or not authorization.lower().startswith("bearer "):
             raise DeniedError(401, "invalid_request", "a bearer token is required")
         token = authorization[7:].strip()
         try:
-            key, algorithms = self._key(token)
-            claims: dict[str, Any] = jwt.decode(
-                token,
-                key,
-                algorithms=algorithms,
-                audience=self.audience,
-                issuer=self.issuer,
-                options={"require": ["exp"]},
-            )
+            claims = self.verifier.verify(token)
         except (jwt.PyJWTError, ValueError, TypeError) as error:
             raise DeniedError(401, "invalid_token", str(error).replace('"', "'")) from None
         missing = sorted(set(rule.scopes) - _scopes(claims))

@@ -17,9 +17,10 @@
 | KEEL_BREAKER_THRESHOLD | failures in a row that open a target's circuit | 5 |
 | KEEL_BREAKER_RESET | seconds an open circuit waits before a probe | 30 |
 | KEEL_REGISTRY | service registry file | services/registry.toml, found upwards |
-| KEEL_JWT_SECRET | gateway: HS256 shared secret for bearer tokens | |
-| KEEL_JWKS_FILE / KEEL_JWKS_URL | gateway: JSON Web Key Set (RS256, ES256, ...) | |
-| KEEL_JWT_AUDIENCE / KEEL_JWT_ISSUER | gateway: required `aud` / `iss` of tokens | |
+| KEEL_JWT_SECRET | gateway and services: HS256 shared secret for bearer tokens | |
+| KEEL_JWKS_FILE / KEEL_JWKS_URL | gateway and services: JSON Web Key Set (RS256, ES256, ...) | |
+| KEEL_JWT_AUDIENCE / KEEL_JWT_ISSUER | gateway and services: required `aud` / `iss` of tokens | |
+| KEEL_JWT_LEEWAY | services: seconds a forwarded token stays valid past its `exp` | 30 |
 | KEEL_RATE_LIMIT | gateway: requests a second per client and route (0: off) | 0 |
 | KEEL_RATE_BURST | gateway: requests a client may make at once | 20 |
 | KEEL_CORS_ORIGINS | gateway: allowed origins, comma-separated, or * | |
@@ -211,6 +212,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "jwks_url": str,
     "jwt_audience": str,
     "jwt_issuer": str,
+    "jwt_leeway": _seconds,
     "rate_limit": _rate,
     "rate_burst": _threshold,
     "cors_origins": str,
@@ -258,6 +260,7 @@ class Settings:
     jwks_url: str = ""
     jwt_audience: str = ""
     jwt_issuer: str = ""
+    jwt_leeway: float = 30.0
     rate_limit: float = 0.0
     rate_burst: int = 20
     cors_origins: str = ""

@@ -25,6 +25,8 @@ CLAIMS_HEADER = "x-keel-claims"
 """The verified token's claims, as a JSON object."""
 CALLER_HEADER = "x-keel-caller"
 """The full name of the Keel service that made the call."""
+AUTHORIZATION_HEADER = "authorization"
+"""The end user's bearer token, which the edge verified and every service verifies again."""
 
 Metadata = Iterable[tuple[str, str | bytes]]
 
@@ -78,12 +80,14 @@ class Context(_ServicerContext):
             if "orders.read" not in context.claims.get("scope", "").split():
                 raise keel.errors.PermissionDenied("orders.read is needed")
 
-    `subject` and `claims` are what Keel's REST gateway verified (a JWT's `sub` and claims);
-    they travel on to every call made while handling this one. Services trust them as they
-    trust their network: only the gateway, and Keel services passing them on, set them.
+    `subject` and `claims` are the end user's: the `sub` and claims of the bearer token the
+    gateway verified and forwarded. With keys configured (KEEL_JWT_SECRET or a JWKS) the
+    service verifies that token on every call and they come from it alone; the token travels
+    on to every call made while handling this one. Without keys (development) nothing is
+    verified and they are read from the `x-keel-subject` / `x-keel-claims` metadata as sent.
     """
 
-    __slots__ = ("_claims", "_context", "_correlation_id", "_metadata", "service")
+    __slots__ = ("_claims", "_context", "_correlation_id", "_metadata", "_verified", "service")
 
     def __init__(self, service: str, context: CallContext, metadata: Metadata | None = None):
         self.service = service
@@ -92,6 +96,13 @@ class Context(_ServicerContext):
         self._metadata = None if metadata is None else tuple(metadata)
         self._correlation_id = ""
         self._claims: Mapping[str, Any] | None = None
+        self._verified = False
+
+    def adopt_caller(self, claims: Mapping[str, Any] | None) -> None:
+        """Set the caller from a verified token's claims (None: the call carries no identity);
+        `subject` and `claims` then ignore the identity metadata."""
+        self._verified = True
+        self._claims = {} if claims is None else claims
 
     @property
     def metadata(self) -> tuple[tuple[str, str | bytes], ...]:
@@ -115,8 +126,17 @@ class Context(_ServicerContext):
         return self._correlation_id
 
     @property
+    def verified(self) -> bool:
+        """Whether `subject` and `claims` come from a bearer token this service verified (False
+        without keys: development, where they are the metadata as sent, proving nothing)."""
+        return self._verified
+
+    @property
     def subject(self) -> str | None:
         """The verified end user (`sub`), or None if the call carries none."""
+        if self._verified:
+            sub = (self._claims or {}).get("sub")
+            return None if sub is None else str(sub)
         return self._text(SUBJECT_HEADER)
 
     @property

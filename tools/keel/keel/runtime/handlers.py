@@ -1,6 +1,7 @@
 """Turning service implementations into grpc.aio method handlers.
 
-Every call gets a keel.Context (correlation id, verified caller); `keel.errors` become
+Every call gets a keel.Context (correlation id, verified caller: with a CallerCheck, a call
+whose identity does not verify ends UNAUTHENTICATED before the method runs); `keel.errors` become
 statuses with google.rpc details (an error a Keel client raised, re-raised or not caught, sends
 its own status and details on); an unexpected exception becomes INTERNAL with the correlation
 id (the traceback goes to the log, never to the caller); request bytes that do not decode
@@ -19,6 +20,7 @@ from grpc_status import rpc_status
 
 from keel.errors import InvalidArgument, KeelError
 from keel.runtime import correlation, propagation, tracing, validation
+from keel.runtime.identity import CallerCheck
 from keel.runtime.logs import get_logger
 from keel.runtime.observe import MethodObserver, Observation, status_code
 from keel.runtime.service import ServiceBase
@@ -172,7 +174,11 @@ def _record(
 
 
 def _unary_response(
-    spec: MethodSpec[Any, Any], method: Behaviour, observer: MethodObserver, validate: bool
+    spec: MethodSpec[Any, Any],
+    method: Behaviour,
+    observer: MethodObserver,
+    validate: bool,
+    caller: CallerCheck | None,
 ) -> Behaviour:
     prepare = _preparer(spec, observer, validate)
     service = spec.service
@@ -180,6 +186,8 @@ def _unary_response(
     async def quiet(request: Any, context: GrpcContext) -> Any:
         call = propagation.bind(service, context)
         try:
+            if caller is not None:
+                caller.admit(call)
             return await method(prepare(request), call)
         except grpc.aio.AbortError:
             raise
@@ -194,6 +202,8 @@ def _unary_response(
         began = observer.started()
         span = None if tracer is None else tracing.start_server_span(tracer, path, metadata)
         try:
+            if caller is not None:
+                caller.admit(call)
             response = await method(prepare(request), call)
         except BaseException as error:
             # Recorded before the status goes out, so the line exists once the caller has it.
@@ -208,7 +218,11 @@ def _unary_response(
 
 
 def _stream_response(
-    spec: MethodSpec[Any, Any], method: Behaviour, observer: MethodObserver, validate: bool
+    spec: MethodSpec[Any, Any],
+    method: Behaviour,
+    observer: MethodObserver,
+    validate: bool,
+    caller: CallerCheck | None,
 ) -> Behaviour:
     prepare = _preparer(spec, observer, validate)
     service = spec.service
@@ -219,6 +233,8 @@ def _stream_response(
         began = observer.started()
         span = _start_span(observer, spec.path, metadata)
         try:
+            if caller is not None:
+                caller.admit(call)
             async for response in method(prepare(request), call):
                 observer.sent()
                 yield response
@@ -242,22 +258,32 @@ _FACTORIES: dict[RpcKind, tuple[Callable[..., grpc.RpcMethodHandler[Any, Any]], 
 
 
 def _handler(
-    impl: ServiceBase, spec: MethodSpec[Any, Any], observation: Observation, validate: bool
+    impl: ServiceBase,
+    spec: MethodSpec[Any, Any],
+    observation: Observation,
+    validate: bool,
+    caller: CallerCheck | None,
 ) -> grpc.RpcMethodHandler[Any, Any]:
     make_handler, wrap = _FACTORIES[spec.kind]
+    observer = observation.for_method(spec)
     return make_handler(
-        wrap(spec, getattr(impl, spec.python_name), observation.for_method(spec), validate),
+        wrap(spec, getattr(impl, spec.python_name), observer, validate, caller),
         request_deserializer=_deserializer(spec),
         response_serializer=spec.response_type.SerializeToString,
     )
 
 
 def method_handlers(
-    impl: ServiceBase, observation: Observation = _QUIET, *, validate: bool = True
+    impl: ServiceBase,
+    observation: Observation = _QUIET,
+    *,
+    validate: bool = True,
+    caller: CallerCheck | None = None,
 ) -> dict[str, grpc.RpcMethodHandler[Any, Any]]:
-    """The grpc method handlers of one implementation, keyed by method name."""
+    """The grpc method handlers of one implementation, keyed by method name; with `caller`,
+    every call's identity is verified first (keel.runtime.identity)."""
     spec = type(impl).__keel_service__
-    return {m.name: _handler(impl, m, observation, validate) for m in spec.methods}
+    return {m.name: _handler(impl, m, observation, validate, caller) for m in spec.methods}
 
 
 def add_to_server(
@@ -266,12 +292,15 @@ def add_to_server(
     observation: Observation = _QUIET,
     *,
     validate: bool = True,
+    caller: CallerCheck | None = None,
 ) -> None:
     """Serve `impl` (an instance of a generated `<Service>Base` subclass) on a grpc.aio server.
 
     Requests are validated against their `buf.validate` rules unless `validate=False`.
     `keel.Server` passes an Observation that logs and measures every call; by default nothing is.
+    With `caller` (keel.Server makes one when keys are configured), each call's identity is
+    verified before the method runs.
     """
     spec = type(impl).__keel_service__
-    handlers = method_handlers(impl, observation, validate=validate)
+    handlers = method_handlers(impl, observation, validate=validate, caller=caller)
     server.add_registered_method_handlers(spec.name, handlers)

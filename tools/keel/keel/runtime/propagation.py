@@ -14,6 +14,7 @@ from contextvars import ContextVar
 
 from keel.runtime import tracing
 from keel.runtime.context import (
+    AUTHORIZATION_HEADER,
     CALLER_HEADER,
     CLAIMS_HEADER,
     CORRELATION_HEADER,
@@ -40,8 +41,9 @@ __all__ = [
 ]
 
 TRACE_CONTEXT = ("traceparent", "tracestate")
-PROPAGATED = (*TRACE_CONTEXT, SUBJECT_HEADER, CLAIMS_HEADER)
-"""Inbound metadata copied to outbound calls as is (the trace context, the verified caller)."""
+PROPAGATED = (*TRACE_CONTEXT, AUTHORIZATION_HEADER, SUBJECT_HEADER, CLAIMS_HEADER)
+"""Inbound metadata copied to outbound calls as is (the trace context, the end user's bearer
+token and identity), unless the outbound call sets its own."""
 CALLER = CALLER_HEADER
 """Outbound metadata naming the calling service (the full name of the service handling)."""
 

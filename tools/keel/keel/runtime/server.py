@@ -17,9 +17,10 @@ from grpc_health.v1 import health as grpc_health
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from keel.runtime import logs, tracing
+from keel.runtime import config, logs, tracing
 from keel.runtime.config import ConfigError, Settings
 from keel.runtime.handlers import add_to_server
+from keel.runtime.identity import CallerCheck
 from keel.runtime.metrics import default_metrics
 from keel.runtime.observe import Observation
 from keel.runtime.service import ServiceBase
@@ -48,7 +49,9 @@ class Server:
     `interceptors` (grpc.aio server interceptors) see every call the server answers, health
     and reflection included, in order, before Keel's own handling of the call. `background`
     objects (`async start()`/`stop()`, e.g. keel.events' Relay and Consumers) start before the
-    server serves and stop, last first, after its calls drained.
+    server serves and stop, last first, after its calls drained. `keys`: the settings whose
+    KEEL_JWT_SECRET or JWKS verify each call's bearer token (keel.runtime.identity); by default
+    the process's settings; without keys, callers are not verified (development).
 
         async with keel.Server([Orders()], port=0) as server:
             print(server.port)
@@ -66,6 +69,7 @@ class Server:
         validate: bool = True,
         interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
         background: Sequence[Background] = (),
+        keys: Settings | None = None,
     ) -> None:
         names = [type(s).__keel_service__.name for s in services]
         if len(set(names)) != len(names):
@@ -79,6 +83,8 @@ class Server:
         )
         self.interceptors = tuple(interceptors)
         self.background = tuple(background)
+        self.caller_check = CallerCheck.from_settings(config.current() if keys is None else keys)
+        """How each call's identity is verified; None without keys (nothing is verified)."""
         self._started: list[Background] = []
         self._address = f"{host}:{port}"
         self._server: grpc.aio.Server | None = None
@@ -101,7 +107,13 @@ class Server:
             raise
         server = grpc.aio.server(interceptors=self.interceptors or None)
         for service in self.services:
-            add_to_server(service, server, self.observation, validate=self.validate)
+            add_to_server(
+                service,
+                server,
+                self.observation,
+                validate=self.validate,
+                caller=self.caller_check,
+            )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
             (
@@ -171,6 +183,7 @@ async def _serve(
         metrics=settings.metrics_port != 0,
         interceptors=interceptors,
         background=background,
+        keys=settings,
     )
     if settings.otlp_endpoint:
         tracing.configure(
@@ -192,6 +205,11 @@ async def _serve(
         host=settings.host,
         metrics_port=settings.metrics_port,
     )
+    if server.caller_check is None:
+        _log.warning(
+            "callers are not verified: no KEEL_JWT_SECRET, KEEL_JWKS_FILE or KEEL_JWKS_URL "
+            "(development only: keel.Context.subject is whatever the caller sends, unverified)"
+        )
     await stopping.wait()
     _log.info("draining", grace_period=settings.grace_period)
     await server.stop()

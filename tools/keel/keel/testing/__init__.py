@@ -19,7 +19,7 @@ from typing import TypeVar
 import keel
 from keel.runtime import config
 from keel.runtime.client import ClientBase
-from keel.runtime.config import target_key
+from keel.runtime.config import Settings, target_key
 from keel.runtime.service import ServiceBase
 
 ClientT = TypeVar("ClientT", bound=ClientBase)
@@ -47,14 +47,20 @@ class Cluster:
 
 @asynccontextmanager
 async def cluster(
-    *services: ServiceBase, log_calls: bool = False, validate: bool = True
+    *services: ServiceBase,
+    log_calls: bool = False,
+    validate: bool = True,
+    keys: Settings | None = None,
 ) -> AsyncIterator[Cluster]:
-    """Serve each of `services` on its own loopback server, with discovery pointing at them."""
+    """Serve each of `services` on its own loopback server, with discovery pointing at them;
+    `keys` (settings with KEEL_JWT_SECRET or a JWKS) makes every server verify its callers."""
     running = Cluster({})
     previous = config.current()
     try:
         for service in services:
-            server = keel.Server([service], port=0, log_calls=log_calls, validate=validate)
+            server = keel.Server(
+                [service], port=0, log_calls=log_calls, validate=validate, keys=keys
+            )
             await server.start()
             running.servers[type(service).__keel_service__.name] = server
         targets = {
