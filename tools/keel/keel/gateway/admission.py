@@ -42,7 +42,9 @@ class Admitted:
         return str(self.claims.get("sub", "")) if self.claims else ""
 
     def metadata(self) -> list[tuple[str, str]]:
-        """The verified caller as gRPC metadata (clients can never send these themselves)."""
+        """The verified caller as gRPC metadata (clients can never send these themselves):
+        copies of the token's `sub` and claims, which services check against the token that
+        goes with them (keel.runtime.identity)."""
         if self.claims is None:
             return []
         claims = json.dumps(self.claims, separators=(",", ":"))
