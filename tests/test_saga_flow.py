@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import keel
@@ -182,3 +186,40 @@ async def test_a_step_name_used_twice_is_refused(db: Database) -> None:
     state = await keel.saga.Saga("twice", twice, db, settings=SETTINGS).start({}, saga_id="s9")
     assert state.status == keel.saga.FAILED
     assert "step name 'a' is used twice" in state.error
+
+
+async def test_python_m_keel_saga_show_prints_a_sagas_state(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'svc.sqlite3'}"
+    db = Database(url, tables=keel.saga.tables.metadata)
+    peer = Peer()
+    peer.failures["c"] = [keel.errors.FailedPrecondition("no stock")]
+    await keel.saga.Saga("three", three_steps(peer), db, settings=SETTINGS).start({}, saga_id="s10")
+    await db.dispose()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KEEL_")}
+    env["KEEL_DATABASE_URL"] = url
+    shown = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "keel.saga", "show", "svc", "s10"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    lines = shown.stdout.splitlines()
+    assert lines[0] == "saga s10 (three): COMPENSATED"
+    assert lines[1] == "  error: c: FailedPrecondition: no stock"
+    assert lines[4:] == [
+        '  1. a: COMPENSATED  {"label": "a", "attempt": 0}',
+        '  2. b: COMPENSATED  {"label": "b", "attempt": 0}',
+        "  3. c: REFUSED  c: FailedPrecondition: no stock",
+    ]
+    missing = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "keel.saga", "show", "svc", "nope", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert missing.returncode == 1
+    assert "no saga 'nope'" in missing.stderr
