@@ -13,10 +13,12 @@ from acme.payments.v1 import payments_keel, payments_pb2
 
 from orders.domain import DependencyError, Line, Payment
 
+_UNCERTAIN = frozenset({grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE})
+"""Outcomes after which the peer may have done the work (it can fail before answering)."""
+
 
 def _failure(peer: str, error: grpc.aio.AioRpcError) -> DependencyError:
-    uncertain = error.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-    return DependencyError(peer, error, uncertain=uncertain)
+    return DependencyError(peer, error, uncertain=error.code() in _UNCERTAIN)
 
 
 def _payment(message: payments_pb2.Payment) -> Payment:

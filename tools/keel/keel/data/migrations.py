@@ -59,7 +59,11 @@ def _config(service: ServiceFolder) -> Config:
     cfg.attributes["keel_service"] = service
     if importlib.util.find_spec("ruff") is not None:  # new revisions come out lint-clean
         cfg.set_section_option("post_write_hooks", "hooks", "fix, format")
-        for hook, options in (("fix", "check --fix --quiet"), ("format", "format --quiet")):
+        hooks = (  # (Alembic puts the file first unless the options place it)
+            ("fix", "check --fix --quiet REVISION_SCRIPT_FILENAME"),
+            ("format", "format --quiet REVISION_SCRIPT_FILENAME"),
+        )
+        for hook, options in hooks:
             cfg.set_section_option("post_write_hooks", f"{hook}.type", "module")
             cfg.set_section_option("post_write_hooks", f"{hook}.module", "ruff")
             cfg.set_section_option("post_write_hooks", f"{hook}.options", options)
