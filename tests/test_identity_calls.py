@@ -87,8 +87,9 @@ async def test_a_forged_identity_is_refused(
         (bearer("alice", aud="elsewhere"), "Audience doesn't match"),
         ([("authorization", "Basic YWxpY2U6cHc=")], "must be a bearer token"),
         ([("authorization", "Bearer not-a-jwt")], "not valid"),
+        ([*bearer("alice"), *bearer("mallory")], "more than one authorization"),
     ],
-    ids=["expired", "wrong-key", "wrong-audience", "not-bearer", "garbage"],
+    ids=["expired", "wrong-key", "wrong-audience", "not-bearer", "garbage", "two-tokens"],
 )
 async def test_a_token_that_does_not_verify_is_refused(
     shop: tuple[orders_keel.OrderServiceClient, str], metadata: Metadata, says: str

@@ -133,6 +133,8 @@ class CallerCheck:
             if not isinstance(value, str):
                 continue
             if key == AUTHORIZATION_HEADER:
+                if authorization is not None:
+                    raise _refused("the call has more than one authorization", "INVALID_TOKEN")
                 authorization = value
             elif key == SUBJECT_HEADER:
                 subject = value
