@@ -439,7 +439,7 @@ def report(rows: list[Row]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=2000)
+    parser.add_argument("--events", type=int, default=1500)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--producers", type=int, default=16)
     parser.add_argument(
