@@ -45,8 +45,8 @@ def body(pb2: Any, ledger: Any) -> Any:
 
     async def reverse(step: keel.saga.Step, _result: str | None) -> None:
         await boundary(step.saga_id, f"before:undo:{step.name}")
-        original = step.key.removesuffix("/compensate")
-        await ledger.reverse(pb2.ReverseRequest(original_key=original), metadata=step.metadata)
+        request = pb2.ReverseRequest(original_key=step.action_key)
+        await ledger.reverse(request, metadata=step.metadata)
         await boundary(step.saga_id, f"after:undo:{step.name}")
 
     async def transfer(run: keel.saga.Run[dict[str, Any]]) -> None:

@@ -48,6 +48,11 @@ class Step:
     """0 for the first call of this process, 1 for its first retry, ..."""
 
     @property
+    def action_key(self) -> str:
+        """The key of the step's action (in a compensation: what to undo, by its key)."""
+        return f"{self.saga_id}/{self.name}"
+
+    @property
     def metadata(self) -> list[tuple[str, str | bytes]]:
         """Call metadata carrying the key: `client.method(request, metadata=step.metadata)`."""
         return [(IDEMPOTENCY_KEY, self.key)]
