@@ -98,11 +98,11 @@ class Context(_ServicerContext):
         self._claims: Mapping[str, Any] | None = None
         self._verified = False
 
-    def adopt_caller(self, claims: Mapping[str, Any] | None) -> None:
-        """Set the caller from a verified token's claims (None: the call carries no identity);
-        `subject` and `claims` then ignore the identity metadata."""
+    def adopt_caller(self, claims: Mapping[str, Any]) -> None:
+        """Set the caller from the claims of a token verified for this call; `subject` and
+        `claims` then come from them alone."""
         self._verified = True
-        self._claims = {} if claims is None else claims
+        self._claims = claims
 
     @property
     def metadata(self) -> tuple[tuple[str, str | bytes], ...]:
@@ -134,8 +134,8 @@ class Context(_ServicerContext):
     @property
     def subject(self) -> str | None:
         """The verified end user (`sub`), or None if the call carries none."""
-        if self._verified:
-            sub = (self._claims or {}).get("sub")
+        if self._verified and self._claims is not None:
+            sub = self._claims.get("sub")
             return None if sub is None else str(sub)
         return self._text(SUBJECT_HEADER)
 

@@ -146,8 +146,7 @@ class CallerCheck:
                     "the call claims an identity without a bearer token to prove it",
                     "UNVERIFIED_IDENTITY",
                 )
-            call.adopt_caller(None)
-            return
+            return  # no user: a service's own call
         token = bearer(authorization)
         if token is None:
             raise _refused("authorization must be a bearer token", "INVALID_TOKEN")
