@@ -11,10 +11,13 @@ automatically) wraps this in fixtures.
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
-from typing import TypeVar
+from typing import Any, TypeVar
+
+import jwt
 
 import keel
 from keel.runtime import config
@@ -24,7 +27,17 @@ from keel.runtime.service import ServiceBase
 
 ClientT = TypeVar("ClientT", bound=ClientBase)
 
-__all__ = ["Cluster", "cluster"]
+__all__ = ["Cluster", "bearer", "cluster"]
+
+
+def bearer(
+    subject: str, secret: str, *, expires_in: float = 300, **claims: Any
+) -> list[tuple[str, str]]:
+    """gRPC metadata carrying an HS256 bearer token for `subject`, signed with `secret`, that
+    expires in `expires_in` seconds (negative: already expired); `claims` are added (`aud`,
+    `scope`, ...). For tests of services that verify their callers (`cluster(keys=...)`)."""
+    body = {"sub": subject, "exp": int(time.time() + expires_in), **claims}
+    return [("authorization", f"Bearer {jwt.encode(body, secret, algorithm='HS256')}")]
 
 
 @dataclass

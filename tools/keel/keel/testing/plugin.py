@@ -1,6 +1,7 @@
 """pytest fixtures for Keel services (needs pytest-asyncio).
 
-Override `keel_services` with the implementations under test; then use
+Override `keel_services` with the implementations under test (and `keel_keys`, settings with
+KEEL_JWT_SECRET or a JWKS, for servers that verify their callers); then use
 
 - `keel_cluster`: a `keel.testing.Cluster` serving them, one loopback server each;
 - `keel_client`: a factory, `keel_client(OrderServiceClient)`, of connected typed clients;
@@ -32,6 +33,7 @@ import pytest
 import pytest_asyncio
 
 from keel.runtime.client import ClientBase
+from keel.runtime.config import Settings
 from keel.runtime.service import ServiceBase
 from keel.testing import Cluster, cluster
 from keel.testing.postgres import PostgresMissingError, PostgresServer, find_binaries
@@ -50,10 +52,19 @@ def keel_services() -> Sequence[ServiceBase]:
     )
 
 
+@pytest.fixture
+def keel_keys() -> Settings | None:
+    """Settings whose keys the servers verify callers with, e.g. `Settings(jwt_secret=...)`:
+    override this fixture to test with verification on (None: the process's settings)."""
+    return None
+
+
 @pytest_asyncio.fixture
-async def keel_cluster(keel_services: Sequence[ServiceBase]) -> AsyncIterator[Cluster]:
+async def keel_cluster(
+    keel_services: Sequence[ServiceBase], keel_keys: Settings | None
+) -> AsyncIterator[Cluster]:
     """The services of `keel_services`, each on its own loopback server."""
-    async with cluster(*keel_services) as running:
+    async with cluster(*keel_services, keys=keel_keys) as running:
         yield running
 
 
