@@ -19,7 +19,7 @@ import pytest
 from keel.data import Database
 from sqlalchemy import select
 
-from tests.conftest import REPO
+from tests.conftest import REPO, free_port
 from tests.sagas import ledger_server
 from tests.sagas.support import generated
 
@@ -57,31 +57,48 @@ async def _lines(process: asyncio.subprocess.Process) -> AsyncIterator[dict[str,
             yield parsed
 
 
-@pytest.fixture
-async def ledger(tmp_path: Path) -> AsyncIterator[tuple[str, Database]]:
-    """The ledger in its own process: its address and its database."""
-    url = f"sqlite+aiosqlite:///{tmp_path / 'ledger.sqlite3'}"
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "tests/sagas/ledger_server.py",
-        str(generated()),
-        cwd=REPO,
-        env=_env(KEEL_PORT="0", KEEL_DATABASE_URL=url),
-        stdout=asyncio.subprocess.PIPE,
-    )
-    try:
-        async for line in _lines(process):
+class Ledger:
+    """The ledger in its own process, on a fixed port so that it can be restarted there."""
+
+    def __init__(self, folder: Path) -> None:
+        self.url = f"sqlite+aiosqlite:///{folder / 'ledger.sqlite3'}"
+        self.target = f"127.0.0.1:{free_port()}"
+        self.db = Database(self.url, tables=ledger_server.metadata)
+        self.process: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        self.process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "tests/sagas/ledger_server.py",
+            str(generated()),
+            cwd=REPO,
+            env=_env(KEEL_PORT=self.target.rsplit(":", 1)[1], KEEL_DATABASE_URL=self.url),
+            stdout=asyncio.subprocess.PIPE,
+        )
+        async for line in _lines(self.process):
             if line.get("event") == "serving":
-                port = line["port"]
-                break
-        else:
-            raise AssertionError("the ledger did not start")
-        db = Database(url, tables=ledger_server.metadata)
-        yield f"127.0.0.1:{port}", db
-        await db.dispose()
+                return
+        raise AssertionError("the ledger did not start")
+
+    async def kill(self) -> None:
+        if self.process is not None and self.process.returncode is None:
+            self.process.send_signal(signal.SIGKILL)
+            await self.process.wait()
+
+    async def entries(self) -> list[Any]:
+        async with self.db.transaction(readonly=True) as session:
+            return list((await session.execute(select(ledger_server.entries))).all())
+
+
+@pytest.fixture
+async def ledger(tmp_path: Path) -> AsyncIterator[Ledger]:
+    running = Ledger(tmp_path)
+    await running.start()
+    try:
+        yield running
     finally:
-        process.terminate()
-        await process.wait()
+        await running.kill()
+        await running.db.dispose()
 
 
 async def _transfers(
@@ -98,23 +115,24 @@ async def _transfers(
             KEEL_TARGET_LEDGER_V1_LEDGERSERVICE=target,
             KEEL_SAGA_LEASE="0.5",
             KEEL_SAGA_BACKOFF="0.1,0.5",
+            KEEL_RETRY_MAX_ATTEMPTS="2",
         ),
+        stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
     )
     return process, _lines(process)
 
 
 async def test_sagas_killed_at_every_step_boundary_finish_after_a_restart(
-    ledger: tuple[str, Database], tmp_path: Path
+    ledger: Ledger, tmp_path: Path
 ) -> None:
-    target, ledger_db = ledger
     url = f"sqlite+aiosqlite:///{tmp_path / 'transfers.sqlite3'}"
     plans = {f"ok-{i}": ("bob", at) for i, at in enumerate(COMPLETING)}
     plans |= {f"no-{i}": ("closed", at) for i, at in enumerate(COMPENSATING)}
     starts = [f"{saga_id}:{to}" for saga_id, (to, _) in plans.items()]
     pauses = [f"{saga_id}={at}" for saga_id, (_, at) in plans.items()]
 
-    process, lines = await _transfers(target, url, "--start", *starts, "--pause", *pauses)
+    process, lines = await _transfers(ledger.target, url, "--start", *starts, "--pause", *pauses)
     paused: dict[str, str] = {}
     async for line in lines:
         if "paused" in line:
@@ -125,7 +143,7 @@ async def test_sagas_killed_at_every_step_boundary_finish_after_a_restart(
     process.send_signal(signal.SIGKILL)
     assert await process.wait() == -signal.SIGKILL
 
-    restarted, lines = await _transfers(target, url)
+    restarted, lines = await _transfers(ledger.target, url)
     ended = {line["saga"]: line["status"] async for line in lines if "status" in line}
     assert await restarted.wait() == 0
     expected = {s: "COMPLETED" if s.startswith("ok") else "COMPENSATED" for s in plans}
@@ -150,9 +168,7 @@ async def test_sagas_killed_at_every_step_boundary_finish_after_a_restart(
     finally:
         await saga_db.dispose()
 
-    entries = ledger_server.entries
-    async with ledger_db.transaction(readonly=True) as session:
-        rows = (await session.execute(select(entries))).all()
+    rows = await ledger.entries()
     by_key: dict[str, list[Any]] = {}
     for row in rows:
         by_key.setdefault(row.key, []).append(row)
@@ -174,3 +190,45 @@ async def test_sagas_killed_at_every_step_boundary_finish_after_a_restart(
                 "debit/compensate": 1,
                 "fee/compensate": -1,
             }
+
+
+async def test_a_saga_whose_peer_goes_away_compensates_once_it_is_back(
+    ledger: Ledger, tmp_path: Path
+) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'transfers.sqlite3'}"
+    process, lines = await _transfers(
+        ledger.target, url, "--start", "away:bob", "--pause", "away=before:fee"
+    )
+    async for line in lines:
+        if "paused" in line:
+            break
+    await ledger.kill()  # the debit is done; the ledger is gone before the fee
+    assert process.stdin is not None
+    process.stdin.write(b"go\n")
+    await process.stdin.drain()
+    ended = {line["saga"]: line["status"] async for line in lines if "status" in line}
+    assert await process.wait() == 0
+    assert ended == {"away": "COMPENSATING"}  # the fee failed, and so did undoing it
+
+    saga_db = Database(url, tables=keel.saga.tables.metadata)
+    try:
+        state = await keel.saga.show(saga_db, "away")
+        assert state is not None
+        assert [(s.name, s.status) for s in state.steps] == [("debit", "DONE"), ("fee", "STARTED")]
+        assert state.error.startswith("compensating fee: Unavailable")
+
+        await ledger.start()  # back
+        restarted, lines = await _transfers(ledger.target, url)
+        ended = {line["saga"]: line["status"] async for line in lines if "status" in line}
+        assert await restarted.wait() == 0
+        assert ended == {"away": "COMPENSATED"}
+        state = await keel.saga.show(saga_db, "away")
+        assert state is not None
+        assert [(s.name, s.status) for s in state.steps] == [
+            ("debit", "COMPENSATED"),
+            ("fee", "COMPENSATED"),  # its outcome was unknown: undone, with nothing to undo
+        ]
+    finally:
+        await saga_db.dispose()
+    amounts = sorted((row.key, row.amount) for row in await ledger.entries())
+    assert amounts == [("away/debit", -1), ("away/debit/compensate", 1)]

@@ -4,9 +4,9 @@
 
 Resumes every unfinished transfer first, then starts the given ones (1 cent from "alice" to TO,
 with a 1-cent fee). It prints one JSON line per boundary it passes (`before:debit`,
-`after:debit`, ... `before:undo:fee`, ...) and, at a saga's pause boundary, `paused` and waits
-forever (for the test's SIGKILL). Settings (the saga's database, the ledger's target, the lease)
-come from KEEL_*.
+`after:debit`, ... `before:undo:fee`, ...) and, at a saga's pause boundary, `paused`; it then
+waits for a line on stdin (or the test's SIGKILL), once. Settings (the saga's database, the
+ledger's target, the lease) come from KEEL_*.
 """
 
 from __future__ import annotations
@@ -28,8 +28,9 @@ pauses: dict[str, str] = {}
 async def boundary(saga_id: str, label: str) -> None:
     print(json.dumps({"saga": saga_id, "at": label}), flush=True)
     if pauses.get(saga_id) == label:
+        del pauses[saga_id]
         print(json.dumps({"saga": saga_id, "paused": label}), flush=True)
-        await asyncio.Event().wait()
+        await asyncio.to_thread(sys.stdin.readline)  # a line from the test, or its SIGKILL
 
 
 def body(pb2: Any, ledger: Any) -> Any:
