@@ -223,3 +223,22 @@ async def test_python_m_keel_saga_show_prints_a_sagas_state(tmp_path: Path) -> N
     )
     assert missing.returncode == 1
     assert "no saga 'nope'" in missing.stderr
+
+
+async def test_recovery_resumes_until_no_saga_is_left(db: Database) -> None:
+    peer = Peer()
+    peer.failures["c"] = [keel.errors.NotFound("gone")]
+    peer.failures["undo:a"] = [keel.errors.Internal("bug")] * 7  # start: 3, recovery: 3, then 1
+    settings = keel.Settings(saga_backoff=(0.0, 0.0), saga_lease=0.05)
+    saga = keel.saga.Saga("three", three_steps(peer), db, settings=settings)
+    assert (await saga.start({}, saga_id="s11")).status == keel.saga.COMPENSATING
+    recovery = keel.saga.Recovery(saga)
+    await recovery.start()
+    try:
+        await asyncio.wait_for(recovery.idle(), 10)
+    finally:
+        await recovery.stop()
+    state = await keel.saga.show(db, "s11")
+    assert state is not None
+    assert state.status == keel.saga.COMPENSATED
+    assert [label for label, _ in peer.calls].count("undo:a") == 9  # two recovery passes

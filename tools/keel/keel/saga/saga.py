@@ -170,6 +170,11 @@ class Recovery:
     async def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="keel-saga-recovery")
 
+    async def idle(self) -> None:
+        """Wait until no saga is left unfinished (the task's loop has ended)."""
+        if self._task is not None:
+            await asyncio.shield(self._task)
+
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
