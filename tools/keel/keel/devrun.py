@@ -59,7 +59,7 @@ def discover(services_dir: Path, registry: Path) -> list[DevService]:
     return found
 
 
-_SERVING = re.compile(rb"\bserving\b")
+_SERVING = re.compile(rb"\] serving\s")  # the event column of the console line, not any "serving"
 _ANSI = re.compile(rb"\x1b\[[0-9;]*m")
 
 
