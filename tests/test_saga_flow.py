@@ -19,8 +19,9 @@ SETTINGS = keel.Settings(saga_backoff=(0.0, 0.0), saga_lease=30.0)
 
 
 @pytest.fixture
-async def db() -> AsyncIterator[Database]:
-    database = Database.temporary(tables=keel.saga.tables.metadata)
+async def db(keel_database_url: str) -> AsyncIterator[Database]:
+    """The saga tables on SQLite, then on PostgreSQL."""
+    database = Database(keel_database_url, tables=keel.saga.tables.metadata)
     yield database
     await database.dispose()
 
@@ -242,3 +243,18 @@ async def test_recovery_resumes_until_no_saga_is_left(db: Database) -> None:
     assert state is not None
     assert state.status == keel.saga.COMPENSATED
     assert [label for label, _ in peer.calls].count("undo:a") == 8  # 7 failures, then done
+
+
+async def test_a_saga_held_by_a_live_process_is_not_driven_by_another(db: Database) -> None:
+    peer = Peer()
+    peer.hold["b"] = asyncio.Event()
+    first = keel.saga.Saga("three", three_steps(peer), db, settings=SETTINGS)
+    task = asyncio.create_task(first.start({}, saga_id="s12"))
+    await asyncio.wait_for(peer.entered.wait(), 10)
+    other = keel.saga.Saga("three", three_steps(peer), db, settings=SETTINGS)
+    (seen,) = await other.resume(wait=False)  # a second process at start-up
+    assert (seen.status, seen.lease_until is not None) == (keel.saga.RUNNING, True)
+    assert [label for label, _ in peer.calls] == ["a", "b"]
+    peer.hold["b"].set()
+    assert (await task).status == keel.saga.COMPLETED
+    assert [label for label, _ in peer.calls] == ["a", "b", "c"]

@@ -70,22 +70,19 @@ class Saga(Generic[Data]):
         return state
 
     async def resume(self, *, wait: bool = True) -> list[store.SagaState]:
-        """Drive every unfinished saga of this name (at start-up: those a stopped process left).
-        With `wait`, sagas another process holds are taken once their lease ends, unless they
-        finish first; returns the states reached."""
-        reached: dict[str, store.SagaState] = {}
+        """Drive every unfinished saga of this name (at start-up: those a stopped process left)
+        and return the state of each. A saga another live process holds is left to it; with
+        `wait`, it is tried again once its lease ends, until it is no longer held."""
+        seen: dict[str, store.SagaState] = {}
         while True:
-            pending = await store.unfinished(self.db, self.name)
-            leases = []
-            for saga_id, lease_until in pending:
-                state = await self.run(saga_id)
-                if state.finished or state.lease_until is None:
-                    reached[saga_id] = state
-                elif lease_until is not None and saga_id not in reached:
-                    leases.append(lease_until)
-            if not wait or not leases:
-                return list(reached.values())
-            delay = (min(leases) - store.now()).total_seconds()
+            held = []
+            for saga_id, _ in await store.unfinished(self.db, self.name):
+                state = seen[saga_id] = await self.run(saga_id)
+                if not state.finished and state.lease_until is not None:
+                    held.append(state.lease_until)
+            if not wait or not held:
+                return list(seen.values())
+            delay = (min(held) - store.now()).total_seconds()
             await asyncio.sleep(max(delay, 0.0) + 0.05)
 
     async def _drive(self, saga_id: str) -> store.SagaState:
