@@ -344,3 +344,22 @@ def test_the_testing_docs_example_runs_as_written(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "1 passed" in result.stdout
+
+
+def test_a_stored_status_becomes_the_error_that_made_it() -> None:
+    raised = keel.errors.InvalidArgument(
+        "quantity: must be positive",
+        field_violations=[FieldViolation("lines[0].quantity", "must be positive")],
+        reason="BAD_LINE",
+        domain="shop",
+        metadata={"line": "0"},
+    )
+    again = keel.errors.from_status(
+        status_pb2.Status.FromString(raised.to_status().SerializeToString())
+    )
+    assert type(again) is keel.errors.InvalidArgument
+    assert again.message == raised.message
+    assert again.field_violations == raised.field_violations
+    assert (again.reason, again.domain, again.metadata) == ("BAD_LINE", "shop", {"line": "0"})
+    odd = keel.errors.from_status(status_pb2.Status(code=99, message="?"))
+    assert type(odd) is keel.errors.Unknown

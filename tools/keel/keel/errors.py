@@ -44,6 +44,7 @@ __all__ = [
     "Unimplemented",
     "Unknown",
     "from_rpc_error",
+    "from_status",
 ]
 
 DETAILS_KEY = "grpc-status-details-bin"
@@ -296,6 +297,12 @@ def _parse(details: Iterable[any_pb2.Any]) -> dict[str, Any]:
         else:
             found["other_details"].append(detail)
     return found
+
+
+def from_status(status: status_pb2.Status) -> KeelError:
+    """The typed error a `google.rpc.Status` describes: its code's class, details parsed."""
+    code = next((c for c in grpc.StatusCode if c.value[0] == status.code), grpc.StatusCode.UNKNOWN)
+    return BY_CODE.get(code, Unknown)(status.message, **_parse(status.details))
 
 
 def from_rpc_error(error: grpc.aio.AioRpcError) -> KeelError:

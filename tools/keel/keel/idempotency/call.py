@@ -110,10 +110,7 @@ def _reused(key: str, method: str) -> errors.KeelError:
 
 
 def _error(outcome: bytes) -> errors.KeelError:
-    status = status_pb2.Status.FromString(outcome)
-    code = next(c for c in grpc.StatusCode if c.value[0] == status.code)
-    kind = errors.BY_CODE.get(code, errors.Unknown)
-    return kind(status.message, **errors._parse(status.details))
+    return errors.from_status(status_pb2.Status.FromString(outcome))
 
 
 @asynccontextmanager
