@@ -78,6 +78,13 @@ async def test_binary_metadata_headers_must_be_base64(gateway: str) -> None:
     assert good.status == 200
 
 
+@pytest.mark.parametrize("name", ["Authorization", "X-Request-Id", "X-Forwarded-For"])
+async def test_metadata_the_gateway_sets_cannot_be_sent_twice(gateway: str, name: str) -> None:
+    reply = await call(f"{gateway}/v1/products/p_mug", headers={f"Grpc-Metadata-{name}": "x"})
+    assert reply.status == 400
+    assert f"grpc-metadata-{name.lower()}" in reply.body["message"]  # type: ignore[index]
+
+
 async def test_preflight_without_cors_is_405_with_a_true_allow(gateway: str) -> None:
     headers = {"Origin": "https://shop.example", "Access-Control-Request-Method": "PATCH"}
     reply = await call(f"{gateway}/v1/products/p_mug", "OPTIONS", headers=headers)

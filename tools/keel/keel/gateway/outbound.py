@@ -24,6 +24,10 @@ _TRACE_CONTEXT = ("traceparent", "tracestate")
 _METADATA_KEY = re.compile(r"[0-9a-z_.\-]+")
 _METADATA_VALUE = re.compile(r"[\x20-\x7e]*")
 _PREFIX = "grpc-metadata-"
+_SET_BY_THE_GATEWAY = frozenset({"authorization", "x-request-id", "x-forwarded-for"})
+"""Metadata the gateway sends from its own headers: a `Grpc-Metadata-` copy would be a second
+value (a second token a service refuses, a correlation id or client address of the caller's
+choosing)."""
 _IDEMPOTENCY_HEADER = "idempotency-key"  # the IETF httpapi draft's header, as gRPC metadata
 
 Metadata = list[tuple[str, str | bytes]]
@@ -58,6 +62,8 @@ def metadata(headers: Mapping[str, str], client: tuple[str, int] | None) -> Meta
         name = key.removeprefix(_PREFIX)
         if not _METADATA_KEY.fullmatch(name):
             raise InputError(f"header {key!r} cannot travel as gRPC metadata")
+        if name in _SET_BY_THE_GATEWAY:
+            raise InputError(f"header {key!r}: send {name} as the {name.title()} header itself")
         if name.endswith("-bin"):
             found.append((name, _binary(key, text)))
             continue
