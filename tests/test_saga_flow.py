@@ -189,7 +189,7 @@ async def test_a_step_name_used_twice_is_refused(db: Database) -> None:
     assert "step name 'a' is used twice" in state.error
 
 
-async def test_python_m_keel_saga_show_prints_a_sagas_state(tmp_path: Path) -> None:
+async def test_keel_saga_show_prints_a_sagas_state(tmp_path: Path) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path / 'svc.sqlite3'}"
     db = Database(url, tables=keel.saga.tables.metadata)
     peer = Peer()
@@ -200,7 +200,7 @@ async def test_python_m_keel_saga_show_prints_a_sagas_state(tmp_path: Path) -> N
     env["KEEL_DATABASE_URL"] = url
     shown = await asyncio.to_thread(
         subprocess.run,
-        [sys.executable, "-m", "keel.saga", "show", "svc", "s10"],
+        [str(Path(sys.executable).parent / "keel"), "saga", "show", "svc", "s10"],
         env=env,
         capture_output=True,
         text=True,
@@ -224,6 +224,17 @@ async def test_python_m_keel_saga_show_prints_a_sagas_state(tmp_path: Path) -> N
     )
     assert missing.returncode == 1
     assert "no saga 'nope'" in missing.stderr
+    env["KEEL_DATABASE_URL"] = f"sqlite+aiosqlite:///{tmp_path / 'other.sqlite3'}"
+    without = await asyncio.to_thread(
+        subprocess.run,
+        [str(Path(sys.executable).parent / "keel"), "saga", "show", "other", "s10"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert without.returncode == 2
+    assert without.stderr == "keel saga: other's database: no such table: keel_saga\n"
 
 
 async def test_recovery_resumes_until_no_saga_is_left(db: Database) -> None:

@@ -98,6 +98,13 @@ def _db(args: argparse.Namespace) -> int:
     return 0
 
 
+def _saga(args: argparse.Namespace) -> int:
+    from keel.saga import __main__ as saga_command  # noqa: PLC0415 (SQLAlchemy on use only)
+
+    flags = ["--json"] if args.json else []
+    return saga_command.main(["show", args.service, args.saga_id, *flags])
+
+
 def _positive(text: str) -> int:
     value = int(text) if text.isdigit() else 0
     if value < 1:
@@ -208,6 +215,13 @@ def parser() -> argparse.ArgumentParser:
         each.set_defaults(run=_db)
 
     events_commands.register(commands)
+    saga = commands.add_parser("saga", help="inspect a service's sagas")
+    saga_actions = saga.add_subparsers(dest="action", required=True)
+    shown = saga_actions.add_parser("show", help="a saga's recorded state and steps")
+    shown.add_argument("service", metavar="NAME", help="the service's folder (its database)")
+    shown.add_argument("saga_id", metavar="ID")
+    shown.add_argument("--json", action="store_true", help="one JSON object")
+    shown.set_defaults(run=_saga)
     gateway = commands.add_parser("gateway", help="serve the REST gateway")
     gateway.add_argument("--gen", type=Path, default=Path("gen"), help="generated code")
     gateway.add_argument(

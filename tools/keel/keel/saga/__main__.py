@@ -1,4 +1,4 @@
-"""`python -m keel.saga show SERVICE SAGA_ID`: a saga's recorded state, from the service's database.
+"""`keel saga show SERVICE SAGA_ID`: a saga's recorded state, from the service's database.
 
 SERVICE is the service's folder name (its database: KEEL_DATABASE_URL, else the SQLite file in
 its state dir, as `keel.data.Database.for_service` finds it). Prints the saga's status, error and
@@ -13,6 +13,8 @@ import dataclasses
 import json
 import sys
 from typing import Any
+
+from sqlalchemy.exc import DBAPIError
 
 from keel.data import Database
 from keel.saga.saga import show
@@ -46,6 +48,10 @@ async def _show(service: str, saga_id: str, as_json: bool) -> int:
     db = Database.for_service(service)
     try:
         state = await show(db, saga_id)
+    except DBAPIError as error:  # no such table, no server, ...: one line, no traceback
+        reason = str(error.orig).splitlines()[0] if error.orig else type(error).__name__
+        print(f"keel saga: {service}'s database: {reason}", file=sys.stderr)
+        return 2
     finally:
         await db.dispose()
     if state is None:
