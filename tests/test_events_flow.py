@@ -280,7 +280,7 @@ async def test_provisioning_is_idempotent_and_follows_settings(
     assert stream.config.subjects == ["acme.orders.v1.>"]
     assert stream.config.duplicate_window == 120
     info = await js.consumer_info(PLACED.stream, names.durable(SERVICE, PLACED.subject))
-    assert info.config.max_deliver == 4
+    assert info.config.max_deliver == -1  # Keel dead-letters, not the broker
     assert info.config.ack_wait == 2
     assert info.config.filter_subject == PLACED.subject
     dead = await js.stream_info(names.dlq_stream(SERVICE))

@@ -18,7 +18,7 @@ from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
 
-from keel.events import inbox, names, provision
+from keel.events import inbox, names, outage, provision
 from keel.events.database import Database
 from keel.events.spec import EventHandler, Handler, Subscriber
 from keel.runtime import config, logs
@@ -39,16 +39,35 @@ class Loop:
         self.call = call
         self.durable = names.durable(service, handler.spec.subject)
         self.fetching = False
+        self.stale = False
+        """Provision and bind again before the next fetch (the broker came back, maybe
+        without its store, or a fetch failed)."""
         self.task: asyncio.Task[None] | None = None
         self.sub: JetStreamContext.PullSubscription | None = None
 
-    async def run(self) -> None:
-        assert self.sub is not None
+    async def bind(self, js: JetStreamContext) -> None:
+        """Make sure the stream, dead letters and durable consumer exist; subscribe to it."""
         settings = self.owner.settings
+        await provision.ensure_dead_letters(js, self.service, settings)
+        await provision.ensure_event_stream(js, self.spec, settings)
+        durable = await provision.ensure_consumer(js, self.service, self.spec, settings)
+        if self.sub is not None:
+            with contextlib.suppress(Exception):
+                await self.sub.unsubscribe()
+        self.sub = await js.pull_subscribe_bind(durable, self.spec.stream)
+        self.stale = False
+
+    async def run(self) -> None:
+        settings = self.owner.settings
+        failures = 0
         while not self.owner.stopping:
             self.fetching = True
             try:
+                if self.stale and self.owner.js is not None:
+                    await self.bind(self.owner.js)
+                assert self.sub is not None
                 messages = await self.sub.fetch(settings.events_batch, timeout=1.0)
+                failures = 0
             except (NatsTimeout, TimeoutError):
                 continue
             except asyncio.CancelledError:
@@ -56,8 +75,13 @@ class Loop:
                     return
                 raise
             except Exception as error:
-                _log.warning("event fetch failed", consumer=self.durable, error=repr(error))
-                await asyncio.sleep(0.5)
+                failures += 1
+                self.stale = True
+                delay = min(settings.events_max_backoff, 0.1 * 2**failures)
+                _log.warning(
+                    "event fetch failed", consumer=self.durable, error=repr(error), retry_in=delay
+                )
+                await asyncio.sleep(delay)
                 continue
             finally:
                 self.fetching = False
@@ -70,6 +94,9 @@ class Loop:
         beat = asyncio.create_task(self._in_progress(messages))
         try:
             await inbox.handle(self, await inbox.decode(self, messages))
+        except (asyncio.CancelledError, outage.AbandonedError):
+            await _return(messages)  # stopped: back to the broker for another delivery
+            raise
         finally:
             beat.cancel()
 
@@ -83,14 +110,23 @@ class Loop:
                     await message.in_progress()
 
 
+async def _return(messages: Sequence[Msg]) -> None:
+    """Nak the messages not settled yet, so the broker delivers them again now."""
+    for message in messages:
+        with contextlib.suppress(Exception):  # settled already (MsgAlreadyAckdError), or away
+            await message.nak()
+
+
 class Consumers:
     """The durable consumers of a service's subscribers. A server background task:
 
     keel.serve([Catalog(db)], background=[keel.events.Consumers(db, [CatalogEvents(db)])])
 
     `start` creates (or updates) the streams, the durable consumers and the dead-letter stream,
-    then consumes; `stop` stops fetching, lets the events being handled finish, and returns
-    fetched events not yet handled to the broker.
+    then consumes; provisioning that fails (the broker away, a conflicting stream) is retried
+    with backoff, and done again whenever the broker comes back. `stop` stops fetching, gives
+    the events being handled the grace period (KEEL_GRACE_PERIOD) to finish, then cancels them
+    and returns the fetched events not yet handled to the broker (nak).
     """
 
     def __init__(
@@ -115,36 +151,39 @@ class Consumers:
     async def start(self) -> None:
         """Provision, then consume every handler's durable consumer (waiting for the broker
         at most KEEL_EVENTS_START_WAIT seconds, then on in the background)."""
+        provision.require_url(self.nats_url)
         self.stopping = False
         self._ready.clear()
+        self._loops = [
+            Loop(self, type(s).__keel_subscriber__.service, handler, s.handler_for(handler))
+            for s in self.subscribers
+            for handler in type(s).__keel_subscriber__.handlers
+        ]
         self._main = asyncio.create_task(self._connect(), name="keel-consumers")
         await provision.started(
             self._main, self._ready, self.settings.events_start_wait, "event consumers"
         )
 
     async def _connect(self) -> None:
-        self.nc = await provision.connect(self.nats_url, "keel-consumers")
-        self.js = self.nc.jetstream()
-        await self._provision(self.js)
+        await provision.retrying("event consumers", self._provision, self.settings)
         for loop in self._loops:
             loop.task = asyncio.create_task(loop.run(), name=f"keel-consumer-{loop.durable}")
         self._ready.set()
 
-    async def _provision(self, js: JetStreamContext) -> None:
-        for subscriber in self.subscribers:
-            declared = type(subscriber).__keel_subscriber__
-            await provision.ensure_dead_letters(js, declared.service, self.settings)
-            for handler in declared.handlers:
-                await provision.ensure_event_stream(js, handler.spec, self.settings)
-                durable = await provision.ensure_consumer(
-                    js, declared.service, handler.spec, self.settings
-                )
-                loop = Loop(self, declared.service, handler, subscriber.handler_for(handler))
-                loop.sub = await js.pull_subscribe_bind(durable, handler.spec.stream)
-                self._loops.append(loop)
+    async def _provision(self) -> None:
+        if self.nc is None:
+            self.nc = await provision.connect(self.nats_url, "keel-consumers", self._reconnected)
+            self.js = self.nc.jetstream()
+        assert self.js is not None
+        for loop in self._loops:
+            await loop.bind(self.js)
+
+    async def _reconnected(self) -> None:
+        for loop in self._loops:  # the broker may have come back without its store
+            loop.stale = True
 
     async def stop(self) -> None:
-        """Stop fetching, finish the events being handled, disconnect."""
+        """Stop fetching, give the events being handled the grace period, disconnect."""
         self.stopping = True
         if self._main is not None and not self._main.done():
             self._main.cancel()  # still connecting or provisioning
@@ -155,10 +194,13 @@ class Consumers:
         for loop in self._loops:
             if loop.fetching and loop.task is not None:
                 loop.task.cancel()
-        await asyncio.gather(
-            *(loop.task for loop in self._loops if loop.task is not None),
-            return_exceptions=True,
-        )
+        tasks = [loop.task for loop in self._loops if loop.task is not None]
+        if tasks:
+            _, late = await asyncio.wait(tasks, timeout=self.settings.grace_period)
+            for task in late:
+                _log.warning("event handling cancelled at stop", task=task.get_name())
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
         self._loops.clear()
         if self.nc is not None:
             await self.nc.close()

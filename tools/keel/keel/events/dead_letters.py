@@ -42,9 +42,10 @@ async def dead_letter(
             carry.CONSUMER: consumer,
         }
     )
+    # one dead letter per stored message: a repeat of this very dead-lettering (a crash before
+    # the term) is dropped as a duplicate; the same event replayed and failing again is not
     event_id = headers.get(carry.EVENT_ID, "")
-    if event_id:
-        headers[carry.MSG_ID] = f"{event_id}.{consumer}"
+    headers[carry.MSG_ID] = f"{event_id or 'dead'}.{consumer}.{message.metadata.sequence.stream}"
     delay = 0.1
     while True:
         try:

@@ -5,12 +5,18 @@ A fetched batch is handled in one transaction (one inbox lookup, one commit, the
 If any handler of the batch raises, the transaction rolls back and each event is handled again
 on its own, in its own transaction, so only the failing one is retried: a handler may thus run
 twice for one delivery, with only the second run's effects committed. A handler that fails on
-its own is retried after KEEL_EVENTS_BACKOFF; after KEEL_EVENTS_MAX_DELIVER deliveries the
-event goes to the dead-letter subject.
+its own (or takes longer than KEEL_EVENTS_HANDLER_TIMEOUT) is retried after KEEL_EVENTS_BACKOFF;
+after KEEL_EVENTS_MAX_DELIVER deliveries the event goes to the dead-letter subject.
+
+A failure while the database does not answer (keel.events.outage) is not the handler's: the
+delivery waits for the database and is handled again, without counting as a delivery. An
+IntegrityError counts as "handled meanwhile by another delivery" only when the event's inbox
+row is there; otherwise it is the handler's failure.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime
 from collections.abc import Sequence
@@ -23,7 +29,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from keel.events import carry, tables
+from keel.events import carry, outage, tables
 from keel.events.dead_letters import dead_letter
 from keel.events.metrics import metrics
 from keel.events.spec import EventContext
@@ -93,31 +99,51 @@ async def handle(loop: Loop, deliveries: Sequence[Delivery]) -> None:
 
 
 async def _handle_one(loop: Loop, delivery: Delivery) -> None:
-    try:
-        async with loop.owner.database.begin() as session:
-            await _run(loop, session, [delivery])
-    except IntegrityError:  # handled meanwhile through another delivery of the same event
-        pass
-    except Exception as error:
-        reason = f"{type(error).__name__}: {error}"
-        settings = loop.owner.settings
-        if delivery.delivery >= settings.events_max_deliver:
-            await dead(loop, delivery.message, reason, delivery.delivery)
+    while True:
+        try:
+            async with loop.owner.database.begin() as session:
+                await _run(loop, session, [delivery])
+        except Exception as error:
+            if await outage.waited(
+                loop.owner.database, error, loop.durable, lambda: loop.owner.stopping
+            ):
+                continue  # the database was away: not the handler's failure
+            if isinstance(error, IntegrityError) and await _in_inbox(loop, delivery):
+                break  # handled meanwhile through another delivery of the same event
+            await _failed(loop, delivery, error)
             return
-        backoff = settings.events_backoff
-        delay = backoff[min(delivery.delivery, len(backoff)) - 1]
-        _log.warning(
-            "event handler failed",
-            consumer=loop.durable,
-            event_id=delivery.event_id,
-            delivery=delivery.delivery,
-            retry_in=delay,
-            error=reason,
-            correlation_id=delivery.headers.get(carry.CORRELATION, ""),
-        )
-        await delivery.message.nak(delay=delay)
-        return
+        break
     await _acked(loop, [delivery])
+
+
+async def _in_inbox(loop: Loop, delivery: Delivery) -> bool:
+    inbox = tables.inbox
+    query = select(inbox.c.event_id).where(
+        inbox.c.consumer == loop.durable, inbox.c.event_id == delivery.event_id
+    )
+    async with loop.owner.database.read() as session:
+        return (await session.scalar(query)) is not None
+
+
+async def _failed(loop: Loop, delivery: Delivery, error: Exception) -> None:
+    """Retry `delivery` after the backoff, or dead-letter it after the last delivery."""
+    reason = f"{type(error).__name__}: {error}"
+    settings = loop.owner.settings
+    if delivery.delivery >= settings.events_max_deliver:
+        await dead(loop, delivery.message, reason, delivery.delivery)
+        return
+    backoff = settings.events_backoff
+    delay = backoff[min(delivery.delivery, len(backoff)) - 1]
+    _log.warning(
+        "event handler failed",
+        consumer=loop.durable,
+        event_id=delivery.event_id,
+        delivery=delivery.delivery,
+        retry_in=delay,
+        error=reason,
+        correlation_id=delivery.headers.get(carry.CORRELATION, ""),
+    )
+    await delivery.message.nak(delay=delay)
 
 
 async def _run(loop: Loop, session: AsyncSession, deliveries: Sequence[Delivery]) -> None:
@@ -144,7 +170,8 @@ async def _run(loop: Loop, session: AsyncSession, deliveries: Sequence[Delivery]
                 published_at=_published_at(delivery.headers),
                 session=session,
             )
-            await loop.call(delivery.event, context)
+            async with asyncio.timeout(loop.owner.settings.events_handler_timeout):
+                await loop.call(delivery.event, context)
         rows.append(
             {
                 "consumer": loop.durable,

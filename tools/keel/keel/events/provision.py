@@ -57,11 +57,16 @@ class _Watch:
 Reconnected = Callable[[], Awaitable[None]]
 
 
+def require_url(url: str) -> None:
+    """ValueError when there is no broker URL."""
+    if not url:
+        raise ValueError("no broker: set KEEL_NATS_URL (keel dev starts one) or pass nats_url")
+
+
 async def connect(url: str, name: str, reconnected: Reconnected | None = None) -> NatsClient:
     """A connection to the broker at `url` that reconnects for ever (outages delay, never end);
     `reconnected` runs after each reconnection."""
-    if not url:
-        raise ValueError("no broker: set KEEL_NATS_URL (keel dev starts one) or pass nats_url")
+    require_url(url)
     watch = _Watch(url, name, reconnected)
     return await nats.connect(
         url,
@@ -92,6 +97,22 @@ async def started(task: asyncio.Task[None], ready: asyncio.Event, wait: float, w
         task.add_done_callback(lambda done: _failed(done, what))
 
 
+async def retrying(what: str, attempt: Callable[[], Awaitable[None]], settings: Settings) -> None:
+    """Run `attempt` (connect and provision) until it succeeds, with backoff up to
+    KEEL_EVENTS_MAX_BACKOFF: a broker away or a conflicting stream delays, never ends, the
+    relay or the consumers."""
+    failures = 0
+    while True:
+        try:
+            await attempt()
+            return
+        except Exception as error:
+            failures += 1
+            delay = min(settings.events_max_backoff, 0.1 * 2**failures)
+            _log.warning(f"{what} not provisioned, retrying", error=repr(error), retry_in=delay)
+            await asyncio.sleep(delay)
+
+
 def _failed(task: asyncio.Task[None], what: str) -> None:
     if not task.cancelled() and task.exception() is not None:
         _log.error(f"{what} failed", error=repr(task.exception()))
@@ -106,6 +127,7 @@ async def ensure_stream(
         subjects=subjects,
         storage=StorageType.FILE,
         duplicate_window=settings.events_duplicate_window,
+        max_age=settings.events_max_age,
         discard=DiscardPolicy.OLD,
     )
     try:
@@ -120,7 +142,8 @@ async def ensure_stream(
         info = await js.stream_info(name)
     have = list(info.config.subjects or [])
     merged = have + [s for s in subjects if s not in have]
-    if merged != have or info.config.duplicate_window != settings.events_duplicate_window:
+    kept = (info.config.duplicate_window, info.config.max_age or 0)
+    if merged != have or kept != (settings.events_duplicate_window, settings.events_max_age):
         config.subjects = merged
         await js.update_stream(config)
 
@@ -144,7 +167,7 @@ async def ensure_consumer(
         deliver_policy=DeliverPolicy.ALL,
         ack_policy=AckPolicy.EXPLICIT,
         ack_wait=settings.events_ack_wait,
-        max_deliver=settings.events_max_deliver,
+        max_deliver=-1,  # Keel dead-letters after KEEL_EVENTS_MAX_DELIVER (keel.events.inbox)
         max_ack_pending=max(1000, settings.events_batch * 4),
     )
     await js.add_consumer(spec.stream, config)  # creates, or updates the same durable

@@ -30,8 +30,6 @@ from keel.runtime import config, logs
 from keel.runtime.config import Settings
 
 _log = logs.get_logger("keel.events.relay")
-_ACK_TIMEOUT = 5.0
-_MAX_BACKOFF = 5.0
 _COLUMNS = (
     tables.outbox.c.id,
     tables.outbox.c.subject,
@@ -75,6 +73,7 @@ class Relay:
     async def start(self) -> None:
         """Connect, make sure the declared streams exist, and start relaying (waiting for the
         broker at most KEEL_EVENTS_START_WAIT seconds, then on in the background)."""
+        provision.require_url(self.nats_url)
         self._stopping = False
         self._ready.clear()
         publisher.wake_on_commit(self._wake)
@@ -84,13 +83,18 @@ class Relay:
         )
 
     async def _main(self) -> None:
-        self._nc = await provision.connect(self.nats_url, "keel-relay", self._reconnected)
-        js = self._nc.jetstream()
-        for spec in self.publishes:
-            await provision.ensure_event_stream(js, spec, self.settings)
-            self._streams.add(spec.stream)
+        await provision.retrying("outbox relay", self._provision, self.settings)
         self._ready.set()
         await self._run()
+
+    async def _provision(self) -> None:
+        if self._nc is None:
+            self._nc = await provision.connect(self.nats_url, "keel-relay", self._reconnected)
+        js = self._nc.jetstream()
+        self._streams.clear()
+        for spec in self.publishes:
+            await provision.ensure_event_stream(js, spec, self.settings)
+        self._streams.update(spec.stream for spec in self.publishes)
 
     async def stop(self) -> None:
         """Publish what is pending (one last pass, if the broker answers), then disconnect."""
@@ -110,6 +114,7 @@ class Relay:
             self._nc = None
 
     async def _reconnected(self) -> None:
+        self._streams.clear()  # the broker may have come back without its store
         self._retry.set()  # retry now, not after the backoff
         self._wake.set()
 
@@ -126,7 +131,8 @@ class Relay:
                 failures = 0
             except Exception as error:
                 failures += 1
-                delay = min(_MAX_BACKOFF, 0.1 * 2**failures)
+                self._streams.clear()  # provision again: the stream may be gone
+                delay = min(self.settings.events_max_backoff, 0.1 * 2**failures)
                 _log.warning("outbox relay retrying", error=repr(error), delay=delay)
                 if self._stopping:
                     return
@@ -194,9 +200,13 @@ class Relay:
         js = self._nc.jetstream()
         for row in rows:
             if row.stream not in self._streams:
-                await provision.ensure_stream(
-                    js, row.stream, [_package_subjects(row.name)], self.settings
-                )
+                declared = [spec for spec in self.publishes if spec.stream == row.stream]
+                for spec in declared:
+                    await provision.ensure_event_stream(js, spec, self.settings)
+                if not declared:
+                    await provision.ensure_stream(
+                        js, row.stream, [_package_subjects(row.name)], self.settings
+                    )
                 self._streams.add(row.stream)
         futures = []
         for row in rows:
@@ -208,7 +218,7 @@ class Relay:
                 carry.PUBLISHED_AT: _aware(row.created_at).isoformat(),
             }
             futures.append(await js.publish_async(row.subject, row.payload, headers=headers))
-        await asyncio.wait_for(asyncio.gather(*futures), _ACK_TIMEOUT)
+        await asyncio.wait_for(asyncio.gather(*futures), self.settings.events_publish_timeout)
 
     async def _gauge(self) -> None:
         """Outbox pending and lag (and pruning of kept rows), at most once a second."""

@@ -38,6 +38,10 @@
 | KEEL_EVENTS_BATCH | events the relay publishes, or a consumer fetches, at once | 100 |
 | KEEL_EVENTS_KEEP_SENT | seconds sent outbox rows are kept (0: deleted once sent) | 0 |
 | KEEL_EVENTS_START_WAIT | seconds start-up waits for the broker, then serves without it | 10 |
+| KEEL_EVENTS_HANDLER_TIMEOUT | seconds an event handler may take before it counts as failed | 60 |
+| KEEL_EVENTS_PUBLISH_TIMEOUT | seconds the relay waits for the broker's acks of a batch | 5 |
+| KEEL_EVENTS_MAX_BACKOFF | longest wait, in seconds, before the relay or a consumer retries | 5 |
+| KEEL_EVENTS_MAX_AGE | seconds streams keep events and dead letters (0: for ever) | 604800 |
 | KEEL_IDEMPOTENCY_TTL | seconds a service keeps an idempotency key and its outcome | 86400 |
 | KEEL_SAGA_BACKOFF | seconds before each retry of a saga step that failed transiently | 0.2,1,5 |
 | KEEL_SAGA_LEASE | seconds a process holds a running saga before another may resume it | 30 |
@@ -230,6 +234,10 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "events_batch": _batch,
     "events_keep_sent": _keep_seconds,
     "events_start_wait": _seconds,
+    "events_handler_timeout": _positive_seconds,
+    "events_publish_timeout": _positive_seconds,
+    "events_max_backoff": _positive_seconds,
+    "events_max_age": _keep_seconds,
     "idempotency_ttl": _long_seconds,
     "saga_backoff": _backoff,
     "saga_lease": _positive_seconds,
@@ -278,6 +286,10 @@ class Settings:
     events_batch: int = 100
     events_keep_sent: float = 0.0
     events_start_wait: float = 10.0
+    events_handler_timeout: float = 60.0
+    events_publish_timeout: float = 5.0
+    events_max_backoff: float = 5.0
+    events_max_age: float = 604800.0
     idempotency_ttl: float = 86400.0
     saga_backoff: tuple[float, ...] = (0.2, 1.0, 5.0)
     saga_lease: float = 30.0

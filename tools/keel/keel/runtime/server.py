@@ -144,8 +144,18 @@ class Server:
         await self._stop_background()
 
     async def _stop_background(self) -> None:
+        """Stop each started task, last first: each gets the grace period for its work, as long
+        again and a second to clean up; one that fails or takes longer is logged and the others
+        are stopped all the same."""
         while self._started:
-            await self._started.pop().stop()
+            task = self._started.pop()
+            try:
+                await asyncio.wait_for(task.stop(), 2 * self.grace_period + 1)
+            except Exception as error:  # TimeoutError included
+                _log.error("background task did not stop", task=repr(task), error=repr(error))
+            except BaseException:
+                await self._stop_background()  # cancelled: the others still stop
+                raise
 
     async def wait(self) -> None:
         """Until the server stops."""
