@@ -130,3 +130,27 @@ async def test_out_of_stock_names_the_line(catalog: Client) -> None:
     assert "lines[1].quantity" not in (caught.value.details() or "")  # details ride in the trailer
     mug = await catalog.get_product(catalog_pb2.GetProductRequest(product_id="p_mug"))
     assert mug.product.stock == 200  # nothing was taken
+
+
+async def test_keyed_reserve_and_release_take_effect_once(catalog: Client) -> None:
+    key = [("idempotency-key", "saga-7/reserve")]
+    request = catalog_pb2.ReserveStockRequest(order_id="o_7", lines=_lines(("p_teapot", 3)))
+    assert (await catalog.reserve_stock(request, metadata=key)).total_cents == 3 * 3499
+    await catalog.reserve_stock(request, metadata=key)  # a repeat: the first answer
+    other = catalog_pb2.ReserveStockRequest(order_id="o_8", lines=_lines(("p_teapot", 1)))
+    with pytest.raises(grpc.aio.AioRpcError) as caught:  # the key, with another request
+        await catalog.reserve_stock(other, metadata=key)
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    teapot = catalog_pb2.GetProductRequest(product_id="p_teapot")
+    assert (await catalog.get_product(teapot)).product.stock == 7
+    # A refusal is stored with its key: asked again, it is the same refusal, stock unchanged.
+    big = catalog_pb2.ReserveStockRequest(order_id="o_9", lines=_lines(("p_teapot", 8)))
+    for _ in range(2):
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await catalog.reserve_stock(big, metadata=[("idempotency-key", "saga-9/reserve")])
+        assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    undo = [("idempotency-key", "saga-7/reserve/compensate")]
+    release = catalog_pb2.ReleaseStockRequest(order_id="o_7")
+    for _ in range(2):
+        await catalog.release_stock(release, metadata=undo)
+    assert (await catalog.get_product(teapot)).product.stock == 10

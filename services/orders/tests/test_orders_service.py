@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -15,15 +16,20 @@ from acme.orders.v1 import orders_keel, orders_pb2
 from acme.payments.v1 import payments_keel, payments_pb2
 from catalog.service import CatalogService
 from catalog.store import MemoryStore, seed
+from keel.runtime import config
 from orders.service import OrderService
 from payments.service import PaymentService
 
 State = orders_pb2.OrderState
 
 
+QUICK = dataclasses.replace(config.current(), saga_backoff=(0.05, 0.1))
+"""The sagas retry a failing peer briefly (the default waits seconds)."""
+
+
 @pytest.fixture
 def keel_services() -> Sequence[keel.ServiceBase]:
-    return [OrderService(), CatalogService(seed(MemoryStore())), PaymentService()]
+    return [OrderService(settings=QUICK), CatalogService(seed(MemoryStore())), PaymentService()]
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Sequence
 
+import keel.saga
 import pytest
 from acme.orders.v1 import orders_pb2
 from catalog import domain as catalog_domain
@@ -37,14 +38,16 @@ class LocalCatalog:
         self.store = catalog_store.seed(catalog_store.MemoryStore())
         self.catalog = catalog_domain.Catalog(self.store)
 
-    async def reserve(self, order_id: str, lines: Sequence[Line]) -> tuple[int, str]:
+    async def reserve(
+        self, order_id: str, lines: Sequence[Line], *, key: str | None = None
+    ) -> tuple[int, str]:
         try:
             made = await self.catalog.reserve(order_id, [(x.product_id, x.quantity) for x in lines])
         except catalog_domain.OutOfStockError as error:
             raise DependencyError("the catalog", error) from None
         return made.total_cents, made.currency
 
-    async def release(self, order_id: str) -> None:
+    async def release(self, order_id: str, *, key: str | None = None) -> None:
         await self.catalog.release(order_id)
 
     async def stock(self, product_id: str) -> int:
@@ -70,15 +73,15 @@ class LocalPayments:
         self.payments = payments_domain.Payments(self.store)
 
     async def authorize(
-        self, order_id: str, amount_cents: int, currency: str, token: str
+        self, order_id: str, amount_cents: int, currency: str, token: str, *, key: str | None = None
     ) -> Payment:
         return _payment(await self.payments.authorize(order_id, amount_cents, currency, token))
 
-    async def capture(self, payment_id: str) -> Payment:
+    async def capture(self, payment_id: str, *, key: str | None = None) -> Payment:
         return _payment(await self.payments.capture(payment_id))
 
-    async def void(self, payment_id: str) -> Payment:
-        return _payment(await self.payments.void(payment_id))
+    async def settle(self, order_id: str, *, key: str | None = None) -> Payment:
+        return _payment(await self.payments.settle_order(order_id))
 
 
 @pytest.fixture
@@ -118,7 +121,16 @@ async def test_a_confirmed_order_is_stored_and_placed_in_one_transaction(
     assert await peers[0].stock("p_kettle") == 23
     rejected = await orders.create("c_1", [Line("p_kettle", 1)], "tok_decline")
     assert rejected.state == State.REJECTED
+    assert rejected.reason == "authorize: DeclinedError: card declined"
     assert await peers[0].stock("p_kettle") == 23  # given back
+    saga = await keel.saga.show(keel_database, rejected.order_id)  # the saga's record
+    assert saga is not None
+    assert saga.status == keel.saga.COMPENSATED
+    assert [(s.name, s.status) for s in saga.steps] == [
+        ("open", keel.saga.UNDONE),
+        ("reserve", keel.saga.UNDONE),
+        ("authorize", keel.saga.UNDONE),
+    ]
     events = await _events(keel_database)
     assert [subject for subject, _ in events] == ["acme.orders.v1.order.placed"]  # not rejected
     placed = orders_pb2.OrderPlaced.FromString(events[0][1])

@@ -52,6 +52,24 @@ async def test_authorize_capture_void(payments: Client) -> None:
     assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
 
 
+async def test_keyed_calls_take_effect_once(payments: Client) -> None:
+    key = [("idempotency-key", "saga-1/authorize")]
+    first = (await payments.authorize_payment(_authorize("o_k"), metadata=key)).payment
+    again = (await payments.authorize_payment(_authorize("o_k"), metadata=key)).payment
+    assert again == first
+    with pytest.raises(grpc.aio.AioRpcError) as caught:  # the key, with another request
+        await payments.authorize_payment(_authorize("o_other"), metadata=key)
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    undo = [("idempotency-key", "saga-1/authorize/compensate")]
+    by_order = payments_pb2.VoidPaymentRequest(payment_id="order:o_k")
+    voided = (await payments.void_payment(by_order, metadata=undo)).payment
+    assert (voided.payment_id, voided.state) == (
+        first.payment_id,
+        payments_pb2.PAYMENT_STATE_VOIDED,
+    )
+    assert (await payments.void_payment(by_order, metadata=undo)).payment == voided
+
+
 async def test_declined_card(payments: Client) -> None:
     payment = (await payments.authorize_payment(_authorize("o_2", "tok_decline"))).payment
     assert payment.state == payments_pb2.PAYMENT_STATE_DECLINED

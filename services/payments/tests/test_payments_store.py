@@ -45,14 +45,16 @@ async def test_concurrent_authorizations_of_one_order_make_one_payment(store: Sq
     assert len({p.payment_id for p in made}) == 1
 
 
-async def test_capture_and_void_move_the_payment_once(store: SqlStore) -> None:
+async def test_capture_and_refund_move_the_payment_once(store: SqlStore) -> None:
     payments = Payments(store)
     authorized = await payments.authorize("o_1", 1000, "EUR", "tok_visa")
     captured = await payments.capture(authorized.payment_id)
     assert captured.state == State.CAPTURED
     assert await payments.capture(authorized.payment_id) == captured  # idempotent
-    voided = await payments.void(authorized.payment_id)
-    assert (await payments.get(authorized.payment_id)).state == State.VOIDED == voided.state
+    with pytest.raises(BadStateError):  # a captured payment is refunded, not voided
+        await payments.void(authorized.payment_id)
+    refunded = await payments.refund(authorized.payment_id)
+    assert (await payments.get(authorized.payment_id)).state == State.VOIDED == refunded.state
     with pytest.raises(BadStateError):
         await payments.capture(authorized.payment_id)
     declined = await payments.authorize("o_2", 1000, "EUR", "tok_decline")
@@ -60,3 +62,23 @@ async def test_capture_and_void_move_the_payment_once(store: SqlStore) -> None:
         await payments.void(declined.payment_id)
     with pytest.raises(NotFoundError):
         await payments.void("pay_missing")
+
+
+async def test_settle_order_voids_refunds_or_blocks_a_late_authorization(store: SqlStore) -> None:
+    payments = Payments(store)
+    authorized = await payments.authorize("o_a", 1000, "EUR", "tok_visa")
+    assert (await payments.settle_order("o_a")).state == State.VOIDED
+    captured = await payments.capture(
+        (await payments.authorize("o_c", 500, "EUR", "tok_visa")).payment_id
+    )
+    assert (await payments.settle_order("o_c")).payment_id == captured.payment_id
+    assert (await payments.get(captured.payment_id)).state == State.VOIDED  # refunded
+    declined = await payments.authorize("o_d", 1000, "EUR", "tok_decline")
+    assert (await payments.settle_order("o_d")) == declined
+    # No payment yet: a VOIDED one of 0 takes its place, and a late authorization finds it.
+    blocked = await payments.settle_order("o_late")
+    assert (blocked.state, blocked.amount_cents) == (State.VOIDED, 0)
+    late = await payments.authorize("o_late", 1000, "EUR", "tok_visa")
+    assert late.payment_id == blocked.payment_id
+    assert late.state == State.VOIDED
+    assert authorized.state == State.AUTHORIZED

@@ -1,8 +1,14 @@
-"""acme.catalog.v1.CatalogService over the catalog domain: proto in, proto out."""
+"""acme.catalog.v1.CatalogService over the catalog domain: proto in, proto out.
+
+ReserveStock and ReleaseStock are keyed (keel.idempotency): a call carrying an
+`idempotency-key` (an order saga's step) has its effect once, stored with the key in the
+same transaction; a repeat gets the first answer (or the first final error) back.
+"""
 
 from __future__ import annotations
 
 import keel
+import keel.idempotency
 from acme.catalog.v1 import catalog_keel, catalog_pb2
 from google.protobuf import timestamp_pb2
 from keel.data import PageTokenError, decode_page_token, encode_page_token
@@ -14,8 +20,8 @@ from catalog.domain import (
     NotFoundError,
     OutOfStockError,
     Product,
-    Store,
 )
+from catalog.store import SqlStore
 
 DEFAULT_PAGE_SIZE = 50
 UPDATABLE = {"title", "price_cents", "currency", "labels"}
@@ -55,7 +61,7 @@ def _after(token: str) -> str:
 class CatalogService(catalog_keel.CatalogServiceBase):
     """The catalog over gRPC."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: SqlStore) -> None:
         self.store = store
         self.catalog = Catalog(store)
 
@@ -133,8 +139,20 @@ class CatalogService(catalog_keel.CatalogServiceBase):
                 reason="PRODUCT_NOT_FOUND",
                 domain="catalog.acme",
             )
+        await self.store.ready()
         try:
-            reservation = await self.catalog.reserve(request.order_id, lines)
+            async with keel.idempotency.call(
+                self.store.db, context, request, catalog_pb2.ReserveStockResponse
+            ) as call:
+                if call.replay is not None:
+                    return call.replay
+                catalog = Catalog(self.store.joined(call.session))
+                reservation = await catalog.reserve(request.order_id, lines)
+                return call.respond(
+                    catalog_pb2.ReserveStockResponse(
+                        total_cents=reservation.total_cents, currency=reservation.currency
+                    )
+                )
         except OutOfStockError as error:
             raise keel.errors.FailedPrecondition(
                 "not enough stock",
@@ -159,15 +177,18 @@ class CatalogService(catalog_keel.CatalogServiceBase):
             raise keel.errors.FailedPrecondition(
                 f"an order cannot mix currencies {error.args[0]}", reason="MIXED_CURRENCIES"
             ) from None
-        return catalog_pb2.ReserveStockResponse(
-            total_cents=reservation.total_cents, currency=reservation.currency
-        )
 
     async def release_stock(
         self, request: catalog_pb2.ReleaseStockRequest, context: keel.Context
     ) -> catalog_pb2.ReleaseStockResponse:
+        await self.store.ready()
         try:
-            await self.catalog.release(request.order_id)
+            async with keel.idempotency.call(
+                self.store.db, context, request, catalog_pb2.ReleaseStockResponse
+            ) as call:
+                if call.replay is None:
+                    await Catalog(self.store.joined(call.session)).release(request.order_id)
+                    call.respond(catalog_pb2.ReleaseStockResponse())
         except ConflictError:
             raise keel.errors.Aborted(
                 f"order {request.order_id} is being released by another call: try again"

@@ -154,6 +154,23 @@ class SqlTransaction:
         )
 
 
+class JoinedStore:
+    """A Store whose every transaction is one given session: the domain's changes join a
+    transaction opened elsewhere (a keyed call's, keel.idempotency), committed with it."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    @asynccontextmanager
+    async def transaction(self, *, readonly: bool = False) -> AsyncIterator[SqlTransaction]:
+        """The session itself (catalog.domain.Store); flushed when the block ends."""
+        try:
+            yield SqlTransaction(self.session)
+            await self.session.flush()
+        except IntegrityError as error:
+            raise ConflictError(str(error.orig).splitlines()[0]) from None
+
+
 class SqlStore:
     """The catalog's Store on a keel.data.Database (migrated with services/catalog/migrations)."""
 
@@ -188,6 +205,15 @@ class SqlStore:
             except IntegrityError:
                 pass  # another process added them first
             self._pending = ()
+
+    async def ready(self) -> None:
+        """Add the seed products if not done yet (before work in a session of its own)."""
+        if self._pending:
+            await self._add_pending()  # (a failure leaves them pending for the next call)
+
+    def joined(self, session: AsyncSession) -> JoinedStore:
+        """This store's data within `session` (a transaction opened by a keyed call)."""
+        return JoinedStore(session)
 
     @asynccontextmanager
     async def transaction(self, *, readonly: bool = False) -> AsyncIterator[SqlTransaction]:

@@ -7,6 +7,7 @@ from datetime import datetime
 
 from keel.data import id_type
 from keel.events import tables
+from keel.idempotency import tables as idempotency
 from sqlalchemy import JSON, BigInteger, CheckConstraint, DateTime, ForeignKey, Integer, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -16,6 +17,7 @@ class Base(DeclarativeBase):
 
 
 tables.add_to(Base.metadata)  # keel_inbox (the orders' events handled) and keel_outbox
+idempotency.add_to(Base.metadata)  # keel_idempotency: ReserveStock and ReleaseStock by key
 
 
 class ProductRow(Base):

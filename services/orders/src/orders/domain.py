@@ -1,7 +1,8 @@
 """The order flow, independent of gRPC and of how the data is stored: create → reserve stock
-(the catalog) → authorize and capture payment (payments) → CONFIRMED; cancel, ship, watch,
-list. Orders are kept in a Store (see orders.store); the other services are reached through
-the Catalog and Payments ports (see orders.peers). The values are in orders.model."""
+(the catalog) → authorize and capture payment (payments) → CONFIRMED, and cancel, as sagas
+(orders.placing) recorded in the store's database; ship, watch, list. Orders are kept in a
+Store (see orders.store); the other services are reached through the Catalog and Payments
+ports (see orders.peers). The values are in orders.model."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Protocol
 
-from keel.data import new_id
+import keel
+from keel.data import Database, new_id
+from keel.runtime import config
 
 from orders.model import (
     FINAL,
@@ -48,28 +51,35 @@ __all__ = [
 
 
 class Catalog(Protocol):
-    """The catalog, as orders needs it (DependencyError when a call fails)."""
+    """The catalog, as orders needs it (DependencyError when a call fails). `key`: the
+    call's idempotency key (a saga step's): the effect happens once per key."""
 
-    async def reserve(self, order_id: str, lines: Sequence[Line]) -> tuple[int, str]:
+    async def reserve(
+        self, order_id: str, lines: Sequence[Line], *, key: str | None = None
+    ) -> tuple[int, str]:
         """Reserve the lines' stock for the order (idempotent); its total and currency."""
         ...
 
-    async def release(self, order_id: str) -> None:
-        """Give the order's stock back (idempotent)."""
+    async def release(self, order_id: str, *, key: str | None = None) -> None:
+        """Give the order's stock back (idempotent; nothing reserved: nothing to do)."""
         ...
 
 
 class Payments(Protocol):
-    """Payments, as orders needs it (DependencyError when a call fails)."""
+    """Payments, as orders needs it (DependencyError when a call fails). `key`: the call's
+    idempotency key (a saga step's)."""
 
     async def authorize(
-        self, order_id: str, amount_cents: int, currency: str, token: str
+        self, order_id: str, amount_cents: int, currency: str, token: str, *, key: str | None = None
     ) -> Payment:
         """The order's payment (one per order id)."""
         ...
 
-    async def capture(self, payment_id: str) -> Payment: ...
-    async def void(self, payment_id: str) -> Payment: ...
+    async def capture(self, payment_id: str, *, key: str | None = None) -> Payment: ...
+    async def settle(self, order_id: str, *, key: str | None = None) -> Payment:
+        """Undo the order's payment: void it if authorized, refund it if captured; an order
+        without one gets a VOIDED one, so a late authorization authorizes nothing."""
+        ...
 
 
 class Transaction(Protocol):
@@ -109,6 +119,9 @@ class Transaction(Protocol):
 class Store(Protocol):
     """Where orders are kept."""
 
+    db: Database
+    """The database, where the sagas placing and cancelling orders are recorded too."""
+
     def transaction(self, *, readonly: bool = False) -> AbstractAsyncContextManager[Transaction]:
         """One transaction: committed when the block ends, undone when it raises;
         ConflictError when a concurrent transaction made it impossible."""
@@ -138,13 +151,20 @@ class Orders:
     change this process makes wakes it at once; another worker's is seen at the next read)."""
 
     def __init__(
-        self, store: Store, catalog: Catalog, payments: Payments, *, watch_interval: float = 0.5
+        self,
+        store: Store,
+        catalog: Catalog,
+        payments: Payments,
+        *,
+        watch_interval: float = 0.5,
+        settings: config.Settings | None = None,
     ) -> None:
+        from orders.placing import Placing  # noqa: PLC0415 (it builds on this class)
+
         self.store = store
-        self.catalog = catalog
-        self.payments = payments
         self.watch_interval = watch_interval
         self.changes = Changes()
+        self.placing = Placing(self, catalog, payments, store.db, settings=settings)
 
     async def get(self, order_id: str, customer_id: str = "") -> Order:
         async with self.store.transaction(readonly=True) as tx:
@@ -164,110 +184,140 @@ class Orders:
             return orders[:limit], orders[limit - 1].order_id
         return orders, None
 
+    async def _by_request(self, customer_id: str, request_id: str) -> Order | None:
+        async with self.store.transaction(readonly=True) as tx:
+            return await tx.by_request(customer_id, request_id)
+
     async def create(
         self, customer_id: str, lines: Sequence[Line], token: str, request_id: str = ""
     ) -> Order:
-        """Place an order: CONFIRMED (OrderPlaced published with it) or REJECTED (declined
-        card; stock given back). DependencyError when a service failed (the order is
-        REJECTED, its stock given back). A retried call with the same request id returns the
-        first call's order."""
-        order = Order(new_id("o"), customer_id, tuple(lines))
-        try:
-            async with self.store.transaction() as tx:
-                earlier = await tx.by_request(customer_id, request_id) if request_id else None
-                if earlier is not None:
-                    return earlier
-                await tx.add(order, request_id)
-        except ConflictError:  # a concurrent call with the same request id won
-            async with self.store.transaction(readonly=True) as tx:
-                earlier = await tx.by_request(customer_id, request_id)
-            if earlier is None:
-                raise
+        """Place an order (the placing saga): CONFIRMED (OrderPlaced published with it) or
+        REJECTED (a declined card; stock given back). DependencyError when a service failed
+        or refused: the order is REJECTED once what was done is undone (PENDING until then).
+        A retried call with the same request id returns the first call's order."""
+        if request_id and (earlier := await self._by_request(customer_id, request_id)):
             return earlier
+        order_id = new_id("o")
+        data = {
+            "order_id": order_id,
+            "customer_id": customer_id,
+            "lines": [[x.product_id, x.quantity] for x in lines],
+            "token": token,
+            "request_id": request_id,
+        }
         try:
-            total, currency = await self.catalog.reserve(order.order_id, order.lines)
-        except DependencyError as error:
-            await self._reject(order)
-            if error.uncertain:  # the reservation may have happened
-                await self._release(order.order_id)
-            raise
-        order = replace(order, total_cents=total, currency=currency)
-        try:
-            payment = await self.payments.authorize(order.order_id, total, currency, token)
-            if payment.state == "AUTHORIZED":
-                payment = await self.payments.capture(payment.payment_id)
-        except DependencyError:
-            await self._release(order.order_id)
-            await self._reject(order)
-            raise
-        order = replace(order, payment=payment)
-        if payment.state != "CAPTURED":
-            await self._release(order.order_id)
-            return await self._reject(order)
-        return await self._confirm(order)
-
-    async def _release(self, order_id: str) -> None:
-        # ReleaseStock is idempotent: if this fails, a later cancel gives the stock back.
-        with contextlib.suppress(DependencyError):
-            await self.catalog.release(order_id)
-
-    async def _reject(self, order: Order) -> Order:
-        async with self.store.transaction() as tx:
-            stored = await tx.lock(order.order_id)
-            if stored is None or stored.state != State.PENDING:
-                return stored or order
-            order = self._changed(stored, order, State.REJECTED)
-            await tx.put(order)
-        self.changes.notify()
+            state = await self.placing.run(self.placing.place, data, order_id)
+        finally:
+            failure = self.placing.failures.pop(order_id, None)
+        async with self.store.transaction(readonly=True) as tx:
+            order = await tx.get(order_id)
+        if order is None:  # a concurrent call with the same request id opened its order first
+            earlier = await self._by_request(customer_id, request_id) if request_id else None
+            if earlier is None:
+                raise ConflictError(f"order {order_id} could not be opened: {state.error}")
+            return earlier
+        if order.state != State.CONFIRMED and failure is not None:
+            raise failure
         return order
-
-    async def _confirm(self, order: Order) -> Order:
-        async with self.store.transaction() as tx:
-            stored = await tx.lock(order.order_id)
-            pending = stored is not None and stored.state == State.PENDING
-            if stored is not None and pending:
-                order = self._changed(stored, order, State.CONFIRMED)
-                await tx.put(order)
-                await tx.placed(order)
-        if not pending:  # cancelled while it was being placed: undo what this call did
-            assert order.payment is not None
-            with contextlib.suppress(DependencyError):
-                await self.payments.void(order.payment.payment_id)
-            await self._release(order.order_id)
-            return stored or order
-        self.changes.notify()
-        return order
-
-    @staticmethod
-    def _changed(stored: Order, order: Order, state: State) -> Order:
-        return replace(order, state=state, updated=datetime.now(UTC), version=stored.version + 1)
 
     async def cancel(self, order_id: str, reason: str = "cancelled by the customer") -> Order:
-        """Cancel an order that has not shipped: void its payment, give its stock back, and
-        publish OrderCancelled if it had been placed. Cancelling again changes nothing."""
+        """Cancel an order that has not shipped (the cancelling saga): CANCELLED (with
+        OrderCancelled if it had been placed), its payment refunded or voided and its stock
+        given back (retried in the background while a service is down). Cancelling again
+        changes nothing."""
         order = await self.get(order_id)
         if order.state in (State.CANCELLED, State.REJECTED):
             return order
         if order.state == State.SHIPPED:
             raise ShippedError(order_id)
-        payment = order.payment
-        if payment is not None:
-            payment = await self.payments.void(payment.payment_id)
-        await self.catalog.release(order_id)
+        from orders.placing import cancel_saga_id  # noqa: PLC0415
+
+        data = {"order_id": order_id, "customer_id": order.customer_id, "reason": reason}
+        await self.placing.run(self.placing.cancel, data, cancel_saga_id(order_id))
+        self.placing.failures.pop(cancel_saga_id(order_id), None)
+        order = await self.get(order_id)
+        if order.state == State.SHIPPED:
+            raise ShippedError(order_id)
+        return order
+
+    # -- the sagas' local steps -------------------------------------------------------------
+
+    async def open(self, order: Order, request_id: str = "") -> None:
+        """Store the new PENDING order (again: nothing). ALREADY_EXISTS when another order
+        has the request id."""
+        try:
+            async with self.store.transaction() as tx:
+                if await tx.get(order.order_id) is None:
+                    await tx.add(order, request_id)
+        except ConflictError:
+            raise keel.errors.AlreadyExists(
+                f"request {request_id} has made another order", reason="REQUEST_ID_USED"
+            ) from None
+        self.changes.notify()
+
+    async def _update(self, order_id: str, change: dict[str, object]) -> None:
         async with self.store.transaction() as tx:
             stored = await tx.lock(order_id)
             if stored is None:
-                raise NotFoundError(order_id)
+                return
+            await tx.put(
+                replace(stored, **change, updated=datetime.now(UTC), version=stored.version + 1)  # type: ignore[arg-type]
+            )
+        self.changes.notify()
+
+    async def priced(self, order_id: str, total_cents: int, currency: str) -> None:
+        """Record the order's total (as the catalog reserved it)."""
+        await self._update(order_id, {"total_cents": total_cents, "currency": currency})
+
+    async def paid(self, order_id: str, payment: Payment) -> None:
+        """Record the order's payment as payments last reported it."""
+        await self._update(order_id, {"payment": payment})
+
+    async def confirm(self, order_id: str) -> bool:
+        """PENDING → CONFIRMED with OrderPlaced; False if it is no longer PENDING."""
+        async with self.store.transaction() as tx:
+            stored = await tx.lock(order_id)
+            if stored is None or stored.state not in (State.PENDING, State.CONFIRMED):
+                return False
+            if stored.state == State.PENDING:
+                order = self._changed(stored, stored, State.CONFIRMED)
+                await tx.put(order)
+                await tx.placed(order)
+        self.changes.notify()
+        return True
+
+    async def reject(self, order_id: str, reason: str) -> None:
+        """PENDING → REJECTED with `reason` (another state stays)."""
+        async with self.store.transaction() as tx:
+            stored = await tx.lock(order_id)
+            if stored is None or stored.state != State.PENDING:
+                return
+            await tx.put(self._changed(stored, replace(stored, reason=reason), State.REJECTED))
+        self.changes.notify()
+
+    async def mark_cancelled(self, order_id: str, reason: str) -> None:
+        """→ CANCELLED with `reason`, publishing OrderCancelled if it was CONFIRMED; already
+        CANCELLED or REJECTED: nothing. FAILED_PRECONDITION once SHIPPED."""
+        async with self.store.transaction() as tx:
+            stored = await tx.lock(order_id)
+            if stored is None:
+                raise keel.errors.NotFound(f"order {order_id} does not exist")
             if stored.state == State.SHIPPED:
-                raise ShippedError(order_id)
+                raise keel.errors.FailedPrecondition(
+                    f"order {order_id} has shipped", reason="ORDER_SHIPPED"
+                )
             if stored.state in (State.CANCELLED, State.REJECTED):
-                return stored
-            cancelled = self._changed(stored, replace(stored, payment=payment), State.CANCELLED)
+                return
+            order = replace(stored, reason=reason)
+            cancelled = self._changed(stored, order, State.CANCELLED)
             await tx.put(cancelled)
             if stored.state == State.CONFIRMED:
                 await tx.cancelled(cancelled, reason)
         self.changes.notify()
-        return cancelled
+
+    @staticmethod
+    def _changed(stored: Order, order: Order, state: State) -> Order:
+        return replace(order, state=state, updated=datetime.now(UTC), version=stored.version + 1)
 
     async def ship(self, order_id: str) -> Order:
         """Mark a CONFIRMED order SHIPPED (again: no change)."""

@@ -50,6 +50,8 @@ class Order:
     updated: datetime = field(default_factory=lambda: datetime.now(UTC))
     version: int = 1
     """Counts the order's changes: a watcher yields the order when it grows."""
+    reason: str = ""
+    """Why it was REJECTED or CANCELLED."""
 
 
 class NotFoundError(Exception):

@@ -1,5 +1,6 @@
 """The catalog and payments as orders.domain's ports, over their generated clients (found by
-discovery, connected on first use): a failed call becomes a DependencyError."""
+discovery, connected on first use): a failed call becomes a DependencyError. A call given a
+`key` carries it as `idempotency-key` metadata (the peers store their answer per key)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,14 @@ from acme.catalog.v1 import catalog_keel, catalog_pb2
 from acme.payments.v1 import payments_keel, payments_pb2
 
 from orders.domain import DependencyError, Line, Payment
+
+BY_ORDER = "order:"
+"""VoidPayment's payment_id prefix naming an order (payments voids or refunds its payment)."""
+
+
+def _keyed(key: str | None) -> list[tuple[str, str | bytes]] | None:
+    return None if key is None else [("idempotency-key", key)]
+
 
 _UNCERTAIN = frozenset({grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE})
 """Outcomes after which the peer may have done the work (it can fail before answering)."""
@@ -51,7 +60,9 @@ class CatalogPeer:
             await self._client.close()
             self._client = None
 
-    async def reserve(self, order_id: str, lines: Sequence[Line]) -> tuple[int, str]:
+    async def reserve(
+        self, order_id: str, lines: Sequence[Line], *, key: str | None = None
+    ) -> tuple[int, str]:
         request = catalog_pb2.ReserveStockRequest(
             order_id=order_id,
             lines=[
@@ -59,14 +70,15 @@ class CatalogPeer:
             ],
         )
         try:
-            reserved = await self.client.reserve_stock(request)
+            reserved = await self.client.reserve_stock(request, metadata=_keyed(key))
         except grpc.aio.AioRpcError as error:
             raise _failure("the catalog", error) from None
         return reserved.total_cents, reserved.currency
 
-    async def release(self, order_id: str) -> None:
+    async def release(self, order_id: str, *, key: str | None = None) -> None:
+        request = catalog_pb2.ReleaseStockRequest(order_id=order_id)
         try:
-            await self.client.release_stock(catalog_pb2.ReleaseStockRequest(order_id=order_id))
+            await self.client.release_stock(request, metadata=_keyed(key))
         except grpc.aio.AioRpcError as error:
             raise _failure("the catalog", error) from None
 
@@ -89,7 +101,7 @@ class PaymentsPeer:
             self._client = None
 
     async def authorize(
-        self, order_id: str, amount_cents: int, currency: str, token: str
+        self, order_id: str, amount_cents: int, currency: str, token: str, *, key: str | None = None
     ) -> Payment:
         request = payments_pb2.AuthorizePaymentRequest(
             order_id=order_id,
@@ -98,20 +110,25 @@ class PaymentsPeer:
             payment_method_token=token,
         )
         try:
-            return _payment((await self.client.authorize_payment(request)).payment)
+            reply = await self.client.authorize_payment(request, metadata=_keyed(key))
+            return _payment(reply.payment)
         except grpc.aio.AioRpcError as error:
             raise _failure("payments", error) from None
 
-    async def capture(self, payment_id: str) -> Payment:
+    async def capture(self, payment_id: str, *, key: str | None = None) -> Payment:
         request = payments_pb2.CapturePaymentRequest(payment_id=payment_id)
         try:
-            return _payment((await self.client.capture_payment(request)).payment)
+            return _payment(
+                (await self.client.capture_payment(request, metadata=_keyed(key))).payment
+            )
         except grpc.aio.AioRpcError as error:
             raise _failure("payments", error) from None
 
-    async def void(self, payment_id: str) -> Payment:
-        request = payments_pb2.VoidPaymentRequest(payment_id=payment_id)
+    async def settle(self, order_id: str, *, key: str | None = None) -> Payment:
+        """VoidPayment by the order (`order:<id>`): void or refund, whichever applies. (The
+        proto should get VoidPaymentRequest.order_id and a RefundPayment rpc.)"""
+        request = payments_pb2.VoidPaymentRequest(payment_id=f"{BY_ORDER}{order_id}")
         try:
-            return _payment((await self.client.void_payment(request)).payment)
+            return _payment((await self.client.void_payment(request, metadata=_keyed(key))).payment)
         except grpc.aio.AioRpcError as error:
             raise _failure("payments", error) from None

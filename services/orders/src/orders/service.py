@@ -19,11 +19,13 @@ from datetime import datetime
 import grpc
 import grpc.aio
 import keel
+import keel.saga
 from acme.catalog.v1 import catalog_keel
 from acme.orders.v1 import orders_keel, orders_pb2
 from acme.payments.v1 import payments_keel, payments_pb2
 from google.protobuf import timestamp_pb2
 from keel.data import PageTokenError, decode_page_token, encode_page_token
+from keel.runtime import config
 
 from orders.domain import (
     ConflictError,
@@ -156,16 +158,29 @@ class OrderService(orders_keel.OrderServiceBase):
         payments: payments_keel.PaymentServiceClient | None = None,
         *,
         watch_interval: float = 0.5,
+        settings: config.Settings | None = None,
     ) -> None:
         self.store = store if store is not None else MemoryStore()
         self._catalog = CatalogPeer(catalog)
         self._payments = PaymentsPeer(payments)
         self.orders = Orders(
-            self.store, self._catalog, self._payments, watch_interval=watch_interval
+            self.store,
+            self._catalog,
+            self._payments,
+            watch_interval=watch_interval,
+            settings=settings,
         )
 
+    @property
+    def recovery(self) -> keel.saga.Recovery:
+        """Resumes the placing and cancelling sagas a stopped process left, at start-up:
+        `keel.serve([service], background=[service.recovery])`."""
+        return self.orders.placing.recovery()
+
     async def __keel_close__(self) -> None:
-        """Close the clients this service opened and the store (when its server stops)."""
+        """Stop the sagas in flight (resumed at the next start), close the clients this
+        service opened and the store (when its server stops)."""
+        await self.orders.placing.close()
         await self._catalog.close()
         await self._payments.close()
         close = getattr(self.store, "close", None)

@@ -86,6 +86,7 @@ class SqlTransaction:
             _utc(row.created),
             _utc(row.updated),
             row.version,
+            row.reason,
         )
 
     async def get(self, order_id: str) -> Order | None:
@@ -113,6 +114,7 @@ class SqlTransaction:
                 created=_utc(order.created),
                 updated=_utc(order.updated),
                 version=order.version,
+                reason=order.reason,
             )
         )
         await self.session.flush()
@@ -140,6 +142,7 @@ class SqlTransaction:
         row.payment = _payment_json(order.payment)
         row.updated = _utc(order.updated)
         row.version = order.version
+        row.reason = order.reason
 
     async def page(self, customer_id: str, after: str, limit: int) -> list[Order]:
         rows = await self.session.scalars(

@@ -8,7 +8,8 @@ from typing import Any
 
 from keel.data import id_type
 from keel.events import tables
-from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Index, Integer, String
+from keel.saga import tables as sagas
+from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -17,6 +18,7 @@ class Base(DeclarativeBase):
 
 
 tables.add_to(Base.metadata)  # keel_outbox (OrderPlaced, OrderCancelled) and keel_inbox
+sagas.add_to(Base.metadata)  # keel_saga, keel_saga_step: placing and cancelling (orders.placing)
 
 
 class OrderRow(Base):
@@ -32,6 +34,8 @@ class OrderRow(Base):
     created: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     updated: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     version: Mapped[int] = mapped_column(Integer)
+    reason: Mapped[str] = mapped_column(Text, default="", server_default="")
+    """Why it was REJECTED or CANCELLED (the saga's error)."""
 
 
 class OrderLineRow(Base):

@@ -1,6 +1,8 @@
 """Payments' rules: a simulated card processor, independent of gRPC and of how the data is
-stored (a Store: see payments.store). Authorization is idempotent per order id; capture and
-void are idempotent per payment."""
+stored (a Store: see payments.store). Authorization is idempotent per order id; capture, void
+and refund are idempotent per payment. Voiding takes back an authorization that was never
+captured; taking back a captured payment is a refund. `settle_order` undoes whatever an order's
+payment got to, by the order's id (a saga's compensation that may not know the payment)."""
 
 from __future__ import annotations
 
@@ -134,7 +136,35 @@ class Payments:
         return await self._move(payment_id, {State.AUTHORIZED}, State.CAPTURED)
 
     async def void(self, payment_id: str) -> Payment:
-        return await self._move(payment_id, {State.AUTHORIZED, State.CAPTURED}, State.VOIDED)
+        """Take back an authorization that was not captured (VOIDED)."""
+        return await self._move(payment_id, {State.AUTHORIZED}, State.VOIDED)
+
+    async def refund(self, payment_id: str) -> Payment:
+        """Give a captured payment back (VOIDED: the proto has no REFUNDED state yet)."""
+        return await self._move(payment_id, {State.CAPTURED}, State.VOIDED)
+
+    async def void_or_refund(self, payment_id: str) -> Payment:
+        """Void an authorized payment or refund a captured one (a declined one stays)."""
+        payment = await self.get(payment_id)
+        if payment.state == State.CAPTURED:
+            return await self.refund(payment_id)
+        if payment.state == State.DECLINED:
+            return payment
+        return await self.void(payment_id)
+
+    async def settle_order(self, order_id: str) -> Payment:
+        """Undo the order's payment: void it or refund it, whichever applies (a declined one
+        stays). An order without a payment gets a VOIDED one of 0: an authorization for it
+        that arrives later (a late copy) finds it and authorizes nothing."""
+        async with self.store.transaction() as tx:
+            payment = await tx.of_order(order_id)
+            if payment is None:
+                payment = Payment(
+                    new_id("pay"), order_id, 0, "", State.VOIDED, "voided before authorization"
+                )
+                await tx.add(payment)
+                return payment
+        return await self.void_or_refund(payment.payment_id)
 
     async def _move(self, payment_id: str, allowed: set[State], to: State) -> Payment:
         async with self.store.transaction() as tx:

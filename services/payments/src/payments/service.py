@@ -2,11 +2,22 @@
 
 A simulated card processor: authorization is idempotent per order id (kept in the service's
 database, so across restarts and workers); capture and void are idempotent per payment.
+
+AuthorizePayment, CapturePayment and VoidPayment are keyed (keel.idempotency): a call carrying
+an `idempotency-key` (an order saga's step) has its effect once, stored with the key in the
+same transaction; a repeat gets the first answer (or first final error) back.
+
+VoidPayment takes back what the payment got to: an AUTHORIZED payment is voided, a CAPTURED
+one refunded (both end VOIDED: the proto has no RefundPayment or REFUNDED yet). Its
+`payment_id` may name the order instead, as `order:<order id>` (a compensation that may not
+know the payment id): the order's payment is voided or refunded, and an order without one
+gets a VOIDED payment of 0, so that a late authorization for it authorizes nothing.
 """
 
 from __future__ import annotations
 
 import keel
+import keel.idempotency
 from acme.payments.v1 import payments_keel, payments_pb2
 from google.protobuf import timestamp_pb2
 
@@ -18,9 +29,11 @@ from payments.domain import (
     Payment,
     Payments,
     State,
-    Store,
 )
-from payments.store import MemoryStore
+from payments.store import MemoryStore, SqlStore
+
+BY_ORDER = "order:"
+"""VoidPayment's payment_id prefix naming an order instead of a payment."""
 
 STATES = {
     State.AUTHORIZED: payments_pb2.PAYMENT_STATE_AUTHORIZED,
@@ -47,7 +60,7 @@ def to_proto(payment: Payment) -> payments_pb2.Payment:
 class PaymentService(payments_keel.PaymentServiceBase):
     """Payments over gRPC, on `store` (default: a throwaway database, for tests)."""
 
-    def __init__(self, store: Store | None = None) -> None:
+    def __init__(self, store: SqlStore | None = None) -> None:
         self.store = store if store is not None else MemoryStore()
         self.payments = Payments(self.store)
 
@@ -56,11 +69,28 @@ class PaymentService(payments_keel.PaymentServiceBase):
         if close is not None:
             await close()
 
-    async def _move(self, payment_id: str, *, void: bool) -> payments_pb2.Payment:
+    async def _move(
+        self,
+        request: payments_pb2.CapturePaymentRequest | payments_pb2.VoidPaymentRequest,
+        context: keel.Context,
+        *,
+        void: bool,
+    ) -> payments_pb2.Payment:
+        payment_id = request.payment_id
         try:
-            if void:
-                return to_proto(await self.payments.void(payment_id))
-            return to_proto(await self.payments.capture(payment_id))
+            async with keel.idempotency.call(
+                self.store.db, context, request, payments_pb2.Payment
+            ) as call:
+                if call.replay is not None:
+                    return call.replay
+                payments = Payments(self.store.joined(call.session))
+                if void and payment_id.startswith(BY_ORDER):
+                    payment = await payments.settle_order(payment_id.removeprefix(BY_ORDER))
+                elif void:
+                    payment = await payments.void_or_refund(payment_id)
+                else:
+                    payment = await payments.capture(payment_id)
+                return call.respond(to_proto(payment))
         except NotFoundError:
             raise keel.errors.NotFound(f"payment {payment_id} does not exist") from None
         except BadStateError as error:
@@ -78,30 +108,37 @@ class PaymentService(payments_keel.PaymentServiceBase):
         self, request: payments_pb2.AuthorizePaymentRequest, context: keel.Context
     ) -> payments_pb2.AuthorizePaymentResponse:
         try:
-            payment = await self.payments.authorize(
-                request.order_id,
-                request.amount_cents,
-                request.currency,
-                request.payment_method_token,
-            )
+            async with keel.idempotency.call(
+                self.store.db, context, request, payments_pb2.AuthorizePaymentResponse
+            ) as call:
+                if call.replay is not None:
+                    return call.replay
+                payment = await Payments(self.store.joined(call.session)).authorize(
+                    request.order_id,
+                    request.amount_cents,
+                    request.currency,
+                    request.payment_method_token,
+                )
+                return call.respond(
+                    payments_pb2.AuthorizePaymentResponse(payment=to_proto(payment))
+                )
         except NetworkUnavailableError as error:
             raise keel.errors.Unavailable(str(error), retry_after=1.0) from None
         except ConflictError:
             raise keel.errors.Aborted(
                 f"order {request.order_id} is being authorized by another call: try again"
             ) from None
-        return payments_pb2.AuthorizePaymentResponse(payment=to_proto(payment))
 
     async def capture_payment(
         self, request: payments_pb2.CapturePaymentRequest, context: keel.Context
     ) -> payments_pb2.CapturePaymentResponse:
-        payment = await self._move(request.payment_id, void=False)
+        payment = await self._move(request, context, void=False)
         return payments_pb2.CapturePaymentResponse(payment=payment)
 
     async def void_payment(
         self, request: payments_pb2.VoidPaymentRequest, context: keel.Context
     ) -> payments_pb2.VoidPaymentResponse:
-        payment = await self._move(request.payment_id, void=True)
+        payment = await self._move(request, context, void=True)
         return payments_pb2.VoidPaymentResponse(payment=payment)
 
     async def get_payment(

@@ -76,6 +76,23 @@ class SqlTransaction:
         row.updated = _utc(payment.updated)
 
 
+class JoinedStore:
+    """A Store whose every transaction is one given session: the domain's changes join a
+    transaction opened elsewhere (a keyed call's, keel.idempotency), committed with it."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    @asynccontextmanager
+    async def transaction(self, *, readonly: bool = False) -> AsyncIterator[SqlTransaction]:
+        """The session itself (payments.domain.Store); flushed when the block ends."""
+        try:
+            yield SqlTransaction(self.session)
+            await self.session.flush()
+        except IntegrityError as error:
+            raise ConflictError(str(error.orig).splitlines()[0]) from None
+
+
 class SqlStore:
     """Payments' Store on a keel.data.Database (migrated with services/payments/migrations)."""
 
@@ -90,6 +107,10 @@ class SqlStore:
                 yield SqlTransaction(session)
         except IntegrityError as error:
             raise ConflictError(str(error.orig).splitlines()[0]) from None
+
+    def joined(self, session: AsyncSession) -> JoinedStore:
+        """This store's data within `session` (a transaction opened by a keyed call)."""
+        return JoinedStore(session)
 
     async def close(self) -> None:
         """Close the database's connections (the server calls it when it stops)."""

@@ -6,12 +6,16 @@ from __future__ import annotations
 from datetime import datetime
 
 from keel.data import id_type
+from keel.idempotency import tables as idempotency
 from sqlalchemy import BigInteger, DateTime, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
 class Base(DeclarativeBase):
     """Payments' tables; `[tool.keel] models` in pyproject.toml names it."""
+
+
+idempotency.add_to(Base.metadata)  # keel_idempotency: Authorize, Capture, Void by key
 
 
 class PaymentRow(Base):
