@@ -11,6 +11,7 @@ import os
 import shutil
 from collections.abc import AsyncIterator
 from itertools import count
+from pathlib import Path
 from typing import Any
 
 import keel
@@ -25,7 +26,6 @@ from nats.js import JetStreamContext
 from nats.js.api import StreamConfig
 from sqlalchemy import insert
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.test_events_flow import running
 from tests.test_events_proof import (
@@ -37,6 +37,7 @@ from tests.test_events_proof import (
     place,
     publisher_db,
     settings,
+    sqlite,
     subscriber_db,
     subscriber_metadata,
 )
@@ -79,7 +80,7 @@ class OneSeq(CatalogServiceSubscriber):
 
 
 async def test_a_handlers_own_integrity_error_is_retried_then_dead_lettered(
-    nats_broker: Broker, publisher_db: AsyncEngine, subscriber_db: AsyncEngine
+    nats_broker: Broker, publisher_db: Database, subscriber_db: Database
 ) -> None:
     chosen = settings(nats_broker.url, events_max_deliver=2)
     subscriber = OneSeq()
@@ -101,7 +102,7 @@ async def test_a_handlers_own_integrity_error_is_retried_then_dead_lettered(
 
 
 async def test_a_replayed_letter_that_fails_again_is_dead_lettered_again(
-    nats_broker: Broker, publisher_db: AsyncEngine, subscriber_db: AsyncEngine
+    nats_broker: Broker, publisher_db: Database, subscriber_db: Database
 ) -> None:
     chosen = settings(nats_broker.url, events_max_deliver=2)
     subscriber = CatalogServiceSubscriber(poison=frozenset({"o0"}))
@@ -147,13 +148,16 @@ class Crashing(CatalogServiceSubscriber):
 
 
 async def test_an_event_whose_last_delivery_is_cut_short_is_delivered_again(
-    nats_broker: Broker, publisher_db: AsyncEngine, subscriber_db: AsyncEngine
+    nats_broker: Broker, publisher_db: Database, subscriber_db: Database, tmp_path: Path
 ) -> None:
     """The process handling delivery KEEL_EVENTS_MAX_DELIVER dies: the broker delivers the
     event again (Keel, not the broker, decides when an event is dead)."""
     chosen = settings(nats_broker.url, events_max_deliver=2, events_ack_wait=1.0, grace_period=0.1)
     crashing = Crashing()
-    doomed = keel.events.Consumers(subscriber_db, [crashing], settings=chosen)
+    # a database of its own: its hanging transaction would hold the write lock of SQLite
+    # (a killed process's lock goes with it)
+    elsewhere = await sqlite(tmp_path / "doomed.db", subscriber_metadata)
+    doomed = keel.events.Consumers(elsewhere, [crashing], settings=chosen)
     healthy = keel.events.Consumers(subscriber_db, [CatalogServiceSubscriber()], settings=chosen)
     async with running(keel.events.Relay(publisher_db, settings=chosen)):
         await doomed.start()
@@ -166,6 +170,7 @@ async def test_an_event_whose_last_delivery_is_cut_short_is_delivered_again(
                 await _effects_are(subscriber_db, 1)
         finally:
             await doomed.stop()
+            await elsewhere.dispose()
     assert await effect_counts(subscriber_db) == (1, 1)
 
 
@@ -219,7 +224,7 @@ class Proxy:
 
 
 async def test_a_database_outage_delays_events_and_dead_letters_none(
-    nats_broker: Broker, publisher_db: AsyncEngine, keel_postgres: PostgresServer
+    nats_broker: Broker, publisher_db: Database, keel_postgres: PostgresServer
 ) -> None:
     url = make_url(await keel_postgres.create_database(f"outage_{os.getpid()}_{next(_databases)}"))
     proxy = Proxy(url.port or 5432)
@@ -262,7 +267,7 @@ class Hanging(CatalogServiceSubscriber):
 
 
 async def test_a_handler_past_its_deadline_fails_and_is_retried(
-    nats_broker: Broker, publisher_db: AsyncEngine, subscriber_db: AsyncEngine
+    nats_broker: Broker, publisher_db: Database, subscriber_db: Database
 ) -> None:
     chosen = settings(nats_broker.url, events_handler_timeout=0.2, events_ack_wait=60.0)
     consumers = keel.events.Consumers(subscriber_db, [Hanging()], settings=chosen)
@@ -273,7 +278,7 @@ async def test_a_handler_past_its_deadline_fails_and_is_retried(
 
 
 async def test_stop_cancels_hanging_handlers_and_returns_their_events(
-    nats_broker: Broker, publisher_db: AsyncEngine, subscriber_db: AsyncEngine
+    nats_broker: Broker, publisher_db: Database, subscriber_db: Database
 ) -> None:
     """Stop is bounded by the grace period; the events it cancelled are nak'ed, so another
     consumer has them at once, not after the ack wait."""
@@ -325,7 +330,7 @@ async def test_a_server_stops_every_background_task_though_one_fails_or_hangs() 
 
 
 async def test_provisioning_that_fails_at_start_is_retried(
-    nats_broker: Broker, publisher_db: AsyncEngine, subscriber_db: AsyncEngine
+    nats_broker: Broker, publisher_db: Database, subscriber_db: Database
 ) -> None:
     """A stream that claims the events' subjects makes provisioning fail; once it is gone,
     the relay and the consumers provision and the events flow."""
@@ -342,7 +347,7 @@ async def test_provisioning_that_fails_at_start_is_retried(
 
 
 async def test_a_broker_back_without_its_store_is_provisioned_again(
-    nats_broker: Broker, publisher_db: AsyncEngine, subscriber_db: AsyncEngine
+    nats_broker: Broker, publisher_db: Database, subscriber_db: Database
 ) -> None:
     chosen = settings(nats_broker.url, events_max_backoff=0.5)
     relay = keel.events.Relay(publisher_db, settings=chosen, publishes=[PLACED])
@@ -359,7 +364,7 @@ async def test_a_broker_back_without_its_store_is_provisioned_again(
 
 
 async def test_the_relay_provisions_again_when_the_broker_is_back_without_its_store(
-    nats_broker: Broker, publisher_db: AsyncEngine
+    nats_broker: Broker, publisher_db: Database
 ) -> None:
     chosen = settings(nats_broker.url, events_max_backoff=0.5)
     relay = keel.events.Relay(publisher_db, settings=chosen, publishes=[PLACED])

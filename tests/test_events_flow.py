@@ -15,15 +15,14 @@ import nats
 import prometheus_client
 import pytest
 from acme.orders.v1 import orders_pb2
+from keel.data import Database
 from keel.events import carry, dlq, names, tables
-from keel.events.database import Database
 from keel.events.ids import millis_of, new_event_id
 from keel.runtime import propagation
 from keel.runtime.config import ConfigError, Settings
 from keel.runtime.server import Background
 from keel.testing.nats import Broker, eventually, nats_broker
 from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.test_events_proof import (
     PLACED,
@@ -51,9 +50,9 @@ async def running(*tasks: Any) -> AsyncIterator[None]:
             await task.stop()
 
 
-async def _effects_are(engine: AsyncEngine, count: int) -> None:
+async def _effects_are(database: Database, count: int) -> None:
     async def reached() -> bool:
-        return (await effect_counts(engine))[0] >= count
+        return (await effect_counts(database))[0] >= count
 
     await eventually(reached, what=f"{count} effects")
 
@@ -85,7 +84,7 @@ def test_event_settings_from_the_environment() -> None:
 
 
 async def test_correlation_id_and_trace_travel_from_publisher_to_handler(
-    nats_broker: Broker, publisher_db: AsyncEngine, subscriber_db: AsyncEngine, spans: Any
+    nats_broker: Broker, publisher_db: Database, subscriber_db: Database, spans: Any
 ) -> None:
     chosen = settings(nats_broker.url)
     subscriber = CatalogServiceSubscriber()
@@ -96,7 +95,7 @@ async def test_correlation_id_and_trace_travel_from_publisher_to_handler(
         assert tracer is not None
         with tracer.start_as_current_span("acme.orders.v1.OrderService/CreateOrder") as span:
             propagation.bind(SERVICE, _Call(), [("x-request-id", "corr-42")])
-            async with Database(publisher_db).begin() as session:
+            async with publisher_db.transaction() as session:
                 await OrderServicePublisher(session).order_placed(orders_pb2.Order(order_id="o1"))
             return span.get_span_context().trace_id
 
@@ -124,7 +123,7 @@ class _Call:
 
 
 async def test_redelivery_after_the_duplicate_window_has_no_second_effect(
-    nats_broker: Broker, publisher_db: AsyncEngine, subscriber_db: AsyncEngine
+    nats_broker: Broker, publisher_db: Database, subscriber_db: Database
 ) -> None:
     chosen = settings(nats_broker.url, events_duplicate_window=0.2)
     subscriber = CatalogServiceSubscriber()
@@ -159,8 +158,8 @@ async def test_redelivery_after_the_duplicate_window_has_no_second_effect(
 
 async def test_a_poison_event_is_dead_lettered_while_others_flow_and_can_be_replayed(
     nats_broker: Broker,
-    publisher_db: AsyncEngine,
-    subscriber_db: AsyncEngine,
+    publisher_db: Database,
+    subscriber_db: Database,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     chosen = settings(nats_broker.url, events_max_deliver=3)
@@ -240,7 +239,7 @@ async def _cli(url: str, *arguments: str) -> int:
 
 
 async def test_an_undecodable_payload_is_dead_lettered_at_once(
-    nats_broker: Broker, subscriber_db: AsyncEngine
+    nats_broker: Broker, subscriber_db: Database
 ) -> None:
     chosen = settings(nats_broker.url, events_max_deliver=5)
     subscriber = CatalogServiceSubscriber()
@@ -265,7 +264,7 @@ async def test_an_undecodable_payload_is_dead_lettered_at_once(
 
 
 async def test_provisioning_is_idempotent_and_follows_settings(
-    nats_broker: Broker, subscriber_db: AsyncEngine
+    nats_broker: Broker, subscriber_db: Database
 ) -> None:
     for max_deliver in (3, 3, 4):
         chosen = settings(nats_broker.url, events_max_deliver=max_deliver)
@@ -290,7 +289,7 @@ async def test_provisioning_is_idempotent_and_follows_settings(
 
 
 async def test_a_commit_wakes_the_relay_and_sent_rows_can_be_kept(
-    nats_broker: Broker, publisher_db: AsyncEngine, subscriber_db: AsyncEngine
+    nats_broker: Broker, publisher_db: Database, subscriber_db: Database
 ) -> None:
     chosen = settings(nats_broker.url, events_poll_interval=3600.0, events_keep_sent=3600.0)
     relay = keel.events.Relay(publisher_db, settings=chosen)
@@ -299,15 +298,15 @@ async def test_a_commit_wakes_the_relay_and_sent_rows_can_be_kept(
         await asyncio.sleep(0)  # the relay's first pass found nothing: it waits an hour
         await place(publisher_db, 0, 3)
         await _effects_are(subscriber_db, 3)
-    async with publisher_db.connect() as connection:
-        sent = await connection.scalar(
+    async with publisher_db.transaction(readonly=True) as session:
+        sent = await session.scalar(
             select(func.count()).where(tables.outbox.c.sent_at.is_not(None))
         )
     assert sent == 3
 
 
 async def test_a_server_starts_and_stops_its_background_tasks_in_order(
-    nats_broker: Broker, publisher_db: AsyncEngine, subscriber_db: AsyncEngine
+    nats_broker: Broker, publisher_db: Database, subscriber_db: Database
 ) -> None:
     order: list[str] = []
 
@@ -357,7 +356,7 @@ def test_the_log_of_a_broker_that_cannot_start_is_reported(tmp_path: Path) -> No
 
 
 async def test_a_service_starts_without_its_broker_and_catches_up(
-    tmp_path: Path, publisher_db: AsyncEngine, subscriber_db: AsyncEngine
+    tmp_path: Path, publisher_db: Database, subscriber_db: Database
 ) -> None:
     broker = keel.events.broker.Broker(tmp_path / "late")  # not started yet
     chosen = settings(broker.url, events_start_wait=0.1)
@@ -373,7 +372,7 @@ async def test_a_service_starts_without_its_broker_and_catches_up(
     assert await effect_counts(subscriber_db) == (5, 5)
 
 
-async def test_no_broker_url_is_an_error_at_start(publisher_db: AsyncEngine) -> None:
+async def test_no_broker_url_is_an_error_at_start(publisher_db: Database) -> None:
     relay = keel.events.Relay(publisher_db, settings=Settings())
     with pytest.raises(ValueError, match="KEEL_NATS_URL"):
         await relay.start()
@@ -381,7 +380,7 @@ async def test_no_broker_url_is_an_error_at_start(publisher_db: AsyncEngine) -> 
 
 
 async def test_a_batch_slower_than_the_ack_wait_is_not_delivered_again(
-    nats_broker: Broker, publisher_db: AsyncEngine, subscriber_db: AsyncEngine
+    nats_broker: Broker, publisher_db: Database, subscriber_db: Database
 ) -> None:
     chosen = settings(nats_broker.url, events_ack_wait=0.6)
 

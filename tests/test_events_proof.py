@@ -20,14 +20,13 @@ import keel
 import prometheus_client
 import pytest
 from acme.orders.v1 import orders_pb2
+from keel.data import Database
 from keel.events import tables
-from keel.events.database import Database
 from keel.runtime import correlation
 from keel.runtime.config import Settings
 from keel.testing.nats import Broker, eventually, nats_broker
 from opentelemetry import trace
-from sqlalchemy import Column, Integer, MetaData, String, Table, event, func, insert, select
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy import Column, Integer, MetaData, String, Table, func, insert, select
 
 __all__ = ["nats_broker"]  # the fixture, for pytest
 
@@ -98,21 +97,12 @@ class CatalogServiceSubscriber(keel.events.Subscriber):
         )
 
 
-async def sqlite(path: Path, metadata: MetaData) -> AsyncEngine:
-    """An SQLite database file (WAL, waiting for locks) with `metadata`'s tables."""
-    engine = create_async_engine(f"sqlite+aiosqlite:///{path}")
-
-    @event.listens_for(engine.sync_engine, "connect")
-    def _pragmas(connection: Any, _: Any) -> None:
-        cursor = connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute("PRAGMA busy_timeout=10000")
-        cursor.close()
-
-    async with engine.begin() as connection:
-        await connection.run_sync(metadata.create_all)
-    return engine
+async def sqlite(path: Path, metadata: MetaData) -> Database:
+    """A keel.data SQLite database file with `metadata`'s tables."""
+    database = Database(f"sqlite+aiosqlite:///{path}", tables=metadata)
+    async with database.transaction():  # creates the tables
+        pass
+    return database
 
 
 def settings(url: str, **changes: Any) -> Settings:
@@ -128,16 +118,10 @@ def settings(url: str, **changes: Any) -> Settings:
     return Settings(**chosen)
 
 
-def engine_of(database: Any) -> AsyncEngine:
-    """The engine of an AsyncEngine or a keel.data.Database."""
-    return database if isinstance(database, AsyncEngine) else database.engine
-
-
-async def place(database: Any, first: int, count: int) -> None:
+async def place(database: Database, first: int, count: int) -> None:
     """Commit `count` orders, each with its OrderPlaced event."""
-    maker = Database(database)
     for number in range(first, first + count):
-        async with maker.begin() as session:
+        async with database.transaction() as session:
             await session.execute(insert(orders).values(id=f"o{number}", total=number))
             await OrderServicePublisher(session).order_placed(
                 orders_pb2.Order(order_id=f"o{number}", total_cents=number)
@@ -150,47 +134,45 @@ def gauge(name: str) -> float:
     return -1.0 if value is None else value
 
 
-async def effect_counts(database: Any) -> tuple[int, int]:
+async def effect_counts(database: Database) -> tuple[int, int]:
     """(effect rows, distinct orders among them)."""
-    async with engine_of(database).connect() as connection:
+    async with database.transaction(readonly=True) as session:
         rows, distinct = (
-            await connection.execute(
-                select(func.count(), func.count(effects.c.order_id.distinct()))
-            )
+            await session.execute(select(func.count(), func.count(effects.c.order_id.distinct())))
         ).one()
     return int(rows), int(distinct)
 
 
-async def outbox_left(database: Any) -> int:
-    async with engine_of(database).connect() as connection:
-        return int(await connection.scalar(select(func.count()).select_from(tables.outbox)) or 0)
+async def outbox_left(database: Database) -> int:
+    async with database.transaction(readonly=True) as session:
+        return int(await session.scalar(select(func.count()).select_from(tables.outbox)) or 0)
 
 
 @pytest.fixture
-async def publisher_db(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
-    engine = await sqlite(tmp_path / "orders.db", publisher_metadata)
-    yield engine
-    await engine.dispose()
+async def publisher_db(tmp_path: Path) -> AsyncIterator[Database]:
+    database = await sqlite(tmp_path / "orders.db", publisher_metadata)
+    yield database
+    await database.dispose()
 
 
 @pytest.fixture
-async def subscriber_db(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
-    engine = await sqlite(tmp_path / "catalog.db", subscriber_metadata)
-    yield engine
-    await engine.dispose()
+async def subscriber_db(tmp_path: Path) -> AsyncIterator[Database]:
+    database = await sqlite(tmp_path / "catalog.db", subscriber_metadata)
+    yield database
+    await database.dispose()
 
 
 N = 300
 
 
 async def test_broker_killed_mid_burst_every_event_has_one_effect(
-    nats_broker: Broker, publisher_db: AsyncEngine, subscriber_db: AsyncEngine
+    nats_broker: Broker, publisher_db: Database, subscriber_db: Database
 ) -> None:
     await broker_outage(nats_broker, publisher_db, subscriber_db)
 
 
 async def broker_outage(
-    nats_broker: Broker, publisher_db: Any, subscriber_db: Any, n: int = N
+    nats_broker: Broker, publisher_db: Database, subscriber_db: Database, n: int = N
 ) -> None:
     """SIGKILL the broker mid-burst, start it again: each of `n` events has one effect."""
     chosen = settings(nats_broker.url)
@@ -266,7 +248,7 @@ def _end(process: subprocess.Popen[str], how: signal.Signals) -> int:
 
 
 async def test_subscriber_killed_mid_burst_every_event_has_one_effect(
-    nats_broker: Broker, publisher_db: AsyncEngine, subscriber_db: AsyncEngine, tmp_path: Path
+    nats_broker: Broker, publisher_db: Database, subscriber_db: Database, tmp_path: Path
 ) -> None:
     relay = keel.events.Relay(publisher_db, settings=settings(nats_broker.url))
     await relay.start()
@@ -295,13 +277,10 @@ async def test_subscriber_killed_mid_burst_every_event_has_one_effect(
 
 def _subscribe(db: Path, url: str) -> None:
     """The subscribing service: keel.serve with its consumers as a background task."""
-    engine = create_async_engine(f"sqlite+aiosqlite:///{db}")
-
-    @event.listens_for(engine.sync_engine, "connect")
-    def _pragmas(connection: Any, _: Any) -> None:
-        connection.execute("PRAGMA busy_timeout=10000")
-
-    consumers = keel.events.Consumers(engine, [CatalogServiceSubscriber()], settings=settings(url))
+    database = Database(f"sqlite+aiosqlite:///{db}")
+    consumers = keel.events.Consumers(
+        database, [CatalogServiceSubscriber()], settings=settings(url)
+    )
     keel.serve([], background=[consumers])  # until SIGTERM: stop consuming, finish, exit 0
 
 

@@ -11,15 +11,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Sequence
-from typing import Any
 
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
 
+from keel.data import Database
 from keel.events import inbox, names, outage, provision
-from keel.events.database import Database
 from keel.events.spec import EventHandler, Handler, Subscriber
 from keel.runtime import config, logs
 from keel.runtime.config import Settings
@@ -131,13 +130,13 @@ class Consumers:
 
     def __init__(
         self,
-        database: Any,
+        database: Database,
         subscribers: Sequence[Subscriber],
         *,
         nats_url: str | None = None,
         settings: Settings | None = None,
     ) -> None:
-        self.database = Database(database)
+        self.database = database
         self.subscribers = tuple(subscribers)
         self.settings = settings or config.current()
         self.nats_url = nats_url if nats_url is not None else self.settings.nats_url

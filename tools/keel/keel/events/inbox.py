@@ -87,7 +87,7 @@ async def handle(loop: Loop, deliveries: Sequence[Delivery]) -> None:
     """Handle a batch in one transaction; on a failure, each on its own."""
     if len(deliveries) > 1:
         try:
-            async with loop.owner.database.begin() as session:
+            async with loop.owner.database.transaction() as session:
                 await _run(loop, session, deliveries)
         except Exception:
             pass
@@ -101,7 +101,7 @@ async def handle(loop: Loop, deliveries: Sequence[Delivery]) -> None:
 async def _handle_one(loop: Loop, delivery: Delivery) -> None:
     while True:
         try:
-            async with loop.owner.database.begin() as session:
+            async with loop.owner.database.transaction() as session:
                 await _run(loop, session, [delivery])
         except Exception as error:
             if await outage.waited(
@@ -121,7 +121,7 @@ async def _in_inbox(loop: Loop, delivery: Delivery) -> bool:
     query = select(inbox.c.event_id).where(
         inbox.c.consumer == loop.durable, inbox.c.event_id == delivery.event_id
     )
-    async with loop.owner.database.read() as session:
+    async with loop.owner.database.transaction(readonly=True) as session:
         return (await session.scalar(query)) is not None
 
 

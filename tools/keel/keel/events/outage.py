@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 
+from keel.data import Database
 from keel.runtime import logs
 
 _log = logs.get_logger("keel.events")
@@ -33,10 +33,10 @@ def suspicious(error: BaseException) -> bool:
     return isinstance(error, OperationalError | InterfaceError | DisconnectionError | OSError)
 
 
-async def answers(database: Any) -> bool:
+async def answers(database: Database) -> bool:
     """Whether the database answers a probe now."""
     try:
-        async with asyncio.timeout(_PROBE_TIMEOUT), database.read() as session:
+        async with asyncio.timeout(_PROBE_TIMEOUT), database.transaction(readonly=True) as session:
             await session.execute(text("SELECT 1"))
     except Exception:
         return False
@@ -44,7 +44,7 @@ async def answers(database: Any) -> bool:
 
 
 async def waited(
-    database: Any, error: BaseException, consumer: str, stopping: Callable[[], bool]
+    database: Database, error: BaseException, consumer: str, stopping: Callable[[], bool]
 ) -> bool:
     """If `error` came from a database outage, wait until the database answers and return
     True; False if the error is not an outage's. AbandonedError if `stopping()` turns true."""

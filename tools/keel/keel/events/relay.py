@@ -22,8 +22,8 @@ from typing import Any
 from nats.aio.client import Client as NatsClient
 from sqlalchemy import Row, delete, func, select, update
 
+from keel.data import Database
 from keel.events import carry, provision, publisher, tables
-from keel.events.database import Database
 from keel.events.metrics import metrics
 from keel.events.spec import EventSpec
 from keel.runtime import config, logs
@@ -49,13 +49,13 @@ class Relay:
 
     def __init__(
         self,
-        database: Any,
+        database: Database,
         *,
         nats_url: str | None = None,
         settings: Settings | None = None,
         publishes: Sequence[EventSpec] = (),
     ) -> None:
-        self.database = Database(database)
+        self.database = database
         self.settings = settings or config.current()
         self.nats_url = nats_url if nats_url is not None else self.settings.nats_url
         self.publishes = tuple(publishes)
@@ -159,7 +159,7 @@ class Relay:
     async def flush(self) -> int:
         """Publish one batch of pending events; how many were sent."""
         if self.database.dialect == "postgresql":
-            async with self.database.begin() as session:
+            async with self.database.transaction() as session:
                 query = select(*_COLUMNS).where(tables.outbox.c.sent_at.is_(None))
                 query = query.order_by(tables.outbox.c.id).limit(self.settings.events_batch)
                 rows = (await session.execute(query.with_for_update(skip_locked=True))).all()
@@ -167,13 +167,13 @@ class Relay:
                     await self._publish(rows)
                     await session.execute(self._done([row.id for row in rows]))
         else:  # read without the write lock: producers go on meanwhile
-            async with self.database.read() as session:
+            async with self.database.transaction(readonly=True) as session:
                 query = select(*_COLUMNS).where(tables.outbox.c.sent_at.is_(None))
                 query = query.order_by(tables.outbox.c.id).limit(self.settings.events_batch)
                 rows = (await session.execute(query)).all()
             if rows:
                 await self._publish(rows)
-                async with self.database.begin() as session:
+                async with self.database.transaction() as session:
                     await session.execute(self._done([row.id for row in rows]))
         measured = metrics()
         for row in rows:
@@ -227,7 +227,7 @@ class Relay:
             return
         self._gauged = now
         outbox = tables.outbox
-        async with self.database.read() as session:
+        async with self.database.transaction(readonly=True) as session:
             count, oldest = (
                 await session.execute(
                     select(func.count(), func.min(outbox.c.created_at)).where(
@@ -245,7 +245,7 @@ class Relay:
             cutoff = datetime.datetime.now(datetime.UTC) - datetime.timedelta(
                 seconds=self.settings.events_keep_sent
             )
-            async with self.database.begin() as session:
+            async with self.database.transaction() as session:
                 await session.execute(delete(outbox).where(outbox.c.sent_at < cutoff))
 
 
