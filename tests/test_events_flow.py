@@ -406,3 +406,26 @@ async def test_a_batch_slower_than_the_ack_wait_is_not_delivered_again(
     assert info.num_redelivered == 0
     runs = [s["context"].delivery for worker in workers for s in worker.seen]
     assert runs == [1, 1, 1]
+
+
+def test_a_services_event_tasks_come_from_its_declarations(tmp_path: Path) -> None:
+    from acme.catalog.v1 import catalog_keel  # noqa: PLC0415
+    from acme.orders.v1 import orders_keel  # noqa: PLC0415
+
+    class Sold(catalog_keel.CatalogServiceSubscriber):
+        async def on_order_placed(self, event: Any, context: Any) -> None: ...
+
+        async def on_order_cancelled(self, event: Any, context: Any) -> None: ...
+
+    db = Database(f"sqlite+aiosqlite:///{tmp_path}/db.sqlite3")
+    publishers = [orders_keel.OrderServicePublisher]
+    declared = (orders_keel.ORDER_PLACED, orders_keel.ORDER_CANCELLED)
+    assert orders_keel.OrderServicePublisher.__keel_publishes__ == declared
+    url = "nats://127.0.0.1:4222"
+    relay, consumers = keel.events.background(
+        db, publishers=publishers, subscribers=[Sold()], settings=Settings(nats_url=url)
+    )
+    assert isinstance(relay, keel.events.Relay)
+    assert relay.publishes == declared
+    assert isinstance(consumers, keel.events.Consumers)
+    assert keel.events.background(db, publishers=publishers, settings=Settings()) == []

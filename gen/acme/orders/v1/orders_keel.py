@@ -326,6 +326,11 @@ class OrderServicePublisher(keel.events.Publisher):
     transaction (it is sent once that commits) and returns the event id.
     """
 
+    __keel_publishes__ = (
+        ORDER_PLACED,
+        ORDER_CANCELLED,
+    )
+
     async def order_placed(
         self,
         event: orders_pb2.OrderPlaced,

@@ -42,7 +42,12 @@ def publisher(out: Writer, service: Service) -> None:
         f"`{service.name}Publisher(session)`: each method adds the event to the session's\n"
         "transaction (it is sent once that commits) and returns the event id."
     )
-    out.emit(*docstring(doc, "    "))
+    specs = [out.spec(event) for event in service.publishes]
+    if len(specs) == 1:  # as ruff formats it: a one-element tuple stays on its line
+        out.emit(*docstring(doc, "    "), "", f"    __keel_publishes__ = ({specs[0]},)")
+    else:
+        out.emit(*docstring(doc, "    "), "", "    __keel_publishes__ = (")
+        out.emit(*(f"        {spec}," for spec in specs), "    )")
     for event in service.publishes:
         out.emit(
             "",

@@ -3,7 +3,8 @@
 Generated publishers (`Publisher`) write events into the service's database in the same
 transaction as the state change; a `Relay` publishes them to JetStream. Generated subscribers
 (`Subscriber`) are driven by `Consumers`, which handle each event once per service through the
-inbox. See docs/events.md. Names load on first use: a generated module needs only the light
+inbox; `background(db, publishers=..., subscribers=...)` makes both for `keel.serve`. See
+docs/events.md. Names load on first use: a generated module needs only the light
 declarations (keel.events.spec, keel.events.publisher), not NATS or SQLAlchemy.
 """
 
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
         Subscriber,
         SubscriberSpec,
     )
+    from keel.events.wiring import background
 
 _EXPORTS = {
     "Broker": "keel.events.broker",
@@ -37,6 +39,7 @@ _EXPORTS = {
     "Relay": "keel.events.relay",
     "Subscriber": "keel.events.spec",
     "SubscriberSpec": "keel.events.spec",
+    "background": "keel.events.wiring",
     "new_event_id": "keel.events.ids",
     "start_broker": "keel.events.broker",
 }
@@ -51,6 +54,7 @@ __all__ = [
     "Relay",
     "Subscriber",
     "SubscriberSpec",
+    "background",
     "new_event_id",
     "start_broker",
     "tables",

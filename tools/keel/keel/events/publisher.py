@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import functools
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from google.protobuf.message import Message
 
@@ -62,7 +62,10 @@ def _prepared() -> Any:
 
 
 class Publisher:
-    """Base of generated publishers: each method adds an event to the session's transaction."""
+    """Base of generated publishers: each method adds an event to the session's transaction.
+    `__keel_publishes__` names the events the service declares it publishes."""
+
+    __keel_publishes__: ClassVar[tuple[EventSpec, ...]] = ()
 
     def __init__(self, session: AsyncSession) -> None:
         self.session = session

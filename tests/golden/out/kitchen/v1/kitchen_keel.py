@@ -411,6 +411,11 @@ class KitchenServicePublisher(keel.events.Publisher):
     transaction (it is sent once that commits) and returns the event id.
     """
 
+    __keel_publishes__ = (
+        DISH_COOKED,
+        DISH__BURNT,
+    )
+
     async def dish_cooked(
         self,
         event: kitchen_pb2.DishCooked,
