@@ -1,6 +1,6 @@
 """Event ids: `keel.data.new_id("evt")`, sortable by creation time, never repeating across
-restarts, workers and replicas, and increasing within a process (so the relay publishes a
-process's events in the order they were made)."""
+restarts, workers and replicas, and increasing within a process (the relay publishes in id
+order; transactions that overlap may still commit out of it)."""
 
 from __future__ import annotations
 

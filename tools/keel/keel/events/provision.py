@@ -1,7 +1,9 @@
 """Streams, durable consumers and dead-letter streams, created or updated at start-up.
 
 Idempotent: an existing stream keeps its messages and gains any missing subject; an existing
-consumer is updated to the current settings. Storage is on file.
+consumer is updated to the current settings. Storage is on file; streams keep messages
+KEEL_EVENTS_MAX_AGE. Consumers have no delivery limit at the broker: Keel counts deliveries
+and dead-letters (keel.events.inbox), so a last delivery cut short is delivered again.
 """
 
 from __future__ import annotations
