@@ -185,13 +185,9 @@ async def test_a_poison_event_is_dead_lettered_while_others_flow_and_can_be_repl
         assert letter.headers[carry.SUBJECT] == PLACED.subject
         assert [s["order_id"] for s in subscriber.seen].count("o3") >= 3  # + batch runs
         counted = {name: _counts()[name] - before[name] for name in before}
-        assert counted == {
-            "published": 10,
-            "delivered": 12,  # o3 three times
-            "redelivered": 2,
-            "acked": 9,
-            "dead_lettered": 1,
-        }
+        assert (counted["published"], counted["acked"], counted["dead_lettered"]) == (10, 9, 1)
+        assert counted["redelivered"] >= 2  # o3's (and any neighbour redelivered with it)
+        assert counted["delivered"] >= 12  # o3 three times
 
         async def outbox_empty() -> bool:
             return (
@@ -278,12 +274,14 @@ async def test_provisioning_is_idempotent_and_follows_settings(
     stream = await js.stream_info(PLACED.stream)
     assert stream.config.subjects == ["acme.orders.v1.>"]
     assert stream.config.duplicate_window == 120
+    assert stream.config.max_age == 604800  # KEEL_EVENTS_MAX_AGE
     info = await js.consumer_info(PLACED.stream, names.durable(SERVICE, PLACED.subject))
     assert info.config.max_deliver == -1  # Keel dead-letters, not the broker
     assert info.config.ack_wait == 2
     assert info.config.filter_subject == PLACED.subject
     dead = await js.stream_info(names.dlq_stream(SERVICE))
     assert dead.config.subjects == [f"keel.dlq.{SERVICE}.>"]
+    assert dead.config.max_age == 604800
     assert len(await js.streams_info()) == 2
     await nc.close()
 
@@ -295,7 +293,11 @@ async def test_a_commit_wakes_the_relay_and_sent_rows_can_be_kept(
     relay = keel.events.Relay(publisher_db, settings=chosen)
     consumers = keel.events.Consumers(subscriber_db, [CatalogServiceSubscriber()], settings=chosen)
     async with running(relay, consumers):
-        await asyncio.sleep(0)  # the relay's first pass found nothing: it waits an hour
+
+        async def first_pass_done() -> bool:  # found nothing: now it waits an hour, or a commit
+            return relay.passes >= 1
+
+        await eventually(first_pass_done, what="the relay's first pass")
         await place(publisher_db, 0, 3)
         await _effects_are(subscriber_db, 3)
     async with publisher_db.transaction(readonly=True) as session:
@@ -383,12 +385,13 @@ async def test_a_batch_slower_than_the_ack_wait_is_not_delivered_again(
     nats_broker: Broker, publisher_db: Database, subscriber_db: Database
 ) -> None:
     chosen = settings(nats_broker.url, events_ack_wait=0.6)
+    release = asyncio.Event()
 
     class Slow(CatalogServiceSubscriber):
         async def on_order_placed(
             self, event: orders_pb2.Order, context: keel.events.EventContext
         ) -> None:
-            await asyncio.sleep(0.8)  # slow work: longer than the ack wait
+            await release.wait()  # slow work: longer than the ack wait (see below)
             await super().on_order_placed(event, context)
 
     workers = [Slow(), Slow()]  # two processes' consumers on one durable consumer
@@ -397,13 +400,19 @@ async def test_a_batch_slower_than_the_ack_wait_is_not_delivered_again(
     ]
     async with running(keel.events.Relay(publisher_db, settings=chosen), *consumers):
         await place(publisher_db, 0, 3)
+
+        async def past_the_ack_wait() -> bool:  # three beats: 1.5 ack waits into the batch
+            return any(loop.beats >= 3 for each in consumers for loop in each._loops)
+
+        await eventually(past_the_ack_wait, what="a batch handled longer than the ack wait")
+        release.set()
         await _effects_are(subscriber_db, 3)
         nc = await nats.connect(nats_broker.url)
         info = await nc.jetstream().consumer_info(
             PLACED.stream, names.durable(SERVICE, PLACED.subject)
         )
         await nc.close()
-    assert info.num_redelivered == 0
+    assert info.delivered.consumer_seq == 3  # no delivery but the first of each event
     runs = [s["context"].delivery for worker in workers for s in worker.seen]
     assert runs == [1, 1, 1]
 

@@ -43,6 +43,8 @@ class Loop:
         without its store, or a fetch failed)."""
         self.task: asyncio.Task[None] | None = None
         self.sub: JetStreamContext.PullSubscription | None = None
+        self.beats = 0
+        """Times this loop told the broker a batch is still being handled."""
 
     async def bind(self, js: JetStreamContext) -> None:
         """Make sure the stream, dead letters and durable consumer exist; subscribe to it."""
@@ -104,6 +106,7 @@ class Loop:
         of slow handlers is not delivered again meanwhile."""
         while True:
             await asyncio.sleep(self.owner.settings.events_ack_wait / 2)
+            self.beats += 1
             for message in messages:
                 with contextlib.suppress(Exception):  # settled already, or the broker is away
                     await message.in_progress()

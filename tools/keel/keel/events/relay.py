@@ -61,6 +61,8 @@ class Relay:
         self.publishes = tuple(publishes)
         self.sent = 0
         """Events this relay has had acknowledged by the broker."""
+        self.passes = 0
+        """Passes over the outbox done (each publishes up to KEEL_EVENTS_BATCH events)."""
         self._nc: NatsClient | None = None
         self._wake = asyncio.Event()
         self._retry = asyncio.Event()
@@ -128,6 +130,7 @@ class Relay:
             self._wake.clear()
             try:
                 count = await self.flush()
+                self.passes += 1
                 failures = 0
             except Exception as error:
                 failures += 1
