@@ -119,6 +119,17 @@ async def test_reserve_is_idempotent_and_release_restores_stock(catalog: Client)
     assert (await catalog.get_product(teapot)).product.stock == 10
 
 
+async def test_a_reservation_after_the_release_is_refused(catalog: Client) -> None:
+    # A compensation's release can overtake the reservation it undoes (a late copy).
+    await catalog.release_stock(catalog_pb2.ReleaseStockRequest(order_id="o_late"))
+    late = catalog_pb2.ReserveStockRequest(order_id="o_late", lines=_lines(("p_teapot", 1)))
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await catalog.reserve_stock(late)
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    teapot = catalog_pb2.GetProductRequest(product_id="p_teapot")
+    assert (await catalog.get_product(teapot)).product.stock == 10
+
+
 async def test_out_of_stock_names_the_line(catalog: Client) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await catalog.reserve_stock(

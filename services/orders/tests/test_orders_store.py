@@ -18,6 +18,7 @@ from keel.events import tables
 from orders.domain import (
     DependencyError,
     Line,
+    Metadata,
     NotConfirmedError,
     Order,
     Orders,
@@ -39,7 +40,7 @@ class LocalCatalog:
         self.catalog = catalog_domain.Catalog(self.store)
 
     async def reserve(
-        self, order_id: str, lines: Sequence[Line], *, key: str | None = None
+        self, order_id: str, lines: Sequence[Line], *, metadata: Metadata = ()
     ) -> tuple[int, str]:
         try:
             made = await self.catalog.reserve(order_id, [(x.product_id, x.quantity) for x in lines])
@@ -47,7 +48,7 @@ class LocalCatalog:
             raise DependencyError("the catalog", error) from None
         return made.total_cents, made.currency
 
-    async def release(self, order_id: str, *, key: str | None = None) -> None:
+    async def release(self, order_id: str, *, metadata: Metadata = ()) -> None:
         await self.catalog.release(order_id)
 
     async def stock(self, product_id: str) -> int:
@@ -73,14 +74,20 @@ class LocalPayments:
         self.payments = payments_domain.Payments(self.store)
 
     async def authorize(
-        self, order_id: str, amount_cents: int, currency: str, token: str, *, key: str | None = None
+        self,
+        order_id: str,
+        amount_cents: int,
+        currency: str,
+        token: str,
+        *,
+        metadata: Metadata = (),
     ) -> Payment:
         return _payment(await self.payments.authorize(order_id, amount_cents, currency, token))
 
-    async def capture(self, payment_id: str, *, key: str | None = None) -> Payment:
+    async def capture(self, payment_id: str, *, metadata: Metadata = ()) -> Payment:
         return _payment(await self.payments.capture(payment_id))
 
-    async def settle(self, order_id: str, *, key: str | None = None) -> Payment:
+    async def settle(self, order_id: str, *, metadata: Metadata = ()) -> Payment:
         return _payment(await self.payments.settle_order(order_id))
 
 

@@ -21,6 +21,11 @@ class MixedCurrenciesError(Exception):
     """A reservation's products are priced in different currencies."""
 
 
+class ReleasedError(Exception):
+    """The order's stock was released (or released before anything was reserved): a
+    reservation for it arriving now is a late copy, and reserves nothing."""
+
+
 class OutOfStockError(Exception):
     """A reservation asks for more units than are in stock."""
 
@@ -74,6 +79,14 @@ class Transaction(Protocol):
     async def reservation(self, order_id: str) -> Reservation | None: ...
     async def add_reservation(self, reservation: Reservation) -> None: ...
     async def drop_reservation(self, order_id: str) -> None: ...
+    async def released(self, order_id: str) -> bool:
+        """Whether the order's stock was released."""
+        ...
+
+    async def add_released(self, order_id: str) -> None:
+        """Record that the order's stock was released (once)."""
+        ...
+
     async def add_units_sold(self, product_id: str, units: int) -> None:
         """Add `units` (negative: take them away) to the product's units sold."""
         ...
@@ -90,7 +103,8 @@ class Store(Protocol):
 
 
 class Catalog:
-    """Products and stock. Reservations are idempotent per order id."""
+    """Products and stock. Reservations are idempotent per order id; once an order's stock
+    is released (even before anything was reserved), it cannot be reserved again."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
@@ -142,6 +156,8 @@ class Catalog:
             existing = await tx.reservation(order_id)
             if existing is not None:
                 return existing
+            if await tx.released(order_id):
+                raise ReleasedError(order_id)
             found = await tx.lock([product_id for product_id, _ in lines])
             for product_id, _ in lines:
                 if product_id not in found:
@@ -169,7 +185,11 @@ class Catalog:
         return reservation
 
     async def release(self, order_id: str) -> None:
+        """Give the order's stock back (nothing reserved: nothing to give back); a
+        reservation for the order arriving later is refused (ReleasedError)."""
         async with self.store.transaction() as tx:
+            if not await tx.released(order_id):
+                await tx.add_released(order_id)
             reservation = await tx.reservation(order_id)
             if reservation is None:
                 return

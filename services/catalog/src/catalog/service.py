@@ -20,6 +20,7 @@ from catalog.domain import (
     NotFoundError,
     OutOfStockError,
     Product,
+    ReleasedError,
 )
 from catalog.store import SqlStore
 
@@ -172,6 +173,12 @@ class CatalogService(catalog_keel.CatalogServiceBase):
         except ConflictError:
             raise keel.errors.Aborted(
                 f"order {request.order_id} is being reserved by another call: try again"
+            ) from None
+        except ReleasedError:
+            raise keel.errors.FailedPrecondition(
+                f"order {request.order_id}'s stock was released: it reserves nothing more",
+                reason="ORDER_RELEASED",
+                domain="catalog.acme",
             ) from None
         except MixedCurrenciesError as error:
             raise keel.errors.FailedPrecondition(

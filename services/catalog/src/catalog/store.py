@@ -15,7 +15,14 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from catalog.domain import ConflictError, Product, Reservation
-from catalog.tables import Base, ProductRow, ReservationLineRow, ReservationRow, UnitsSoldRow
+from catalog.tables import (
+    Base,
+    ProductRow,
+    ReleasedRow,
+    ReservationLineRow,
+    ReservationRow,
+    UnitsSoldRow,
+)
 
 
 def _product(row: ProductRow, units_sold: int = 0) -> Product:
@@ -141,6 +148,13 @@ class SqlTransaction:
         await self.session.execute(
             delete(ReservationRow).where(ReservationRow.order_id == order_id)
         )
+
+    async def released(self, order_id: str) -> bool:
+        return await self.session.get(ReleasedRow, order_id) is not None
+
+    async def add_released(self, order_id: str) -> None:
+        self.session.add(ReleasedRow(order_id=order_id, released_at=datetime.now(UTC)))
+        await self.session.flush()
 
     async def add_units_sold(self, product_id: str, units: int) -> None:
         """One upsert: concurrent handlers (several workers) neither conflict nor lose units."""

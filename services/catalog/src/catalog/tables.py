@@ -60,3 +60,12 @@ class UnitsSoldRow(Base):
 
     product_id: Mapped[str] = mapped_column(id_type(), primary_key=True)
     units: Mapped[int] = mapped_column(BigInteger)
+
+
+class ReleasedRow(Base):
+    """Orders whose stock was released: a reservation arriving for them later is refused."""
+
+    __tablename__ = "released_orders"
+
+    order_id: Mapped[str] = mapped_column(id_type(), primary_key=True)
+    released_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -37,6 +37,7 @@ __all__ = [
     "ConflictError",
     "DependencyError",
     "Line",
+    "Metadata",
     "NotConfirmedError",
     "NotFoundError",
     "Order",
@@ -50,33 +51,44 @@ __all__ = [
 ]
 
 
+Metadata = Sequence[tuple[str, str]]
+"""Call metadata for a port's call: (key, value) pairs."""
+
+
 class Catalog(Protocol):
-    """The catalog, as orders needs it (DependencyError when a call fails). `key`: the
-    call's idempotency key (a saga step's): the effect happens once per key."""
+    """The catalog, as orders needs it (DependencyError when a call fails). `metadata`: what
+    the call carries besides the request (a saga step's idempotency key, the correlation id):
+    the effect happens once per idempotency key."""
 
     async def reserve(
-        self, order_id: str, lines: Sequence[Line], *, key: str | None = None
+        self, order_id: str, lines: Sequence[Line], *, metadata: Metadata = ()
     ) -> tuple[int, str]:
         """Reserve the lines' stock for the order (idempotent); its total and currency."""
         ...
 
-    async def release(self, order_id: str, *, key: str | None = None) -> None:
+    async def release(self, order_id: str, *, metadata: Metadata = ()) -> None:
         """Give the order's stock back (idempotent; nothing reserved: nothing to do)."""
         ...
 
 
 class Payments(Protocol):
-    """Payments, as orders needs it (DependencyError when a call fails). `key`: the call's
-    idempotency key (a saga step's)."""
+    """Payments, as orders needs it (DependencyError when a call fails). `metadata` as for
+    Catalog."""
 
     async def authorize(
-        self, order_id: str, amount_cents: int, currency: str, token: str, *, key: str | None = None
+        self,
+        order_id: str,
+        amount_cents: int,
+        currency: str,
+        token: str,
+        *,
+        metadata: Metadata = (),
     ) -> Payment:
         """The order's payment (one per order id)."""
         ...
 
-    async def capture(self, payment_id: str, *, key: str | None = None) -> Payment: ...
-    async def settle(self, order_id: str, *, key: str | None = None) -> Payment:
+    async def capture(self, payment_id: str, *, metadata: Metadata = ()) -> Payment: ...
+    async def settle(self, order_id: str, *, metadata: Metadata = ()) -> Payment:
         """Undo the order's payment: void it if authorized, refund it if captured; an order
         without one gets a VOIDED one, so a late authorization authorizes nothing."""
         ...

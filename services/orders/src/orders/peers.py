@@ -1,6 +1,7 @@
 """The catalog and payments as orders.domain's ports, over their generated clients (found by
 discovery, connected on first use): a failed call becomes a DependencyError. A call given a
-`key` carries it as `idempotency-key` metadata (the peers store their answer per key)."""
+`metadata` sends it along (a saga step's `idempotency-key`: the peers store their answer per
+key; the correlation id)."""
 
 from __future__ import annotations
 
@@ -12,14 +13,10 @@ import grpc.aio
 from acme.catalog.v1 import catalog_keel, catalog_pb2
 from acme.payments.v1 import payments_keel, payments_pb2
 
-from orders.domain import DependencyError, Line, Payment
+from orders.domain import DependencyError, Line, Metadata, Payment
 
 BY_ORDER = "order:"
 """VoidPayment's payment_id prefix naming an order (payments voids or refunds its payment)."""
-
-
-def _keyed(key: str | None) -> list[tuple[str, str | bytes]] | None:
-    return None if key is None else [("idempotency-key", key)]
 
 
 _UNCERTAIN = frozenset({grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE})
@@ -61,7 +58,7 @@ class CatalogPeer:
             self._client = None
 
     async def reserve(
-        self, order_id: str, lines: Sequence[Line], *, key: str | None = None
+        self, order_id: str, lines: Sequence[Line], *, metadata: Metadata = ()
     ) -> tuple[int, str]:
         request = catalog_pb2.ReserveStockRequest(
             order_id=order_id,
@@ -70,15 +67,15 @@ class CatalogPeer:
             ],
         )
         try:
-            reserved = await self.client.reserve_stock(request, metadata=_keyed(key))
+            reserved = await self.client.reserve_stock(request, metadata=list(metadata))
         except grpc.aio.AioRpcError as error:
             raise _failure("the catalog", error) from None
         return reserved.total_cents, reserved.currency
 
-    async def release(self, order_id: str, *, key: str | None = None) -> None:
+    async def release(self, order_id: str, *, metadata: Metadata = ()) -> None:
         request = catalog_pb2.ReleaseStockRequest(order_id=order_id)
         try:
-            await self.client.release_stock(request, metadata=_keyed(key))
+            await self.client.release_stock(request, metadata=list(metadata))
         except grpc.aio.AioRpcError as error:
             raise _failure("the catalog", error) from None
 
@@ -101,7 +98,13 @@ class PaymentsPeer:
             self._client = None
 
     async def authorize(
-        self, order_id: str, amount_cents: int, currency: str, token: str, *, key: str | None = None
+        self,
+        order_id: str,
+        amount_cents: int,
+        currency: str,
+        token: str,
+        *,
+        metadata: Metadata = (),
     ) -> Payment:
         request = payments_pb2.AuthorizePaymentRequest(
             order_id=order_id,
@@ -110,25 +113,27 @@ class PaymentsPeer:
             payment_method_token=token,
         )
         try:
-            reply = await self.client.authorize_payment(request, metadata=_keyed(key))
+            reply = await self.client.authorize_payment(request, metadata=list(metadata))
             return _payment(reply.payment)
         except grpc.aio.AioRpcError as error:
             raise _failure("payments", error) from None
 
-    async def capture(self, payment_id: str, *, key: str | None = None) -> Payment:
+    async def capture(self, payment_id: str, *, metadata: Metadata = ()) -> Payment:
         request = payments_pb2.CapturePaymentRequest(payment_id=payment_id)
         try:
             return _payment(
-                (await self.client.capture_payment(request, metadata=_keyed(key))).payment
+                (await self.client.capture_payment(request, metadata=list(metadata))).payment
             )
         except grpc.aio.AioRpcError as error:
             raise _failure("payments", error) from None
 
-    async def settle(self, order_id: str, *, key: str | None = None) -> Payment:
+    async def settle(self, order_id: str, *, metadata: Metadata = ()) -> Payment:
         """VoidPayment by the order (`order:<id>`): void or refund, whichever applies. (The
         proto should get VoidPaymentRequest.order_id and a RefundPayment rpc.)"""
         request = payments_pb2.VoidPaymentRequest(payment_id=f"{BY_ORDER}{order_id}")
         try:
-            return _payment((await self.client.void_payment(request, metadata=_keyed(key))).payment)
+            return _payment(
+                (await self.client.void_payment(request, metadata=list(metadata))).payment
+            )
         except grpc.aio.AioRpcError as error:
             raise _failure("payments", error) from None

@@ -25,14 +25,17 @@ returned or failed, before the saga records it), `before:undo:STEP`, `after:undo
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import keel.saga
 from keel import errors
 from keel.data import Database
-from keel.runtime import config, logs
+from keel.runtime import config, logs, propagation
+from keel.runtime.channels import IDEMPOTENCY_KEY
+from keel.runtime.context import CORRELATION_HEADER
 
 from orders.model import DependencyError, Line, Order, Payment
 
@@ -91,6 +94,7 @@ class Placing:
         hook = os.environ.get(PAUSE_AT, "")
         self._pauses = dict(item.split("=", 1) for item in hook.split(",") if "=" in item)
         self._customers: dict[str, str] = {}
+        self._correlation: dict[str, str] = {}
 
     def recovery(self) -> keel.saga.Recovery:
         """The background task resuming both sagas at start-up (`keel.serve(background=)`)."""
@@ -99,16 +103,26 @@ class Placing:
     async def run(
         self, saga: keel.saga.Saga[Data], data: Data, saga_id: str
     ) -> keel.saga.SagaState:
-        """Start (or drive) a saga in a task of its own, so that a caller who goes away does
-        not stop it; one left unfinished (a compensation failing) is tried again later."""
+        """Start (or drive) a saga in a task of its own, so that a caller who goes away (or
+        whose deadline passes) does not stop it; one left unfinished (a compensation failing)
+        is tried again every KEEL_SAGA_LEASE."""
+        data = {**data, "correlation_id": propagation.correlation_id()}
         task = self._spawn(saga.start(data, saga_id=saga_id))
         state = await asyncio.shield(task)
-        if not state.finished:
+        if state.finished:
+            self._forget(saga_id)
+        else:
             self._spawn(self._finish(saga, saga_id))
         return state
 
-    def _spawn(self, work: Awaitable[T]) -> asyncio.Task[T]:
-        task: asyncio.Task[T] = asyncio.ensure_future(work)
+    def _forget(self, saga_id: str) -> None:
+        self._customers.pop(saga_id, None)
+        self._correlation.pop(saga_id, None)
+
+    def _spawn(self, work: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+        """A task in a context of its own: the saga is the service's own work, not bound by
+        the deadline (or identity) of the call that started it."""
+        task = asyncio.get_running_loop().create_task(work, context=contextvars.Context())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
@@ -118,6 +132,7 @@ class Placing:
             await asyncio.sleep(saga.settings.saga_lease)
             try:
                 if (await saga.run(saga_id)).finished:
+                    self._forget(saga_id)
                     return
             except Exception:
                 log.exception("saga retry failed", saga=saga_id)
@@ -141,6 +156,13 @@ class Placing:
             log.warning("saga paused for a test", customer=customer, at=at)
             await asyncio.Event().wait()  # until the test kills the process
 
+    def _metadata(self, step: keel.saga.Step) -> list[tuple[str, str]]:
+        """The step's idempotency key, and the correlation id of the call that began it."""
+        metadata = [(IDEMPOTENCY_KEY, step.key)]
+        if correlation := self._correlation.get(step.saga_id):
+            metadata.append((CORRELATION_HEADER, correlation))
+        return metadata
+
     async def _call(self, step: keel.saga.Step, call: Callable[[], Awaitable[T]]) -> T:
         """A peer call at a step boundary; a failure becomes the peer's typed error, which
         tells the saga to retry (transient) or to compensate (final)."""
@@ -163,6 +185,7 @@ class Placing:
     async def _place(self, run: keel.saga.Run[Data]) -> None:
         data = run.data
         self._customers[run.id] = data["customer_id"]
+        self._correlation[run.id] = data.get("correlation_id", "")
         order_id: str = data["order_id"]
         await run.step("open", lambda step: self._open(step, data), self._reject)
         priced = await run.step("reserve", lambda step: self._reserve(step, data), self._release)
@@ -196,20 +219,26 @@ class Placing:
         lines = [Line(p, q) for p, q in data["lines"]]
         order_id = data["order_id"]
         total, currency = await self._call(
-            step, lambda: self.catalog.reserve(order_id, lines, key=step.key)
+            step, lambda: self.catalog.reserve(order_id, lines, metadata=self._metadata(step))
         )
         await self.orders.priced(order_id, total, currency)
         return {"total_cents": total, "currency": currency}
 
     async def _release(self, step: keel.saga.Step, _: Data | None) -> None:
-        await self._call(step, lambda: self.catalog.release(step.saga_id, key=step.key))
+        await self._call(
+            step, lambda: self.catalog.release(step.saga_id, metadata=self._metadata(step))
+        )
 
     async def _authorize(self, step: keel.saga.Step, data: Data, priced: Data) -> Data:
         order_id = data["order_id"]
         payment = await self._call(
             step,
             lambda: self.payments.authorize(
-                order_id, priced["total_cents"], priced["currency"], data["token"], key=step.key
+                order_id,
+                priced["total_cents"],
+                priced["currency"],
+                data["token"],
+                metadata=self._metadata(step),
             ),
         )
         await self.orders.paid(order_id, payment)
@@ -217,14 +246,18 @@ class Placing:
 
     async def _capture(self, step: keel.saga.Step, order_id: str, payment: Data) -> Data:
         payment_id = payment["payment_id"]
-        captured = await self._call(step, lambda: self.payments.capture(payment_id, key=step.key))
+        captured = await self._call(
+            step, lambda: self.payments.capture(payment_id, metadata=self._metadata(step))
+        )
         await self.orders.paid(order_id, captured)
         return payment_json(captured)
 
     async def _settle(self, step: keel.saga.Step, _: Data | None) -> None:
         """Void the order's payment, or refund it once captured (by the order's id)."""
         order_id = step.saga_id.removesuffix("/cancel")
-        payment = await self._call(step, lambda: self.payments.settle(order_id, key=step.key))
+        payment = await self._call(
+            step, lambda: self.payments.settle(order_id, metadata=self._metadata(step))
+        )
         await self.orders.paid(order_id, payment)
 
     async def _confirm(self, step: keel.saga.Step, order_id: str) -> None:
@@ -240,6 +273,7 @@ class Placing:
     async def _cancel(self, run: keel.saga.Run[Data]) -> None:
         data = run.data
         self._customers[run.id] = data.get("customer_id", "")
+        self._correlation[run.id] = data.get("correlation_id", "")
         order_id: str = data["order_id"]
         await run.step("cancel", lambda step: self._mark(step, data), self._settle_all)
         await run.step("refund", lambda step: self._settle(step, None))
@@ -251,10 +285,14 @@ class Placing:
         await self._boundary(step, "after")
 
     async def _release_order(self, step: keel.saga.Step, order_id: str) -> None:
-        await self._call(step, lambda: self.catalog.release(order_id, key=step.key))
+        await self._call(
+            step, lambda: self.catalog.release(order_id, metadata=self._metadata(step))
+        )
 
     async def _settle_all(self, step: keel.saga.Step, _: None) -> None:
         """The cancel went through but a later step failed: finish its refund and release."""
         order_id = step.saga_id.removesuffix("/cancel")
         await self._settle(step, None)
-        await self._call(step, lambda: self.catalog.release(order_id, key=step.key))
+        await self._call(
+            step, lambda: self.catalog.release(order_id, metadata=self._metadata(step))
+        )
