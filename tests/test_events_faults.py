@@ -18,7 +18,7 @@ import keel
 import nats
 from acme.orders.v1 import orders_pb2
 from keel.data import Database
-from keel.events import dead_letters
+from keel.events import dead_letters, names
 from keel.runtime.server import Background
 from keel.testing.nats import Broker, eventually, nats_broker
 from keel.testing.postgres import PostgresServer
@@ -385,3 +385,39 @@ async def _stored(url: str, wanted: int) -> bool:
         except nats.js.errors.NotFoundError:
             return False
         return info.state.messages == wanted
+
+
+class Shipping(CatalogServiceSubscriber):
+    """Another service subscribing to the same subject."""
+
+    __keel_subscriber__ = keel.events.SubscriberSpec(
+        service="acme.shipping.v1.ShippingService",
+        handlers=(keel.events.Handler(PLACED, "on_order_placed"),),
+    )
+
+
+async def test_a_replay_goes_to_the_consumer_that_dead_lettered_it_only(
+    nats_broker: Broker, publisher_db: Database, subscriber_db: Database
+) -> None:
+    chosen = settings(nats_broker.url, events_max_deliver=1)
+    catalog = CatalogServiceSubscriber(poison=frozenset({"o0"}))
+    shipping = Shipping()
+    consumers = keel.events.Consumers(subscriber_db, [catalog, shipping], settings=chosen)
+    async with (
+        running(keel.events.Relay(publisher_db, settings=chosen), consumers),
+        jetstream(nats_broker.url) as js,
+    ):
+        await place(publisher_db, 0, 1)
+
+        async def dead_lettered() -> bool:
+            return len(await _letters(js)) == 1
+
+        await eventually(dead_lettered, what="catalog's dead letter")
+        catalog.poison = frozenset()
+        [letter] = await _letters(js)
+        await dead_letters.replay(js, SERVICE, letter)
+        await _effects_are(subscriber_db, 2)  # shipping's, then catalog's on the replay
+        durable = names.durable(shipping.__keel_subscriber__.service, PLACED.subject)
+        info = await js.consumer_info(PLACED.stream, durable)
+    assert info.delivered.consumer_seq == 1  # shipping never saw the replay
+    assert [s["order_id"] for s in shipping.seen] == ["o0"]

@@ -272,13 +272,14 @@ async def test_provisioning_is_idempotent_and_follows_settings(
     nc = await nats.connect(nats_broker.url)
     js = nc.jetstream()
     stream = await js.stream_info(PLACED.stream)
-    assert stream.config.subjects == ["acme.orders.v1.>"]
+    replay = names.replay_subject(SERVICE, PLACED.subject)
+    assert stream.config.subjects == ["acme.orders.v1.>", replay]
     assert stream.config.duplicate_window == 120
     assert stream.config.max_age == 604800  # KEEL_EVENTS_MAX_AGE
     info = await js.consumer_info(PLACED.stream, names.durable(SERVICE, PLACED.subject))
     assert info.config.max_deliver == -1  # Keel dead-letters, not the broker
     assert info.config.ack_wait == 2
-    assert info.config.filter_subject == PLACED.subject
+    assert info.config.filter_subjects == [PLACED.subject, replay]
     dead = await js.stream_info(names.dlq_stream(SERVICE))
     assert dead.config.subjects == [f"keel.dlq.{SERVICE}.>"]
     assert dead.config.max_age == 604800

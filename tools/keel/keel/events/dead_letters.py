@@ -2,9 +2,10 @@
 
 A dead letter is the event's payload and headers (its id, correlation id and trace context)
 on `keel.dlq.<service>.<subject>`, plus `Keel-Error`, `Keel-Deliveries`, `Keel-Subject` and
-`Keel-Consumer`. Listing reads the stream; replay publishes each again to its subject (with a
-new `Nats-Msg-Id`, so the duplicate window does not drop it; subscribers that handled it
-already skip it by its event id) and deletes it from the stream.
+`Keel-Consumer`. Listing reads the stream; replay publishes each again to the service's replay
+subject of its subject (`keel.replay.<service>.<subject>`: only that service's consumer gets
+it, not every subscriber of the subject), with a new `Nats-Msg-Id` so the duplicate window
+does not drop it, and deletes it from the stream.
 """
 
 from __future__ import annotations
@@ -27,12 +28,13 @@ async def dead_letter(
     consumer: str,
     message: Msg,
     *,
+    subject: str,
     reason: str,
     delivery: int,
 ) -> None:
-    """Publish `message` to `service`'s dead-letter subject with the error; retried until the
-    broker has it (the event is only terminated after)."""
-    subject = message.subject
+    """Publish `message` (an event of `subject`, maybe delivered through its replay subject) to
+    `service`'s dead-letter subject with the error; retried until the broker has it (the
+    event is only terminated after)."""
     headers = {k: v for k, v in (message.headers or {}).items() if k != carry.MSG_ID}
     headers.update(
         {
@@ -107,5 +109,5 @@ async def replay(js: JetStreamContext, service: str, letter: DeadLetter) -> None
     """Publish `letter` again to its subject, then delete it from the dead letters."""
     headers = {k: v for k, v in letter.headers.items() if k not in _DLQ_HEADERS}
     headers[carry.MSG_ID] = f"{letter.event_id or 'dead'}.replay.{letter.sequence}"
-    await js.publish(letter.subject, letter.payload, headers=headers)
+    await js.publish(names.replay_subject(service, letter.subject), letter.payload, headers=headers)
     await js.delete_msg(names.dlq_stream(service), letter.sequence)

@@ -97,7 +97,7 @@ async def _run(url: str, service: str, replay: list[str] | None) -> int:
         missing = set(replay) - {x.event_id for x in letters}
         for letter in chosen:
             await dead_letters.replay(js, service, letter)
-            print(f"replayed {letter.event_id} to {letter.subject}")
+            print(f"replayed {letter.event_id} to {service}'s consumer of {letter.subject}")
         for event_id in sorted(missing):
             print(f"keel events: {event_id} is not a dead letter of {service}", file=sys.stderr)
         return 1 if missing else 0

@@ -195,7 +195,13 @@ async def dead(loop: Loop, message: Msg, reason: str, delivery: int) -> None:
     """Publish `message` to the dead-letter subject with `reason`, then terminate it."""
     assert loop.owner.js is not None
     await dead_letter(
-        loop.owner.js, loop.service, loop.durable, message, reason=reason, delivery=delivery
+        loop.owner.js,
+        loop.service,
+        loop.durable,
+        message,
+        subject=loop.spec.subject,
+        reason=reason,
+        delivery=delivery,
     )
     await message.term()
     metrics().dead_lettered.labels(loop.spec.subject).inc()

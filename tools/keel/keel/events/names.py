@@ -7,6 +7,7 @@ dots as underscores (as `KEEL_TARGET_` keys are) and a subject's dots become und
 from __future__ import annotations
 
 DLQ_PREFIX = "keel.dlq"
+REPLAY_PREFIX = "keel.replay"
 
 
 def service_key(service: str) -> str:
@@ -22,6 +23,12 @@ def durable(service: str, subject: str) -> str:
 def dlq_subject(service: str, subject: str) -> str:
     """Where `service`'s dead letters of `subject` go: `keel.dlq.<service>.<subject>`."""
     return f"{DLQ_PREFIX}.{service}.{subject}"
+
+
+def replay_subject(service: str, subject: str) -> str:
+    """Where `service`'s dead letters of `subject` are replayed: `keel.replay.<service>.<subject>`
+    (kept in the subject's stream, delivered to `service`'s durable consumer only)."""
+    return f"{REPLAY_PREFIX}.{service}.{subject}"
 
 
 def dlq_stream(service: str) -> str:

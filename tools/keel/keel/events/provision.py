@@ -161,11 +161,14 @@ async def ensure_event_stream(js: JetStreamContext, spec: EventSpec, settings: S
 async def ensure_consumer(
     js: JetStreamContext, service: str, spec: EventSpec, settings: Settings
 ) -> str:
-    """The durable pull consumer of `service` for `spec`'s subject; returns its name."""
+    """The durable pull consumer of `service` for `spec`'s subject and its replay subject
+    (keel.events.names.replay_subject, which the stream then holds too); returns its name."""
     durable = names.durable(service, spec.subject)
+    replay = names.replay_subject(service, spec.subject)
+    await ensure_stream(js, spec.stream, [replay], settings)
     config = ConsumerConfig(
         durable_name=durable,
-        filter_subject=spec.subject,
+        filter_subjects=[spec.subject, replay],
         deliver_policy=DeliverPolicy.ALL,
         ack_policy=AckPolicy.EXPLICIT,
         ack_wait=settings.events_ack_wait,
