@@ -19,13 +19,12 @@ from tests.test_events_proof import (
     PLACED,
     CatalogServiceSubscriber,
     OrderServicePublisher,
+    both_metadata,
     broker_outage,
     effects,
     orders,
     place,
-    publisher_metadata,
     settings,
-    subscriber_metadata,
 )
 
 __all__ = ["nats_broker"]  # the fixture, for pytest
@@ -100,12 +99,7 @@ async def test_broker_killed_mid_burst_on_keel_data(
 ) -> None:
     """The outage proof on keel.data's databases (SQLite as services open it, PostgreSQL):
     publisher and subscriber share one database, as a service subscribing to itself would."""
-    metadata = MetaData()
-    for source in (publisher_metadata, subscriber_metadata):
-        for table in source.tables.values():
-            if table.name not in metadata.tables:
-                table.to_metadata(metadata)
-    db = Database(keel_database_url, tables=metadata)
+    db = Database(keel_database_url, tables=both_metadata())
     async with db.transaction():
         pass
     try:

@@ -1,8 +1,10 @@
-"""Issue 10's proof, on real nats-server processes and SQLite files: a publisher commits a few
-hundred state changes with their events, a subscriber counts effects in its own table, and
-each event has exactly one effect however the broker or the subscriber dies.
+"""Issue 10's proof, on real nats-server processes and keel.data databases (SQLite files; the
+killed subscriber also on PostgreSQL, the broker outage in test_events_databases too): a
+publisher commits a few hundred state changes with their events, a subscriber counts effects
+in its own table, and each event has exactly one effect however the broker or the subscriber
+dies.
 
-Also the subscribing process of the crash test: `python -m tests.test_events_proof DB URL`.
+Also the subscribing process of the crash test: `python -m tests.test_events_proof DB_URL URL`.
 """
 
 from __future__ import annotations
@@ -216,9 +218,9 @@ async def _zero(count: Any) -> bool:
     return left == 0
 
 
-async def _start_subscriber(db: Path, url: str) -> subprocess.Popen[str]:
+async def _start_subscriber(database_url: str, url: str) -> subprocess.Popen[str]:
     process = subprocess.Popen(
-        [sys.executable, "-m", "tests.test_events_proof", str(db), url],
+        [sys.executable, "-m", "tests.test_events_proof", database_url, url],
         cwd=REPO,
         stdout=subprocess.PIPE,
         text=True,
@@ -247,37 +249,56 @@ def _end(process: subprocess.Popen[str], how: signal.Signals) -> int:
     return code
 
 
+def both_metadata() -> MetaData:
+    """The publisher's and the subscriber's tables in one metadata (one database for both)."""
+    metadata = MetaData()
+    for source in (publisher_metadata, subscriber_metadata):
+        for table in source.tables.values():
+            if table.name not in metadata.tables:
+                table.to_metadata(metadata)
+    return metadata
+
+
 async def test_subscriber_killed_mid_burst_every_event_has_one_effect(
-    nats_broker: Broker, publisher_db: Database, subscriber_db: Database, tmp_path: Path
+    nats_broker: Broker, keel_database_url: str
 ) -> None:
-    relay = keel.events.Relay(publisher_db, settings=settings(nats_broker.url))
+    """SIGKILL the subscribing process (`keel.serve` with its consumers) mid-burst and start it
+    again: each event has one effect. On keel.data's SQLite and on PostgreSQL; the publisher
+    and the subscriber share the database (two processes writing it)."""
+    db = Database(keel_database_url, tables=both_metadata())
+    async with db.transaction():  # creates the tables
+        pass
+    relay = keel.events.Relay(db, settings=settings(nats_broker.url))
     await relay.start()
-    process = await _start_subscriber(tmp_path / "catalog.db", nats_broker.url)
+    process = await _start_subscriber(keel_database_url, nats_broker.url)
     try:
-        burst = asyncio.create_task(place(publisher_db, 0, N))
+        burst = asyncio.create_task(place(db, 0, N))
 
         async def some_handled() -> bool:
-            return (await effect_counts(subscriber_db))[0] >= N // 5
+            return (await effect_counts(db))[0] >= N // 5
 
         await eventually(some_handled, what="a fifth of the events handled")
         _end(process, signal.SIGKILL)
         await burst
-        process = await _start_subscriber(tmp_path / "catalog.db", nats_broker.url)
+        process = await _start_subscriber(keel_database_url, nats_broker.url)
 
         async def all_handled() -> bool:
-            return (await effect_counts(subscriber_db))[0] >= N
+            return (await effect_counts(db))[0] >= N
 
         await eventually(all_handled, timeout=60, what=f"{N} effects")
         assert _end(process, signal.SIGTERM) == 0
     finally:
         _end(process, signal.SIGKILL)
         await relay.stop()
-    assert await effect_counts(subscriber_db) == (N, N)
+    try:
+        assert await effect_counts(db) == (N, N)
+    finally:
+        await db.dispose()
 
 
-def _subscribe(db: Path, url: str) -> None:
+def _subscribe(database_url: str, url: str) -> None:
     """The subscribing service: keel.serve with its consumers as a background task."""
-    database = Database(f"sqlite+aiosqlite:///{db}")
+    database = Database(database_url)
     consumers = keel.events.Consumers(
         database, [CatalogServiceSubscriber()], settings=settings(url)
     )
@@ -285,4 +306,4 @@ def _subscribe(db: Path, url: str) -> None:
 
 
 if __name__ == "__main__":
-    _subscribe(Path(sys.argv[1]), sys.argv[2])
+    _subscribe(sys.argv[1], sys.argv[2])
