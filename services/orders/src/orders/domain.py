@@ -298,13 +298,21 @@ class Orders:
         self.changes.notify()
         return True
 
+    async def note_reason(self, order_id: str, reason: str) -> None:
+        """Record why a PENDING order is being undone (the first reason stays)."""
+        async with self.store.transaction() as tx:
+            stored = await tx.lock(order_id)
+            if stored is not None and stored.state == State.PENDING and not stored.reason:
+                await tx.put(replace(stored, reason=reason))
+
     async def reject(self, order_id: str, reason: str) -> None:
-        """PENDING → REJECTED with `reason` (another state stays)."""
+        """PENDING → REJECTED with the reason noted, else `reason` (another state stays)."""
         async with self.store.transaction() as tx:
             stored = await tx.lock(order_id)
             if stored is None or stored.state != State.PENDING:
                 return
-            await tx.put(self._changed(stored, replace(stored, reason=reason), State.REJECTED))
+            order = replace(stored, reason=stored.reason or reason)
+            await tx.put(self._changed(stored, order, State.REJECTED))
         self.changes.notify()
 
     async def mark_cancelled(self, order_id: str, reason: str) -> None:

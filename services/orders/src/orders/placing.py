@@ -208,10 +208,18 @@ class Placing:
         await self.orders.open(order, data.get("request_id", ""))
         await self._boundary(step, "after")
 
-    async def _reject(self, step: keel.saga.Step, _: None) -> None:
-        await self._boundary(step, "before")
+    async def _keep_reason(self, step: keel.saga.Step) -> str:
+        """Note why the saga turns back on the order, before a compensation that may fail
+        (and overwrite the saga's error with its own); the reason."""
         state = await keel.saga.show(self.db, step.saga_id)
         reason = state.error if state is not None else ""
+        if reason and not reason.startswith("compensating "):
+            await self.orders.note_reason(step.saga_id, reason)
+        return reason
+
+    async def _reject(self, step: keel.saga.Step, _: None) -> None:
+        await self._boundary(step, "before")
+        reason = await self._keep_reason(step)
         await self.orders.reject(step.saga_id, reason or "the order could not be placed")
         await self._boundary(step, "after")
 
@@ -225,6 +233,7 @@ class Placing:
         return {"total_cents": total, "currency": currency}
 
     async def _release(self, step: keel.saga.Step, _: Data | None) -> None:
+        await self._keep_reason(step)
         await self._call(
             step, lambda: self.catalog.release(step.saga_id, metadata=self._metadata(step))
         )
@@ -255,6 +264,7 @@ class Placing:
     async def _settle(self, step: keel.saga.Step, _: Data | None) -> None:
         """Void the order's payment, or refund it once captured (by the order's id)."""
         order_id = step.saga_id.removesuffix("/cancel")
+        await self._keep_reason(step)
         payment = await self._call(
             step, lambda: self.payments.settle(order_id, metadata=self._metadata(step))
         )
