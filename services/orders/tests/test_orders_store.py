@@ -6,8 +6,10 @@ watchers that see changes another process commits."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator, Sequence
 
+import keel.errors
 import keel.saga
 import pytest
 from acme.orders.v1 import orders_pb2
@@ -15,6 +17,8 @@ from catalog import domain as catalog_domain
 from catalog import store as catalog_store
 from keel.data import Database
 from keel.events import tables
+from keel.runtime import config
+from keel.testing.nats import eventually
 from orders.domain import (
     DependencyError,
     Line,
@@ -72,6 +76,8 @@ class LocalPayments:
     def __init__(self) -> None:
         self.store = payments_store.MemoryStore()
         self.payments = payments_domain.Payments(self.store)
+        self.down = False
+        """While set, settling fails as a payments service that does not answer would."""
 
     async def authorize(
         self,
@@ -88,6 +94,8 @@ class LocalPayments:
         return _payment(await self.payments.capture(payment_id))
 
     async def settle(self, order_id: str, *, metadata: Metadata = ()) -> Payment:
+        if self.down:
+            raise DependencyError("payments", keel.errors.Unavailable("down"), uncertain=True)
         return _payment(await self.payments.settle_order(order_id))
 
 
@@ -223,6 +231,35 @@ async def test_cancel_publishes_once_and_shipped_orders_stay(
     assert shipped.state == State.SHIPPED
     with pytest.raises(ShippedError):
         await orders.cancel(shipped.order_id)
+
+
+async def test_a_cancel_goes_through_and_finishes_its_refund_once_payments_is_back(
+    keel_database: Database, peers: tuple[LocalCatalog, LocalPayments]
+) -> None:
+    quick = dataclasses.replace(config.current(), saga_backoff=(0.01,), saga_lease=0.1)
+    orders = Orders(SqlStore(keel_database), *peers, settings=quick)
+    catalog, payments = peers
+    order = await orders.create("c_1", [Line("p_teapot", 3)], "tok_visa")
+    assert order.payment is not None
+    payments.down = True
+    cancelled = await orders.cancel(order.order_id)  # CANCELLED now; the refund waits
+    assert cancelled.state == State.CANCELLED
+    assert await catalog.stock("p_teapot") == 7
+    assert (await payments.payments.get(order.payment.payment_id)).state.value == "CAPTURED"
+    payments.down = False
+
+    async def ended() -> bool:
+        saga = await keel.saga.show(keel_database, f"{order.order_id}/cancel")
+        return saga is not None and saga.finished
+
+    await eventually(ended, timeout=10, what="the cancelling saga's end")
+    saga = await keel.saga.show(keel_database, f"{order.order_id}/cancel")
+    assert saga is not None
+    assert saga.status == keel.saga.COMPENSATED  # finished by the first step's compensation
+    assert (await payments.payments.get(order.payment.payment_id)).state.value == "VOIDED"
+    assert await catalog.stock("p_teapot") == 10
+    assert (await orders.get(order.order_id)).state == State.CANCELLED
+    await orders.placing.close()
 
 
 async def test_a_watcher_sees_a_change_another_process_commits(
