@@ -59,7 +59,7 @@ async def test_two_relays_share_an_outbox_and_each_event_has_one_effect(
             async with db.transaction() as session:
                 await session.execute(insert(orders).values(id=f"o{number}", total=number))
                 await OrderServicePublisher(session).order_placed(
-                    orders_pb2.Order(order_id=f"o{number}")
+                    orders_pb2.OrderPlaced(order_id=f"o{number}")
                 )
 
         for first in range(0, N, 20):  # 20 transactions at once

@@ -71,7 +71,7 @@ class OneSeq(CatalogServiceSubscriber):
     """Writes every effect with the same primary key: the second event violates it."""
 
     async def on_order_placed(
-        self, event: orders_pb2.Order, context: keel.events.EventContext
+        self, event: orders_pb2.OrderPlaced, context: keel.events.EventContext
     ) -> None:
         self.seen.append({"order_id": event.order_id, "context": context})
         await context.session.execute(
@@ -138,7 +138,7 @@ class Crashing(CatalogServiceSubscriber):
         self.hanging = asyncio.Event()
 
     async def on_order_placed(
-        self, event: orders_pb2.Order, context: keel.events.EventContext
+        self, event: orders_pb2.OrderPlaced, context: keel.events.EventContext
     ) -> None:
         self.seen.append({"order_id": event.order_id, "context": context})
         if context.delivery == 1:
@@ -258,7 +258,7 @@ class Hanging(CatalogServiceSubscriber):
     """Hangs in the first delivery of each event (until cancelled); handles the others."""
 
     async def on_order_placed(
-        self, event: orders_pb2.Order, context: keel.events.EventContext
+        self, event: orders_pb2.OrderPlaced, context: keel.events.EventContext
     ) -> None:
         if context.delivery == 1:
             self.seen.append({"order_id": event.order_id, "context": context})

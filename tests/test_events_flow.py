@@ -96,7 +96,9 @@ async def test_correlation_id_and_trace_travel_from_publisher_to_handler(
         with tracer.start_as_current_span("acme.orders.v1.OrderService/CreateOrder") as span:
             propagation.bind(SERVICE, _Call(), [("x-request-id", "corr-42")])
             async with publisher_db.transaction() as session:
-                await OrderServicePublisher(session).order_placed(orders_pb2.Order(order_id="o1"))
+                await OrderServicePublisher(session).order_placed(
+                    orders_pb2.OrderPlaced(order_id="o1")
+                )
             return span.get_span_context().trace_id
 
     async with running(keel.events.Relay(publisher_db, settings=chosen), consumers):
@@ -136,7 +138,7 @@ async def test_redelivery_after_the_duplicate_window_has_no_second_effect(
         nc = await nats.connect(nats_broker.url)
         js = nc.jetstream()
         headers = {carry.MSG_ID: event_id, carry.EVENT_ID: event_id}
-        payload = orders_pb2.Order(order_id="o0").SerializeToString()
+        payload = orders_pb2.OrderPlaced(order_id="o0").SerializeToString()
         acks = []
 
         async def stored_again() -> bool:  # the broker drops it as a duplicate until the window
@@ -255,7 +257,9 @@ async def test_an_undecodable_payload_is_dead_lettered_at_once(
         await nc.close()
     assert letter.headers is not None
     assert letter.headers[carry.DELIVERIES] == "1"
-    assert letter.headers[carry.ERROR].startswith("undecodable payload: not acme.orders.v1.Order")
+    assert letter.headers[carry.ERROR].startswith(
+        "undecodable payload: not acme.orders.v1.OrderPlaced"
+    )
     assert subscriber.seen == []
 
 
@@ -273,7 +277,8 @@ async def test_provisioning_is_idempotent_and_follows_settings(
     js = nc.jetstream()
     stream = await js.stream_info(PLACED.stream)
     replay = names.replay_subject(SERVICE, PLACED.subject)
-    assert stream.config.subjects == ["acme.orders.v1.>", replay]
+    cancelled = names.replay_subject(SERVICE, "acme.orders.v1.order.cancelled")
+    assert stream.config.subjects == ["acme.orders.v1.>", replay, cancelled]
     assert stream.config.duplicate_window == 120
     assert stream.config.max_age == 604800  # KEEL_EVENTS_MAX_AGE
     info = await js.consumer_info(PLACED.stream, names.durable(SERVICE, PLACED.subject))
@@ -390,7 +395,7 @@ async def test_a_batch_slower_than_the_ack_wait_is_not_delivered_again(
 
     class Slow(CatalogServiceSubscriber):
         async def on_order_placed(
-            self, event: orders_pb2.Order, context: keel.events.EventContext
+            self, event: orders_pb2.OrderPlaced, context: keel.events.EventContext
         ) -> None:
             await release.wait()  # slow work: longer than the ack wait (see below)
             await super().on_order_placed(event, context)

@@ -21,7 +21,8 @@ from typing import Any
 import keel
 import prometheus_client
 import pytest
-from acme.orders.v1 import orders_pb2
+from acme.catalog.v1 import catalog_keel
+from acme.orders.v1 import orders_keel, orders_pb2
 from keel.data import Database
 from keel.events import tables
 from keel.runtime import correlation
@@ -34,19 +35,8 @@ __all__ = ["nats_broker"]  # the fixture, for pytest
 
 REPO = Path(__file__).resolve().parent.parent
 SERVICE = "acme.catalog.v1.CatalogService"
-PLACED = keel.events.EventSpec(
-    subject="acme.orders.v1.order.placed",
-    message=orders_pb2.Order,
-    stream="ACME_ORDERS_V1",
-    name="acme.orders.v1.Order",
-)
-
-
-class OrderServicePublisher(keel.events.Publisher):
-    """As keel gen writes it."""
-
-    async def order_placed(self, event: orders_pb2.Order) -> str:
-        return await self._publish(PLACED, event)
+PLACED = orders_keel.ORDER_PLACED
+OrderServicePublisher = orders_keel.OrderServicePublisher  # as keel gen wrote it
 
 
 publisher_metadata = MetaData()
@@ -69,19 +59,20 @@ effects = Table(
 tables.add_to(subscriber_metadata)
 
 
-class CatalogServiceSubscriber(keel.events.Subscriber):
-    """As keel gen writes it, with a handler that records one effect per event."""
-
-    __keel_subscriber__ = keel.events.SubscriberSpec(
-        service=SERVICE, handlers=(keel.events.Handler(PLACED, "on_order_placed"),)
-    )
+class CatalogServiceSubscriber(catalog_keel.CatalogServiceSubscriber):
+    """The generated subscriber, with a handler that records one effect per placed order."""
 
     def __init__(self, poison: frozenset[str] = frozenset()) -> None:
         self.poison = poison
         self.seen: list[dict[str, Any]] = []
 
+    async def on_order_cancelled(
+        self, event: orders_pb2.OrderCancelled, context: keel.events.EventContext
+    ) -> None:
+        pass
+
     async def on_order_placed(
-        self, event: orders_pb2.Order, context: keel.events.EventContext
+        self, event: orders_pb2.OrderPlaced, context: keel.events.EventContext
     ) -> None:
         span = trace.get_current_span().get_span_context()
         self.seen.append(
@@ -126,7 +117,7 @@ async def place(database: Database, first: int, count: int) -> None:
         async with database.transaction() as session:
             await session.execute(insert(orders).values(id=f"o{number}", total=number))
             await OrderServicePublisher(session).order_placed(
-                orders_pb2.Order(order_id=f"o{number}", total_cents=number)
+                orders_pb2.OrderPlaced(order_id=f"o{number}", total_cents=number)
             )
 
 
