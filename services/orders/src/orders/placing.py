@@ -95,6 +95,9 @@ class Placing:
         self._pauses = dict(item.split("=", 1) for item in hook.split(",") if "=" in item)
         self._customers: dict[str, str] = {}
         self._correlation: dict[str, str] = {}
+        self._caller: dict[str, list[tuple[str, str]]] = {}
+        """Per saga this process started for a call: what that call passes on (the user's
+        forwarded token and identity, trace context) and its service as the caller."""
 
     def recovery(self) -> keel.saga.Recovery:
         """The background task resuming both sagas at start-up (`keel.serve(background=)`)."""
@@ -107,6 +110,10 @@ class Placing:
         whose deadline passes) does not stop it; one left unfinished (a compensation failing)
         is tried again every KEEL_SAGA_LEASE."""
         data = {**data, "correlation_id": propagation.correlation_id()}
+        current = propagation.inbound()
+        if current is not None:  # kept in memory only: never recorded, never resumed with
+            passed = [*propagation.passed_on(current), (propagation.CALLER, current.service)]
+            self._caller[saga_id] = passed
         task = self._spawn(saga.start(data, saga_id=saga_id))
         state = await asyncio.shield(task)
         if state.finished:
@@ -118,6 +125,7 @@ class Placing:
     def _forget(self, saga_id: str) -> None:
         self._customers.pop(saga_id, None)
         self._correlation.pop(saga_id, None)
+        self._caller.pop(saga_id, None)
 
     def _spawn(self, work: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
         """A task in a context of its own: the saga is the service's own work, not bound by
@@ -157,10 +165,15 @@ class Placing:
             await asyncio.Event().wait()  # until the test kills the process
 
     def _metadata(self, step: keel.saga.Step) -> list[tuple[str, str]]:
-        """The step's idempotency key, and the correlation id of the call that began it."""
+        """The step's idempotency key and the correlation id of the call that began the saga;
+        for an action of a saga this process started for a call, what that call passes on
+        (the user's token: the peers see the user, as in the call). Compensations, and steps
+        resumed later, are the service's own work."""
         metadata = [(IDEMPOTENCY_KEY, step.key)]
         if correlation := self._correlation.get(step.saga_id):
             metadata.append((CORRELATION_HEADER, correlation))
+        if not step.key.endswith("/compensate"):
+            metadata += self._caller.get(step.saga_id, ())
         return metadata
 
     async def _call(self, step: keel.saga.Step, call: Callable[[], Awaitable[T]]) -> T:
