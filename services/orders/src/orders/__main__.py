@@ -1,8 +1,9 @@
 """`python -m orders`: serve orders on its database (KEEL_DATABASE_URL, else SQLite in its
 state folder), migrated at start-up when KEEL_MIGRATE=true. With KEEL_NATS_URL the outbox
 relay runs beside the server and publishes the events the proto declares (OrderPlaced,
-OrderCancelled); without it they wait in the outbox until orders runs with a broker. Catalog
-and payments are found through discovery."""
+OrderCancelled); without it they wait in the outbox until orders runs with a broker. The
+placing and cancelling sagas a stopped process left are resumed at start-up
+(keel.saga.Recovery). Catalog and payments are found through discovery."""
 
 import keel
 from acme.orders.v1 import orders_keel
@@ -15,7 +16,8 @@ from orders.store import SqlStore
 def main() -> None:
     db = prepare("orders")
     events = keel.events.background(db, publishers=[orders_keel.OrderServicePublisher])
-    keel.serve([OrderService(SqlStore(db))], background=events)
+    service = OrderService(SqlStore(db))
+    keel.serve([service], background=[*events, service.recovery])  # + the sagas, resumed
 
 
 if __name__ == "__main__":
