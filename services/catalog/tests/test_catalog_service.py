@@ -121,10 +121,10 @@ async def test_reserve_is_idempotent_and_release_restores_stock(catalog: Client)
 
 async def test_a_reservation_after_the_release_is_refused(catalog: Client) -> None:
     # A compensation's release can overtake the reservation it undoes (a late copy).
-    await catalog.release_stock(catalog_pb2.ReleaseStockRequest(order_id="o_late"))
+    await catalog.release_stock(catalog_pb2.ReleaseStockRequest(order_id="o_late"), timeout=10)
     late = catalog_pb2.ReserveStockRequest(order_id="o_late", lines=_lines(("p_teapot", 1)))
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await catalog.reserve_stock(late)
+        await catalog.reserve_stock(late, timeout=10)
     assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     teapot = catalog_pb2.GetProductRequest(product_id="p_teapot")
     assert (await catalog.get_product(teapot)).product.stock == 10
@@ -146,11 +146,11 @@ async def test_out_of_stock_names_the_line(catalog: Client) -> None:
 async def test_keyed_reserve_and_release_take_effect_once(catalog: Client) -> None:
     key = [("idempotency-key", "saga-7/reserve")]
     request = catalog_pb2.ReserveStockRequest(order_id="o_7", lines=_lines(("p_teapot", 3)))
-    assert (await catalog.reserve_stock(request, metadata=key)).total_cents == 3 * 3499
-    await catalog.reserve_stock(request, metadata=key)  # a repeat: the first answer
+    assert (await catalog.reserve_stock(request, metadata=key, timeout=10)).total_cents == 3 * 3499
+    await catalog.reserve_stock(request, metadata=key, timeout=10)  # a repeat: the first answer
     other = catalog_pb2.ReserveStockRequest(order_id="o_8", lines=_lines(("p_teapot", 1)))
     with pytest.raises(grpc.aio.AioRpcError) as caught:  # the key, with another request
-        await catalog.reserve_stock(other, metadata=key)
+        await catalog.reserve_stock(other, metadata=key, timeout=10)
     assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     teapot = catalog_pb2.GetProductRequest(product_id="p_teapot")
     assert (await catalog.get_product(teapot)).product.stock == 7
@@ -158,10 +158,12 @@ async def test_keyed_reserve_and_release_take_effect_once(catalog: Client) -> No
     big = catalog_pb2.ReserveStockRequest(order_id="o_9", lines=_lines(("p_teapot", 8)))
     for _ in range(2):
         with pytest.raises(grpc.aio.AioRpcError) as caught:
-            await catalog.reserve_stock(big, metadata=[("idempotency-key", "saga-9/reserve")])
+            await catalog.reserve_stock(
+                big, metadata=[("idempotency-key", "saga-9/reserve")], timeout=10
+            )
         assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     undo = [("idempotency-key", "saga-7/reserve/compensate")]
     release = catalog_pb2.ReleaseStockRequest(order_id="o_7")
     for _ in range(2):
-        await catalog.release_stock(release, metadata=undo)
+        await catalog.release_stock(release, metadata=undo, timeout=10)
     assert (await catalog.get_product(teapot)).product.stock == 10
