@@ -53,7 +53,10 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("saga_id", "position"),
     )
     with op.batch_alter_table("orders", schema=None) as batch_op:
+        # "" for the orders already there; new rows get the model's default
         batch_op.add_column(sa.Column("reason", sa.Text(), server_default="", nullable=False))
+    with op.batch_alter_table("orders", schema=None) as batch_op:
+        batch_op.alter_column("reason", server_default=None)
 
     # ### end Alembic commands ###
 

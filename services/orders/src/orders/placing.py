@@ -36,6 +36,7 @@ from keel.data import Database
 from keel.runtime import config, logs, propagation
 from keel.runtime.channels import IDEMPOTENCY_KEY
 from keel.runtime.context import CORRELATION_HEADER
+from opentelemetry import context as otel_context
 
 from orders.model import DependencyError, Line, Order, Payment
 
@@ -114,7 +115,7 @@ class Placing:
         if current is not None:  # kept in memory only: never recorded, never resumed with
             passed = [*propagation.passed_on(current), (propagation.CALLER, current.service)]
             self._caller[saga_id] = passed
-        task = self._spawn(saga.start(data, saga_id=saga_id))
+        task = self._spawn(saga.start(data, saga_id=saga_id), trace=otel_context.get_current())
         state = await asyncio.shield(task)
         if state.finished:
             self._forget(saga_id)
@@ -127,10 +128,16 @@ class Placing:
         self._correlation.pop(saga_id, None)
         self._caller.pop(saga_id, None)
 
-    def _spawn(self, work: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+    def _spawn(
+        self, work: Coroutine[Any, Any, T], trace: otel_context.Context | None = None
+    ) -> asyncio.Task[T]:
         """A task in a context of its own: the saga is the service's own work, not bound by
-        the deadline (or identity) of the call that started it."""
-        task = asyncio.get_running_loop().create_task(work, context=contextvars.Context())
+        the deadline (or identity) of the call that started it; with `trace`, its calls are
+        spans of that call's trace."""
+        fresh = contextvars.Context()
+        if trace is not None:
+            fresh.run(otel_context.attach, trace)
+        task = asyncio.get_running_loop().create_task(work, context=fresh)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
