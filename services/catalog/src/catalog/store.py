@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import TypeVar
 
-from keel.data import Database
+from keel.data import Database, conflicts
 from sqlalchemy import delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
@@ -178,11 +178,9 @@ class JoinedStore:
     @asynccontextmanager
     async def transaction(self, *, readonly: bool = False) -> AsyncIterator[SqlTransaction]:
         """The session itself (catalog.domain.Store); flushed when the block ends."""
-        try:
+        with conflicts(ConflictError):
             yield SqlTransaction(self.session)
             await self.session.flush()
-        except IntegrityError as error:
-            raise ConflictError(str(error.orig).splitlines()[0]) from None
 
 
 class SqlStore:
@@ -234,11 +232,9 @@ class SqlStore:
         """One transaction (catalog.domain.Store)."""
         if self._pending:
             await self._add_pending()  # (a failure leaves them pending for the next call)
-        try:
+        with conflicts(ConflictError):
             async with self.db.transaction(readonly=readonly) as session:
                 yield SqlTransaction(session)
-        except IntegrityError as error:
-            raise ConflictError(str(error.orig).splitlines()[0]) from None
 
     async def close(self) -> None:
         """Close the database's connections (the server calls it when it stops)."""

@@ -10,9 +10,8 @@ from typing import Any
 
 from acme.orders.v1 import orders_keel, orders_pb2
 from google.protobuf import timestamp_pb2
-from keel.data import Database
+from keel.data import Database, conflicts
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from orders.domain import ConflictError, Line, Order, Payment, State
@@ -185,11 +184,9 @@ class SqlStore:
     @asynccontextmanager
     async def transaction(self, *, readonly: bool = False) -> AsyncIterator[SqlTransaction]:
         """One transaction (orders.domain.Store)."""
-        try:
+        with conflicts(ConflictError):
             async with self.db.transaction(readonly=readonly) as session:
                 yield SqlTransaction(session)
-        except IntegrityError as error:
-            raise ConflictError(str(error.orig).splitlines()[0]) from None
 
     async def close(self) -> None:
         """Close the database's connections (the server calls it when it stops)."""

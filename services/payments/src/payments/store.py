@@ -6,9 +6,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
-from keel.data import Database
+from keel.data import Database, conflicts
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from payments.domain import ConflictError, Payment, State
@@ -86,11 +85,9 @@ class JoinedStore:
     @asynccontextmanager
     async def transaction(self, *, readonly: bool = False) -> AsyncIterator[SqlTransaction]:
         """The session itself (payments.domain.Store); flushed when the block ends."""
-        try:
+        with conflicts(ConflictError):
             yield SqlTransaction(self.session)
             await self.session.flush()
-        except IntegrityError as error:
-            raise ConflictError(str(error.orig).splitlines()[0]) from None
 
 
 class SqlStore:
@@ -102,11 +99,9 @@ class SqlStore:
     @asynccontextmanager
     async def transaction(self, *, readonly: bool = False) -> AsyncIterator[SqlTransaction]:
         """One transaction (payments.domain.Store)."""
-        try:
+        with conflicts(ConflictError):
             async with self.db.transaction(readonly=readonly) as session:
                 yield SqlTransaction(session)
-        except IntegrityError as error:
-            raise ConflictError(str(error.orig).splitlines()[0]) from None
 
     def joined(self, session: AsyncSession) -> JoinedStore:
         """This store's data within `session` (a transaction opened by a keyed call)."""

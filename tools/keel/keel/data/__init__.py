@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from keel.data.conflicts import conflicts
 from keel.data.database import Database, DataError, id_type, state_dir
 from keel.data.ids import new_id
 from keel.data.pages import PageTokenError, decode_page_token, encode_page_token
@@ -30,6 +31,7 @@ __all__ = [
     "PageTokenError",
     "ServiceFolder",
     "check",
+    "conflicts",
     "decode_page_token",
     "downgrade",
     "encode_page_token",
