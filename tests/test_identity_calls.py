@@ -132,12 +132,17 @@ async def test_verified_users_act_only_on_their_own_orders(
     assert [o.order_id for o in mine.orders] == [order_id]
 
 
-async def test_a_call_without_identity_is_served(
+async def test_a_call_without_identity_is_refused_where_the_proto_asks_for_a_user(
     shop: tuple[orders_keel.OrderServiceClient, str],
 ) -> None:
-    orders, order_id = shop  # another service's own call, or an operator's: not restricted
-    reply = await orders.get_order(orders_pb2.GetOrderRequest(order_id=order_id))
-    assert reply.order.customer_id == "alice"
+    """OrderService is ACCESS_AUTHENTICATED: without a token nobody's orders can be read, or
+    anyone who reaches the port could read everyone's (methods without a policy serve such
+    calls: tests/test_identity_policy.py)."""
+    orders, order_id = shop
+    error = await _refused(
+        orders.get_order(orders_pb2.GetOrderRequest(order_id=order_id)), "TOKEN_REQUIRED"
+    )
+    assert "bearer token" in error.message
 
 
 async def test_a_token_just_past_its_expiry_is_within_the_leeway() -> None:

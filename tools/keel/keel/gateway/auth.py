@@ -16,8 +16,10 @@ from typing import Any
 import jwt
 
 from keel.runtime.config import Settings
-from keel.runtime.identity import TokenVerifier
-from keel.runtime.spec import Access, AuthPolicy, MethodSpec, ServiceSpec
+from keel.runtime.identity import TokenVerifier, granted_scopes, policy
+from keel.runtime.spec import Access, AuthPolicy
+
+__all__ = ["Authenticator", "DeniedError", "policy"]
 
 
 class DeniedError(Exception):
@@ -32,20 +34,6 @@ class DeniedError(Exception):
     def challenge(self) -> str:
         """The `WWW-Authenticate` header value (RFC 6750)."""
         return f'Bearer realm="keel", error="{self.error}", error_description="{self.description}"'
-
-
-def policy(method: MethodSpec[Any, Any], service: ServiceSpec) -> AuthPolicy:
-    """The auth policy that applies to `method`."""
-    return method.auth or service.auth or AuthPolicy()
-
-
-def _scopes(claims: dict[str, Any]) -> set[str]:
-    scope = claims.get("scope", "")
-    listed = claims.get("scp", [])
-    found = set(scope.split()) if isinstance(scope, str) else set()
-    if isinstance(listed, list):
-        found |= {str(s) for s in listed}
-    return found
 
 
 class Authenticator:
@@ -75,7 +63,7 @@ class Authenticator:
             claims = self.verifier.verify(token)
         except (jwt.PyJWTError, ValueError, TypeError) as error:
             raise DeniedError(401, "invalid_token", str(error).replace('"', "'")) from None
-        missing = sorted(set(rule.scopes) - _scopes(claims))
+        missing = sorted(set(rule.scopes) - granted_scopes(claims))
         if missing:
             raise DeniedError(403, "insufficient_scope", f"missing scope {' '.join(missing)}")
         return claims

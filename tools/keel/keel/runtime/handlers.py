@@ -20,7 +20,7 @@ from grpc_status import rpc_status
 
 from keel.errors import InvalidArgument, KeelError
 from keel.runtime import correlation, propagation, tracing, validation
-from keel.runtime.identity import CallerCheck
+from keel.runtime.identity import CallerCheck, policy
 from keel.runtime.logs import get_logger
 from keel.runtime.observe import MethodObserver, Observation, status_code
 from keel.runtime.service import ServiceBase
@@ -266,6 +266,8 @@ def _handler(
 ) -> grpc.RpcMethodHandler[Any, Any]:
     make_handler, wrap = _FACTORIES[spec.kind]
     observer = observation.for_method(spec)
+    if caller is not None:
+        caller = caller.for_policy(policy(spec, type(impl).__keel_service__))
     return make_handler(
         wrap(spec, getattr(impl, spec.python_name), observer, validate, caller),
         request_deserializer=_deserializer(spec),
@@ -281,7 +283,8 @@ def method_handlers(
     caller: CallerCheck | None = None,
 ) -> dict[str, grpc.RpcMethodHandler[Any, Any]]:
     """The grpc method handlers of one implementation, keyed by method name; with `caller`,
-    every call's identity is verified first (keel.runtime.identity)."""
+    every call's identity is verified first, and each method's proto auth policy applied
+    (keel.runtime.identity)."""
     spec = type(impl).__keel_service__
     return {m.name: _handler(impl, m, observation, validate, caller) for m in spec.methods}
 

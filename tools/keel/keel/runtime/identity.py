@@ -8,8 +8,11 @@ token alone. With keys configured, a call is refused with UNAUTHENTICATED when i
 not verify (expired, badly signed, wrong audience), or when it claims an identity
 (`x-keel-subject`, `x-keel-claims`) that its token does not prove. A call with neither token
 nor claimed identity (a service's own work, outside any user's request) is served, with no
-subject. Without keys (development) nothing is verified: the identity headers are read as
-they come.
+subject, unless the method's proto policy asks for a user: a method (or its service) marked
+`ACCESS_AUTHENTICATED` or with `scopes` is refused UNAUTHENTICATED without a token, and
+PERMISSION_DENIED (ErrorInfo reason MISSING_SCOPE) when the token lacks a listed scope, so its
+rule holds behind the gateway too. Without keys (development) nothing is verified: the
+identity headers are read as they come.
 """
 
 from __future__ import annotations
@@ -21,9 +24,10 @@ from typing import TYPE_CHECKING, Any
 
 import jwt
 
-from keel.errors import Unauthenticated
+from keel.errors import PermissionDenied, Unauthenticated
 from keel.runtime.config import ConfigError, Settings
 from keel.runtime.context import AUTHORIZATION_HEADER, CLAIMS_HEADER, SUBJECT_HEADER
+from keel.runtime.spec import Access, AuthPolicy, MethodSpec, ServiceSpec
 
 if TYPE_CHECKING:
     from keel.runtime.context import Context
@@ -109,15 +113,39 @@ def bearer(authorization: str) -> str | None:
     return authorization[7:].strip() or None
 
 
+def policy(method: MethodSpec[Any, Any], service: ServiceSpec) -> AuthPolicy:
+    """The auth policy that applies to `method`: its own, else its service's."""
+    return method.auth or service.auth or AuthPolicy()
+
+
+def granted_scopes(claims: dict[str, Any]) -> set[str]:
+    """The scopes a token grants: its `scope` claim (space-separated) and `scp` (a list)."""
+    scope = claims.get("scope", "")
+    listed = claims.get("scp", [])
+    found = set(scope.split()) if isinstance(scope, str) else set()
+    if isinstance(listed, list):
+        found |= {str(s) for s in listed}
+    return found
+
+
 def _refused(message: str, reason: str) -> Unauthenticated:
     return Unauthenticated(message, reason=reason, domain="keel")
 
 
 class CallerCheck:
-    """A service's check of the caller of every call (only made when keys are configured)."""
+    """A service's check of the caller of every call (only made when keys are configured).
 
-    def __init__(self, verifier: TokenVerifier) -> None:
+    `for_policy` gives the check of one method: the same verifier, plus the method's rule.
+    """
+
+    def __init__(self, verifier: TokenVerifier, rule: AuthPolicy | None = None) -> None:
         self.verifier = verifier
+        self.rule = rule or AuthPolicy()
+        self._user_required = self.rule.access is Access.AUTHENTICATED or bool(self.rule.scopes)
+
+    def for_policy(self, rule: AuthPolicy) -> CallerCheck:
+        """This check for a method whose proto policy is `rule`."""
+        return CallerCheck(self.verifier, rule)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> CallerCheck | None:
@@ -146,6 +174,8 @@ class CallerCheck:
                     "the call claims an identity without a bearer token to prove it",
                     "UNVERIFIED_IDENTITY",
                 )
+            if self._user_required:
+                raise _refused("this method needs a bearer token", "TOKEN_REQUIRED")
             return  # no user: a service's own call
         token = bearer(authorization)
         if token is None:
@@ -158,6 +188,15 @@ class CallerCheck:
             raise _refused("x-keel-subject is not the token's subject", "UNVERIFIED_IDENTITY")
         if claims_text is not None and _parsed(claims_text) != claims:
             raise _refused("x-keel-claims are not the token's claims", "UNVERIFIED_IDENTITY")
+        if self.rule.scopes:
+            missing = sorted(set(self.rule.scopes) - granted_scopes(claims))
+            if missing:
+                raise PermissionDenied(
+                    f"the token lacks the scope {' '.join(missing)}",
+                    reason="MISSING_SCOPE",
+                    domain="keel",
+                    metadata={"scopes": " ".join(missing)},
+                )
         call.adopt_caller(claims)
 
 
