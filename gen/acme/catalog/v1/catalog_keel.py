@@ -93,6 +93,68 @@ _CATALOG_SERVICE__UPDATE_PRODUCT = keel.MethodSpec(
     ),
 )
 
+_CATALOG_SERVICE__RESTOCK_PRODUCT = keel.MethodSpec(
+    name="RestockProduct",
+    python_name="restock_product",
+    service="acme.catalog.v1.CatalogService",
+    kind=keel.RpcKind.UNARY_UNARY,
+    request_type=catalog_pb2.RestockProductRequest,
+    response_type=catalog_pb2.RestockProductResponse,
+    http=(
+        keel.HttpRule(
+            method="POST",
+            path="/v1/products/{product_id}:restock",
+            body="*",
+        ),
+    ),
+    auth=keel.AuthPolicy(
+        access=keel.Access.UNSPECIFIED,
+        scopes=("catalog.write",),
+    ),
+)
+
+_CATALOG_SERVICE__ARCHIVE_PRODUCT = keel.MethodSpec(
+    name="ArchiveProduct",
+    python_name="archive_product",
+    service="acme.catalog.v1.CatalogService",
+    kind=keel.RpcKind.UNARY_UNARY,
+    request_type=catalog_pb2.ArchiveProductRequest,
+    response_type=catalog_pb2.ArchiveProductResponse,
+    idempotency=keel.Idempotency.IDEMPOTENT,
+    http=(
+        keel.HttpRule(
+            method="POST",
+            path="/v1/products/{product_id}:archive",
+            body="*",
+        ),
+    ),
+    auth=keel.AuthPolicy(
+        access=keel.Access.UNSPECIFIED,
+        scopes=("catalog.write",),
+    ),
+)
+
+_CATALOG_SERVICE__UNARCHIVE_PRODUCT = keel.MethodSpec(
+    name="UnarchiveProduct",
+    python_name="unarchive_product",
+    service="acme.catalog.v1.CatalogService",
+    kind=keel.RpcKind.UNARY_UNARY,
+    request_type=catalog_pb2.UnarchiveProductRequest,
+    response_type=catalog_pb2.UnarchiveProductResponse,
+    idempotency=keel.Idempotency.IDEMPOTENT,
+    http=(
+        keel.HttpRule(
+            method="POST",
+            path="/v1/products/{product_id}:unarchive",
+            body="*",
+        ),
+    ),
+    auth=keel.AuthPolicy(
+        access=keel.Access.UNSPECIFIED,
+        scopes=("catalog.write",),
+    ),
+)
+
 _CATALOG_SERVICE__RESERVE_STOCK = keel.MethodSpec(
     name="ReserveStock",
     python_name="reserve_stock",
@@ -121,6 +183,9 @@ CATALOG_SERVICE = keel.ServiceSpec(
         _CATALOG_SERVICE__LIST_PRODUCTS,
         _CATALOG_SERVICE__CREATE_PRODUCT,
         _CATALOG_SERVICE__UPDATE_PRODUCT,
+        _CATALOG_SERVICE__RESTOCK_PRODUCT,
+        _CATALOG_SERVICE__ARCHIVE_PRODUCT,
+        _CATALOG_SERVICE__UNARCHIVE_PRODUCT,
         _CATALOG_SERVICE__RESERVE_STOCK,
         _CATALOG_SERVICE__RELEASE_STOCK,
     ),
@@ -177,12 +242,53 @@ class CatalogServiceBase(keel.ServiceBase):
             "acme.catalog.v1.CatalogService.UpdateProduct is not implemented",
         )
 
+    async def restock_product(
+        self,
+        request: catalog_pb2.RestockProductRequest,
+        context: keel.Context,
+    ) -> catalog_pb2.RestockProductResponse:
+        """Add units to a product's stock (goods received). Takes an idempotency key (the
+        `Idempotency-Key` header, `idempotency-key` metadata; generated clients send one): a retried
+        restock adds its units once. An archived product is not restocked (FAILED_PRECONDITION,
+        reason PRODUCT_ARCHIVED).
+        """
+        raise keel.errors.Unimplemented(
+            "acme.catalog.v1.CatalogService.RestockProduct is not implemented",
+        )
+
+    async def archive_product(
+        self,
+        request: catalog_pb2.ArchiveProductRequest,
+        context: keel.Context,
+    ) -> catalog_pb2.ArchiveProductResponse:
+        """Take a product off sale: it can no longer be reserved, and ListProducts leaves it out
+        unless asked (show_archived); GetProduct still reads it. Archiving an archived product
+        changes nothing.
+        """
+        raise keel.errors.Unimplemented(
+            "acme.catalog.v1.CatalogService.ArchiveProduct is not implemented",
+        )
+
+    async def unarchive_product(
+        self,
+        request: catalog_pb2.UnarchiveProductRequest,
+        context: keel.Context,
+    ) -> catalog_pb2.UnarchiveProductResponse:
+        """Put an archived product back on sale (an active one stays as it is)."""
+        raise keel.errors.Unimplemented(
+            "acme.catalog.v1.CatalogService.UnarchiveProduct is not implemented",
+        )
+
     async def reserve_stock(
         self,
         request: catalog_pb2.ReserveStockRequest,
         context: keel.Context,
     ) -> catalog_pb2.ReserveStockResponse:
-        """Take units out of stock for an order. Internal: called by the order service only."""
+        """Take units out of stock for an order. Internal: called by the order service only.
+        Idempotent per order id, and takes an idempotency key: the answer (or a final error such
+        as OUT_OF_STOCK) is stored with the key in the transaction of the stock change, so
+        generated clients send a key and retry it after UNAVAILABLE; orders sends its saga step's.
+        """
         raise keel.errors.Unimplemented(
             "acme.catalog.v1.CatalogService.ReserveStock is not implemented",
         )
@@ -192,7 +298,11 @@ class CatalogServiceBase(keel.ServiceBase):
         request: catalog_pb2.ReleaseStockRequest,
         context: keel.Context,
     ) -> catalog_pb2.ReleaseStockResponse:
-        """Put reserved units back (an order was cancelled). Internal."""
+        """Put reserved units back (an order was cancelled). Internal. Idempotent by order id (the
+        second release of an order gives nothing back), so clients retry it as it is; it also
+        stores its answer per idempotency key when a call carries one (orders' saga compensations
+        do), but is not marked idempotency_key: the marker is for methods not idempotent by nature.
+        """
         raise keel.errors.Unimplemented(
             "acme.catalog.v1.CatalogService.ReleaseStock is not implemented",
         )
@@ -267,6 +377,58 @@ class CatalogServiceClient(keel.ClientBase):
             metadata=metadata,
         )
 
+    async def restock_product(
+        self,
+        request: catalog_pb2.RestockProductRequest,
+        *,
+        timeout: float | None = None,
+        metadata: keel.Metadata | None = None,
+    ) -> catalog_pb2.RestockProductResponse:
+        """Add units to a product's stock (goods received). Takes an idempotency key (the
+        `Idempotency-Key` header, `idempotency-key` metadata; generated clients send one): a retried
+        restock adds its units once. An archived product is not restocked (FAILED_PRECONDITION,
+        reason PRODUCT_ARCHIVED).
+        """
+        return await self._unary_unary(
+            _CATALOG_SERVICE__RESTOCK_PRODUCT,
+            request,
+            timeout=timeout,
+            metadata=metadata,
+        )
+
+    async def archive_product(
+        self,
+        request: catalog_pb2.ArchiveProductRequest,
+        *,
+        timeout: float | None = None,
+        metadata: keel.Metadata | None = None,
+    ) -> catalog_pb2.ArchiveProductResponse:
+        """Take a product off sale: it can no longer be reserved, and ListProducts leaves it out
+        unless asked (show_archived); GetProduct still reads it. Archiving an archived product
+        changes nothing.
+        """
+        return await self._unary_unary(
+            _CATALOG_SERVICE__ARCHIVE_PRODUCT,
+            request,
+            timeout=timeout,
+            metadata=metadata,
+        )
+
+    async def unarchive_product(
+        self,
+        request: catalog_pb2.UnarchiveProductRequest,
+        *,
+        timeout: float | None = None,
+        metadata: keel.Metadata | None = None,
+    ) -> catalog_pb2.UnarchiveProductResponse:
+        """Put an archived product back on sale (an active one stays as it is)."""
+        return await self._unary_unary(
+            _CATALOG_SERVICE__UNARCHIVE_PRODUCT,
+            request,
+            timeout=timeout,
+            metadata=metadata,
+        )
+
     async def reserve_stock(
         self,
         request: catalog_pb2.ReserveStockRequest,
@@ -274,7 +436,11 @@ class CatalogServiceClient(keel.ClientBase):
         timeout: float | None = None,
         metadata: keel.Metadata | None = None,
     ) -> catalog_pb2.ReserveStockResponse:
-        """Take units out of stock for an order. Internal: called by the order service only."""
+        """Take units out of stock for an order. Internal: called by the order service only.
+        Idempotent per order id, and takes an idempotency key: the answer (or a final error such
+        as OUT_OF_STOCK) is stored with the key in the transaction of the stock change, so
+        generated clients send a key and retry it after UNAVAILABLE; orders sends its saga step's.
+        """
         return await self._unary_unary(
             _CATALOG_SERVICE__RESERVE_STOCK,
             request,
@@ -289,7 +455,11 @@ class CatalogServiceClient(keel.ClientBase):
         timeout: float | None = None,
         metadata: keel.Metadata | None = None,
     ) -> catalog_pb2.ReleaseStockResponse:
-        """Put reserved units back (an order was cancelled). Internal."""
+        """Put reserved units back (an order was cancelled). Internal. Idempotent by order id (the
+        second release of an order gives nothing back), so clients retry it as it is; it also
+        stores its answer per idempotency key when a call carries one (orders' saga compensations
+        do), but is not marked idempotency_key: the marker is for methods not idempotent by nature.
+        """
         return await self._unary_unary(
             _CATALOG_SERVICE__RELEASE_STOCK,
             request,

@@ -9,6 +9,7 @@ from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -25,6 +26,33 @@ class Product(_message.Message):
     """Something the shop sells."""
 
     DESCRIPTOR: _descriptor.Descriptor
+
+    class _State:
+        ValueType = _typing.NewType("ValueType", _builtins.int)
+        V: _TypeAlias = ValueType  # noqa: Y015
+
+    class _StateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[Product._State.ValueType], _builtins.type):
+        DESCRIPTOR: _descriptor.EnumDescriptor
+        STATE_UNSPECIFIED: Product._State.ValueType  # 0
+        """Not set (never returned)."""
+        STATE_ACTIVE: Product._State.ValueType  # 1
+        """On sale: listed and reservable."""
+        STATE_ARCHIVED: Product._State.ValueType  # 2
+        """Off sale (ArchiveProduct): not reservable, left out of ListProducts unless asked,
+        still readable by GetProduct.
+        """
+
+    class State(_State, metaclass=_StateEnumTypeWrapper):
+        """Where a product is in its lifecycle (AIP-216)."""
+
+    STATE_UNSPECIFIED: Product.State.ValueType  # 0
+    """Not set (never returned)."""
+    STATE_ACTIVE: Product.State.ValueType  # 1
+    """On sale: listed and reservable."""
+    STATE_ARCHIVED: Product.State.ValueType  # 2
+    """Off sale (ArchiveProduct): not reservable, left out of ListProducts unless asked,
+    still readable by GetProduct.
+    """
 
     @_typing.final
     class LabelsEntry(_message.Message):
@@ -54,6 +82,7 @@ class Product(_message.Message):
     LABELS_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UNITS_SOLD_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
     product_id: _builtins.str
     """Server-assigned id, e.g. "p_123"."""
     title: _builtins.str
@@ -64,13 +93,17 @@ class Product(_message.Message):
     price_cents: _builtins.int
     """Price in the smallest currency unit (cents)."""
     currency: _builtins.str
-    """ISO 4217 currency code."""
+    """ISO 4217 currency code: the shop's (CATALOG_CURRENCY, default EUR), which a new product
+    gets when none is given; a product priced in another cannot be reserved.
+    """
     stock: _builtins.int
     """Units available to order."""
     units_sold: _builtins.int
     """Units sold: in placed orders, less those cancelled. Follows the orders' events, so it
     lags a moment behind a new order (eventually consistent).
     """
+    state: Global___Product.State.ValueType
+    """Changed by ArchiveProduct and UnarchiveProduct; new products are ACTIVE."""
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Free-form labels ("colour": "red")."""
@@ -90,10 +123,11 @@ class Product(_message.Message):
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         units_sold: _builtins.int = ...,
+        state: Global___Product.State.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "currency", b"currency", "labels", b"labels", "price_cents", b"price_cents", "product_id", b"product_id", "stock", b"stock", "title", b"title", "units_sold", b"units_sold"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "currency", b"currency", "labels", b"labels", "price_cents", b"price_cents", "product_id", b"product_id", "state", b"state", "stock", b"stock", "title", b"title", "units_sold", b"units_sold"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -124,19 +158,25 @@ class ListProductsRequest(_message.Message):
 
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    SHOW_ARCHIVED_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
-    """At most this many products (default 50, at most 500)."""
+    """At most this many products (default 50, at most 500; the service's settings may lower
+    both: a larger page_size gets the service's maximum).
+    """
     page_token: _builtins.str
     """From a previous response's next_page_token."""
+    show_archived: _builtins.bool
+    """Include archived products (by default only active ones are listed)."""
     def __init__(
         self,
         *,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        show_archived: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "show_archived", b"show_archived"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -222,6 +262,7 @@ class StockLine(_message.Message):
     QUANTITY_FIELD_NUMBER: _builtins.int
     product_id: _builtins.str
     quantity: _builtins.int
+    """Positive; at most the service's limit per line (CATALOG_MAX_LINE_QUANTITY)."""
     def __init__(
         self,
         *,
@@ -269,6 +310,7 @@ class ReserveStockResponse(_message.Message):
     total_cents: _builtins.int
     """Total price of the reserved lines, in cents."""
     currency: _builtins.str
+    """The shop's currency (every product reserved is priced in it)."""
     def __init__(
         self,
         *,
@@ -376,3 +418,126 @@ class UpdateProductResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___UpdateProductResponse: _TypeAlias = UpdateProductResponse  # noqa: Y015
+
+@_typing.final
+class RestockProductRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PRODUCT_ID_FIELD_NUMBER: _builtins.int
+    QUANTITY_FIELD_NUMBER: _builtins.int
+    product_id: _builtins.str
+    quantity: _builtins.int
+    """Units received: positive, at most the service's limit per restock (CATALOG_MAX_RESTOCK)."""
+    def __init__(
+        self,
+        *,
+        product_id: _builtins.str = ...,
+        quantity: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["product_id", b"product_id", "quantity", b"quantity"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RestockProductRequest: _TypeAlias = RestockProductRequest  # noqa: Y015
+
+@_typing.final
+class RestockProductResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PRODUCT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def product(self) -> Global___Product:
+        """The product, its stock raised."""
+
+    def __init__(
+        self,
+        *,
+        product: Global___Product | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["product", b"product"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["product", b"product"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RestockProductResponse: _TypeAlias = RestockProductResponse  # noqa: Y015
+
+@_typing.final
+class ArchiveProductRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PRODUCT_ID_FIELD_NUMBER: _builtins.int
+    product_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        product_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["product_id", b"product_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ArchiveProductRequest: _TypeAlias = ArchiveProductRequest  # noqa: Y015
+
+@_typing.final
+class ArchiveProductResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PRODUCT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def product(self) -> Global___Product: ...
+    def __init__(
+        self,
+        *,
+        product: Global___Product | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["product", b"product"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["product", b"product"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ArchiveProductResponse: _TypeAlias = ArchiveProductResponse  # noqa: Y015
+
+@_typing.final
+class UnarchiveProductRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PRODUCT_ID_FIELD_NUMBER: _builtins.int
+    product_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        product_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["product_id", b"product_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UnarchiveProductRequest: _TypeAlias = UnarchiveProductRequest  # noqa: Y015
+
+@_typing.final
+class UnarchiveProductResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PRODUCT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def product(self) -> Global___Product: ...
+    def __init__(
+        self,
+        *,
+        product: Global___Product | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["product", b"product"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["product", b"product"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UnarchiveProductResponse: _TypeAlias = UnarchiveProductResponse  # noqa: Y015

@@ -55,6 +55,21 @@ class CatalogServiceStub:
                 request_serializer=acme_dot_catalog_dot_v1_dot_catalog__pb2.UpdateProductRequest.SerializeToString,
                 response_deserializer=acme_dot_catalog_dot_v1_dot_catalog__pb2.UpdateProductResponse.FromString,
                 _registered_method=True)
+        self.RestockProduct = channel.unary_unary(
+                '/acme.catalog.v1.CatalogService/RestockProduct',
+                request_serializer=acme_dot_catalog_dot_v1_dot_catalog__pb2.RestockProductRequest.SerializeToString,
+                response_deserializer=acme_dot_catalog_dot_v1_dot_catalog__pb2.RestockProductResponse.FromString,
+                _registered_method=True)
+        self.ArchiveProduct = channel.unary_unary(
+                '/acme.catalog.v1.CatalogService/ArchiveProduct',
+                request_serializer=acme_dot_catalog_dot_v1_dot_catalog__pb2.ArchiveProductRequest.SerializeToString,
+                response_deserializer=acme_dot_catalog_dot_v1_dot_catalog__pb2.ArchiveProductResponse.FromString,
+                _registered_method=True)
+        self.UnarchiveProduct = channel.unary_unary(
+                '/acme.catalog.v1.CatalogService/UnarchiveProduct',
+                request_serializer=acme_dot_catalog_dot_v1_dot_catalog__pb2.UnarchiveProductRequest.SerializeToString,
+                response_deserializer=acme_dot_catalog_dot_v1_dot_catalog__pb2.UnarchiveProductResponse.FromString,
+                _registered_method=True)
         self.ReserveStock = channel.unary_unary(
                 '/acme.catalog.v1.CatalogService/ReserveStock',
                 request_serializer=acme_dot_catalog_dot_v1_dot_catalog__pb2.ReserveStockRequest.SerializeToString,
@@ -99,15 +114,47 @@ class CatalogServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RestockProduct(self, request, context):
+        """Add units to a product's stock (goods received). Takes an idempotency key (the
+        `Idempotency-Key` header, `idempotency-key` metadata; generated clients send one): a retried
+        restock adds its units once. An archived product is not restocked (FAILED_PRECONDITION,
+        reason PRODUCT_ARCHIVED).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ArchiveProduct(self, request, context):
+        """Take a product off sale: it can no longer be reserved, and ListProducts leaves it out
+        unless asked (show_archived); GetProduct still reads it. Archiving an archived product
+        changes nothing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UnarchiveProduct(self, request, context):
+        """Put an archived product back on sale (an active one stays as it is).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ReserveStock(self, request, context):
         """Take units out of stock for an order. Internal: called by the order service only.
+        Idempotent per order id, and takes an idempotency key: the answer (or a final error such
+        as OUT_OF_STOCK) is stored with the key in the transaction of the stock change, so
+        generated clients send a key and retry it after UNAVAILABLE; orders sends its saga step's.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ReleaseStock(self, request, context):
-        """Put reserved units back (an order was cancelled). Internal.
+        """Put reserved units back (an order was cancelled). Internal. Idempotent by order id (the
+        second release of an order gives nothing back), so clients retry it as it is; it also
+        stores its answer per idempotency key when a call carries one (orders' saga compensations
+        do), but is not marked idempotency_key: the marker is for methods not idempotent by nature.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -135,6 +182,21 @@ def add_CatalogServiceServicer_to_server(servicer, server):
                     servicer.UpdateProduct,
                     request_deserializer=acme_dot_catalog_dot_v1_dot_catalog__pb2.UpdateProductRequest.FromString,
                     response_serializer=acme_dot_catalog_dot_v1_dot_catalog__pb2.UpdateProductResponse.SerializeToString,
+            ),
+            'RestockProduct': grpc.unary_unary_rpc_method_handler(
+                    servicer.RestockProduct,
+                    request_deserializer=acme_dot_catalog_dot_v1_dot_catalog__pb2.RestockProductRequest.FromString,
+                    response_serializer=acme_dot_catalog_dot_v1_dot_catalog__pb2.RestockProductResponse.SerializeToString,
+            ),
+            'ArchiveProduct': grpc.unary_unary_rpc_method_handler(
+                    servicer.ArchiveProduct,
+                    request_deserializer=acme_dot_catalog_dot_v1_dot_catalog__pb2.ArchiveProductRequest.FromString,
+                    response_serializer=acme_dot_catalog_dot_v1_dot_catalog__pb2.ArchiveProductResponse.SerializeToString,
+            ),
+            'UnarchiveProduct': grpc.unary_unary_rpc_method_handler(
+                    servicer.UnarchiveProduct,
+                    request_deserializer=acme_dot_catalog_dot_v1_dot_catalog__pb2.UnarchiveProductRequest.FromString,
+                    response_serializer=acme_dot_catalog_dot_v1_dot_catalog__pb2.UnarchiveProductResponse.SerializeToString,
             ),
             'ReserveStock': grpc.unary_unary_rpc_method_handler(
                     servicer.ReserveStock,
@@ -256,6 +318,87 @@ class CatalogService:
             '/acme.catalog.v1.CatalogService/UpdateProduct',
             acme_dot_catalog_dot_v1_dot_catalog__pb2.UpdateProductRequest.SerializeToString,
             acme_dot_catalog_dot_v1_dot_catalog__pb2.UpdateProductResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RestockProduct(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/acme.catalog.v1.CatalogService/RestockProduct',
+            acme_dot_catalog_dot_v1_dot_catalog__pb2.RestockProductRequest.SerializeToString,
+            acme_dot_catalog_dot_v1_dot_catalog__pb2.RestockProductResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ArchiveProduct(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/acme.catalog.v1.CatalogService/ArchiveProduct',
+            acme_dot_catalog_dot_v1_dot_catalog__pb2.ArchiveProductRequest.SerializeToString,
+            acme_dot_catalog_dot_v1_dot_catalog__pb2.ArchiveProductResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UnarchiveProduct(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/acme.catalog.v1.CatalogService/UnarchiveProduct',
+            acme_dot_catalog_dot_v1_dot_catalog__pb2.UnarchiveProductRequest.SerializeToString,
+            acme_dot_catalog_dot_v1_dot_catalog__pb2.UnarchiveProductResponse.FromString,
             options,
             channel_credentials,
             insecure,

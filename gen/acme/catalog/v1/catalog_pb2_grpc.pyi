@@ -41,10 +41,31 @@ class CatalogServiceStub:
     """Add a product to the catalog."""
     UpdateProduct: _grpc.UnaryUnaryMultiCallable[_catalog_pb2.UpdateProductRequest, _catalog_pb2.UpdateProductResponse]
     """Change some fields of a product."""
+    RestockProduct: _grpc.UnaryUnaryMultiCallable[_catalog_pb2.RestockProductRequest, _catalog_pb2.RestockProductResponse]
+    """Add units to a product's stock (goods received). Takes an idempotency key (the
+    `Idempotency-Key` header, `idempotency-key` metadata; generated clients send one): a retried
+    restock adds its units once. An archived product is not restocked (FAILED_PRECONDITION,
+    reason PRODUCT_ARCHIVED).
+    """
+    ArchiveProduct: _grpc.UnaryUnaryMultiCallable[_catalog_pb2.ArchiveProductRequest, _catalog_pb2.ArchiveProductResponse]
+    """Take a product off sale: it can no longer be reserved, and ListProducts leaves it out
+    unless asked (show_archived); GetProduct still reads it. Archiving an archived product
+    changes nothing.
+    """
+    UnarchiveProduct: _grpc.UnaryUnaryMultiCallable[_catalog_pb2.UnarchiveProductRequest, _catalog_pb2.UnarchiveProductResponse]
+    """Put an archived product back on sale (an active one stays as it is)."""
     ReserveStock: _grpc.UnaryUnaryMultiCallable[_catalog_pb2.ReserveStockRequest, _catalog_pb2.ReserveStockResponse]
-    """Take units out of stock for an order. Internal: called by the order service only."""
+    """Take units out of stock for an order. Internal: called by the order service only.
+    Idempotent per order id, and takes an idempotency key: the answer (or a final error such
+    as OUT_OF_STOCK) is stored with the key in the transaction of the stock change, so
+    generated clients send a key and retry it after UNAVAILABLE; orders sends its saga step's.
+    """
     ReleaseStock: _grpc.UnaryUnaryMultiCallable[_catalog_pb2.ReleaseStockRequest, _catalog_pb2.ReleaseStockResponse]
-    """Put reserved units back (an order was cancelled). Internal."""
+    """Put reserved units back (an order was cancelled). Internal. Idempotent by order id (the
+    second release of an order gives nothing back), so clients retry it as it is; it also
+    stores its answer per idempotency key when a call carries one (orders' saga compensations
+    do), but is not marked idempotency_key: the marker is for methods not idempotent by nature.
+    """
 
 @_typing.type_check_only
 class CatalogServiceAsyncStub(CatalogServiceStub):
@@ -59,10 +80,31 @@ class CatalogServiceAsyncStub(CatalogServiceStub):
     """Add a product to the catalog."""
     UpdateProduct: _aio.UnaryUnaryMultiCallable[_catalog_pb2.UpdateProductRequest, _catalog_pb2.UpdateProductResponse]  # type: ignore[assignment]
     """Change some fields of a product."""
+    RestockProduct: _aio.UnaryUnaryMultiCallable[_catalog_pb2.RestockProductRequest, _catalog_pb2.RestockProductResponse]  # type: ignore[assignment]
+    """Add units to a product's stock (goods received). Takes an idempotency key (the
+    `Idempotency-Key` header, `idempotency-key` metadata; generated clients send one): a retried
+    restock adds its units once. An archived product is not restocked (FAILED_PRECONDITION,
+    reason PRODUCT_ARCHIVED).
+    """
+    ArchiveProduct: _aio.UnaryUnaryMultiCallable[_catalog_pb2.ArchiveProductRequest, _catalog_pb2.ArchiveProductResponse]  # type: ignore[assignment]
+    """Take a product off sale: it can no longer be reserved, and ListProducts leaves it out
+    unless asked (show_archived); GetProduct still reads it. Archiving an archived product
+    changes nothing.
+    """
+    UnarchiveProduct: _aio.UnaryUnaryMultiCallable[_catalog_pb2.UnarchiveProductRequest, _catalog_pb2.UnarchiveProductResponse]  # type: ignore[assignment]
+    """Put an archived product back on sale (an active one stays as it is)."""
     ReserveStock: _aio.UnaryUnaryMultiCallable[_catalog_pb2.ReserveStockRequest, _catalog_pb2.ReserveStockResponse]  # type: ignore[assignment]
-    """Take units out of stock for an order. Internal: called by the order service only."""
+    """Take units out of stock for an order. Internal: called by the order service only.
+    Idempotent per order id, and takes an idempotency key: the answer (or a final error such
+    as OUT_OF_STOCK) is stored with the key in the transaction of the stock change, so
+    generated clients send a key and retry it after UNAVAILABLE; orders sends its saga step's.
+    """
     ReleaseStock: _aio.UnaryUnaryMultiCallable[_catalog_pb2.ReleaseStockRequest, _catalog_pb2.ReleaseStockResponse]  # type: ignore[assignment]
-    """Put reserved units back (an order was cancelled). Internal."""
+    """Put reserved units back (an order was cancelled). Internal. Idempotent by order id (the
+    second release of an order gives nothing back), so clients retry it as it is; it also
+    stores its answer per idempotency key when a call carries one (orders' saga compensations
+    do), but is not marked idempotency_key: the marker is for methods not idempotent by nature.
+    """
 
 class CatalogServiceServicer(metaclass=_abc_1.ABCMeta):
     """The product catalog: what the shop sells, at what price, and how many are in stock."""
@@ -100,12 +142,47 @@ class CatalogServiceServicer(metaclass=_abc_1.ABCMeta):
         """Change some fields of a product."""
 
     @_abc_1.abstractmethod
+    def RestockProduct(
+        self,
+        request: _catalog_pb2.RestockProductRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_catalog_pb2.RestockProductResponse, _abc.Awaitable[_catalog_pb2.RestockProductResponse]]:
+        """Add units to a product's stock (goods received). Takes an idempotency key (the
+        `Idempotency-Key` header, `idempotency-key` metadata; generated clients send one): a retried
+        restock adds its units once. An archived product is not restocked (FAILED_PRECONDITION,
+        reason PRODUCT_ARCHIVED).
+        """
+
+    @_abc_1.abstractmethod
+    def ArchiveProduct(
+        self,
+        request: _catalog_pb2.ArchiveProductRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_catalog_pb2.ArchiveProductResponse, _abc.Awaitable[_catalog_pb2.ArchiveProductResponse]]:
+        """Take a product off sale: it can no longer be reserved, and ListProducts leaves it out
+        unless asked (show_archived); GetProduct still reads it. Archiving an archived product
+        changes nothing.
+        """
+
+    @_abc_1.abstractmethod
+    def UnarchiveProduct(
+        self,
+        request: _catalog_pb2.UnarchiveProductRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_catalog_pb2.UnarchiveProductResponse, _abc.Awaitable[_catalog_pb2.UnarchiveProductResponse]]:
+        """Put an archived product back on sale (an active one stays as it is)."""
+
+    @_abc_1.abstractmethod
     def ReserveStock(
         self,
         request: _catalog_pb2.ReserveStockRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_catalog_pb2.ReserveStockResponse, _abc.Awaitable[_catalog_pb2.ReserveStockResponse]]:
-        """Take units out of stock for an order. Internal: called by the order service only."""
+        """Take units out of stock for an order. Internal: called by the order service only.
+        Idempotent per order id, and takes an idempotency key: the answer (or a final error such
+        as OUT_OF_STOCK) is stored with the key in the transaction of the stock change, so
+        generated clients send a key and retry it after UNAVAILABLE; orders sends its saga step's.
+        """
 
     @_abc_1.abstractmethod
     def ReleaseStock(
@@ -113,6 +190,10 @@ class CatalogServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _catalog_pb2.ReleaseStockRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_catalog_pb2.ReleaseStockResponse, _abc.Awaitable[_catalog_pb2.ReleaseStockResponse]]:
-        """Put reserved units back (an order was cancelled). Internal."""
+        """Put reserved units back (an order was cancelled). Internal. Idempotent by order id (the
+        second release of an order gives nothing back), so clients retry it as it is; it also
+        stores its answer per idempotency key when a call carries one (orders' saga compensations
+        do), but is not marked idempotency_key: the marker is for methods not idempotent by nature.
+        """
 
 def add_CatalogServiceServicer_to_server(servicer: CatalogServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

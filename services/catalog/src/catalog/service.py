@@ -1,11 +1,14 @@
 """acme.catalog.v1.CatalogService over the catalog domain: proto in, proto out.
 
-ReserveStock and ReleaseStock are keyed (keel.idempotency): a call carrying an
-`idempotency-key` (an order saga's step) has its effect once, stored with the key in the
-same transaction; a repeat gets the first answer (or the first final error) back.
+RestockProduct, ReserveStock and ReleaseStock are keyed (keel.idempotency): a call carrying an
+`idempotency-key` (a generated client's, an order saga's step) has its effect once, stored with
+the key in the same transaction; a repeat gets the first answer (or the first final error)
+back. The shop's settings (catalog.settings) come in once, at construction.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import keel
 import keel.idempotency
@@ -13,18 +16,14 @@ from acme.catalog.v1 import catalog_keel, catalog_pb2
 from google.protobuf import timestamp_pb2
 from keel.data import PageTokenError, decode_page_token, encode_page_token
 
-from catalog.domain import (
-    Catalog,
-    ConflictError,
-    MixedCurrenciesError,
-    NotFoundError,
-    OutOfStockError,
-    Product,
-    ReleasedError,
-)
+from catalog.domain import Catalog, Product
+from catalog.refusals import refusals
+from catalog.settings import CatalogSettings, load
 from catalog.store import SqlStore
 
-DEFAULT_PAGE_SIZE = 50
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
+
 UPDATABLE = {"title", "price_cents", "currency", "labels"}
 
 
@@ -40,6 +39,7 @@ def to_proto(product: Product) -> catalog_pb2.Product:
         labels=product.labels,
         create_time=created,
         units_sold=product.units_sold,
+        state=catalog_pb2.Product.State.Value(f"STATE_{product.state.value}"),
     )
 
 
@@ -60,33 +60,35 @@ def _after(token: str) -> str:
 
 
 class CatalogService(catalog_keel.CatalogServiceBase):
-    """The catalog over gRPC."""
+    """The catalog over gRPC, on `store`, with the shop's `settings` (default: read from the
+    environment now, catalog.settings.load)."""
 
-    def __init__(self, store: SqlStore) -> None:
+    def __init__(self, store: SqlStore, settings: CatalogSettings | None = None) -> None:
         self.store = store
-        self.catalog = Catalog(store)
+        self.policy = (settings or load()).policy()
+        self.catalog = Catalog(store, self.policy)
+
+    def _joined(self, session: AsyncSession) -> Catalog:
+        """The rules within a keyed call's transaction."""
+        return Catalog(self.store.joined(session), self.policy)
 
     async def __keel_close__(self) -> None:
         close = getattr(self.store, "close", None)
         if close is not None:
             await close()
 
-    async def _get(self, product_id: str) -> Product:
-        try:
-            return await self.catalog.get(product_id)
-        except NotFoundError:
-            raise keel.errors.NotFound(f"product {product_id} does not exist") from None
-
     async def get_product(
         self, request: catalog_pb2.GetProductRequest, context: keel.Context
     ) -> catalog_pb2.GetProductResponse:
-        return catalog_pb2.GetProductResponse(product=to_proto(await self._get(request.product_id)))
+        with refusals():
+            product = await self.catalog.get(request.product_id)
+        return catalog_pb2.GetProductResponse(product=to_proto(product))
 
     async def list_products(
         self, request: catalog_pb2.ListProductsRequest, context: keel.Context
     ) -> catalog_pb2.ListProductsResponse:
         products, last = await self.catalog.page(
-            _after(request.page_token), request.page_size or DEFAULT_PAGE_SIZE
+            _after(request.page_token), request.page_size, archived=request.show_archived
         )
         return catalog_pb2.ListProductsResponse(
             products=[to_proto(p) for p in products],
@@ -97,9 +99,10 @@ class CatalogService(catalog_keel.CatalogServiceBase):
         self, request: catalog_pb2.CreateProductRequest, context: keel.Context
     ) -> catalog_pb2.CreateProductResponse:
         given = request.product
-        product = await self.catalog.create(
-            given.title, given.price_cents, given.currency or "EUR", labels=dict(given.labels)
-        )
+        with refusals():
+            product = await self.catalog.create(
+                given.title, given.price_cents, given.currency, labels=dict(given.labels)
+            )
         return catalog_pb2.CreateProductResponse(product=to_proto(product))
 
     async def update_product(
@@ -117,87 +120,61 @@ class CatalogService(catalog_keel.CatalogServiceBase):
             )
         given = request.product
         changes = {p: dict(given.labels) if p == "labels" else getattr(given, p) for p in paths}
-        try:
+        with refusals("product.product_id"):
             product = await self.catalog.update(given.product_id, **changes)
-        except NotFoundError:
-            raise keel.errors.NotFound(f"product {given.product_id} does not exist") from None
         return catalog_pb2.UpdateProductResponse(product=to_proto(product))
+
+    async def restock_product(
+        self, request: catalog_pb2.RestockProductRequest, context: keel.Context
+    ) -> catalog_pb2.RestockProductResponse:
+        await self.store.ready()
+        reply = catalog_pb2.RestockProductResponse
+        async with keel.idempotency.call(self.store.db, context, request, reply) as call:
+            if call.replay is not None:
+                return call.replay
+            with refusals():
+                product = await self._joined(call.session).restock(
+                    request.product_id, request.quantity
+                )
+            return call.respond(reply(product=to_proto(product)))
+
+    async def archive_product(
+        self, request: catalog_pb2.ArchiveProductRequest, context: keel.Context
+    ) -> catalog_pb2.ArchiveProductResponse:
+        with refusals():
+            product = await self.catalog.archive(request.product_id)
+        return catalog_pb2.ArchiveProductResponse(product=to_proto(product))
+
+    async def unarchive_product(
+        self, request: catalog_pb2.UnarchiveProductRequest, context: keel.Context
+    ) -> catalog_pb2.UnarchiveProductResponse:
+        with refusals():
+            product = await self.catalog.unarchive(request.product_id)
+        return catalog_pb2.UnarchiveProductResponse(product=to_proto(product))
 
     async def reserve_stock(
         self, request: catalog_pb2.ReserveStockRequest, context: keel.Context
     ) -> catalog_pb2.ReserveStockResponse:
         lines = [(line.product_id, line.quantity) for line in request.lines]
-        unknown = await self.catalog.missing([product_id for product_id, _ in lines])
-        missing = {
-            f"lines[{i}].product_id": f"product {product_id} does not exist"
-            for i, (product_id, _) in enumerate(lines)
-            if product_id in unknown
-        }
-        if missing:
-            raise keel.errors.NotFound(
-                next(iter(missing.values())),
-                field_violations=missing,
-                reason="PRODUCT_NOT_FOUND",
-                domain="catalog.acme",
-            )
         await self.store.ready()
-        try:
-            async with keel.idempotency.call(
-                self.store.db, context, request, catalog_pb2.ReserveStockResponse
-            ) as call:
-                if call.replay is not None:
-                    return call.replay
-                catalog = Catalog(self.store.joined(call.session))
-                reservation = await catalog.reserve(request.order_id, lines)
-                return call.respond(
-                    catalog_pb2.ReserveStockResponse(
-                        total_cents=reservation.total_cents, currency=reservation.currency
-                    )
-                )
-        except OutOfStockError as error:
-            raise keel.errors.FailedPrecondition(
-                "not enough stock",
-                field_violations={
-                    f"lines[{i}].quantity": f"{asked} asked, {available} in stock"
-                    for i, (product_id, _) in enumerate(lines)
-                    if product_id in error.shortages
-                    for asked, available in [error.shortages[product_id]]
-                },
-                reason="OUT_OF_STOCK",
-                domain="catalog.acme",
-            ) from None
-        except NotFoundError as error:  # deleted since the check above
-            raise keel.errors.NotFound(
-                f"product {error.args[0]} does not exist", reason="PRODUCT_NOT_FOUND"
-            ) from None
-        except ConflictError:
-            raise keel.errors.Aborted(
-                f"order {request.order_id} is being reserved by another call: try again"
-            ) from None
-        except ReleasedError:
-            raise keel.errors.FailedPrecondition(
-                f"order {request.order_id}'s stock was released: it reserves nothing more",
-                reason="ORDER_RELEASED",
-                domain="catalog.acme",
-            ) from None
-        except MixedCurrenciesError as error:
-            raise keel.errors.FailedPrecondition(
-                f"an order cannot mix currencies {error.args[0]}", reason="MIXED_CURRENCIES"
-            ) from None
+        reply = catalog_pb2.ReserveStockResponse
+        async with keel.idempotency.call(self.store.db, context, request, reply) as call:
+            if call.replay is not None:
+                return call.replay
+            with refusals([product_id for product_id, _ in lines]):
+                reservation = await self._joined(call.session).reserve(request.order_id, lines)
+            return call.respond(
+                reply(total_cents=reservation.total_cents, currency=reservation.currency)
+            )
 
     async def release_stock(
         self, request: catalog_pb2.ReleaseStockRequest, context: keel.Context
     ) -> catalog_pb2.ReleaseStockResponse:
         await self.store.ready()
-        try:
-            async with keel.idempotency.call(
-                self.store.db, context, request, catalog_pb2.ReleaseStockResponse
-            ) as call:
-                if call.replay is None:
-                    await Catalog(self.store.joined(call.session)).release(request.order_id)
-                    call.respond(catalog_pb2.ReleaseStockResponse())
-        except ConflictError:
-            raise keel.errors.Aborted(
-                f"order {request.order_id} is being released by another call: try again"
-            ) from None
-        return catalog_pb2.ReleaseStockResponse()
+        reply = catalog_pb2.ReleaseStockResponse
+        async with keel.idempotency.call(self.store.db, context, request, reply) as call:
+            if call.replay is None:
+                with refusals():
+                    await self._joined(call.session).release(request.order_id)
+                call.respond(reply())
+        return reply()

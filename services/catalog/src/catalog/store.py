@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Collection, Iterable
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TypeVar
 
@@ -14,7 +15,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from catalog.domain import ConflictError, Product, Reservation
+from catalog.domain import ConflictError, Product, ProductState, Reservation
 from catalog.tables import (
     Base,
     ProductRow,
@@ -36,6 +37,7 @@ def _product(row: ProductRow, units_sold: int = 0) -> Product:
         dict(row.labels),
         created,
         units_sold,
+        ProductState(row.state),
     )
 
 
@@ -84,6 +86,7 @@ class SqlTransaction:
                 stock=product.stock,
                 labels=dict(product.labels),
                 created=_utc(product.created),
+                state=product.state.value,
             )
         )
         await self.session.flush()
@@ -97,15 +100,17 @@ class SqlTransaction:
         row.currency = product.currency
         row.stock = product.stock
         row.labels = dict(product.labels)
+        row.state = product.state.value
 
-    async def page(self, after: str, limit: int) -> list[Product]:
-        rows = await self.session.execute(
+    async def page(self, after: str, limit: int, *, archived: bool = False) -> list[Product]:
+        query = (
             select(ProductRow, UnitsSoldRow.units)
             .outerjoin(UnitsSoldRow, UnitsSoldRow.product_id == ProductRow.product_id)
             .where(ProductRow.product_id > after)
-            .order_by(ProductRow.product_id)
-            .limit(limit)
         )
+        if not archived:
+            query = query.where(ProductRow.state == ProductState.ACTIVE.value)
+        rows = await self.session.execute(query.order_by(ProductRow.product_id).limit(limit))
         return [_product(row, units or 0) for row, units in rows]
 
     async def reservation(self, order_id: str) -> Reservation | None:
@@ -243,7 +248,8 @@ class SqlStore:
 
 class MemoryStore(SqlStore):
     """The same store on a private throwaway SQLite database (its tables made from the models),
-    removed when closed: for tests and examples."""
+    removed when closed: for tests and examples that need the service (keyed calls need a
+    database). The domain alone runs on catalog.memory.InMemoryStore, no database at all."""
 
     def __init__(self) -> None:
         super().__init__(Database.temporary(Base.metadata))
@@ -259,7 +265,8 @@ SEED = (
 """A few products, so a fresh `make run` has something to sell."""
 
 
-def seed(store: StoreT) -> StoreT:
-    """`store`, with the SEED products added where missing before its first transaction."""
-    store.seed(SEED)
+def seed(store: StoreT, currency: str = "EUR") -> StoreT:
+    """`store`, with the SEED products (priced in `currency`, the shop's) added where missing
+    before its first transaction."""
+    store.seed(replace(product, currency=currency) for product in SEED)
     return store

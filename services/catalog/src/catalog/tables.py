@@ -17,7 +17,7 @@ class Base(DeclarativeBase):
 
 
 tables.add_to(Base.metadata)  # keel_inbox (the orders' events handled) and keel_outbox
-idempotency.add_to(Base.metadata)  # keel_idempotency: ReserveStock and ReleaseStock by key
+idempotency.add_to(Base.metadata)  # keel_idempotency: keyed calls (restock, reserve, release)
 
 
 class ProductRow(Base):
@@ -31,6 +31,8 @@ class ProductRow(Base):
     stock: Mapped[int] = mapped_column(Integer)
     labels: Mapped[dict[str, str]] = mapped_column(JSON)
     created: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    state: Mapped[str] = mapped_column(String(16), default="ACTIVE")
+    """ACTIVE or ARCHIVED (catalog.domain.ProductState)."""
 
 
 class ReservationRow(Base):
