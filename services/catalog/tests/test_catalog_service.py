@@ -12,11 +12,13 @@ import keel
 import pytest
 from acme.catalog.v1 import catalog_keel, catalog_pb2
 from catalog.service import CatalogService
+from catalog.settings import CatalogSettings
 from catalog.store import SqlStore, seed
 from google.protobuf import field_mask_pb2
 from keel.data import Database
 
 Client = catalog_keel.CatalogServiceClient
+SETTINGS = CatalogSettings(max_restock=100, max_line_quantity=50)
 
 
 @pytest.fixture
@@ -27,7 +29,7 @@ def store(keel_database: Database) -> SqlStore:
 
 @pytest.fixture
 def keel_services(store: SqlStore) -> Sequence[keel.ServiceBase]:
-    return [CatalogService(seed(store))]
+    return [CatalogService(seed(store), SETTINGS)]
 
 
 @pytest.fixture
@@ -167,3 +169,117 @@ async def test_keyed_reserve_and_release_take_effect_once(catalog: Client) -> No
     for _ in range(2):
         await catalog.release_stock(release, metadata=undo, timeout=10)
     assert (await catalog.get_product(teapot)).product.stock == 10
+
+
+def _product(product_id: str) -> catalog_pb2.GetProductRequest:
+    return catalog_pb2.GetProductRequest(product_id=product_id)
+
+
+async def test_a_created_product_is_restocked_once_per_key_and_sold(catalog: Client) -> None:
+    created = await catalog.create_product(
+        catalog_pb2.CreateProductRequest(product=catalog_pb2.Product(title="Spoon", price_cents=1))
+    )
+    made = created.product
+    assert (made.currency, made.stock, made.state) == ("EUR", 0, catalog_pb2.Product.STATE_ACTIVE)
+    order = catalog_pb2.ReserveStockRequest(order_id="o_s", lines=_lines((made.product_id, 3)))
+    with pytest.raises(keel.errors.FailedPrecondition) as refused:
+        await catalog.reserve_stock(order, timeout=10)
+    assert refused.value.reason == "OUT_OF_STOCK"
+
+    restock = catalog_pb2.RestockProductRequest(product_id=made.product_id, quantity=5)
+    key = [("idempotency-key", "delivery-1")]
+    first = await catalog.restock_product(restock, metadata=key, timeout=10)
+    again = await catalog.restock_product(restock, metadata=key, timeout=10)  # a retry
+    assert first == again
+    assert first.product.stock == 5
+    assert (await catalog.get_product(_product(made.product_id))).product.stock == 5
+    other = catalog_pb2.RestockProductRequest(product_id=made.product_id, quantity=6)
+    with pytest.raises(keel.errors.FailedPrecondition) as reused:
+        await catalog.restock_product(other, metadata=key, timeout=10)
+    assert reused.value.reason == "IDEMPOTENCY_KEY_REUSED"
+    # Without a key of the caller's own, the generated client sends a fresh one: another restock.
+    assert (await catalog.restock_product(restock, timeout=10)).product.stock == 10
+
+    assert (await catalog.reserve_stock(order, timeout=10)).total_cents == 3
+    assert (await catalog.get_product(_product(made.product_id))).product.stock == 7
+
+
+async def test_restock_refusals_name_the_field(catalog: Client) -> None:
+    too_many = catalog_pb2.RestockProductRequest(product_id="p_mug", quantity=101)
+    with pytest.raises(keel.errors.InvalidArgument) as caught:
+        await catalog.restock_product(too_many, timeout=10)
+    assert [v.field for v in caught.value.field_violations] == ["quantity"]
+    missing = catalog_pb2.RestockProductRequest(product_id="p_nope", quantity=1)
+    with pytest.raises(keel.errors.NotFound) as gone:
+        await catalog.restock_product(missing, timeout=10)
+    assert gone.value.reason == "PRODUCT_NOT_FOUND"
+    with pytest.raises(keel.errors.InvalidArgument):  # the proto's rule: positive
+        await catalog.restock_product(
+            catalog_pb2.RestockProductRequest(product_id="p_mug", quantity=0), timeout=10
+        )
+    with pytest.raises(keel.errors.InvalidArgument) as line:
+        await catalog.reserve_stock(
+            catalog_pb2.ReserveStockRequest(order_id="o_l", lines=_lines(("p_mug", 51))),
+            timeout=10,
+        )
+    assert [v.field for v in line.value.field_violations] == ["lines[0].quantity"]
+    assert (await catalog.get_product(_product("p_mug"))).product.stock == 200
+
+
+async def test_an_archived_product_is_readable_but_neither_listed_nor_sold(
+    catalog: Client,
+) -> None:
+    archive = catalog_pb2.ArchiveProductRequest(product_id="p_kettle")
+    archived = (await catalog.archive_product(archive)).product
+    assert archived.state == catalog_pb2.Product.STATE_ARCHIVED
+    assert (await catalog.archive_product(archive)).product == archived  # again: the same
+    assert (await catalog.get_product(_product("p_kettle"))).product == archived
+
+    listed = await catalog.list_products(catalog_pb2.ListProductsRequest())
+    assert [p.product_id for p in listed.products] == ["p_mug", "p_teapot"]
+    everything = await catalog.list_products(catalog_pb2.ListProductsRequest(show_archived=True))
+    assert [p.product_id for p in everything.products] == ["p_kettle", "p_mug", "p_teapot"]
+
+    order = catalog_pb2.ReserveStockRequest(
+        order_id="o_a", lines=_lines(("p_mug", 1), ("p_kettle", 1))
+    )
+    with pytest.raises(keel.errors.FailedPrecondition) as caught:
+        await catalog.reserve_stock(order, timeout=10)
+    assert (caught.value.reason, caught.value.domain) == ("PRODUCT_ARCHIVED", "catalog.acme")
+    assert [v.field for v in caught.value.field_violations] == ["lines[1].product_id"]
+    with pytest.raises(keel.errors.FailedPrecondition):
+        await catalog.restock_product(
+            catalog_pb2.RestockProductRequest(product_id="p_kettle", quantity=1), timeout=10
+        )
+    assert (await catalog.get_product(_product("p_mug"))).product.stock == 200
+
+    unarchive = catalog_pb2.UnarchiveProductRequest(product_id="p_kettle")
+    assert (await catalog.unarchive_product(unarchive)).product.state == (
+        catalog_pb2.Product.STATE_ACTIVE
+    )
+    assert (await catalog.reserve_stock(order, timeout=10)).total_cents == 899 + 2999
+
+
+async def test_a_keyed_refusal_is_stored_even_once_the_stock_is_there(catalog: Client) -> None:
+    order = catalog_pb2.ReserveStockRequest(order_id="o_r", lines=_lines(("p_teapot", 12)))
+    key = [("idempotency-key", "saga-r/reserve")]
+    with pytest.raises(keel.errors.FailedPrecondition):
+        await catalog.reserve_stock(order, metadata=key, timeout=10)
+    await catalog.restock_product(
+        catalog_pb2.RestockProductRequest(product_id="p_teapot", quantity=5), timeout=10
+    )
+    with pytest.raises(keel.errors.FailedPrecondition) as again:  # the first answer, replayed
+        await catalog.reserve_stock(order, metadata=key, timeout=10)
+    assert again.value.reason == "OUT_OF_STOCK"
+    assert (await catalog.get_product(_product("p_teapot"))).product.stock == 15
+    assert (await catalog.reserve_stock(order, timeout=10)).total_cents == 12 * 3499  # new key
+
+
+async def test_a_product_in_another_currency_is_refused(catalog: Client) -> None:
+    with pytest.raises(keel.errors.InvalidArgument) as caught:
+        await catalog.create_product(
+            catalog_pb2.CreateProductRequest(
+                product=catalog_pb2.Product(title="Dime", price_cents=10, currency="USD")
+            )
+        )
+    assert [v.field for v in caught.value.field_violations] == ["product.currency"]

@@ -1,24 +1,56 @@
-"""The catalog's rules on its store, on SQLite and on PostgreSQL: ids, keyset pages stable
-under inserts, reservations that never oversell, seed data that survives restarts."""
+"""The catalog's rules on its store, on SQLite and on PostgreSQL, and the same contract on the
+in-memory store: ids, keyset pages stable under inserts, archived products left out of pages,
+reservations that never oversell, seed data that survives restarts (databases only)."""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
+import os
 from datetime import UTC
+from pathlib import Path
 
 import pytest
-from catalog.domain import Catalog, ConflictError, OutOfStockError, Product, Reservation
+import pytest_asyncio
+from catalog.domain import (
+    Catalog,
+    ConflictError,
+    OutOfStockError,
+    Product,
+    ProductState,
+    Reservation,
+    Store,
+)
+from catalog.memory import InMemoryStore
 from catalog.store import SEED, SqlStore, seed
 from keel.data import Database
+from keel.testing.postgres import PostgresServer
+
+MEMORY = "memory:"
+_databases = itertools.count(1)
+
+
+@pytest_asyncio.fixture(params=["sqlite", "postgresql", "memory"])
+async def keel_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """keel.testing's database URLs (SQLite, PostgreSQL), and MEMORY: the in-memory store."""
+    if request.param == "memory":
+        return MEMORY
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'test.sqlite3'}"
+    server: PostgresServer = request.getfixturevalue("keel_postgres")
+    return await server.create_database(f"test_catalog_{os.getpid()}_{next(_databases)}")
 
 
 @pytest.fixture
-def store(keel_database: Database) -> SqlStore:
-    """The catalog's store on its migrated database (SQLite, then PostgreSQL)."""
-    return SqlStore(keel_database)
+def store(keel_database_url: str, request: pytest.FixtureRequest) -> SqlStore | InMemoryStore:
+    """The catalog's store on its migrated database (SQLite, PostgreSQL), or in memory."""
+    if keel_database_url == MEMORY:
+        return InMemoryStore()
+    database: Database = request.getfixturevalue("keel_database")
+    return SqlStore(database)
 
 
-async def test_created_products_get_new_ids_and_read_back_equal(store: SqlStore) -> None:
+async def test_created_products_get_new_ids_and_read_back_equal(store: Store) -> None:
     catalog = Catalog(store)
     made = await catalog.create("Spoon", 199, "EUR", stock=3, labels={"size": "small"})
     other = await catalog.create("Fork", 199, "EUR")
@@ -31,7 +63,7 @@ async def test_created_products_get_new_ids_and_read_back_equal(store: SqlStore)
 
 
 async def test_pages_neither_repeat_nor_skip_rows_when_others_are_inserted(
-    store: SqlStore,
+    store: Store,
 ) -> None:
     catalog = Catalog(store)
     originals = [(await catalog.create(f"P{i}", 100, "EUR")).product_id for i in range(7)]
@@ -51,7 +83,9 @@ async def test_pages_neither_repeat_nor_skip_rows_when_others_are_inserted(
     assert len(seen) == 8  # the late one is
 
 
-async def test_reservations_are_idempotent_and_release_gives_stock_back(store: SqlStore) -> None:
+async def test_reservations_are_idempotent_and_release_gives_stock_back(
+    store: SqlStore | InMemoryStore,
+) -> None:
     catalog = Catalog(seed(store))
     first = await catalog.reserve("o_1", [("p_teapot", 4), ("p_mug", 1), ("p_teapot", 1)])
     assert first == Reservation(
@@ -68,7 +102,7 @@ async def test_reservations_are_idempotent_and_release_gives_stock_back(store: S
     assert ((await catalog.get("p_teapot")).stock, (await catalog.get("p_mug")).stock) == (10, 200)
 
 
-async def test_concurrent_reservations_never_oversell(store: SqlStore) -> None:
+async def test_concurrent_reservations_never_oversell(store: SqlStore | InMemoryStore) -> None:
     catalog = Catalog(seed(store))
     outcomes = await asyncio.gather(
         *(catalog.reserve(f"o_{i}", [("p_teapot", 1)]) for i in range(16)),
@@ -81,7 +115,7 @@ async def test_concurrent_reservations_never_oversell(store: SqlStore) -> None:
 
 
 async def test_one_order_reserved_by_concurrent_calls_takes_its_stock_once(
-    store: SqlStore,
+    store: SqlStore | InMemoryStore,
 ) -> None:
     catalog = Catalog(seed(store))
     outcomes = await asyncio.gather(
@@ -96,6 +130,8 @@ async def test_one_order_reserved_by_concurrent_calls_takes_its_stock_once(
 async def test_seed_products_are_added_once_and_survive_a_restart(
     store: SqlStore, keel_database_url: str
 ) -> None:
+    if keel_database_url == MEMORY:
+        pytest.skip("the in-memory store does not outlive its process")
     catalog = Catalog(seed(store))
     await catalog.reserve("o_1", [("p_mug", 5)])
     await store.close()
@@ -112,8 +148,30 @@ async def test_seed_products_are_added_once_and_survive_a_restart(
         await again.close()
 
 
-async def test_updates_change_only_what_they_name(store: SqlStore) -> None:
+async def test_updates_change_only_what_they_name(store: SqlStore | InMemoryStore) -> None:
     catalog = Catalog(seed(store))
     updated = await catalog.update("p_mug", title="Big mug", labels={"colour": "red"})
     assert (updated.title, updated.price_cents, updated.stock) == ("Big mug", 899, 200)
     assert await catalog.get("p_mug") == updated
+
+
+async def test_archived_products_keep_their_state_and_leave_pages(
+    store: SqlStore | InMemoryStore,
+) -> None:
+    catalog = Catalog(seed(store))
+    archived = await catalog.archive("p_mug")
+    assert archived.state is ProductState.ARCHIVED
+    assert await catalog.get("p_mug") == archived
+    assert [p.product_id for p in (await catalog.page("", 10))[0]] == ["p_kettle", "p_teapot"]
+    everything, _ = await catalog.page("", 10, archived=True)
+    assert [(p.product_id, p.state) for p in everything] == [
+        ("p_kettle", ProductState.ACTIVE),
+        ("p_mug", ProductState.ARCHIVED),
+        ("p_teapot", ProductState.ACTIVE),
+    ]
+    # A page of active products is full even when archived ones lie between them.
+    page, last = await catalog.page("", 2)
+    assert ([p.product_id for p in page], last) == (["p_kettle", "p_teapot"], None)
+    restocked = await catalog.restock("p_teapot", 5)
+    assert (await catalog.get("p_teapot")) == restocked
+    assert restocked.stock == 15

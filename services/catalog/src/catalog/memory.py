@@ -90,6 +90,11 @@ class InMemoryStore:
         self._data = _Data(products={p.product_id: p for p in products})
         self._writing = asyncio.Lock()
 
+    def seed(self, products: Iterable[Product]) -> None:
+        """Add `products` where no product has their id (catalog.store.seed)."""
+        for product in products:
+            self._data.products.setdefault(product.product_id, product)
+
     @asynccontextmanager
     async def transaction(self, *, readonly: bool = False) -> AsyncIterator[InMemoryTransaction]:
         """One transaction (catalog.domain.Store): a readonly one reads a snapshot at once; a

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Collection, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from keel.data import Database, conflicts
 from sqlalchemy import delete, select
@@ -255,7 +255,11 @@ class MemoryStore(SqlStore):
         super().__init__(Database.temporary(Base.metadata))
 
 
-StoreT = TypeVar("StoreT", bound=SqlStore)
+class Seedable(Protocol):
+    def seed(self, products: Iterable[Product]) -> None: ...
+
+
+StoreT = TypeVar("StoreT", bound=Seedable)
 
 SEED = (
     Product("p_kettle", "Kettle", 2999, "EUR", stock=25, labels={"colour": "steel"}),
