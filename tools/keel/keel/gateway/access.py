@@ -28,7 +28,13 @@ class AccessRecord:
     __slots__ = ("_began", "_log", "_span", "correlation_id", "method", "route", "subject")
 
     def __init__(
-        self, method: str, correlation_id: str, headers: Mapping[str, str], *, log: bool = True
+        self,
+        method: str,
+        correlation_id: str,
+        headers: Mapping[str, str],
+        *,
+        log: bool = True,
+        span: bool = True,
     ) -> None:
         self._began = time.perf_counter()
         self._log = log
@@ -37,7 +43,7 @@ class AccessRecord:
         self.route = ""
         """The template of the route that matched ("" when none did)."""
         self.subject = ""
-        tracer = tracing.tracer()
+        tracer = tracing.tracer() if span else None
         self._span = None
         if tracer is not None:
             attributes: dict[str, Any] = {"http.request.method": method}

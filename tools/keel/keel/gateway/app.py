@@ -62,6 +62,11 @@ def _wrap(app: ASGIApp, middleware: Sequence[Middleware]) -> ASGIApp:
     return app
 
 
+def wants_events(scope: Scope) -> bool:
+    """Whether a request asks for Server-Sent Events (`Accept: text/event-stream`)."""
+    return any(k == b"accept" and b"text/event-stream" in v for k, v in scope["headers"])
+
+
 def _bad_input(error: InputError) -> bytes:
     return status.bad_request(str(error), [(v.field, v.description) for v in error.violations])
 
@@ -73,6 +78,12 @@ class Gateway:
     discovery (KEEL_TARGET_*, services/registry.toml). `middleware` wraps the gateway in ASGI
     middleware; `client_interceptors` are grpc.aio client interceptors for the upstream calls.
     """
+
+    edge_span = True
+    """Whether each request starts a SERVER span of its own (else the request's trace context
+    goes on with the call as it came, and the call's span is the request's)."""
+    warn_unauthenticated = True
+    """Whether a gateway without JWT keys warns at start-up."""
 
     def __init__(
         self,
@@ -96,7 +107,7 @@ class Gateway:
         self.endpoints = Endpoints(routes.openapi, self.upstreams.not_serving, routes.asyncapi)
         self.cors = Cors(self.settings.cors_origins.split(","))
         self.admission = Admission(self._services, self.settings)
-        if not self.admission.auth.configured:
+        if not self.admission.auth.configured and self.warn_unauthenticated:
             _log.warning(
                 "NO AUTHENTICATION: no JWT keys configured (KEEL_JWT_SECRET, KEEL_JWKS_FILE or "
                 "KEEL_JWKS_URL); every method is reachable without a token. Development only."
@@ -145,7 +156,9 @@ class Gateway:
         request_id = headers.get("x-request-id") or propagation.new_id()
         headers["x-request-id"] = request_id
         exchange = Exchange(send)
-        record = AccessRecord(scope["method"], request_id, headers, log=self.settings.log_calls)
+        record = AccessRecord(
+            scope["method"], request_id, headers, log=self.settings.log_calls, span=self.edge_span
+        )
         try:
             await self._handle(scope, receive, headers, exchange, record)
         except Exception:  # an edge answers JSON, never a stack trace
@@ -204,7 +217,7 @@ class Gateway:
             query = scope.get("query_string", b"").decode("latin-1")
             request = request_message(found, query, body, headers.get("content-type", ""))
             metadata = [
-                *outbound.metadata(headers, scope.get("client")),
+                *outbound.metadata(headers, scope.get("client"), trace=not self.edge_span),
                 *admitted.metadata(),
             ]
             timeout = outbound.deadline(
@@ -217,10 +230,26 @@ class Gateway:
         except InputError as error:
             await exchange.reply(400, _bad_input(error))
             return
+        await self._dispatch(
+            found, request, timeout, metadata, scope=scope, receive=receive, exchange=exchange
+        )
+
+    async def _dispatch(
+        self,
+        found: Match,
+        request: Any,
+        timeout: float,
+        metadata: outbound.Metadata,
+        *,
+        scope: Scope,
+        receive: Receive,
+        exchange: Exchange,
+    ) -> None:
+        """Make the call a matched, admitted request became, and answer it: here, the
+        upstream service over gRPC (keel.gateway.dispatch)."""
         call = dispatch.UpstreamCall(self.upstreams, found, request, timeout, metadata)
-        if method.kind.server_streaming:
-            sse = "text/event-stream" in headers.get("accept", "")
-            await call.server_stream(exchange, receive, sse=sse)
+        if found.route.method.kind.server_streaming:
+            await call.server_stream(exchange, receive, sse=wants_events(scope))
         else:
             await call.unary(exchange)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Coroutine
 from typing import Any
 
 import grpc
@@ -43,6 +44,26 @@ def failure(match: Match, error: BaseException) -> tuple[int, bytes]:
     return 500, status.body(grpc.StatusCode.INTERNAL, "internal error")
 
 
+async def relay_until_gone(
+    exchange: Exchange, receive: Receive, relaying: Coroutine[Any, Any, None]
+) -> None:
+    """Run `relaying` (a streamed answer) until it ends or the client goes away, which cancels
+    it (the call with it) and logs the request as CLIENT_CLOSED."""
+    relay = asyncio.ensure_future(relaying)
+    gone = asyncio.ensure_future(disconnected(receive))
+    try:
+        await asyncio.wait((relay, gone), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+        if not relay.done():  # the client went away: cancel the call with the relay
+            relay.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await relay
+            exchange.status = CLIENT_CLOSED
+    if not relay.cancelled():
+        relay.result()  # a bug in the relay is raised here, where the edge answers it
+
+
 class UpstreamCall:
     """The gRPC call a request becomes: its method (in `match`), message, deadline, metadata."""
 
@@ -73,19 +94,7 @@ class UpstreamCall:
 
     async def server_stream(self, exchange: Exchange, receive: Receive, *, sse: bool) -> None:
         """Relay the responses until the call ends or the client goes away (which cancels it)."""
-        relay = asyncio.ensure_future(self._relay(ItemStream(exchange, sse)))
-        gone = asyncio.ensure_future(disconnected(receive))
-        try:
-            await asyncio.wait((relay, gone), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            gone.cancel()
-            if not relay.done():  # the client went away: cancel the upstream call with the relay
-                relay.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await relay
-                exchange.status = CLIENT_CLOSED
-        if not relay.cancelled():
-            relay.result()  # a bug in the relay is raised here, where the edge answers it
+        await relay_until_gone(exchange, receive, self._relay(ItemStream(exchange, sse)))
 
     async def _relay(self, items: ItemStream) -> None:
         method = self.match.route.method

@@ -47,14 +47,19 @@ def _binary(key: str, value: str) -> bytes:
         raise InputError(f"header {key!r} must be base64 (a -bin key carries bytes)") from None
 
 
-def metadata(headers: Mapping[str, str], client: tuple[str, int] | None) -> Metadata:
-    """The gRPC metadata of a request from its (lower-cased) headers and client address."""
+def metadata(
+    headers: Mapping[str, str], client: tuple[str, int] | None, *, trace: bool = False
+) -> Metadata:
+    """The gRPC metadata of a request from its (lower-cased) headers and client address.
+
+    The request's trace context goes on as it came when tracing is off or `trace` is set (no
+    span of the edge's own stands between the client and the call)."""
     found: Metadata = [("x-request-id", headers["x-request-id"])]
     if "authorization" in headers:
         found.append(("authorization", headers["authorization"]))
     if _IDEMPOTENCY_HEADER in headers and f"{_PREFIX}{_IDEMPOTENCY_HEADER}" not in headers:
         found.append((_IDEMPOTENCY_HEADER, headers[_IDEMPOTENCY_HEADER]))
-    if not tracing.enabled():  # when tracing, the edge span's own context is sent instead
+    if trace or not tracing.enabled():  # else the edge span's own context is sent instead
         found += [(k, headers[k]) for k in _TRACE_CONTEXT if k in headers]
     for key, text in headers.items():
         if not key.startswith(_PREFIX):

@@ -70,7 +70,8 @@ def uvicorn_config(app: Any, host: str, port: int) -> uvicorn.Config:
     )
 
 
-def _reuse_port_socket(host: str, port: int) -> socket.socket:
+def reuse_port_socket(host: str, port: int) -> socket.socket:
+    """A listening socket for `host:port` that other processes may bind too (SO_REUSEPORT)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -110,7 +111,7 @@ def run(
     _announce(len(RouteTable.from_generated(gen).routes), host, port)
 
     def worker() -> None:
-        sock = _reuse_port_socket(host, port)
+        sock = reuse_port_socket(host, port)
         app = build(gen, targets, default_target, middleware)
         uvicorn.Server(uvicorn_config(app, host, port)).run(sockets=[sock])
         tracing.shutdown()

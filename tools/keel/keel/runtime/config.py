@@ -5,6 +5,7 @@
 | KEEL_HOST | address the gRPC server binds | 0.0.0.0 |
 | KEEL_PORT | gRPC port (0 picks a free one) | 50051 |
 | KEEL_METRICS_PORT | Prometheus metrics HTTP port (0 disables) | 9464 |
+| KEEL_REST_PORT | port of the service's own REST routes (0: a free one) | off |
 | KEEL_LOG_LEVEL | debug, info, warning or error | info |
 | KEEL_LOG_FORMAT | json or console (console when stdout is a terminal) | auto |
 | KEEL_LOG_CALLS | one log line per call: true or false | true |
@@ -79,6 +80,12 @@ def _port(value: str) -> int:
     if not 0 <= port <= 65535:
         raise ValueError("must be a port number from 0 to 65535")
     return port
+
+
+def _optional_port(value: str) -> int | None:
+    if value.lower() in ("", "off"):
+        return None
+    return _port(value)
 
 
 def _level(value: str) -> str:
@@ -199,6 +206,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "host": str,
     "port": _port,
     "metrics_port": _port,
+    "rest_port": _optional_port,
     "log_level": _level,
     "log_format": _log_format,
     "log_calls": _bool,
@@ -251,6 +259,7 @@ class Settings:
     host: str = "0.0.0.0"
     port: int = 50051
     metrics_port: int = 9464
+    rest_port: int | None = None
     log_level: str = "info"
     log_format: str = "auto"
     log_calls: bool = True

@@ -19,7 +19,7 @@ from grpc_reflection.v1alpha import reflection
 
 from keel.runtime import config, logs, tracing
 from keel.runtime.config import ConfigError, Settings
-from keel.runtime.handlers import add_to_server
+from keel.runtime.handlers import Behaviour, method_handlers
 from keel.runtime.identity import CallerCheck
 from keel.runtime.metrics import default_metrics
 from keel.runtime.observe import Observation
@@ -53,8 +53,14 @@ class Server:
     KEEL_JWT_SECRET or JWKS verify each call's bearer token (keel.runtime.identity); by default
     the process's settings; without keys, callers are not verified (development).
 
-        async with keel.Server([Orders()], port=0) as server:
-            print(server.port)
+    `rest_port` (None: off; 0: a free port) serves the services' `google.api.http` routes over
+    HTTP on the same event loop, each request calling the same implementation directly (no gRPC
+    hop), with the gateway's transcoding, errors, auth policy, rate limits, CORS, OpenAPI and
+    docs (keel.gateway.inservice); REST settings (KEEL_CORS_ORIGINS, KEEL_RATE_LIMIT, ...) come
+    from `keys`, else the process's settings.
+
+        async with keel.Server([Orders()], port=0, rest_port=0) as server:
+            print(server.port, server.rest_port)
     """
 
     def __init__(
@@ -70,6 +76,7 @@ class Server:
         interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
         background: Sequence[Background] = (),
         keys: Settings | None = None,
+        rest_port: int | None = None,
     ) -> None:
         names = [type(s).__keel_service__.name for s in services]
         if len(set(names)) != len(names):
@@ -83,8 +90,14 @@ class Server:
         )
         self.interceptors = tuple(interceptors)
         self.background = tuple(background)
-        self.caller_check = CallerCheck.from_settings(config.current() if keys is None else keys)
+        self.settings = config.current() if keys is None else keys
+        self.caller_check = CallerCheck.from_settings(self.settings)
         """How each call's identity is verified; None without keys (nothing is verified)."""
+        self.rest_reuse_port = False
+        """Whether the REST port may be shared with other processes (workers)."""
+        self._rest_port = rest_port
+        self._rest: Any = None  # keel.gateway.listener.Listener, once serving
+        self._serving = False
         self._started: list[Background] = []
         self._address = f"{host}:{port}"
         self._server: grpc.aio.Server | None = None
@@ -95,6 +108,11 @@ class Server:
     def port(self) -> int:
         """The port the server listens on (known once started)."""
         return self._port
+
+    @property
+    def rest_port(self) -> int | None:
+        """The port of the REST routes (known once started; None when REST is off)."""
+        return self._rest.port if self._rest is not None else self._rest_port
 
     async def start(self) -> None:
         """Start the background tasks, bind and start serving; health turns SERVING."""
@@ -107,13 +125,10 @@ class Server:
             raise
         server = grpc.aio.server(interceptors=self.interceptors or None)
         for service in self.services:
-            add_to_server(
-                service,
-                server,
-                self.observation,
-                validate=self.validate,
-                caller=self.caller_check,
+            handlers = method_handlers(
+                service, self.observation, validate=self.validate, caller=self.caller_check
             )
+            server.add_registered_method_handlers(type(service).__keel_service__.name, handlers)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
             (
@@ -128,14 +143,61 @@ class Server:
             raise OSError(f"cannot listen on {self._address}")
         await server.start()
         self._server = server
+        if self._rest_port is not None:
+            try:
+                await self._start_rest(self._rest_port)
+            except BaseException:
+                await self.stop(0)
+                raise
         for name in ("", *self.names):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        self._serving = True
+
+    def rest_behaviours(self) -> dict[str, Behaviour]:
+        """The behaviour of each method (by gRPC path) for calls made from REST requests in
+        this process: built as the gRPC server's (verified caller, validation, errors, metrics,
+        spans), with the request's own log line in place of the call's."""
+        observation = Observation(log_calls=False, metrics=self.observation.metrics)
+        found: dict[str, Behaviour] = {}
+        for service in self.services:
+            spec = type(service).__keel_service__
+            handlers = method_handlers(
+                service, observation, validate=self.validate, caller=self.caller_check
+            )
+            for method in spec.methods:
+                handler = handlers[method.name]
+                behaviour = handler.unary_unary or handler.unary_stream
+                if behaviour is not None:  # (client streaming has no REST call)
+                    found[method.path] = behaviour
+        return found
+
+    async def _start_rest(self, port: int) -> None:
+        from keel.gateway.inservice import ServiceRest, service_routes  # noqa: PLC0415
+        from keel.gateway.listener import Listener  # noqa: PLC0415
+
+        async def not_serving() -> list[str]:
+            return [] if self._serving else list(self.names)
+
+        settings = replace(self.settings, log_calls=self.observation.log_calls)
+        app = ServiceRest(
+            service_routes(self.services), self.rest_behaviours(), not_serving, settings=settings
+        )
+        host = self._address.rpartition(":")[0]
+        listener = Listener(app, host, port, reuse_port=self.rest_reuse_port)
+        await listener.start()
+        self._rest = listener
 
     async def stop(self, grace: float | None = None) -> None:
         """Drain: health NOT_SERVING, refuse new calls, give in-flight calls `grace` seconds."""
+        self._serving = False
+        rest, self._rest = self._rest, None
         if self._server is not None:
+            period = self.grace_period if grace is None else grace
             await self._health.enter_graceful_shutdown()
-            await self._server.stop(self.grace_period if grace is None else grace)
+            draining = [self._server.stop(period)]
+            if rest is not None:
+                draining.append(rest.stop(period))
+            await asyncio.gather(*draining)
             self._server = None
             for service in self.services:
                 close = getattr(service, "__keel_close__", None)
@@ -194,7 +256,9 @@ async def _serve(
         interceptors=interceptors,
         background=background,
         keys=settings,
+        rest_port=settings.rest_port,
     )
+    server.rest_reuse_port = settings.workers > 1
     if settings.otlp_endpoint:
         tracing.configure(
             settings.otlp_endpoint,
@@ -214,6 +278,7 @@ async def _serve(
         port=server.port,
         host=settings.host,
         metrics_port=settings.metrics_port,
+        rest_port=server.rest_port,
     )
     if server.caller_check is None:
         _log.warning(

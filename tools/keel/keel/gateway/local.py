@@ -1,0 +1,267 @@
+"""A REST request answered in the service's own process: the method's behaviour called directly.
+
+The behaviour is the one keel.runtime.handlers builds for the gRPC server (verified caller,
+validation, errors, metrics and spans), called with an `HttpCallContext`: a
+`grpc.aio.ServicerContext` whose metadata, deadline and peer come from the HTTP request. What a
+handler does to end a call (`abort()`, `set_code()`, trailing metadata with the
+`google.rpc.Status` details) becomes the same HTTP error the gateway answers for that status.
+No gRPC hop: no serialization, no channel, no second server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from typing import Any, NoReturn
+
+import grpc
+import grpc.aio
+from google.rpc import status_pb2
+
+from keel.gateway import status
+from keel.gateway.dispatch import relay_until_gone
+from keel.gateway.exchange import Exchange, ItemStream, Receive
+from keel.gateway.routes import Match
+from keel.gateway.transcode import raw_response, response_body
+
+Behaviour = Callable[..., Any]
+"""A method's behaviour as keel.runtime.handlers builds it: `(request, context)` → a response
+(unary) or an async iterator of responses (server streaming)."""
+DETAILS_KEY = "grpc-status-details-bin"
+
+
+def peer_of(client: tuple[str, int] | None) -> str:
+    """A gRPC-style peer (`ipv4:127.0.0.1:5000`) for an ASGI client address."""
+    if not client:
+        return "unknown"
+    host, port = client[0], client[1]
+    return f"ipv6:[{host}]:{port}" if ":" in host else f"ipv4:{host}:{port}"
+
+
+class HttpCallContext:
+    """grpc.aio's servicer context for a call made from an HTTP request in this process.
+
+    Metadata, deadline and peer come from the request; `abort()` records the status and raises
+    `grpc.aio.AbortError` as grpc does; `set_code()`, `set_details()` and trailing metadata are
+    kept for the answer (`failure()`). Reading or writing messages is not for REST calls.
+    """
+
+    __slots__ = (
+        "_code",
+        "_deadline",
+        "_details",
+        "_done",
+        "_initial",
+        "_metadata",
+        "_peer",
+        "_trailing",
+    )
+
+    def __init__(self, metadata: tuple[tuple[str, Any], ...], timeout: float, peer: str) -> None:
+        self._metadata = metadata
+        self._deadline = time.monotonic() + timeout
+        self._peer = peer
+        self._code: grpc.StatusCode | None = None
+        self._details = ""
+        self._trailing: tuple[tuple[str, Any], ...] = ()
+        self._initial: tuple[tuple[str, Any], ...] = ()
+        self._done: list[Callable[[Any], None]] | None = None
+
+    def invocation_metadata(self) -> tuple[tuple[str, Any], ...]:
+        return self._metadata
+
+    def time_remaining(self) -> float:
+        return max(0.0, self._deadline - time.monotonic())
+
+    def peer(self) -> str:
+        return self._peer
+
+    async def abort(
+        self,
+        code: grpc.StatusCode,
+        details: str = "",
+        trailing_metadata: Iterable[tuple[str, Any]] = (),
+    ) -> NoReturn:
+        if code is grpc.StatusCode.OK:
+            raise ValueError("abort() needs a status other than OK")
+        self._code, self._details = code, details
+        if trailing_metadata:
+            self._trailing = tuple(trailing_metadata)
+        raise grpc.aio.AbortError
+
+    async def abort_with_status(self, found: grpc.Status) -> NoReturn:
+        await self.abort(found.code, found.details, found.trailing_metadata)
+
+    def set_code(self, code: grpc.StatusCode) -> None:
+        self._code = code
+
+    def set_details(self, details: str) -> None:
+        self._details = details
+
+    def code(self) -> grpc.StatusCode | None:
+        return self._code
+
+    def details(self) -> str:
+        return self._details
+
+    def set_trailing_metadata(self, trailing_metadata: Iterable[tuple[str, Any]]) -> None:
+        self._trailing = tuple(trailing_metadata)
+
+    def trailing_metadata(self) -> tuple[tuple[str, Any], ...]:
+        return self._trailing
+
+    async def send_initial_metadata(self, initial_metadata: Iterable[tuple[str, Any]]) -> None:
+        self._initial = tuple(initial_metadata)
+
+    async def read(self) -> Any:
+        raise NotImplementedError("a REST call has no stream of requests")
+
+    async def write(self, message: Any) -> None:
+        raise NotImplementedError("a REST call's responses are the method's return or yields")
+
+    def set_compression(self, compression: grpc.Compression) -> None:
+        """Compression is HTTP's business here (nothing to do)."""
+
+    def disable_next_message_compression(self) -> None:
+        """Compression is HTTP's business here (nothing to do)."""
+
+    def peer_identities(self) -> None:
+        return None
+
+    def peer_identity_key(self) -> None:
+        return None
+
+    def auth_context(self) -> Mapping[str, Iterable[bytes]]:
+        return {}
+
+    def add_done_callback(self, callback: Callable[[Any], None]) -> None:
+        if self._done is None:
+            self._done = []
+        self._done.append(callback)
+
+    def finish(self) -> None:
+        """Run the done callbacks (the call has ended)."""
+        for callback in self._done or ():
+            callback(self)
+        self._done = None
+
+    def cancelled(self) -> bool:
+        return False
+
+    def done(self) -> bool:
+        return self._done is None and self._code is not None
+
+    @property
+    def failed(self) -> bool:
+        """Whether the call ended with a status other than OK (by abort or set_code)."""
+        return self._code is not None and self._code is not grpc.StatusCode.OK
+
+    def failure(self) -> tuple[int, bytes]:
+        """HTTP status and google.rpc.Status JSON of the status the call ended with, details
+        (`grpc-status-details-bin`) included, as the gateway renders them."""
+        code = self._code or grpc.StatusCode.UNKNOWN
+        for key, value in self._trailing:
+            if key == DETAILS_KEY and isinstance(value, bytes):
+                found = status_pb2.Status.FromString(value)
+                if found.code == code.value[0]:
+                    return status.HTTP_STATUS.get(code, 500), status.from_status(found)
+        payload = status.body(code, self._details or code.name)
+        return status.HTTP_STATUS.get(code, 500), payload
+
+
+grpc.aio.ServicerContext.register(HttpCallContext)
+
+_DEADLINE = status.body(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded")
+
+
+class LocalCall:
+    """The call a REST request becomes, made in this process: the method's behaviour, its
+    message, deadline, metadata and the client's address as the peer."""
+
+    __slots__ = ("behaviour", "context", "match", "request", "timeout")
+
+    def __init__(
+        self,
+        behaviour: Behaviour,
+        match: Match,
+        request: Any,
+        timeout: float,
+        metadata: Iterable[tuple[str, Any]],
+        *,
+        peer: str,
+    ) -> None:
+        self.behaviour = behaviour
+        self.match = match
+        self.request = request
+        self.timeout = timeout
+        self.context = HttpCallContext(tuple(metadata), timeout, peer)
+
+    async def unary(self, exchange: Exchange) -> None:
+        context = self.context
+        try:
+            async with asyncio.timeout(self.timeout):
+                response = await self.behaviour(self.request, context)
+        except grpc.aio.AbortError:
+            await exchange.reply(*context.failure())
+            return
+        except TimeoutError:
+            await exchange.reply(504, _DEADLINE)
+            return
+        finally:
+            context.finish()
+        if context.failed:  # set_code() and a return: grpc answers the status, not the message
+            await exchange.reply(*context.failure())
+            return
+        raw = raw_response(self.match, response)
+        if raw is not None:
+            await exchange.reply(200, raw[1], [(b"content-type", raw[0].encode())])
+            return
+        await exchange.reply(200, response_body(self.match, response))
+
+    async def server_stream(self, exchange: Exchange, receive: Receive, *, sse: bool) -> None:
+        """Relay the responses until the method ends or the client goes away (which cancels
+        it, as a cancelled gRPC call is)."""
+        await relay_until_gone(exchange, receive, self._relay(ItemStream(exchange, sse)))
+
+    async def _relay(self, items: ItemStream) -> None:
+        context = self.context
+        responses: AsyncIterator[Any] = self.behaviour(self.request, context)
+        try:
+            async with asyncio.timeout(self.timeout):
+                await self._items(responses, items)
+        except grpc.aio.AbortError:
+            await _fail(items, *context.failure())
+            return
+        except TimeoutError:
+            await _fail(items, 504, _DEADLINE)
+            return
+        finally:
+            context.finish()
+        if context.failed:
+            await _fail(items, *context.failure())
+            return
+        await items.end()
+
+    async def _items(self, responses: AsyncIterator[Any], items: ItemStream) -> None:
+        try:
+            async for response in responses:
+                await items.item(b'{"result":' + response_body(self.match, response) + b"}")
+        except asyncio.CancelledError:
+            # Cancelled while writing (the client left, or the deadline): the method is
+            # cancelled where it waits, as grpc cancels it, so it records CANCELLED.
+            frame = getattr(responses, "ag_frame", None)
+            if frame is not None:
+                with contextlib.suppress(BaseException):
+                    await responses.athrow(asyncio.CancelledError())  # type: ignore[attr-defined]
+            raise
+
+
+async def _fail(items: ItemStream, code: int, payload: bytes) -> None:
+    """A streamed call's error: the HTTP status before the first message, a last item after."""
+    if items.exchange.started:
+        await items.item(b'{"error":' + payload + b"}", event=b"error")
+        await items.end()
+    else:
+        await items.exchange.reply(code, payload)
