@@ -215,7 +215,9 @@ async def test_a_saga_whose_peer_goes_away_compensates_once_it_is_back(
         state = await keel.saga.show(saga_db, "away")
         assert state is not None
         assert [(s.name, s.status) for s in state.steps] == [("debit", "DONE"), ("fee", "STARTED")]
-        assert state.error.startswith("compensating fee: Unavailable")
+        assert state.error.startswith("fee: Unavailable")  # why it turned back, kept
+        assert state.steps[1].error.startswith("compensating fee: Unavailable")
+        assert state.last_error == state.steps[1].error
 
         await ledger.start()  # back
         restarted, lines = await _transfers(ledger.target, url)

@@ -129,11 +129,18 @@ async def test_a_failing_compensation_is_finished_by_a_later_resume(db: Database
     saga = keel.saga.Saga("three", three_steps(peer), db, settings=SETTINGS)
     state = await saga.start({}, saga_id="s6")
     assert state.status == keel.saga.COMPENSATING
-    assert state.error == "compensating a: Internal: bug"
+    assert state.error == "c: NotFound: gone"  # the first failure: why it turned back
+    assert state.last_error == "compensating a: Internal: bug"
     assert state.lease_until is None  # free for the next resume
-    assert [(s.name, s.status) for s in state.steps][:2] == [("a", "DONE"), ("b", "COMPENSATED")]
+    assert [(s.name, s.status, s.error) for s in state.steps] == [
+        ("a", "DONE", "compensating a: Internal: bug"),
+        ("b", "COMPENSATED", ""),
+        ("c", "REFUSED", "c: NotFound: gone"),
+    ]
     (resumed,) = await saga.resume()
     assert resumed.status == keel.saga.COMPENSATED
+    assert resumed.error == "c: NotFound: gone"
+    assert resumed.steps[0].error == ""  # undone at last: nothing failing any more
     assert [label for label, _ in peer.calls].count("undo:b") == 1
     assert [label for label, _ in peer.calls].count("undo:a") == 2
 
@@ -208,8 +215,9 @@ async def test_keel_saga_show_prints_a_sagas_state(tmp_path: Path) -> None:
     )
     lines = shown.stdout.splitlines()
     assert lines[0] == "saga s10 (three): COMPENSATED"
-    assert lines[1] == "  error: c: FailedPrecondition: no stock"
-    assert lines[4:] == [
+    assert lines[1] == "  first error: c: FailedPrecondition: no stock"
+    assert lines[2] == "  last error: c: FailedPrecondition: no stock"
+    assert lines[5:] == [
         '  1. a: COMPENSATED  {"label": "a", "attempt": 0}',
         '  2. b: COMPENSATED  {"label": "b", "attempt": 0}',
         "  3. c: REFUSED  c: FailedPrecondition: no stock",

@@ -9,6 +9,7 @@ and calls no one pays only for binding.
 
 from __future__ import annotations
 
+import contextvars
 from collections.abc import Sequence
 from contextvars import ContextVar
 
@@ -34,6 +35,7 @@ __all__ = [
     "bind",
     "correlation_from",
     "correlation_id",
+    "detached",
     "inbound",
     "new_id",
     "outbound_metadata",
@@ -59,6 +61,8 @@ def passed_on(call: Context) -> list[tuple[str, str]]:
 
 
 _inbound: ContextVar[Context | None] = ContextVar("keel_inbound", default=None)
+_carried: ContextVar[str] = ContextVar("keel_carried_correlation", default="")
+"""The correlation id of the call that began detached work (see `detached`)."""
 
 
 def bind(service: str, context: CallContext, metadata: Metadata | None = None) -> Context:
@@ -75,9 +79,30 @@ def inbound() -> Context | None:
 
 
 def correlation_id() -> str:
-    """The correlation id of the call being handled ("" outside a call)."""
+    """The correlation id of the call being handled (in detached work: of the call that began
+    it; "" outside both)."""
     current = _inbound.get()
-    return "" if current is None else current.correlation_id
+    return _carried.get() if current is None else current.correlation_id
+
+
+def detached() -> contextvars.Context:
+    """A copy of the current context without the call being handled, for work that outlives
+    the call: `loop.create_task(work, context=propagation.detached())`.
+
+    Work run in it is not bound by the call's deadline, cancellation or identity (its calls
+    carry no deadline of the call's, and not the caller's token, subject or claims), but it
+    keeps the call's trace context (its spans join the call's trace) and its correlation id
+    (in its log lines and on its outgoing calls).
+    """
+    carried = correlation_id()
+    context = contextvars.copy_context()
+    context.run(_detach, carried)
+    return context
+
+
+def _detach(carried: str) -> None:
+    _inbound.set(None)
+    _carried.set(carried)
 
 
 def remaining() -> float | None:
@@ -96,7 +121,7 @@ def outbound_metadata(
         for key, _ in result:
             if key == CORRELATION_HEADER:
                 return result
-        result.append((CORRELATION_HEADER, new_id()))
+        result.append((CORRELATION_HEADER, _carried.get() or new_id()))
         return result
     present = {key for key, _ in result}
     if CORRELATION_HEADER not in present:

@@ -6,7 +6,8 @@
 
     transfers = keel.saga.Saga("transfer", transfer, db)
     state = await transfers.start({"from": "a", "to": "b", "amount": 5})
-    keel.serve([...], background=[keel.saga.Recovery(transfers)])   # resumes after a crash
+    state = await transfers.start(data, background=True)   # for a call: goes on without it
+    keel.serve([...], background=[keel.saga.Recovery(transfers)])   # finishes the others
 
 The state lives in the service's own database (`keel.saga.tables.add_to(metadata)` for its
 migrations) and is recorded after every step; every action and compensation gets an
@@ -16,14 +17,24 @@ idempotency key derived from the saga's id and the step's name. See docs/sagas.m
 from __future__ import annotations
 
 from keel.saga import tables
-from keel.saga.run import TRANSIENT_CODES, Run, SagaError, Step, StepRefusedError
-from keel.saga.saga import Recovery, Saga, show
+from keel.saga.lease import LeaseLostError
+from keel.saga.recovery import Recovery
+from keel.saga.run import (
+    TRANSIENT_CODES,
+    Run,
+    SagaError,
+    Step,
+    StepOrderError,
+    StepRefusedError,
+)
+from keel.saga.saga import Saga, show
 from keel.saga.store import (
     COMPENSATED,
     COMPENSATING,
     COMPLETED,
     DONE,
     FAILED,
+    FORWARD,
     REFUSED,
     RUNNING,
     STARTED,
@@ -38,17 +49,20 @@ __all__ = [
     "COMPLETED",
     "DONE",
     "FAILED",
+    "FORWARD",
     "REFUSED",
     "RUNNING",
     "STARTED",
     "TRANSIENT_CODES",
     "UNDONE",
+    "LeaseLostError",
     "Recovery",
     "Run",
     "Saga",
     "SagaError",
     "SagaState",
     "Step",
+    "StepOrderError",
     "StepRefusedError",
     "StepState",
     "show",

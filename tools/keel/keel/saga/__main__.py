@@ -1,8 +1,10 @@
 """`keel saga show SERVICE SAGA_ID`: a saga's recorded state, from the service's database.
 
 SERVICE is the service's folder name (its database: KEEL_DATABASE_URL, else the SQLite file in
-its state dir, as `keel.data.Database.for_service` finds it). Prints the saga's status, error and
-lease, then one line per step; `--json` prints it as one JSON object. Exit status 1 if no saga.
+its state dir, as `keel.data.Database.for_service` finds it). Prints the saga's status, its
+first error (why it turned back or stopped) and last error (a step still failing), its lease,
+then one line per step (and its failure while unresolved); `--json` prints it as one JSON
+object. Exit status 1 if no saga.
 """
 
 from __future__ import annotations
@@ -18,19 +20,23 @@ from sqlalchemy.exc import DBAPIError
 
 from keel.data import Database
 from keel.saga.saga import show
-from keel.saga.store import SagaState
+from keel.saga.store import REFUSED, SagaState
 
 
 def _text(state: SagaState) -> str:
     lines = [
         f"saga {state.id} ({state.name}): {state.status}",
-        f"  error: {state.error or '-'}",
+        f"  first error: {state.error or '-'}",
+        f"  last error: {state.last_error or '-'}",
         f"  held until: {state.lease_until.isoformat() if state.lease_until else '-'}",
         f"  created {state.created_at.isoformat()}, updated {state.updated_at.isoformat()}",
     ]
     for step in state.steps:
-        detail = step.error or json.dumps(step.result)
+        refused = step.status == REFUSED
+        detail = step.error if refused else json.dumps(step.result)
         lines.append(f"  {step.position + 1}. {step.name}: {step.status}  {detail}")
+        if step.error and not refused:
+            lines.append(f"       failing: {step.error}")
     return "\n".join(lines)
 
 
@@ -40,6 +46,7 @@ def _json(state: SagaState) -> str:
 
     found = dataclasses.asdict(state)
     found = {k: plain(v) for k, v in found.items()}
+    found["last_error"] = state.last_error
     found["steps"] = [{k: plain(v) for k, v in s.items()} for s in found["steps"]]
     return json.dumps(found)
 

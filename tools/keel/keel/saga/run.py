@@ -4,13 +4,15 @@ The saga's body is ordinary code that reads top to bottom; `run.step(...)` eithe
 action (the first time) or returns what was recorded (when a restarted process replays the body
 to continue it). A step's compensation is pushed before its action runs, so a step whose outcome
 is unknown (the process died, or the call failed without a final answer) is compensated too.
+Once the body goes on past a pivot step, the saga only goes forward (FORWARD).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -18,8 +20,10 @@ import grpc
 
 from keel import errors
 from keel.idempotency.call import FINAL_CODES
+from keel.runtime import tracing
 from keel.runtime.channels import IDEMPOTENCY_KEY
 from keel.saga import store
+from keel.saga.lease import Lease
 
 T = TypeVar("T")
 Data = TypeVar("Data")
@@ -66,12 +70,30 @@ class SagaError(Exception):
     """The code and the saga's record disagree (see FAILED), or a step name repeats."""
 
 
+class StepOrderError(SagaError):
+    """On replay, the code's steps do not match the recorded ones: the code calls `found` (None:
+    it ended) where the record has `expected`, at step `position` (0 for the first)."""
+
+    def __init__(
+        self, message: str, *, saga_id: str, position: int, expected: str, found: str | None
+    ) -> None:
+        super().__init__(message)
+        self.saga_id = saga_id
+        self.position = position
+        self.expected = expected
+        self.found = found
+
+
 class StepRefusedError(Exception):
     """A step's action failed with a final error (recorded): the saga compensates."""
 
 
 class _UnwindError(Exception):
     """Replaying a compensating saga reached the end of what was done: stop going forward."""
+
+
+class _RetryLaterError(Exception):
+    """A step after the pivot failed without a final answer: the saga is tried again later."""
 
 
 @dataclass(slots=True)
@@ -84,27 +106,41 @@ class _Done:
     result: Any = None
 
 
+_CHANGED = (
+    "the code's steps changed while it ran (keep the recorded steps, in order, for sagas in "
+    "flight: add steps after the last, or behind a check on run.data)"
+)
+
+
 class Run(Generic[Data]):
     """One saga being driven: `run.id`, `run.data` and `await run.step(...)`."""
 
-    def __init__(
-        self, state: store.SagaState, backoff: tuple[float, ...], lease: float, db: Any
-    ) -> None:
+    def __init__(self, state: store.SagaState, backoff: tuple[float, ...], lease: Lease) -> None:
         self.id = state.id
         """The saga's id."""
+        self.name = state.name
+        """The saga definition's name."""
         self.data: Data = state.data
         """The saga's input, as recorded (JSON)."""
         self.status = state.status
-        self._db = db
-        self._backoff = backoff
+        self.failure = ""
+        """Why a step this run called last failed ("" if none did)."""
         self._lease = lease
+        self._backoff = backoff
+        self._steps = state.steps
         self._recorded = {s.position: s for s in state.steps}
         self._names: set[str] = set()
         self._position = 0
+        self._committed = False
         self.done: list[_Done] = []
 
     async def step(
-        self, name: str, action: Action[T], compensate: Compensation[T] | None = None
+        self,
+        name: str,
+        action: Action[T],
+        compensate: Compensation[T] | None = None,
+        *,
+        pivot: bool = False,
     ) -> T:
         """Run step `name`: `action(step)` once (its result, a JSON value, is recorded and
         returned; a replay returns the recorded one), with `compensate(step, result)` to undo it
@@ -114,22 +150,20 @@ class Run(Generic[Data]):
         with the same key after each KEEL_SAGA_BACKOFF delay; a final error (INVALID_ARGUMENT,
         NOT_FOUND, ALREADY_EXISTS, FAILED_PRECONDITION, OUT_OF_RANGE) means it had no effect:
         recorded as REFUSED, it raises StepRefusedError and the saga compensates the steps before.
+
+        `pivot=True` marks the point of no return (a capture, a shipment): once the body goes on
+        past it, the saga is FORWARD and is never compensated; a later step that fails is
+        tried again (with the same key) until it succeeds, and one refused stops the saga as
+        FAILED for a person to look at.
         """
-        if name in self._names:
-            raise SagaError(f"step name {name!r} is used twice in saga {self.id}")
-        self._names.add(name)
-        position = self._position
-        self._position += 1
+        position = self._enter(name)
+        self.failure = ""
         recorded = self._recorded.get(position)
-        if recorded is not None and recorded.name != name:
-            raise SagaError(
-                f"step {position + 1} of saga {self.id} is {name!r} in the code but "
-                f"{recorded.name!r} in its record: the code changed while it ran"
-            )
         entry = _Done(position, name, compensate)
         if recorded is not None and recorded.status == store.DONE:
             entry.result = recorded.result
             self.done.append(entry)
+            self._committed = self._committed or pivot
             result: T = recorded.result
             return result
         if recorded is not None and recorded.status == store.REFUSED:
@@ -140,28 +174,101 @@ class Run(Generic[Data]):
             if recorded is not None:  # STARTED: its outcome is unknown, so it is undone too
                 self.done.append(entry)
             raise _UnwindError
-        self.done.append(entry)
-        await store.record_step(self._db, self.id, position, name, store.STARTED, lease=self._lease)
+        commit = self._committed and self.status == store.RUNNING
+        if commit:
+            self.status = store.FORWARD
+        forward = self.status == store.FORWARD
+        if not forward:
+            self.done.append(entry)
+        await store.record_step(
+            self._lease,
+            position,
+            name,
+            store.STARTED,
+            saga_status=store.FORWARD if commit else None,
+        )
         try:
-            value = await attempts(
-                lambda attempt: action(Step(self.id, name, f"{self.id}/{name}", attempt)),
-                self._backoff,
-            )
+            with step_span(self, name, undo=False):
+                value = await attempts(
+                    lambda attempt: action(Step(self.id, name, f"{self.id}/{name}", attempt)),
+                    self._backoff,
+                )
         except errors.KeelError as error:
             if error.code() not in FINAL_CODES:
+                await self._failed(position, name, error, forward)
                 raise
-            self.done.pop()
-            reason = describe(name, error)
-            await store.record_step(
-                self._db, self.id, position, name, store.REFUSED, lease=self._lease, error=reason
-            )
-            raise StepRefusedError(reason) from error
+            if not forward:
+                self.done.pop()
+            self.failure = describe(name, error)
+            await store.record_step(self._lease, position, name, store.REFUSED, error=self.failure)
+            raise StepRefusedError(self.failure) from error
+        except Exception as error:
+            await self._failed(position, name, error, forward)
+            raise
         entry.result = json.loads(json.dumps(value))  # what a replay would return
-        await store.record_step(
-            self._db, self.id, position, name, store.DONE, lease=self._lease, result=entry.result
-        )
+        await store.record_step(self._lease, position, name, store.DONE, result=entry.result)
+        self._committed = self._committed or pivot
         returned: T = entry.result
         return returned
+
+    def _enter(self, name: str) -> int:
+        """The position of the step called `name`: refused if the name repeats, or if the
+        record has another step there."""
+        if name in self._names:
+            raise SagaError(f"step name {name!r} is used twice in saga {self.id}")
+        self._names.add(name)
+        position = self._position
+        self._position += 1
+        recorded = self._recorded.get(position)
+        if recorded is not None and recorded.name != name:
+            raise StepOrderError(
+                f"step {position + 1} of saga {self.id} is {name!r} in the code but "
+                f"{recorded.name!r} in its record ({self._history()}): {_CHANGED}",
+                saga_id=self.id,
+                position=position,
+                expected=recorded.name,
+                found=name,
+            )
+        return position
+
+    def unreplayed(self) -> StepOrderError | None:
+        """Once the body has ended: the error if the record has steps it did not reach."""
+        missed = self._recorded.get(self._position)
+        if missed is None:
+            return None
+        return StepOrderError(
+            f"saga {self.id} ends after {self._position} step(s) in the code but its record "
+            f"has step {missed.position + 1} {missed.name!r} ({self._history()}): {_CHANGED}",
+            saga_id=self.id,
+            position=missed.position,
+            expected=missed.name,
+            found=None,
+        )
+
+    def _history(self) -> str:
+        steps = ", ".join(f"{s.position + 1}. {s.name} {s.status}" for s in self._steps)
+        return f"recorded: {steps}"
+
+    async def _failed(self, position: int, name: str, error: Exception, forward: bool) -> None:
+        """Note the failure of an action whose outcome is unknown; after the pivot, the saga
+        is tried again later instead of compensating."""
+        self.failure = describe(name, error)
+        await store.step_failed(self._lease, position, self.failure)
+        if forward:
+            raise _RetryLaterError(self.failure) from error
+
+
+@contextmanager
+def step_span(run: Run[Any], name: str, *, undo: bool) -> Iterator[None]:
+    """A span around a step's action (or compensation), its calls' spans within it."""
+    tracer = tracing.tracer()
+    if tracer is None:
+        yield
+        return
+    attributes = {"keel.saga.name": run.name, "keel.saga.id": run.id, "keel.saga.step": name}
+    label = f"saga {run.name} {'undo ' if undo else ''}{name}"
+    with tracer.start_as_current_span(label, attributes=attributes):
+        yield
 
 
 async def attempts(call: Callable[[int], Awaitable[T]], backoff: tuple[float, ...]) -> T:

@@ -3,22 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from typing import Any, Generic
 
 from keel.data import Database, new_id
-from keel.runtime import config, logs
+from keel.runtime import config, logs, propagation
 from keel.saga import store
-from keel.saga.run import (
-    Data,
-    Run,
-    SagaError,
-    Step,
-    StepRefusedError,
-    _UnwindError,
-    attempts,
-    describe,
-)
+from keel.saga.drive import drive
+from keel.saga.lease import Lease, now
+from keel.saga.run import Data, Run
 
 log = logs.get_logger("keel.saga")
 
@@ -34,7 +27,8 @@ class Saga(Generic[Data]):
 
         transfers = keel.saga.Saga("transfer", transfer, db)
         state = await transfers.start({"amount": 5})      # runs it; COMPLETED or COMPENSATED
-        await transfers.resume()                          # at start-up: finishes the others
+        state = await transfers.start(data, background=True)  # for a call: see start
+        await transfers.resume()                          # in a script: finishes the others
 
     The body must take the same steps, in the same order, when replayed with the same data and
     step results: decisions come from `run.data` and step results, not from clocks or reads.
@@ -47,30 +41,54 @@ class Saga(Generic[Data]):
         self.body = body
         self.db = db
         self._settings = settings
+        self._driving: dict[str, asyncio.Task[None]] = {}
 
     @property
     def settings(self) -> config.Settings:
         return self._settings or config.current()
 
-    async def start(self, data: Data, *, saga_id: str | None = None) -> store.SagaState:
+    async def start(
+        self, data: Data, *, saga_id: str | None = None, background: bool = False
+    ) -> store.SagaState:
         """Record a saga with input `data` (a JSON value) and drive it until it ends (or waits
-        for a later resume); its state. An existing `saga_id` is driven instead if free."""
+        for a later pass); its state. An existing `saga_id` is driven instead if free.
+
+        With `background`, the saga is driven in a task of its own, detached from the calling
+        task (`keel.runtime.propagation.detached()`: not bound by the call's deadline,
+        cancellation or identity; in the call's trace, with its correlation id): `start`
+        returns the state after the first attempt, and a saga left unfinished (a compensation,
+        or a step after the pivot, still failing) is tried again after each KEEL_SAGA_BACKOFF
+        delay (the last one repeating) until it ends or `close()` stops it. The caller going
+        away does not stop it."""
         saga_id = saga_id or new_id()
-        if await store.create(self.db, saga_id, self.name, data, self.settings.saga_lease):
-            return await self._drive(saga_id)
+        if background:
+            first: asyncio.Future[store.SagaState] = asyncio.get_running_loop().create_future()
+            if not self._spawn(saga_id, self._keep_driving(saga_id, data=data, first=first)):
+                return await self._state(saga_id)
+            return await asyncio.shield(first)
+        lease = await store.create(self.db, saga_id, self.name, data, self.settings.saga_lease)
+        if lease is not None:
+            return await drive(self, lease)
         return await self.run(saga_id)
+
+    async def launch(self, data: Data, *, saga_id: str | None = None) -> store.SagaState:
+        """Record a saga with input `data` and return its state at once (RUNNING); it is driven
+        in the background as with `start(..., background=True)`. `await saga.wait(id)` waits
+        for that driving to end."""
+        saga_id = saga_id or new_id()
+        lease = await store.create(self.db, saga_id, self.name, data, self.settings.saga_lease)
+        self._spawn(saga_id, self._keep_driving(saga_id, lease=lease))
+        return await self._state(saga_id)
 
     async def run(self, saga_id: str) -> store.SagaState:
         """Drive saga `saga_id` if it is unfinished and no live process holds it; its state."""
-        if await store.claim(self.db, saga_id, self.settings.saga_lease):
-            return await self._drive(saga_id)
-        state = await store.load(self.db, saga_id)
-        if state is None:
-            raise KeyError(f"no saga {saga_id!r}")
-        return state
+        lease = await store.claim(self.db, saga_id, self.settings.saga_lease)
+        if lease is not None:
+            return await drive(self, lease)
+        return await self._state(saga_id)
 
     async def resume(self, *, wait: bool = True) -> list[store.SagaState]:
-        """Drive every unfinished saga of this name (at start-up: those a stopped process left)
+        """Drive every unfinished saga of this name (in a script: those a stopped process left)
         and return the state of each. A saga another live process holds is left to it; with
         `wait`, it is tried again once its lease ends, until it is no longer held."""
         seen: dict[str, store.SagaState] = {}
@@ -82,113 +100,101 @@ class Saga(Generic[Data]):
                     held.append(state.lease_until)
             if not wait or not held:
                 return list(seen.values())
-            delay = (min(held) - store.now()).total_seconds()
+            delay = (min(held) - now()).total_seconds()
             await asyncio.sleep(max(delay, 0.0) + 0.05)
 
-    async def _drive(self, saga_id: str) -> store.SagaState:
-        state = await store.load(self.db, saga_id)
-        assert state is not None
-        lease = self.settings.saga_lease
-        run: Run[Data] = Run(state, self.settings.saga_backoff, lease, self.db)
-        try:
-            await self.body(run)
-        except _UnwindError:
-            pass
-        except SagaError as error:
-            log.error("saga stopped", saga=saga_id, name=self.name, error=str(error))
-            await store.set_status(self.db, saga_id, store.FAILED, lease, error=str(error))
-            return await self._state(saga_id)
-        except asyncio.CancelledError:
-            await asyncio.shield(store.release(self.db, saga_id))
-            raise
-        except Exception as error:  # a step failed, or the body raised: undo what was done
-            if run.status == store.RUNNING:
-                reason = str(error) if isinstance(error, StepRefusedError) else None
-                reason = reason or describe(_last_step(run), error)
-                log.info("saga compensating", saga=saga_id, name=self.name, reason=reason)
-                await store.set_status(self.db, saga_id, store.COMPENSATING, lease, error=reason)
-                run.status = store.COMPENSATING
-        else:
-            if run.status == store.RUNNING:
-                await store.set_status(self.db, saga_id, store.COMPLETED, lease)
-                return await self._state(saga_id)
-        if await self._compensate(run):
-            await store.set_status(self.db, saga_id, store.COMPENSATED, lease)
-        else:
-            await store.release(self.db, saga_id)
+    def driving(self, saga_id: str) -> bool:
+        """Whether this process drives saga `saga_id` in the background."""
+        return saga_id in self._driving
+
+    async def wait(self, saga_id: str) -> store.SagaState:
+        """Wait until this process no longer drives saga `saga_id` in the background (it
+        ended, another process holds it, or `close()` stopped it); its state."""
+        task = self._driving.get(saga_id)
+        if task is not None:
+            await asyncio.wait({task})
         return await self._state(saga_id)
 
-    async def _compensate(self, run: Run[Data]) -> bool:
-        """Undo the steps that may have had an effect, last first; False if one still fails."""
-        lease = self.settings.saga_lease
-        for done in reversed(run.done):
-            compensate = done.compensate
-            if compensate is not None:
-                key = f"{run.id}/{done.name}/compensate"
+    async def close(self) -> None:
+        """Stop the sagas this process drives in the background: each releases its lease and
+        is resumed by the next pass of a `Recovery` (here or in another process)."""
+        tasks = list(self._driving.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
-                def call(attempt: int, fn: Any = compensate, key: str = key, at: Any = done) -> Any:
-                    return fn(Step(run.id, at.name, key, attempt), at.result)
-
-                try:
-                    await attempts(call, self.settings.saga_backoff)
-                except Exception as error:
-                    reason = f"compensating {describe(done.name, error)}"
-                    log.warning("saga compensation failed", saga=run.id, error=reason)
-                    await store.set_status(self.db, run.id, store.COMPENSATING, lease, error=reason)
-                    return False
-            await store.record_step(
-                self.db, run.id, done.position, done.name, store.UNDONE, lease=lease
-            )
+    def _spawn(self, saga_id: str, work: Coroutine[Any, Any, None]) -> bool:
+        """Drive `saga_id` in a detached task, unless this process already does (False)."""
+        if saga_id in self._driving:
+            work.close()
+            return False
+        loop = asyncio.get_running_loop()
+        task = loop.create_task(work, name=f"keel-saga-{saga_id}", context=propagation.detached())
+        self._driving[saga_id] = task
+        task.add_done_callback(lambda _: self._driving.pop(saga_id, None))
         return True
+
+    async def _keep_driving(
+        self,
+        saga_id: str,
+        *,
+        data: Any = None,
+        lease: Lease | None = None,
+        first: asyncio.Future[store.SagaState] | None = None,
+    ) -> None:
+        """Drive the saga until it ends (or another process holds it), again after each
+        backoff delay; `first` gets the state after the first attempt (or its error)."""
+        delays = _delays(self.settings.saga_backoff)
+        try:
+            if first is not None:
+                lease = await store.create(
+                    self.db, saga_id, self.name, data, self.settings.saga_lease
+                )
+            while True:
+                try:
+                    if lease is None:
+                        lease = await store.claim(self.db, saga_id, self.settings.saga_lease)
+                    state = await (drive(self, lease) if lease else self._state(saga_id))
+                except Exception as error:
+                    if first is not None:
+                        raise
+                    log.warning("saga attempt failed", saga=saga_id, error=repr(error))
+                else:
+                    if first is not None:
+                        first.set_result(state)
+                        first = None
+                    if state.finished or _held(state, lease):
+                        return
+                lease = None
+                await asyncio.sleep(next(delays))
+        except asyncio.CancelledError:
+            if first is not None and not first.done():
+                first.cancel()
+            raise
+        except Exception as error:  # the first attempt's: its caller gets it
+            if first is not None and not first.done():
+                first.set_exception(error)
+            else:
+                log.exception("saga driving failed", saga=saga_id)
 
     async def _state(self, saga_id: str) -> store.SagaState:
         state = await store.load(self.db, saga_id)
-        assert state is not None
+        if state is None:
+            raise KeyError(f"no saga {saga_id!r}")
         return state
 
 
-def _last_step(run: Run[Any]) -> str:
-    return run.done[-1].name if run.done else "saga"
+def _held(state: store.SagaState, lease: Lease | None) -> bool:
+    """Whether another live process holds the saga (this one could not take it)."""
+    return lease is None and state.lease_until is not None and state.lease_until > now()
+
+
+def _delays(backoff: tuple[float, ...]) -> Iterator[float]:
+    yield from backoff
+    while True:
+        yield backoff[-1] if backoff else 1.0
 
 
 async def show(db: Database, saga_id: str) -> store.SagaState | None:
     """The recorded state of saga `saga_id` (status, error, each step), or None."""
     return await store.load(db, saga_id)
-
-
-class Recovery:
-    """A background task (`keel.serve(..., background=[keel.saga.Recovery(a, b)])`) that resumes
-    the sagas' unfinished runs at start-up, and again every KEEL_SAGA_LEASE while any remain."""
-
-    def __init__(self, *sagas: Saga[Any]) -> None:
-        self.sagas = sagas
-        self._task: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._loop(), name="keel-saga-recovery")
-
-    async def idle(self) -> None:
-        """Wait until no saga is left unfinished (the task's loop has ended)."""
-        if self._task is not None:
-            await asyncio.shield(self._task)
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-
-    async def _loop(self) -> None:
-        while True:
-            left = False
-            for saga in self.sagas:
-                try:
-                    states = await saga.resume(wait=False)
-                except Exception:
-                    log.exception("saga recovery failed", name=saga.name)
-                    left = True
-                    continue
-                left = left or any(not s.finished for s in states)
-                left = left or bool(await store.unfinished(saga.db, saga.name))
-            if not left:
-                return
-            await asyncio.sleep(min(s.settings.saga_lease for s in self.sagas))

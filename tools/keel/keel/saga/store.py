@@ -1,4 +1,5 @@
-"""A saga's recorded state in the service's database: reads and the writes after each step."""
+"""A saga's recorded state in the service's database: reads, and the writes after each step
+(each through the lease of the process driving the saga, see keel.saga.lease)."""
 
 from __future__ import annotations
 
@@ -6,15 +7,20 @@ import datetime
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, case, or_, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from keel.data import Database
+from keel.saga.lease import Lease, now
 from keel.saga.tables import saga as saga_table
 from keel.saga.tables import step as step_table
 
 RUNNING = "RUNNING"
 """Going forward."""
+FORWARD = "FORWARD"
+"""Past a pivot step (the point of no return): going forward only; a step that fails is
+retried, never compensated."""
 COMPENSATING = "COMPENSATING"
 """A step failed (or the code raised): undoing the steps done, last first."""
 COMPLETED = "COMPLETED"
@@ -22,11 +28,12 @@ COMPLETED = "COMPLETED"
 COMPENSATED = "COMPENSATED"
 """Every step that may have had an effect undone."""
 FAILED = "FAILED"
-"""Stopped for a person to look at: the code's steps no longer match the recorded ones."""
-UNFINISHED = (RUNNING, COMPENSATING)
+"""Stopped for a person to look at: the code's steps no longer match the recorded ones, or a
+step after the pivot was refused."""
+UNFINISHED = (RUNNING, FORWARD, COMPENSATING)
 
 STARTED = "STARTED"
-"""The action was called (its outcome unknown until DONE or FAILED)."""
+"""The action was called (its outcome unknown until DONE or REFUSED)."""
 DONE = "DONE"
 """The action returned; its result is recorded."""
 REFUSED = "REFUSED"
@@ -44,6 +51,9 @@ class StepState:
     status: str
     result: Any
     error: str
+    """Its last failure while unresolved: the refusal (REFUSED), the action's error (STARTED,
+    being retried), or `compensating <step>: ...` (its compensation failing); "" once it
+    is DONE or COMPENSATED."""
     updated_at: datetime.datetime
 
 
@@ -56,6 +66,8 @@ class SagaState:
     status: str
     data: Any
     error: str
+    """The first failure: the step and error that turned the saga back (or stopped it). Later
+    errors (compensations failing, retries) are the steps' own and never replace it."""
     lease_until: datetime.datetime | None
     created_at: datetime.datetime
     updated_at: datetime.datetime
@@ -66,9 +78,11 @@ class SagaState:
         """Whether nothing more will happen to it (COMPLETED, COMPENSATED or FAILED)."""
         return self.status not in UNFINISHED
 
-
-def now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.UTC)
+    @property
+    def last_error(self) -> str:
+        """The latest failure of a step still unresolved ("" if none)."""
+        failing = [s for s in self.steps if s.error]
+        return max(failing, key=lambda s: s.updated_at).error if failing else ""
 
 
 def aware(moment: datetime.datetime | None) -> datetime.datetime | None:
@@ -78,9 +92,10 @@ def aware(moment: datetime.datetime | None) -> datetime.datetime | None:
     return moment.replace(tzinfo=datetime.UTC)
 
 
-async def create(db: Database, saga_id: str, name: str, data: Any, lease: float) -> bool:
-    """Record a new RUNNING saga held by the caller; False if `saga_id` exists already."""
+async def create(db: Database, saga_id: str, name: str, data: Any, lease: float) -> Lease | None:
+    """Record a new RUNNING saga held by the caller (its lease); None if `saga_id` exists."""
     moment = now()
+    until = moment + datetime.timedelta(seconds=lease)
     try:
         async with db.transaction() as session:
             await session.execute(
@@ -90,14 +105,14 @@ async def create(db: Database, saga_id: str, name: str, data: Any, lease: float)
                     status=RUNNING,
                     data=data,
                     error="",
-                    lease_until=moment + datetime.timedelta(seconds=lease),
+                    lease_until=until,
                     created_at=moment,
                     updated_at=moment,
                 )
             )
     except IntegrityError:
-        return False
-    return True
+        return None
+    return Lease(db, saga_id, lease, until)
 
 
 async def load(db: Database, saga_id: str) -> SagaState | None:
@@ -130,9 +145,11 @@ async def load(db: Database, saga_id: str) -> SagaState | None:
     )
 
 
-async def claim(db: Database, saga_id: str, lease: float) -> bool:
-    """Take an unfinished saga whose lease has ended (or that has none); False if not."""
+async def claim(db: Database, saga_id: str, lease: float) -> Lease | None:
+    """Take an unfinished saga whose lease has ended (or that has none): its lease, or None
+    if it is finished or another process holds it."""
     moment = now()
+    until = moment + datetime.timedelta(seconds=lease)
     async with db.transaction() as session:
         result = await session.execute(
             saga_table.update()
@@ -141,66 +158,79 @@ async def claim(db: Database, saga_id: str, lease: float) -> bool:
                 saga_table.c.status.in_(UNFINISHED),
                 or_(saga_table.c.lease_until.is_(None), saga_table.c.lease_until < moment),
             )
-            .values(lease_until=moment + datetime.timedelta(seconds=lease), updated_at=moment)
+            .values(lease_until=until)
         )
-    return bool(getattr(result, "rowcount", 0))
+    return Lease(db, saga_id, lease, until) if getattr(result, "rowcount", 0) else None
 
 
 async def record_step(
-    db: Database,
-    saga_id: str,
+    lease: Lease,
     position: int,
     name: str,
     status: str,
     *,
-    lease: float,
     result: Any = None,
     error: str = "",
+    saga_status: str | None = None,
 ) -> None:
-    """Record step `position`'s status (and result) and renew the saga's lease, at once."""
-    moment = now()
-    async with db.transaction() as session:
-        key = and_(step_table.c.saga_id == saga_id, step_table.c.position == position)
+    """Record step `position`'s status (and result, and error) and renew the lease, at once;
+    with `saga_status`, the saga's status too."""
+
+    async def write(session: AsyncSession, moment: datetime.datetime) -> None:
+        key = and_(step_table.c.saga_id == lease.saga_id, step_table.c.position == position)
         exists = (await session.execute(select(step_table.c.name).where(key))).one_or_none()
         values = {"status": status, "error": error, "updated_at": moment}
         if status != UNDONE:
             values["result"] = result
         if exists is None:
             await session.execute(
-                step_table.insert().values(saga_id=saga_id, position=position, name=name, **values)
+                step_table.insert().values(
+                    saga_id=lease.saga_id, position=position, name=name, **values
+                )
             )
         else:
             await session.execute(step_table.update().where(key).values(**values))
+        changed: dict[str, Any] = {"updated_at": moment}
+        if saga_status is not None:
+            changed["status"] = saga_status
         await session.execute(
-            saga_table.update()
-            .where(saga_table.c.id == saga_id)
-            .values(lease_until=moment + datetime.timedelta(seconds=lease), updated_at=moment)
+            saga_table.update().where(saga_table.c.id == lease.saga_id).values(**changed)
         )
 
+    await lease.write(write)
 
-async def set_status(
-    db: Database, saga_id: str, status: str, lease: float, *, error: str | None = None
-) -> None:
-    """Set the saga's status (and error); a finished saga's lease is released."""
-    moment = now()
-    values: dict[str, Any] = {"status": status, "updated_at": moment}
-    values["lease_until"] = (
-        None if status not in UNFINISHED else moment + datetime.timedelta(seconds=lease)
-    )
-    if error is not None:
-        values["error"] = error
-    async with db.transaction() as session:
+
+async def step_failed(lease: Lease, position: int, error: str) -> None:
+    """Note the latest failure of step `position` (its status and result stay)."""
+
+    async def write(session: AsyncSession, moment: datetime.datetime) -> None:
         await session.execute(
-            saga_table.update().where(saga_table.c.id == saga_id).values(**values)
+            step_table.update()
+            .where(step_table.c.saga_id == lease.saga_id, step_table.c.position == position)
+            .values(error=error, updated_at=moment)
         )
 
+    await lease.write(write)
 
-async def release(db: Database, saga_id: str) -> None:
-    """Give up the lease of an unfinished saga (another process, or a later resume, takes it)."""
-    async with db.transaction() as session:
+
+async def set_status(lease: Lease, status: str, *, error: str = "") -> None:
+    """Set the saga's status; `error` becomes its error if it has none yet (the first failure
+    stays). A finished saga's lease ends."""
+
+    async def write(session: AsyncSession, moment: datetime.datetime) -> None:
+        values: dict[str, Any] = {"status": status, "updated_at": moment}
+        if error:
+            values["error"] = case((saga_table.c.error == "", error), else_=saga_table.c.error)
         await session.execute(
-            saga_table.update().where(saga_table.c.id == saga_id).values(lease_until=None)
+            saga_table.update().where(saga_table.c.id == lease.saga_id).values(**values)
         )
+
+    await lease.write(write, keep=status in UNFINISHED)
+
+
+async def release(lease: Lease) -> None:
+    """Give up the lease of an unfinished saga (another process, or a later pass, takes it)."""
+    await lease.write(keep=False)
 
 
 async def unfinished(db: Database, name: str) -> list[tuple[str, datetime.datetime | None]]:
@@ -214,3 +244,24 @@ async def unfinished(db: Database, name: str) -> list[tuple[str, datetime.dateti
             )
         ).all()
     return [(row.id, aware(row.lease_until)) for row in rows]
+
+
+async def claimable(db: Database, names: list[str], limit: int) -> list[tuple[str, str]]:
+    """Up to `limit` (id, name) of the unfinished sagas called one of `names` that no process
+    holds (no lease, or one that has ended), oldest first: a query on the status index that
+    reads only unfinished rows."""
+    moment = now()
+    async with db.transaction(readonly=True) as session:
+        rows = (
+            await session.execute(
+                select(saga_table.c.id, saga_table.c.name)
+                .where(
+                    saga_table.c.status.in_(UNFINISHED),
+                    saga_table.c.name.in_(names),
+                    or_(saga_table.c.lease_until.is_(None), saga_table.c.lease_until < moment),
+                )
+                .order_by(saga_table.c.created_at)
+                .limit(limit)
+            )
+        ).all()
+    return [(row.id, row.name) for row in rows]
