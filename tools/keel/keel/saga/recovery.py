@@ -105,3 +105,15 @@ class Recovery:
                 return
         if not state.finished and state.lease_until is None:
             log.info("saga left for the next pass", saga=saga_id, error=state.last_error)
+        elif all(task is asyncio.current_task() for task in self._drives.values()):
+            await self._check_idle()  # the last one driven here ended: maybe none is left
+
+    async def _check_idle(self) -> None:
+        try:
+            for saga in self.sagas:
+                if await store.unfinished(saga.db, saga.name):
+                    return
+        except Exception:  # the database: the next pass sees
+            log.exception("saga recovery check failed")
+            return
+        self._idle.set()
