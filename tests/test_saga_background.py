@@ -109,6 +109,7 @@ async def test_a_background_saga_is_in_the_calls_trace_but_not_its_identity(
     assert seen["x-request-id"] == "corr-7"
     assert seen["idempotency-key"] == f"{reply.dish.name}/count"
     assert "x-keel-subject" not in seen  # the saga is the service's own work, not alice's
+    assert seen["x-keel-caller"] == "kitchen.v1.KitchenService"  # ... the calling service's
     assert (
         seen["remaining"] > 5
     )  # the client's default (10 s), not what was left of the call's (3 s)

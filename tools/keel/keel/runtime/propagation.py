@@ -61,8 +61,8 @@ def passed_on(call: Context) -> list[tuple[str, str]]:
 
 
 _inbound: ContextVar[Context | None] = ContextVar("keel_inbound", default=None)
-_carried: ContextVar[str] = ContextVar("keel_carried_correlation", default="")
-"""The correlation id of the call that began detached work (see `detached`)."""
+_carried: ContextVar[tuple[str, str]] = ContextVar("keel_carried", default=("", ""))
+"""The correlation id and service of the call that began detached work (see `detached`)."""
 
 
 def bind(service: str, context: CallContext, metadata: Metadata | None = None) -> Context:
@@ -82,7 +82,7 @@ def correlation_id() -> str:
     """The correlation id of the call being handled (in detached work: of the call that began
     it; "" outside both)."""
     current = _inbound.get()
-    return _carried.get() if current is None else current.correlation_id
+    return _carried.get()[0] if current is None else current.correlation_id
 
 
 def detached() -> contextvars.Context:
@@ -91,16 +91,17 @@ def detached() -> contextvars.Context:
 
     Work run in it is not bound by the call's deadline, cancellation or identity (its calls
     carry no deadline of the call's, and not the caller's token, subject or claims), but it
-    keeps the call's trace context (its spans join the call's trace) and its correlation id
-    (in its log lines and on its outgoing calls).
+    keeps the call's trace context (its spans join the call's trace), its correlation id (in
+    its log lines and on its outgoing calls) and its service as the calling service.
     """
-    carried = correlation_id()
+    current = _inbound.get()
+    carried = _carried.get() if current is None else (current.correlation_id, current.service)
     context = contextvars.copy_context()
     context.run(_detach, carried)
     return context
 
 
-def _detach(carried: str) -> None:
+def _detach(carried: tuple[str, str]) -> None:
     _inbound.set(None)
     _carried.set(carried)
 
@@ -118,10 +119,12 @@ def outbound_metadata(
     result = list(metadata or ())
     current = _inbound.get()
     if current is None:  # not handling a call: only the correlation id may be missing
-        for key, _ in result:
-            if key == CORRELATION_HEADER:
-                return result
-        result.append((CORRELATION_HEADER, _carried.get() or new_id()))
+        correlation, service = _carried.get()
+        present = {key for key, _ in result}
+        if CORRELATION_HEADER not in present:
+            result.append((CORRELATION_HEADER, correlation or new_id()))
+        if service and CALLER not in present:  # detached work of a call's service
+            result.append((CALLER, service))
         return result
     present = {key for key, _ in result}
     if CORRELATION_HEADER not in present:
