@@ -2,8 +2,10 @@
 
 Services are the folders under `services/` whose pyproject.toml says
 `[tool.keel] serves = ["acme.orders.v1.OrderService"]`; each runs as `python -m <package>` on
-the port the registry gives its first service, metrics on that port + 1000, console logs
-prefixed with the service's name; the REST gateway starts once they all serve. Each service
+the port the registry gives its first service, metrics on that port + 1000, its own REST routes
+(`google.api.http`, KEEL_REST_PORT) on a free port it reports as it starts, console logs
+prefixed with the service's name; the REST gateway, one entry point for all of them, starts
+once they all serve. Each service
 gets its own state folder, `<state>/<name>` (KEEL_STATE_DIR: its SQLite database lives there),
 and KEEL_MIGRATE=true, so it applies its pending migrations before it serves. A NATS broker
 with JetStream (the bundled nats-server) starts first, on a free port, storing in `<state>/nats`
@@ -60,17 +62,33 @@ def discover(services_dir: Path, registry: Path) -> list[DevService]:
 
 
 _SERVING = re.compile(rb"\] serving\s")  # the event column of the console line, not any "serving"
+_REST_PORT = re.compile(rb"\srest_port=(\d+)")
 _ANSI = re.compile(rb"\x1b\[[0-9;]*m")
 
 
+class Serving:
+    """Set once a service logged its "serving" line, with the REST port it reported."""
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+        self.rest_port = 0
+
+    def seen(self, line: bytes) -> None:
+        plain = _ANSI.sub(b"", line)
+        if not self.event.is_set() and _SERVING.search(plain):
+            found = _REST_PORT.search(plain)
+            self.rest_port = int(found[1]) if found else 0
+            self.event.set()
+
+
 async def _relay(
-    name: str, color: str, stream: asyncio.StreamReader, serving: asyncio.Event | None = None
+    name: str, color: str, stream: asyncio.StreamReader, serving: Serving | None = None
 ) -> None:
-    """Copy a process's lines to stdout, prefixed; set `serving` at its "serving" line."""
+    """Copy a process's lines to stdout, prefixed; note its "serving" line in `serving`."""
     prefix = f"{color}{name:>10}{_RESET} │ "
     while line := await stream.readline():
-        if serving is not None and _SERVING.search(_ANSI.sub(b"", line)):
-            serving.set()
+        if serving is not None:
+            serving.seen(line)
         sys.stdout.write(prefix + line.decode(errors="replace"))
         sys.stdout.flush()
 
@@ -165,6 +183,7 @@ async def _serve(
             "KEEL_HOST": "127.0.0.1",
             "KEEL_PORT": str(service.port),
             "KEEL_METRICS_PORT": str(service.port + 1000),
+            "KEEL_REST_PORT": "0",  # a free port, reported in the "serving" line
             "KEEL_LOG_FORMAT": "console",
             "KEEL_GRACE_PERIOD": "5",
             "KEEL_REGISTRY": str(registry.resolve()),
@@ -174,7 +193,7 @@ async def _serve(
         }
         process = await _start([sys.executable, "-m", service.package], env)
         processes.append(process)
-        serving.append(asyncio.Event())
+        serving.append(Serving())
         assert process.stdout is not None
         relays.append(
             asyncio.ensure_future(
@@ -187,7 +206,7 @@ async def _serve(
             return_when=asyncio.FIRST_COMPLETED,
         )
     )
-    all_serving = asyncio.gather(*(event.wait() for event in serving))
+    all_serving = asyncio.gather(*(started.event.wait() for started in serving))
     await _first(all_serving, asyncio.shield(exited), stop.wait())
     if gateway_port and not exited.done() and not stop.is_set():
         env = {
@@ -209,11 +228,12 @@ async def _serve(
                 return_when=asyncio.FIRST_COMPLETED,
             )
         )
-    print("keel dev: services (gRPC, metrics):")
-    for service in services:
+    print("keel dev: services (gRPC, REST, metrics):")
+    for service, started in zip(services, serving, strict=False):
+        rest = f"http://127.0.0.1:{started.rest_port}" if started.rest_port else "-"
         for full_name in service.serves:
             metrics = f"http://127.0.0.1:{service.port + 1000}/metrics"
-            print(f"  {full_name:<36} 127.0.0.1:{service.port}  {metrics}")
+            print(f"  {full_name:<36} 127.0.0.1:{service.port}  {rest}  {metrics}")
     print(f"keel dev: events: NATS JetStream {broker.url}")
     if gateway_port and len(processes) > len(serving):
         url = f"http://127.0.0.1:{gateway_port}"
