@@ -36,7 +36,9 @@ UNDOING = [  # a declined card: undone last first
     for when in ("before", "after")
 ]
 CANCELLING = [
-    f"{when}:{step}" for step in ("cancel", "refund", "release") for when in ("before", "after")
+    f"{when}:{step}"
+    for step in ("cancel", "refund", "release", "void")
+    for when in ("before", "after")
 ]
 SAGA = {
     "KEEL_SAGA_LEASE": "1",  # a killed process's sagas are resumed 1 s after its last record
@@ -102,7 +104,7 @@ async def _settled(orders: Service, customers: list[str]) -> list[orders_pb2.Ord
             return False
         unfinished = _rows(
             orders.database,
-            "SELECT count(*) FROM keel_saga WHERE status IN ('RUNNING', 'COMPENSATING')",
+            "SELECT count(*) FROM keel_saga WHERE status IN ('RUNNING', 'FORWARD', 'COMPENSATING')",
         )[0][0]
         return unfinished == 0 and all(o.state != State.ORDER_STATE_PENDING for o in final)
 
@@ -133,7 +135,9 @@ async def _accounts(catalog: Service, payments: Service, placed: list[orders_pb2
         state, amount = paid.get(order.order_id, ("", 0))
         if order.state == State.ORDER_STATE_CONFIRMED:
             assert (state, amount) == ("CAPTURED", order.total_cents), order
-        else:  # never paid, declined, voided or refunded
+        elif order.state == State.ORDER_STATE_CANCELLED:  # it was captured: given back
+            assert (state, amount) == ("REFUNDED", order.total_cents), order
+        else:  # never paid, declined or voided
             assert state in ("", "DECLINED", "VOIDED"), (order, state)
     captured = sum(a for s, a in paid.values() if s == "CAPTURED")
     assert captured == sum(o.total_cents for o in confirmed)
@@ -199,10 +203,12 @@ async def test_orders_killed_at_every_saga_boundary_finish_after_a_restart(
             for customer in plans
         }
         assert states == expected
-        reasons = dict(_rows(orders.database, "SELECT customer_id, reason FROM orders"))
+        reasons = {o.customer_id: o.reason for o in placed}  # the Order message says why
         for customer in plans:
             if customer.startswith("undo"):
                 assert reasons[customer] == "authorize: DeclinedError: card declined"
+            elif customer.startswith("cancel"):
+                assert reasons[customer] == "cancelled by the customer"
         await _accounts(catalog, payments, placed)
         sagas = _rows(orders.database, "SELECT status, count(*) FROM keel_saga GROUP BY status")
         assert dict(sagas) == {

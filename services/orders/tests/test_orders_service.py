@@ -103,22 +103,41 @@ async def test_payments_down_is_unavailable_and_returns_stock(
     assert await _stock(catalog) == 25
 
 
-async def test_cancel_voids_payment_and_returns_stock(
+async def test_cancel_refunds_payment_and_returns_stock(
     orders: orders_keel.OrderServiceClient,
     catalog: catalog_keel.CatalogServiceClient,
     keel_client: Callable[[type[Any]], Any],
 ) -> None:
     order = (await orders.create_order(_order())).order
     cancelled = (
-        await orders.cancel_order(orders_pb2.CancelOrderRequest(order_id=order.order_id))
+        await orders.cancel_order(
+            orders_pb2.CancelOrderRequest(order_id=order.order_id, reason="changed my mind")
+        )
     ).order
-    assert cancelled.state == State.ORDER_STATE_CANCELLED
+    assert (cancelled.state, cancelled.reason) == (State.ORDER_STATE_CANCELLED, "changed my mind")
+    assert cancelled.payment.state == payments_pb2.PAYMENT_STATE_REFUNDED
     assert await _stock(catalog) == 25
     payments: payments_keel.PaymentServiceClient = keel_client(payments_keel.PaymentServiceClient)
     payment = await payments.get_payment(
         payments_pb2.GetPaymentRequest(payment_id=order.payment.payment_id)
     )
-    assert payment.payment.state == payments_pb2.PAYMENT_STATE_VOIDED
+    assert payment.payment.state == payments_pb2.PAYMENT_STATE_REFUNDED
+
+
+async def test_a_rejected_order_says_why_and_limits_are_invalid_arguments(
+    orders: orders_keel.OrderServiceClient, catalog: catalog_keel.CatalogServiceClient
+) -> None:
+    rejected = (await orders.create_order(_order("tok_decline"))).order
+    assert rejected.state == State.ORDER_STATE_REJECTED
+    assert rejected.reason == "authorize: DeclinedError: card declined"
+    assert rejected.payment.state == payments_pb2.PAYMENT_STATE_DECLINED
+    too_many = _order()
+    too_many.lines.extend([orders_pb2.OrderLine(product_id="p_mug", quantity=1)] * 50)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:  # ORDERS_MAX_LINES: 50
+        await orders.create_order(too_many)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert [v.field for v in keel.errors.from_rpc_error(caught.value).field_violations] == ["lines"]
+    assert await _stock(catalog) == 25
 
 
 async def test_watch_follows_the_order_until_shipped(

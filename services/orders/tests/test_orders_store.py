@@ -20,6 +20,7 @@ from keel.events import tables
 from keel.runtime import config
 from keel.testing.nats import eventually
 from orders.domain import (
+    CapturedError,
     DependencyError,
     Line,
     Metadata,
@@ -77,7 +78,7 @@ class LocalPayments:
         self.store = payments_store.MemoryStore()
         self.payments = payments_domain.Payments(self.store)
         self.down = False
-        """While set, settling fails as a payments service that does not answer would."""
+        """While set, voids and refunds fail as a payments service that does not answer would."""
 
     async def authorize(
         self,
@@ -93,10 +94,23 @@ class LocalPayments:
     async def capture(self, payment_id: str, *, metadata: Metadata = ()) -> Payment:
         return _payment(await self.payments.capture(payment_id))
 
-    async def settle(self, order_id: str, *, metadata: Metadata = ()) -> Payment:
+    def _answering(self) -> None:
         if self.down:
             raise DependencyError("payments", keel.errors.Unavailable("down"), uncertain=True)
-        return _payment(await self.payments.settle_order(order_id))
+
+    async def void(self, order_id: str, *, metadata: Metadata = ()) -> Payment:
+        self._answering()
+        try:
+            return _payment(await self.payments.void_order(order_id))
+        except payments_domain.CapturedError:
+            raise CapturedError(order_id) from None
+
+    async def refund(self, order_id: str, *, metadata: Metadata = ()) -> Payment | None:
+        self._answering()
+        try:
+            return _payment(await self.payments.refund_order(order_id))
+        except (payments_domain.NotFoundError, payments_domain.NotCapturedError):
+            return None
 
 
 @pytest.fixture
@@ -220,7 +234,8 @@ async def test_cancel_publishes_once_and_shipped_orders_stay(
     cancelled = await orders.cancel(order.order_id)
     assert cancelled.state == State.CANCELLED
     assert cancelled.payment is not None
-    assert cancelled.payment.state == "VOIDED"
+    assert cancelled.payment.state == "REFUNDED"
+    assert cancelled.reason == "cancelled by the customer"
     assert await orders.cancel(order.order_id) == cancelled
     assert await peers[0].stock("p_teapot") == 10
     subjects = [subject for subject, _ in await _events(keel_database)]
@@ -255,8 +270,8 @@ async def test_a_cancel_goes_through_and_finishes_its_refund_once_payments_is_ba
     await eventually(ended, timeout=10, what="the cancelling saga's end")
     saga = await keel.saga.show(keel_database, f"{order.order_id}/cancel")
     assert saga is not None
-    assert saga.status == keel.saga.COMPENSATED  # finished by the first step's compensation
-    assert (await payments.payments.get(order.payment.payment_id)).state.value == "VOIDED"
+    assert saga.status == keel.saga.COMPLETED  # past its pivot (cancel): only forward
+    assert (await payments.payments.get(order.payment.payment_id)).state.value == "REFUNDED"
     assert await catalog.stock("p_teapot") == 10
     assert (await orders.get(order.order_id)).state == State.CANCELLED
     await orders.placing.close()

@@ -1,5 +1,6 @@
-"""Payments' rules on its store, on SQLite and on PostgreSQL: one payment per order, kept
-across restarts and concurrent calls; capture and void move it once."""
+"""Payments' rules on its SQL store, on SQLite and on PostgreSQL: one payment per order, kept
+across restarts and concurrent calls; capture, refund and void move it once (the rules
+themselves: test_payments_domain)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,14 @@ import asyncio
 
 import pytest
 from keel.data import Database
-from payments.domain import BadStateError, NotFoundError, Payments, State
+from payments.domain import (
+    BadStateError,
+    CapturedError,
+    NotCapturedError,
+    NotFoundError,
+    Payments,
+    State,
+)
 from payments.store import SqlStore
 
 
@@ -45,40 +53,23 @@ async def test_concurrent_authorizations_of_one_order_make_one_payment(store: Sq
     assert len({p.payment_id for p in made}) == 1
 
 
-async def test_capture_and_refund_move_the_payment_once(store: SqlStore) -> None:
+async def test_capture_refund_and_void_move_the_payment_once(store: SqlStore) -> None:
     payments = Payments(store)
     authorized = await payments.authorize("o_1", 1000, "EUR", "tok_visa")
     captured = await payments.capture(authorized.payment_id)
     assert captured.state == State.CAPTURED
     assert await payments.capture(authorized.payment_id) == captured  # idempotent
-    with pytest.raises(BadStateError):  # a captured payment is refunded, not voided
+    with pytest.raises(CapturedError):  # a captured payment is refunded, not voided
         await payments.void(authorized.payment_id)
-    refunded = await payments.refund(authorized.payment_id)
-    assert (await payments.get(authorized.payment_id)).state == State.VOIDED == refunded.state
+    refunded = await payments.refund_order("o_1")
+    assert (await payments.get(authorized.payment_id)).state == State.REFUNDED == refunded.state
+    assert await payments.refund(authorized.payment_id) == refunded  # idempotent
     with pytest.raises(BadStateError):
         await payments.capture(authorized.payment_id)
-    declined = await payments.authorize("o_2", 1000, "EUR", "tok_decline")
-    with pytest.raises(BadStateError):
-        await payments.void(declined.payment_id)
+    voided = await payments.void_order("o_2")  # before its authorization: a VOIDED one of 0
+    late = await payments.authorize("o_2", 1000, "EUR", "tok_visa")
+    assert late == voided
+    with pytest.raises(NotCapturedError):
+        await payments.refund(voided.payment_id)
     with pytest.raises(NotFoundError):
         await payments.void("pay_missing")
-
-
-async def test_settle_order_voids_refunds_or_blocks_a_late_authorization(store: SqlStore) -> None:
-    payments = Payments(store)
-    authorized = await payments.authorize("o_a", 1000, "EUR", "tok_visa")
-    assert (await payments.settle_order("o_a")).state == State.VOIDED
-    captured = await payments.capture(
-        (await payments.authorize("o_c", 500, "EUR", "tok_visa")).payment_id
-    )
-    assert (await payments.settle_order("o_c")).payment_id == captured.payment_id
-    assert (await payments.get(captured.payment_id)).state == State.VOIDED  # refunded
-    declined = await payments.authorize("o_d", 1000, "EUR", "tok_decline")
-    assert (await payments.settle_order("o_d")) == declined
-    # No payment yet: a VOIDED one of 0 takes its place, and a late authorization finds it.
-    blocked = await payments.settle_order("o_late")
-    assert (blocked.state, blocked.amount_cents) == (State.VOIDED, 0)
-    late = await payments.authorize("o_late", 1000, "EUR", "tok_visa")
-    assert late.payment_id == blocked.payment_id
-    assert late.state == State.VOIDED
-    assert authorized.state == State.AUTHORIZED

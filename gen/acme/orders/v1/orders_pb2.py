@@ -25,17 +25,20 @@ _sym_db = _symbol_database.Default()
 from acme.payments.v1 import payments_pb2 as acme_dot_payments_dot_v1_dot_payments__pb2
 from buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
+from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from keel.options.v1 import options_pb2 as keel_dot_options_dot_v1_dot_options__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x61\x63me/orders/v1/orders.proto\x12\x0e\x61\x63me.orders.v1\x1a\x1f\x61\x63me/payments/v1/payments.proto\x1a\x1b\x62uf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dkeel/options/v1/options.proto\"\x92\x03\n\x05Order\x12\x19\n\x08order_id\x18\x01 \x01(\tR\x07orderId\x12\x1f\n\x0b\x63ustomer_id\x18\x02 \x01(\tR\ncustomerId\x12/\n\x05lines\x18\x03 \x03(\x0b\x32\x19.acme.orders.v1.OrderLineR\x05lines\x12\x30\n\x05state\x18\x04 \x01(\x0e\x32\x1a.acme.orders.v1.OrderStateR\x05state\x12\x1f\n\x0btotal_cents\x18\x05 \x01(\x03R\ntotalCents\x12\x1a\n\x08\x63urrency\x18\x06 \x01(\tR\x08\x63urrency\x12\x33\n\x07payment\x18\x07 \x01(\x0b\x32\x19.acme.payments.v1.PaymentR\x07payment\x12;\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\ncreateTime\x12;\n\x0bupdate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nupdateTime\"[\n\tOrderLine\x12&\n\nproduct_id\x18\x01 \x01(\tB\x07\xbaH\x04r\x02\x10\x01R\tproductId\x12&\n\x08quantity\x18\x02 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xe8\x07 \x00R\x08quantity\"\xd3\x01\n\x12\x43reateOrderRequest\x12(\n\x0b\x63ustomer_id\x18\x01 \x01(\tB\x07\xbaH\x04r\x02\x10\x01R\ncustomerId\x12\x39\n\x05lines\x18\x02 \x03(\x0b\x32\x19.acme.orders.v1.OrderLineB\x08\xbaH\x05\x92\x01\x02\x08\x01R\x05lines\x12\x39\n\x14payment_method_token\x18\x03 \x01(\tB\x07\xbaH\x04r\x02\x10\x01R\x12paymentMethodToken\x12\x1d\n\nrequest_id\x18\x04 \x01(\tR\trequestId\"V\n\x0fGetOrderRequest\x12\"\n\x08order_id\x18\x01 \x01(\tB\x07\xbaH\x04r\x02\x10\x01R\x07orderId\x12\x1f\n\x0b\x63ustomer_id\x18\x02 \x01(\tR\ncustomerId\"\x85\x01\n\x11ListOrdersRequest\x12(\n\x0b\x63ustomer_id\x18\x01 \x01(\tB\x07\xbaH\x04r\x02\x10\x01R\ncustomerId\x12\'\n\tpage_size\x18\x02 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xf4\x03(\x00R\x08pageSize\x12\x1d\n\npage_token\x18\x03 \x01(\tR\tpageToken\"k\n\x12ListOrdersResponse\x12-\n\x06orders\x18\x01 \x03(\x0b\x32\x15.acme.orders.v1.OrderR\x06orders\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"P\n\x12\x43\x61ncelOrderRequest\x12\"\n\x08order_id\x18\x01 \x01(\tB\x07\xbaH\x04r\x02\x10\x01R\x07orderId\x12\x16\n\x06reason\x18\x02 \x01(\tR\x06reason\"7\n\x11WatchOrderRequest\x12\"\n\x08order_id\x18\x01 \x01(\tB\x07\xbaH\x04r\x02\x10\x01R\x07orderId\"a\n\x12MarkShippedRequest\x12\"\n\x08order_id\x18\x01 \x01(\tB\x07\xbaH\x04r\x02\x10\x01R\x07orderId\x12\'\n\x0ftracking_number\x18\x02 \x01(\tR\x0etrackingNumber\"B\n\x13\x43reateOrderResponse\x12+\n\x05order\x18\x01 \x01(\x0b\x32\x15.acme.orders.v1.OrderR\x05order\"?\n\x10GetOrderResponse\x12+\n\x05order\x18\x01 \x01(\x0b\x32\x15.acme.orders.v1.OrderR\x05order\"B\n\x13\x43\x61ncelOrderResponse\x12+\n\x05order\x18\x01 \x01(\x0b\x32\x15.acme.orders.v1.OrderR\x05order\"A\n\x12WatchOrderResponse\x12+\n\x05order\x18\x01 \x01(\x0b\x32\x15.acme.orders.v1.OrderR\x05order\"B\n\x13MarkShippedResponse\x12+\n\x05order\x18\x01 \x01(\x0b\x32\x15.acme.orders.v1.OrderR\x05order\"\x95\x02\n\x0bOrderPlaced\x12\x19\n\x08order_id\x18\x01 \x01(\tR\x07orderId\x12\x1f\n\x0b\x63ustomer_id\x18\x02 \x01(\tR\ncustomerId\x12/\n\x05lines\x18\x03 \x03(\x0b\x32\x19.acme.orders.v1.OrderLineR\x05lines\x12\x1f\n\x0btotal_cents\x18\x04 \x01(\x03R\ntotalCents\x12\x1a\n\x08\x63urrency\x18\x05 \x01(\tR\x08\x63urrency\x12\x39\n\nplace_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tplaceTime:!\xf2\xa4\x19\x1d\n\x1b\x61\x63me.orders.v1.order.placed\"\xd7\x01\n\x0eOrderCancelled\x12\x19\n\x08order_id\x18\x01 \x01(\tR\x07orderId\x12/\n\x05lines\x18\x02 \x03(\x0b\x32\x19.acme.orders.v1.OrderLineR\x05lines\x12\x16\n\x06reason\x18\x03 \x01(\tR\x06reason\x12;\n\x0b\x63\x61ncel_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\ncancelTime:$\xf2\xa4\x19 \n\x1e\x61\x63me.orders.v1.order.cancelled*\xab\x01\n\nOrderState\x12\x1b\n\x17ORDER_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13ORDER_STATE_PENDING\x10\x01\x12\x19\n\x15ORDER_STATE_CONFIRMED\x10\x02\x12\x17\n\x13ORDER_STATE_SHIPPED\x10\x03\x12\x19\n\x15ORDER_STATE_CANCELLED\x10\x04\x12\x18\n\x14ORDER_STATE_REJECTED\x10\x05\x32\xc3\x06\n\x0cOrderService\x12m\n\x0b\x43reateOrder\x12\".acme.orders.v1.CreateOrderRequest\x1a#.acme.orders.v1.CreateOrderResponse\"\x15\x82\xd3\xe4\x93\x02\x0f\"\n/v1/orders:\x01*\x12\xa0\x01\n\x08GetOrder\x12\x1f.acme.orders.v1.GetOrderRequest\x1a .acme.orders.v1.GetOrderResponse\"Q\x90\x02\x01\x82\xd3\xe4\x93\x02H\x12\x15/v1/orders/{order_id}Z/\x12-/v1/customers/{customer_id}/orders/{order_id}\x12\x8a\x01\n\nListOrders\x12!.acme.orders.v1.ListOrdersRequest\x1a\".acme.orders.v1.ListOrdersResponse\"5\x90\x02\x01\x82\xd3\xe4\x93\x02,\x12\"/v1/customers/{customer_id}/ordersb\x06orders\x12\x82\x01\n\x0b\x43\x61ncelOrder\x12\".acme.orders.v1.CancelOrderRequest\x1a#.acme.orders.v1.CancelOrderResponse\"*\x90\x02\x02\x82\xd3\xe4\x93\x02!\"\x1c/v1/orders/{order_id}:cancel:\x01*\x12\x86\x01\n\nWatchOrder\x12!.acme.orders.v1.WatchOrderRequest\x1a\".acme.orders.v1.WatchOrderResponse\"/\x90\x02\x01\xf2\xa4\x19\x05\n\x03\x08\xac\x02\x82\xd3\xe4\x93\x02\x1d\x12\x1b/v1/orders/{order_id}:watch0\x01\x12[\n\x0bMarkShipped\x12\".acme.orders.v1.MarkShippedRequest\x1a#.acme.orders.v1.MarkShippedResponse\"\x03\x90\x02\x02\x1a)\xf2\xa4\x19%\n\x02\x08\x05\x12\x02\x08\x02\x1a\x0bOrderPlaced\x1a\x0eOrderCancelledb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x61\x63me/orders/v1/orders.proto\x12\x0e\x61\x63me.orders.v1\x1a\x1f\x61\x63me/payments/v1/payments.proto\x1a\x1b\x62uf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dkeel/options/v1/options.proto\"\xb0\x03\n\x05Order\x12\x19\n\x08order_id\x18\x01 \x01(\tR\x07orderId\x12\x1f\n\x0b\x63ustomer_id\x18\x02 \x01(\tR\ncustomerId\x12/\n\x05lines\x18\x03 \x03(\x0b\x32\x19.acme.orders.v1.OrderLineR\x05lines\x12\x30\n\x05state\x18\x04 \x01(\x0e\x32\x1a.acme.orders.v1.OrderStateR\x05state\x12\x1f\n\x0btotal_cents\x18\x05 \x01(\x03R\ntotalCents\x12\x1a\n\x08\x63urrency\x18\x06 \x01(\tR\x08\x63urrency\x12\x33\n\x07payment\x18\x07 \x01(\x0b\x32\x19.acme.payments.v1.PaymentR\x07payment\x12;\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\ncreateTime\x12;\n\x0bupdate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nupdateTime\x12\x1c\n\x06reason\x18\n \x01(\tB\x04\xe2\x41\x01\x03R\x06reason\"[\n\tOrderLine\x12&\n\nproduct_id\x18\x01 \x01(\tB\x07\xbaH\x04r\x02\x10\x01R\tproductId\x12&\n\x08quantity\x18\x02 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xe8\x07 \x00R\x08quantity\"\xd3\x01\n\x12\x43reateOrderRequest\x12(\n\x0b\x63ustomer_id\x18\x01 \x01(\tB\x07\xbaH\x04r\x02\x10\x01R\ncustomerId\x12\x39\n\x05lines\x18\x02 \x03(\x0b\x32\x19.acme.orders.v1.OrderLineB\x08\xbaH\x05\x92\x01\x02\x08\x01R\x05lines\x12\x39\n\x14payment_method_token\x18\x03 \x01(\tB\x07\xbaH\x04r\x02\x10\x01R\x12paymentMethodToken\x12\x1d\n\nrequest_id\x18\x04 \x01(\tR\trequestId\"V\n\x0fGetOrderRequest\x12\"\n\x08order_id\x18\x01 \x01(\tB\x07\xbaH\x04r\x02\x10\x01R\x07orderId\x12\x1f\n\x0b\x63ustomer_id\x18\x02 \x01(\tR\ncustomerId\"\x85\x01\n\x11ListOrdersRequest\x12(\n\x0b\x63ustomer_id\x18\x01 \x01(\tB\x07\xbaH\x04r\x02\x10\x01R\ncustomerId\x12\'\n\tpage_size\x18\x02 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xf4\x03(\x00R\x08pageSize\x12\x1d\n\npage_token\x18\x03 \x01(\tR\tpageToken\"k\n\x12ListOrdersResponse\x12-\n\x06orders\x18\x01 \x03(\x0b\x32\x15.acme.orders.v1.OrderR\x06orders\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"Z\n\x12\x43\x61ncelOrderRequest\x12\"\n\x08order_id\x18\x01 \x01(\tB\x07\xbaH\x04r\x02\x10\x01R\x07orderId\x12 \n\x06reason\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\xf4\x03R\x06reason\"7\n\x11WatchOrderRequest\x12\"\n\x08order_id\x18\x01 \x01(\tB\x07\xbaH\x04r\x02\x10\x01R\x07orderId\"a\n\x12MarkShippedRequest\x12\"\n\x08order_id\x18\x01 \x01(\tB\x07\xbaH\x04r\x02\x10\x01R\x07orderId\x12\'\n\x0ftracking_number\x18\x02 \x01(\tR\x0etrackingNumber\"B\n\x13\x43reateOrderResponse\x12+\n\x05order\x18\x01 \x01(\x0b\x32\x15.acme.orders.v1.OrderR\x05order\"?\n\x10GetOrderResponse\x12+\n\x05order\x18\x01 \x01(\x0b\x32\x15.acme.orders.v1.OrderR\x05order\"B\n\x13\x43\x61ncelOrderResponse\x12+\n\x05order\x18\x01 \x01(\x0b\x32\x15.acme.orders.v1.OrderR\x05order\"A\n\x12WatchOrderResponse\x12+\n\x05order\x18\x01 \x01(\x0b\x32\x15.acme.orders.v1.OrderR\x05order\"B\n\x13MarkShippedResponse\x12+\n\x05order\x18\x01 \x01(\x0b\x32\x15.acme.orders.v1.OrderR\x05order\"\x95\x02\n\x0bOrderPlaced\x12\x19\n\x08order_id\x18\x01 \x01(\tR\x07orderId\x12\x1f\n\x0b\x63ustomer_id\x18\x02 \x01(\tR\ncustomerId\x12/\n\x05lines\x18\x03 \x03(\x0b\x32\x19.acme.orders.v1.OrderLineR\x05lines\x12\x1f\n\x0btotal_cents\x18\x04 \x01(\x03R\ntotalCents\x12\x1a\n\x08\x63urrency\x18\x05 \x01(\tR\x08\x63urrency\x12\x39\n\nplace_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tplaceTime:!\xf2\xa4\x19\x1d\n\x1b\x61\x63me.orders.v1.order.placed\"\xd7\x01\n\x0eOrderCancelled\x12\x19\n\x08order_id\x18\x01 \x01(\tR\x07orderId\x12/\n\x05lines\x18\x02 \x03(\x0b\x32\x19.acme.orders.v1.OrderLineR\x05lines\x12\x16\n\x06reason\x18\x03 \x01(\tR\x06reason\x12;\n\x0b\x63\x61ncel_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\ncancelTime:$\xf2\xa4\x19 \n\x1e\x61\x63me.orders.v1.order.cancelled*\xab\x01\n\nOrderState\x12\x1b\n\x17ORDER_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13ORDER_STATE_PENDING\x10\x01\x12\x19\n\x15ORDER_STATE_CONFIRMED\x10\x02\x12\x17\n\x13ORDER_STATE_SHIPPED\x10\x03\x12\x19\n\x15ORDER_STATE_CANCELLED\x10\x04\x12\x18\n\x14ORDER_STATE_REJECTED\x10\x05\x32\xc3\x06\n\x0cOrderService\x12m\n\x0b\x43reateOrder\x12\".acme.orders.v1.CreateOrderRequest\x1a#.acme.orders.v1.CreateOrderResponse\"\x15\x82\xd3\xe4\x93\x02\x0f\"\n/v1/orders:\x01*\x12\xa0\x01\n\x08GetOrder\x12\x1f.acme.orders.v1.GetOrderRequest\x1a .acme.orders.v1.GetOrderResponse\"Q\x90\x02\x01\x82\xd3\xe4\x93\x02H\x12\x15/v1/orders/{order_id}Z/\x12-/v1/customers/{customer_id}/orders/{order_id}\x12\x8a\x01\n\nListOrders\x12!.acme.orders.v1.ListOrdersRequest\x1a\".acme.orders.v1.ListOrdersResponse\"5\x90\x02\x01\x82\xd3\xe4\x93\x02,\x12\"/v1/customers/{customer_id}/ordersb\x06orders\x12\x82\x01\n\x0b\x43\x61ncelOrder\x12\".acme.orders.v1.CancelOrderRequest\x1a#.acme.orders.v1.CancelOrderResponse\"*\x90\x02\x02\x82\xd3\xe4\x93\x02!\"\x1c/v1/orders/{order_id}:cancel:\x01*\x12\x86\x01\n\nWatchOrder\x12!.acme.orders.v1.WatchOrderRequest\x1a\".acme.orders.v1.WatchOrderResponse\"/\x90\x02\x01\xf2\xa4\x19\x05\n\x03\x08\xac\x02\x82\xd3\xe4\x93\x02\x1d\x12\x1b/v1/orders/{order_id}:watch0\x01\x12[\n\x0bMarkShipped\x12\".acme.orders.v1.MarkShippedRequest\x1a#.acme.orders.v1.MarkShippedResponse\"\x03\x90\x02\x02\x1a)\xf2\xa4\x19%\n\x02\x08\x05\x12\x02\x08\x02\x1a\x0bOrderPlaced\x1a\x0eOrderCancelledb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'acme.orders.v1.orders_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_ORDER'].fields_by_name['reason']._loaded_options = None
+  _globals['_ORDER'].fields_by_name['reason']._serialized_options = b'\342A\001\003'
   _globals['_ORDERLINE'].fields_by_name['product_id']._loaded_options = None
   _globals['_ORDERLINE'].fields_by_name['product_id']._serialized_options = b'\272H\004r\002\020\001'
   _globals['_ORDERLINE'].fields_by_name['quantity']._loaded_options = None
@@ -54,6 +57,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTORDERSREQUEST'].fields_by_name['page_size']._serialized_options = b'\272H\007\032\005\030\364\003(\000'
   _globals['_CANCELORDERREQUEST'].fields_by_name['order_id']._loaded_options = None
   _globals['_CANCELORDERREQUEST'].fields_by_name['order_id']._serialized_options = b'\272H\004r\002\020\001'
+  _globals['_CANCELORDERREQUEST'].fields_by_name['reason']._loaded_options = None
+  _globals['_CANCELORDERREQUEST'].fields_by_name['reason']._serialized_options = b'\272H\005r\003\030\364\003'
   _globals['_WATCHORDERREQUEST'].fields_by_name['order_id']._loaded_options = None
   _globals['_WATCHORDERREQUEST'].fields_by_name['order_id']._serialized_options = b'\272H\004r\002\020\001'
   _globals['_MARKSHIPPEDREQUEST'].fields_by_name['order_id']._loaded_options = None
@@ -76,40 +81,40 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ORDERSERVICE'].methods_by_name['WatchOrder']._serialized_options = b'\220\002\001\362\244\031\005\n\003\010\254\002\202\323\344\223\002\035\022\033/v1/orders/{order_id}:watch'
   _globals['_ORDERSERVICE'].methods_by_name['MarkShipped']._loaded_options = None
   _globals['_ORDERSERVICE'].methods_by_name['MarkShipped']._serialized_options = b'\220\002\002'
-  _globals['_ORDERSTATE']._serialized_start=2321
-  _globals['_ORDERSTATE']._serialized_end=2492
-  _globals['_ORDER']._serialized_start=204
-  _globals['_ORDER']._serialized_end=606
-  _globals['_ORDERLINE']._serialized_start=608
-  _globals['_ORDERLINE']._serialized_end=699
-  _globals['_CREATEORDERREQUEST']._serialized_start=702
-  _globals['_CREATEORDERREQUEST']._serialized_end=913
-  _globals['_GETORDERREQUEST']._serialized_start=915
-  _globals['_GETORDERREQUEST']._serialized_end=1001
-  _globals['_LISTORDERSREQUEST']._serialized_start=1004
-  _globals['_LISTORDERSREQUEST']._serialized_end=1137
-  _globals['_LISTORDERSRESPONSE']._serialized_start=1139
-  _globals['_LISTORDERSRESPONSE']._serialized_end=1246
-  _globals['_CANCELORDERREQUEST']._serialized_start=1248
-  _globals['_CANCELORDERREQUEST']._serialized_end=1328
-  _globals['_WATCHORDERREQUEST']._serialized_start=1330
-  _globals['_WATCHORDERREQUEST']._serialized_end=1385
-  _globals['_MARKSHIPPEDREQUEST']._serialized_start=1387
-  _globals['_MARKSHIPPEDREQUEST']._serialized_end=1484
-  _globals['_CREATEORDERRESPONSE']._serialized_start=1486
-  _globals['_CREATEORDERRESPONSE']._serialized_end=1552
-  _globals['_GETORDERRESPONSE']._serialized_start=1554
-  _globals['_GETORDERRESPONSE']._serialized_end=1617
-  _globals['_CANCELORDERRESPONSE']._serialized_start=1619
-  _globals['_CANCELORDERRESPONSE']._serialized_end=1685
-  _globals['_WATCHORDERRESPONSE']._serialized_start=1687
-  _globals['_WATCHORDERRESPONSE']._serialized_end=1752
-  _globals['_MARKSHIPPEDRESPONSE']._serialized_start=1754
-  _globals['_MARKSHIPPEDRESPONSE']._serialized_end=1820
-  _globals['_ORDERPLACED']._serialized_start=1823
-  _globals['_ORDERPLACED']._serialized_end=2100
-  _globals['_ORDERCANCELLED']._serialized_start=2103
-  _globals['_ORDERCANCELLED']._serialized_end=2318
-  _globals['_ORDERSERVICE']._serialized_start=2495
-  _globals['_ORDERSERVICE']._serialized_end=3330
+  _globals['_ORDERSTATE']._serialized_start=2394
+  _globals['_ORDERSTATE']._serialized_end=2565
+  _globals['_ORDER']._serialized_start=237
+  _globals['_ORDER']._serialized_end=669
+  _globals['_ORDERLINE']._serialized_start=671
+  _globals['_ORDERLINE']._serialized_end=762
+  _globals['_CREATEORDERREQUEST']._serialized_start=765
+  _globals['_CREATEORDERREQUEST']._serialized_end=976
+  _globals['_GETORDERREQUEST']._serialized_start=978
+  _globals['_GETORDERREQUEST']._serialized_end=1064
+  _globals['_LISTORDERSREQUEST']._serialized_start=1067
+  _globals['_LISTORDERSREQUEST']._serialized_end=1200
+  _globals['_LISTORDERSRESPONSE']._serialized_start=1202
+  _globals['_LISTORDERSRESPONSE']._serialized_end=1309
+  _globals['_CANCELORDERREQUEST']._serialized_start=1311
+  _globals['_CANCELORDERREQUEST']._serialized_end=1401
+  _globals['_WATCHORDERREQUEST']._serialized_start=1403
+  _globals['_WATCHORDERREQUEST']._serialized_end=1458
+  _globals['_MARKSHIPPEDREQUEST']._serialized_start=1460
+  _globals['_MARKSHIPPEDREQUEST']._serialized_end=1557
+  _globals['_CREATEORDERRESPONSE']._serialized_start=1559
+  _globals['_CREATEORDERRESPONSE']._serialized_end=1625
+  _globals['_GETORDERRESPONSE']._serialized_start=1627
+  _globals['_GETORDERRESPONSE']._serialized_end=1690
+  _globals['_CANCELORDERRESPONSE']._serialized_start=1692
+  _globals['_CANCELORDERRESPONSE']._serialized_end=1758
+  _globals['_WATCHORDERRESPONSE']._serialized_start=1760
+  _globals['_WATCHORDERRESPONSE']._serialized_end=1825
+  _globals['_MARKSHIPPEDRESPONSE']._serialized_start=1827
+  _globals['_MARKSHIPPEDRESPONSE']._serialized_end=1893
+  _globals['_ORDERPLACED']._serialized_start=1896
+  _globals['_ORDERPLACED']._serialized_end=2173
+  _globals['_ORDERCANCELLED']._serialized_start=2176
+  _globals['_ORDERCANCELLED']._serialized_end=2391
+  _globals['_ORDERSERVICE']._serialized_start=2568
+  _globals['_ORDERSERVICE']._serialized_end=3403
 # @@protoc_insertion_point(module_scope)

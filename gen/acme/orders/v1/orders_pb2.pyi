@@ -58,11 +58,16 @@ class Order(_message.Message):
     PAYMENT_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
     order_id: _builtins.str
     customer_id: _builtins.str
     state: Global___OrderState.ValueType
     total_cents: _builtins.int
     currency: _builtins.str
+    reason: _builtins.str
+    """Why the order was REJECTED (the first failure that turned its placing back: a declined
+    card, stock short, a service that did not answer) or CANCELLED (the cancel's reason).
+    """
     @_builtins.property
     def lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___OrderLine]: ...
     @_builtins.property
@@ -85,10 +90,11 @@ class Order(_message.Message):
         payment: _payments_pb2.Payment | None = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        reason: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "payment", b"payment", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "currency", b"currency", "customer_id", b"customer_id", "lines", b"lines", "order_id", b"order_id", "payment", b"payment", "state", b"state", "total_cents", b"total_cents", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "currency", b"currency", "customer_id", b"customer_id", "lines", b"lines", "order_id", b"order_id", "payment", b"payment", "reason", b"reason", "state", b"state", "total_cents", b"total_cents", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -226,6 +232,7 @@ class CancelOrderRequest(_message.Message):
     REASON_FIELD_NUMBER: _builtins.int
     order_id: _builtins.str
     reason: _builtins.str
+    """Why the order is cancelled (kept as the order's reason; default "cancelled by the customer")."""
     def __init__(
         self,
         *,

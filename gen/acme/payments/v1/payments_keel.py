@@ -37,6 +37,16 @@ _PAYMENT_SERVICE__VOID_PAYMENT = keel.MethodSpec(
     idempotency=keel.Idempotency.IDEMPOTENT,
 )
 
+_PAYMENT_SERVICE__REFUND_PAYMENT = keel.MethodSpec(
+    name="RefundPayment",
+    python_name="refund_payment",
+    service="acme.payments.v1.PaymentService",
+    kind=keel.RpcKind.UNARY_UNARY,
+    request_type=payments_pb2.RefundPaymentRequest,
+    response_type=payments_pb2.RefundPaymentResponse,
+    idempotency=keel.Idempotency.IDEMPOTENT,
+)
+
 _PAYMENT_SERVICE__GET_PAYMENT = keel.MethodSpec(
     name="GetPayment",
     python_name="get_payment",
@@ -64,6 +74,7 @@ PAYMENT_SERVICE = keel.ServiceSpec(
         _PAYMENT_SERVICE__AUTHORIZE_PAYMENT,
         _PAYMENT_SERVICE__CAPTURE_PAYMENT,
         _PAYMENT_SERVICE__VOID_PAYMENT,
+        _PAYMENT_SERVICE__REFUND_PAYMENT,
         _PAYMENT_SERVICE__GET_PAYMENT,
     ),
 )
@@ -73,6 +84,10 @@ PAYMENT_SERVICE = keel.ServiceSpec(
 class PaymentServiceBase(keel.ServiceBase):
     """Takes money for orders. Only GetPayment is reachable from outside; the rest is called by the
     order service.
+
+    Every mutation is safe to repeat. Each also takes an `idempotency-key` (gRPC metadata; orders'
+    saga steps send one): its answer is stored with the key in the transaction of its effects, so
+    a repeat with the key does nothing and gets the first answer back.
 
     Subclass and override the methods you serve; the others answer UNIMPLEMENTED.
     """
@@ -84,7 +99,12 @@ class PaymentServiceBase(keel.ServiceBase):
         request: payments_pb2.AuthorizePaymentRequest,
         context: keel.Context,
     ) -> payments_pb2.AuthorizePaymentResponse:
-        """Reserve an amount on the customer's payment method."""
+        """Reserve an amount on the customer's payment method.
+
+        Safe to repeat: one payment per order id. A repeat, or a concurrent call, for the same
+        order returns the order's payment (whatever amount it asks for). Generated clients send a
+        fresh idempotency key with each call and retry it after UNAVAILABLE with the same key.
+        """
         raise keel.errors.Unimplemented(
             "acme.payments.v1.PaymentService.AuthorizePayment is not implemented",
         )
@@ -94,7 +114,11 @@ class PaymentServiceBase(keel.ServiceBase):
         request: payments_pb2.CapturePaymentRequest,
         context: keel.Context,
     ) -> payments_pb2.CapturePaymentResponse:
-        """Take an authorized amount."""
+        """Take an authorized amount.
+
+        Idempotent by payment: capturing a CAPTURED payment returns it unchanged. Any other state
+        than AUTHORIZED or CAPTURED is FAILED_PRECONDITION.
+        """
         raise keel.errors.Unimplemented(
             "acme.payments.v1.PaymentService.CapturePayment is not implemented",
         )
@@ -104,9 +128,31 @@ class PaymentServiceBase(keel.ServiceBase):
         request: payments_pb2.VoidPaymentRequest,
         context: keel.Context,
     ) -> payments_pb2.VoidPaymentResponse:
-        """Release an authorization that will not be captured."""
+        """Release an authorization that was not captured (AUTHORIZED becomes VOIDED).
+
+        Idempotent by payment: a payment that holds nothing (VOIDED, DECLINED, REFUNDED) is
+        returned unchanged. A CAPTURED payment is FAILED_PRECONDITION (ErrorInfo reason
+        PAYMENT_CAPTURED, metadata `use`: RefundPayment): taking it back is a refund. Named by
+        `order_id`, an order without a payment gets a VOIDED payment of 0, so that an authorization
+        for it arriving later authorizes nothing.
+        """
         raise keel.errors.Unimplemented(
             "acme.payments.v1.PaymentService.VoidPayment is not implemented",
+        )
+
+    async def refund_payment(
+        self,
+        request: payments_pb2.RefundPaymentRequest,
+        context: keel.Context,
+    ) -> payments_pb2.RefundPaymentResponse:
+        """Give a captured payment back (CAPTURED becomes REFUNDED).
+
+        Idempotent by payment: refunding a REFUNDED payment returns it unchanged. A payment that
+        was never captured is FAILED_PRECONDITION (ErrorInfo reason PAYMENT_NOT_CAPTURED, metadata
+        `use`: VoidPayment for an AUTHORIZED one); an order without a payment is NOT_FOUND.
+        """
+        raise keel.errors.Unimplemented(
+            "acme.payments.v1.PaymentService.RefundPayment is not implemented",
         )
 
     async def get_payment(
@@ -124,6 +170,10 @@ class PaymentServiceClient(keel.ClientBase):
     """Takes money for orders. Only GetPayment is reachable from outside; the rest is called by the
     order service.
 
+    Every mutation is safe to repeat. Each also takes an `idempotency-key` (gRPC metadata; orders'
+    saga steps send one): its answer is stored with the key in the transaction of its effects, so
+    a repeat with the key does nothing and gets the first answer back.
+
     Use `PaymentServiceClient(channel)`, or
     `async with PaymentServiceClient.connect("host:port") as client: ...`.
     """
@@ -137,7 +187,12 @@ class PaymentServiceClient(keel.ClientBase):
         timeout: float | None = None,
         metadata: keel.Metadata | None = None,
     ) -> payments_pb2.AuthorizePaymentResponse:
-        """Reserve an amount on the customer's payment method."""
+        """Reserve an amount on the customer's payment method.
+
+        Safe to repeat: one payment per order id. A repeat, or a concurrent call, for the same
+        order returns the order's payment (whatever amount it asks for). Generated clients send a
+        fresh idempotency key with each call and retry it after UNAVAILABLE with the same key.
+        """
         return await self._unary_unary(
             _PAYMENT_SERVICE__AUTHORIZE_PAYMENT,
             request,
@@ -152,7 +207,11 @@ class PaymentServiceClient(keel.ClientBase):
         timeout: float | None = None,
         metadata: keel.Metadata | None = None,
     ) -> payments_pb2.CapturePaymentResponse:
-        """Take an authorized amount."""
+        """Take an authorized amount.
+
+        Idempotent by payment: capturing a CAPTURED payment returns it unchanged. Any other state
+        than AUTHORIZED or CAPTURED is FAILED_PRECONDITION.
+        """
         return await self._unary_unary(
             _PAYMENT_SERVICE__CAPTURE_PAYMENT,
             request,
@@ -167,9 +226,36 @@ class PaymentServiceClient(keel.ClientBase):
         timeout: float | None = None,
         metadata: keel.Metadata | None = None,
     ) -> payments_pb2.VoidPaymentResponse:
-        """Release an authorization that will not be captured."""
+        """Release an authorization that was not captured (AUTHORIZED becomes VOIDED).
+
+        Idempotent by payment: a payment that holds nothing (VOIDED, DECLINED, REFUNDED) is
+        returned unchanged. A CAPTURED payment is FAILED_PRECONDITION (ErrorInfo reason
+        PAYMENT_CAPTURED, metadata `use`: RefundPayment): taking it back is a refund. Named by
+        `order_id`, an order without a payment gets a VOIDED payment of 0, so that an authorization
+        for it arriving later authorizes nothing.
+        """
         return await self._unary_unary(
             _PAYMENT_SERVICE__VOID_PAYMENT,
+            request,
+            timeout=timeout,
+            metadata=metadata,
+        )
+
+    async def refund_payment(
+        self,
+        request: payments_pb2.RefundPaymentRequest,
+        *,
+        timeout: float | None = None,
+        metadata: keel.Metadata | None = None,
+    ) -> payments_pb2.RefundPaymentResponse:
+        """Give a captured payment back (CAPTURED becomes REFUNDED).
+
+        Idempotent by payment: refunding a REFUNDED payment returns it unchanged. A payment that
+        was never captured is FAILED_PRECONDITION (ErrorInfo reason PAYMENT_NOT_CAPTURED, metadata
+        `use`: VoidPayment for an AUTHORIZED one); an order without a payment is NOT_FOUND.
+        """
+        return await self._unary_unary(
+            _PAYMENT_SERVICE__REFUND_PAYMENT,
             request,
             timeout=timeout,
             metadata=metadata,

@@ -28,7 +28,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from keel.options.v1 import options_pb2 as keel_dot_options_dot_v1_dot_options__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x61\x63me/payments/v1/payments.proto\x12\x10\x61\x63me.payments.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dkeel/options/v1/options.proto\"\x9c\x02\n\x07Payment\x12\x1d\n\npayment_id\x18\x01 \x01(\tR\tpaymentId\x12\x19\n\x08order_id\x18\x02 \x01(\tR\x07orderId\x12!\n\x0c\x61mount_cents\x18\x03 \x01(\x03R\x0b\x61mountCents\x12\x1a\n\x08\x63urrency\x18\x04 \x01(\tR\x08\x63urrency\x12\x34\n\x05state\x18\x05 \x01(\x0e\x32\x1e.acme.payments.v1.PaymentStateR\x05state\x12%\n\x0e\x64\x65\x63line_reason\x18\x06 \x01(\tR\rdeclineReason\x12;\n\x0bupdate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nupdateTime\"\xd3\x01\n\x17\x41uthorizePaymentRequest\x12\"\n\x08order_id\x18\x01 \x01(\tB\x07\xbaH\x04r\x02\x10\x01R\x07orderId\x12*\n\x0c\x61mount_cents\x18\x02 \x01(\x03\x42\x07\xbaH\x04\"\x02 \x00R\x0b\x61mountCents\x12-\n\x08\x63urrency\x18\x03 \x01(\tB\x11\xbaH\x0er\x0c\x32\n^[A-Z]{3}$R\x08\x63urrency\x12\x39\n\x14payment_method_token\x18\x04 \x01(\tB\x07\xbaH\x04r\x02\x10\x01R\x12paymentMethodToken\"?\n\x15\x43\x61pturePaymentRequest\x12&\n\npayment_id\x18\x01 \x01(\tB\x07\xbaH\x04r\x02\x10\x01R\tpaymentId\"<\n\x12VoidPaymentRequest\x12&\n\npayment_id\x18\x01 \x01(\tB\x07\xbaH\x04r\x02\x10\x01R\tpaymentId\";\n\x11GetPaymentRequest\x12&\n\npayment_id\x18\x01 \x01(\tB\x07\xbaH\x04r\x02\x10\x01R\tpaymentId\"O\n\x18\x41uthorizePaymentResponse\x12\x33\n\x07payment\x18\x01 \x01(\x0b\x32\x19.acme.payments.v1.PaymentR\x07payment\"M\n\x16\x43\x61pturePaymentResponse\x12\x33\n\x07payment\x18\x01 \x01(\x0b\x32\x19.acme.payments.v1.PaymentR\x07payment\"J\n\x13VoidPaymentResponse\x12\x33\n\x07payment\x18\x01 \x01(\x0b\x32\x19.acme.payments.v1.PaymentR\x07payment\"I\n\x12GetPaymentResponse\x12\x33\n\x07payment\x18\x01 \x01(\x0b\x32\x19.acme.payments.v1.PaymentR\x07payment*\x9d\x01\n\x0cPaymentState\x12\x1d\n\x19PAYMENT_STATE_UNSPECIFIED\x10\x00\x12\x1c\n\x18PAYMENT_STATE_AUTHORIZED\x10\x01\x12\x1a\n\x16PAYMENT_STATE_CAPTURED\x10\x02\x12\x18\n\x14PAYMENT_STATE_VOIDED\x10\x03\x12\x1a\n\x16PAYMENT_STATE_DECLINED\x10\x04\x32\xe5\x03\n\x0ePaymentService\x12s\n\x10\x41uthorizePayment\x12).acme.payments.v1.AuthorizePaymentRequest\x1a*.acme.payments.v1.AuthorizePaymentResponse\"\x08\xf2\xa4\x19\x04\n\x02\x08\x03\x12h\n\x0e\x43\x61pturePayment\x12\'.acme.payments.v1.CapturePaymentRequest\x1a(.acme.payments.v1.CapturePaymentResponse\"\x03\x90\x02\x02\x12_\n\x0bVoidPayment\x12$.acme.payments.v1.VoidPaymentRequest\x1a%.acme.payments.v1.VoidPaymentResponse\"\x03\x90\x02\x02\x12\x92\x01\n\nGetPayment\x12#.acme.payments.v1.GetPaymentRequest\x1a$.acme.payments.v1.GetPaymentResponse\"9\x90\x02\x01\xf2\xa4\x19\x11\x12\x0f\x12\rpayments.read\x82\xd3\xe4\x93\x02\x1b\x12\x19/v1/payments/{payment_id}b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x61\x63me/payments/v1/payments.proto\x12\x10\x61\x63me.payments.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dkeel/options/v1/options.proto\"\x9c\x02\n\x07Payment\x12\x1d\n\npayment_id\x18\x01 \x01(\tR\tpaymentId\x12\x19\n\x08order_id\x18\x02 \x01(\tR\x07orderId\x12!\n\x0c\x61mount_cents\x18\x03 \x01(\x03R\x0b\x61mountCents\x12\x1a\n\x08\x63urrency\x18\x04 \x01(\tR\x08\x63urrency\x12\x34\n\x05state\x18\x05 \x01(\x0e\x32\x1e.acme.payments.v1.PaymentStateR\x05state\x12%\n\x0e\x64\x65\x63line_reason\x18\x06 \x01(\tR\rdeclineReason\x12;\n\x0bupdate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nupdateTime\"\xd3\x01\n\x17\x41uthorizePaymentRequest\x12\"\n\x08order_id\x18\x01 \x01(\tB\x07\xbaH\x04r\x02\x10\x01R\x07orderId\x12*\n\x0c\x61mount_cents\x18\x02 \x01(\x03\x42\x07\xbaH\x04\"\x02 \x00R\x0b\x61mountCents\x12-\n\x08\x63urrency\x18\x03 \x01(\tB\x11\xbaH\x0er\x0c\x32\n^[A-Z]{3}$R\x08\x63urrency\x12\x39\n\x14payment_method_token\x18\x04 \x01(\tB\x07\xbaH\x04r\x02\x10\x01R\x12paymentMethodToken\"?\n\x15\x43\x61pturePaymentRequest\x12&\n\npayment_id\x18\x01 \x01(\tB\x07\xbaH\x04r\x02\x10\x01R\tpaymentId\"m\n\x12VoidPaymentRequest\x12\x1d\n\npayment_id\x18\x01 \x01(\tR\tpaymentId\x12\x19\n\x08order_id\x18\x02 \x01(\tR\x07orderId:\x1d\xbaH\x1a\"\x18\n\npayment_id\n\x08order_id\x10\x01\"o\n\x14RefundPaymentRequest\x12\x1d\n\npayment_id\x18\x01 \x01(\tR\tpaymentId\x12\x19\n\x08order_id\x18\x02 \x01(\tR\x07orderId:\x1d\xbaH\x1a\"\x18\n\npayment_id\n\x08order_id\x10\x01\";\n\x11GetPaymentRequest\x12&\n\npayment_id\x18\x01 \x01(\tB\x07\xbaH\x04r\x02\x10\x01R\tpaymentId\"O\n\x18\x41uthorizePaymentResponse\x12\x33\n\x07payment\x18\x01 \x01(\x0b\x32\x19.acme.payments.v1.PaymentR\x07payment\"M\n\x16\x43\x61pturePaymentResponse\x12\x33\n\x07payment\x18\x01 \x01(\x0b\x32\x19.acme.payments.v1.PaymentR\x07payment\"J\n\x13VoidPaymentResponse\x12\x33\n\x07payment\x18\x01 \x01(\x0b\x32\x19.acme.payments.v1.PaymentR\x07payment\"L\n\x15RefundPaymentResponse\x12\x33\n\x07payment\x18\x01 \x01(\x0b\x32\x19.acme.payments.v1.PaymentR\x07payment\"I\n\x12GetPaymentResponse\x12\x33\n\x07payment\x18\x01 \x01(\x0b\x32\x19.acme.payments.v1.PaymentR\x07payment*\xb9\x01\n\x0cPaymentState\x12\x1d\n\x19PAYMENT_STATE_UNSPECIFIED\x10\x00\x12\x1c\n\x18PAYMENT_STATE_AUTHORIZED\x10\x01\x12\x1a\n\x16PAYMENT_STATE_CAPTURED\x10\x02\x12\x18\n\x14PAYMENT_STATE_VOIDED\x10\x03\x12\x1a\n\x16PAYMENT_STATE_DECLINED\x10\x04\x12\x1a\n\x16PAYMENT_STATE_REFUNDED\x10\x05\x32\xce\x04\n\x0ePaymentService\x12u\n\x10\x41uthorizePayment\x12).acme.payments.v1.AuthorizePaymentRequest\x1a*.acme.payments.v1.AuthorizePaymentResponse\"\n\xf2\xa4\x19\x06\n\x02\x08\x03\x18\x01\x12h\n\x0e\x43\x61pturePayment\x12\'.acme.payments.v1.CapturePaymentRequest\x1a(.acme.payments.v1.CapturePaymentResponse\"\x03\x90\x02\x02\x12_\n\x0bVoidPayment\x12$.acme.payments.v1.VoidPaymentRequest\x1a%.acme.payments.v1.VoidPaymentResponse\"\x03\x90\x02\x02\x12\x65\n\rRefundPayment\x12&.acme.payments.v1.RefundPaymentRequest\x1a\'.acme.payments.v1.RefundPaymentResponse\"\x03\x90\x02\x02\x12\x92\x01\n\nGetPayment\x12#.acme.payments.v1.GetPaymentRequest\x1a$.acme.payments.v1.GetPaymentResponse\"9\x90\x02\x01\xf2\xa4\x19\x11\x12\x0f\x12\rpayments.read\x82\xd3\xe4\x93\x02\x1b\x12\x19/v1/payments/{payment_id}b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -45,20 +45,24 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_AUTHORIZEPAYMENTREQUEST'].fields_by_name['payment_method_token']._serialized_options = b'\272H\004r\002\020\001'
   _globals['_CAPTUREPAYMENTREQUEST'].fields_by_name['payment_id']._loaded_options = None
   _globals['_CAPTUREPAYMENTREQUEST'].fields_by_name['payment_id']._serialized_options = b'\272H\004r\002\020\001'
-  _globals['_VOIDPAYMENTREQUEST'].fields_by_name['payment_id']._loaded_options = None
-  _globals['_VOIDPAYMENTREQUEST'].fields_by_name['payment_id']._serialized_options = b'\272H\004r\002\020\001'
+  _globals['_VOIDPAYMENTREQUEST']._loaded_options = None
+  _globals['_VOIDPAYMENTREQUEST']._serialized_options = b'\272H\032\"\030\n\npayment_id\n\010order_id\020\001'
+  _globals['_REFUNDPAYMENTREQUEST']._loaded_options = None
+  _globals['_REFUNDPAYMENTREQUEST']._serialized_options = b'\272H\032\"\030\n\npayment_id\n\010order_id\020\001'
   _globals['_GETPAYMENTREQUEST'].fields_by_name['payment_id']._loaded_options = None
   _globals['_GETPAYMENTREQUEST'].fields_by_name['payment_id']._serialized_options = b'\272H\004r\002\020\001'
   _globals['_PAYMENTSERVICE'].methods_by_name['AuthorizePayment']._loaded_options = None
-  _globals['_PAYMENTSERVICE'].methods_by_name['AuthorizePayment']._serialized_options = b'\362\244\031\004\n\002\010\003'
+  _globals['_PAYMENTSERVICE'].methods_by_name['AuthorizePayment']._serialized_options = b'\362\244\031\006\n\002\010\003\030\001'
   _globals['_PAYMENTSERVICE'].methods_by_name['CapturePayment']._loaded_options = None
   _globals['_PAYMENTSERVICE'].methods_by_name['CapturePayment']._serialized_options = b'\220\002\002'
   _globals['_PAYMENTSERVICE'].methods_by_name['VoidPayment']._loaded_options = None
   _globals['_PAYMENTSERVICE'].methods_by_name['VoidPayment']._serialized_options = b'\220\002\002'
+  _globals['_PAYMENTSERVICE'].methods_by_name['RefundPayment']._loaded_options = None
+  _globals['_PAYMENTSERVICE'].methods_by_name['RefundPayment']._serialized_options = b'\220\002\002'
   _globals['_PAYMENTSERVICE'].methods_by_name['GetPayment']._loaded_options = None
   _globals['_PAYMENTSERVICE'].methods_by_name['GetPayment']._serialized_options = b'\220\002\001\362\244\031\021\022\017\022\rpayments.read\202\323\344\223\002\033\022\031/v1/payments/{payment_id}'
-  _globals['_PAYMENTSTATE']._serialized_start=1177
-  _globals['_PAYMENTSTATE']._serialized_end=1334
+  _globals['_PAYMENTSTATE']._serialized_start=1417
+  _globals['_PAYMENTSTATE']._serialized_end=1602
   _globals['_PAYMENT']._serialized_start=177
   _globals['_PAYMENT']._serialized_end=461
   _globals['_AUTHORIZEPAYMENTREQUEST']._serialized_start=464
@@ -66,17 +70,21 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CAPTUREPAYMENTREQUEST']._serialized_start=677
   _globals['_CAPTUREPAYMENTREQUEST']._serialized_end=740
   _globals['_VOIDPAYMENTREQUEST']._serialized_start=742
-  _globals['_VOIDPAYMENTREQUEST']._serialized_end=802
-  _globals['_GETPAYMENTREQUEST']._serialized_start=804
-  _globals['_GETPAYMENTREQUEST']._serialized_end=863
-  _globals['_AUTHORIZEPAYMENTRESPONSE']._serialized_start=865
-  _globals['_AUTHORIZEPAYMENTRESPONSE']._serialized_end=944
-  _globals['_CAPTUREPAYMENTRESPONSE']._serialized_start=946
-  _globals['_CAPTUREPAYMENTRESPONSE']._serialized_end=1023
-  _globals['_VOIDPAYMENTRESPONSE']._serialized_start=1025
-  _globals['_VOIDPAYMENTRESPONSE']._serialized_end=1099
-  _globals['_GETPAYMENTRESPONSE']._serialized_start=1101
-  _globals['_GETPAYMENTRESPONSE']._serialized_end=1174
-  _globals['_PAYMENTSERVICE']._serialized_start=1337
-  _globals['_PAYMENTSERVICE']._serialized_end=1822
+  _globals['_VOIDPAYMENTREQUEST']._serialized_end=851
+  _globals['_REFUNDPAYMENTREQUEST']._serialized_start=853
+  _globals['_REFUNDPAYMENTREQUEST']._serialized_end=964
+  _globals['_GETPAYMENTREQUEST']._serialized_start=966
+  _globals['_GETPAYMENTREQUEST']._serialized_end=1025
+  _globals['_AUTHORIZEPAYMENTRESPONSE']._serialized_start=1027
+  _globals['_AUTHORIZEPAYMENTRESPONSE']._serialized_end=1106
+  _globals['_CAPTUREPAYMENTRESPONSE']._serialized_start=1108
+  _globals['_CAPTUREPAYMENTRESPONSE']._serialized_end=1185
+  _globals['_VOIDPAYMENTRESPONSE']._serialized_start=1187
+  _globals['_VOIDPAYMENTRESPONSE']._serialized_end=1261
+  _globals['_REFUNDPAYMENTRESPONSE']._serialized_start=1263
+  _globals['_REFUNDPAYMENTRESPONSE']._serialized_end=1339
+  _globals['_GETPAYMENTRESPONSE']._serialized_start=1341
+  _globals['_GETPAYMENTRESPONSE']._serialized_end=1414
+  _globals['_PAYMENTSERVICE']._serialized_start=1605
+  _globals['_PAYMENTSERVICE']._serialized_end=2195
 # @@protoc_insertion_point(module_scope)

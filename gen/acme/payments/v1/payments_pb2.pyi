@@ -29,6 +29,8 @@ class _PaymentStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_PaymentS
     PAYMENT_STATE_CAPTURED: _PaymentState.ValueType  # 2
     PAYMENT_STATE_VOIDED: _PaymentState.ValueType  # 3
     PAYMENT_STATE_DECLINED: _PaymentState.ValueType  # 4
+    PAYMENT_STATE_REFUNDED: _PaymentState.ValueType  # 5
+    """A captured payment that was given back (RefundPayment)."""
 
 class PaymentState(_PaymentState, metaclass=_PaymentStateEnumTypeWrapper):
     """Where a payment is in its life."""
@@ -38,6 +40,8 @@ PAYMENT_STATE_AUTHORIZED: PaymentState.ValueType  # 1
 PAYMENT_STATE_CAPTURED: PaymentState.ValueType  # 2
 PAYMENT_STATE_VOIDED: PaymentState.ValueType  # 3
 PAYMENT_STATE_DECLINED: PaymentState.ValueType  # 4
+PAYMENT_STATE_REFUNDED: PaymentState.ValueType  # 5
+"""A captured payment that was given back (RefundPayment)."""
 Global___PaymentState: _TypeAlias = PaymentState  # noqa: Y015
 
 @_typing.final
@@ -130,22 +134,53 @@ Global___CapturePaymentRequest: _TypeAlias = CapturePaymentRequest  # noqa: Y015
 
 @_typing.final
 class VoidPaymentRequest(_message.Message):
+    """Names the payment, or the order whose payment it is: exactly one of the two."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     PAYMENT_ID_FIELD_NUMBER: _builtins.int
+    ORDER_ID_FIELD_NUMBER: _builtins.int
     payment_id: _builtins.str
+    order_id: _builtins.str
+    """The order whose payment to void (a compensation that may not know the payment id)."""
     def __init__(
         self,
         *,
         payment_id: _builtins.str = ...,
+        order_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["payment_id", b"payment_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["order_id", b"order_id", "payment_id", b"payment_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___VoidPaymentRequest: _TypeAlias = VoidPaymentRequest  # noqa: Y015
+
+@_typing.final
+class RefundPaymentRequest(_message.Message):
+    """Names the payment, or the order whose payment it is: exactly one of the two."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAYMENT_ID_FIELD_NUMBER: _builtins.int
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    payment_id: _builtins.str
+    order_id: _builtins.str
+    """The order whose payment to refund."""
+    def __init__(
+        self,
+        *,
+        payment_id: _builtins.str = ...,
+        order_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["order_id", b"order_id", "payment_id", b"payment_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RefundPaymentRequest: _TypeAlias = RefundPaymentRequest  # noqa: Y015
 
 @_typing.final
 class GetPaymentRequest(_message.Message):
@@ -225,6 +260,26 @@ class VoidPaymentResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___VoidPaymentResponse: _TypeAlias = VoidPaymentResponse  # noqa: Y015
+
+@_typing.final
+class RefundPaymentResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAYMENT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def payment(self) -> Global___Payment: ...
+    def __init__(
+        self,
+        *,
+        payment: Global___Payment | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["payment", b"payment"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["payment", b"payment"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RefundPaymentResponse: _TypeAlias = RefundPaymentResponse  # noqa: Y015
 
 @_typing.final
 class GetPaymentResponse(_message.Message):

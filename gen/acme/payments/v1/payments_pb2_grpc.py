@@ -28,6 +28,10 @@ if _version_not_supported:
 class PaymentServiceStub:
     """Takes money for orders. Only GetPayment is reachable from outside; the rest is called by the
     order service.
+
+    Every mutation is safe to repeat. Each also takes an `idempotency-key` (gRPC metadata; orders'
+    saga steps send one): its answer is stored with the key in the transaction of its effects, so
+    a repeat with the key does nothing and gets the first answer back.
     """
 
     def __init__(self, channel):
@@ -51,6 +55,11 @@ class PaymentServiceStub:
                 request_serializer=acme_dot_payments_dot_v1_dot_payments__pb2.VoidPaymentRequest.SerializeToString,
                 response_deserializer=acme_dot_payments_dot_v1_dot_payments__pb2.VoidPaymentResponse.FromString,
                 _registered_method=True)
+        self.RefundPayment = channel.unary_unary(
+                '/acme.payments.v1.PaymentService/RefundPayment',
+                request_serializer=acme_dot_payments_dot_v1_dot_payments__pb2.RefundPaymentRequest.SerializeToString,
+                response_deserializer=acme_dot_payments_dot_v1_dot_payments__pb2.RefundPaymentResponse.FromString,
+                _registered_method=True)
         self.GetPayment = channel.unary_unary(
                 '/acme.payments.v1.PaymentService/GetPayment',
                 request_serializer=acme_dot_payments_dot_v1_dot_payments__pb2.GetPaymentRequest.SerializeToString,
@@ -61,10 +70,18 @@ class PaymentServiceStub:
 class PaymentServiceServicer:
     """Takes money for orders. Only GetPayment is reachable from outside; the rest is called by the
     order service.
+
+    Every mutation is safe to repeat. Each also takes an `idempotency-key` (gRPC metadata; orders'
+    saga steps send one): its answer is stored with the key in the transaction of its effects, so
+    a repeat with the key does nothing and gets the first answer back.
     """
 
     def AuthorizePayment(self, request, context):
         """Reserve an amount on the customer's payment method.
+
+        Safe to repeat: one payment per order id. A repeat, or a concurrent call, for the same
+        order returns the order's payment (whatever amount it asks for). Generated clients send a
+        fresh idempotency key with each call and retry it after UNAVAILABLE with the same key.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -72,13 +89,33 @@ class PaymentServiceServicer:
 
     def CapturePayment(self, request, context):
         """Take an authorized amount.
+
+        Idempotent by payment: capturing a CAPTURED payment returns it unchanged. Any other state
+        than AUTHORIZED or CAPTURED is FAILED_PRECONDITION.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def VoidPayment(self, request, context):
-        """Release an authorization that will not be captured.
+        """Release an authorization that was not captured (AUTHORIZED becomes VOIDED).
+
+        Idempotent by payment: a payment that holds nothing (VOIDED, DECLINED, REFUNDED) is
+        returned unchanged. A CAPTURED payment is FAILED_PRECONDITION (ErrorInfo reason
+        PAYMENT_CAPTURED, metadata `use`: RefundPayment): taking it back is a refund. Named by
+        `order_id`, an order without a payment gets a VOIDED payment of 0, so that an authorization
+        for it arriving later authorizes nothing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RefundPayment(self, request, context):
+        """Give a captured payment back (CAPTURED becomes REFUNDED).
+
+        Idempotent by payment: refunding a REFUNDED payment returns it unchanged. A payment that
+        was never captured is FAILED_PRECONDITION (ErrorInfo reason PAYMENT_NOT_CAPTURED, metadata
+        `use`: VoidPayment for an AUTHORIZED one); an order without a payment is NOT_FOUND.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -109,6 +146,11 @@ def add_PaymentServiceServicer_to_server(servicer, server):
                     request_deserializer=acme_dot_payments_dot_v1_dot_payments__pb2.VoidPaymentRequest.FromString,
                     response_serializer=acme_dot_payments_dot_v1_dot_payments__pb2.VoidPaymentResponse.SerializeToString,
             ),
+            'RefundPayment': grpc.unary_unary_rpc_method_handler(
+                    servicer.RefundPayment,
+                    request_deserializer=acme_dot_payments_dot_v1_dot_payments__pb2.RefundPaymentRequest.FromString,
+                    response_serializer=acme_dot_payments_dot_v1_dot_payments__pb2.RefundPaymentResponse.SerializeToString,
+            ),
             'GetPayment': grpc.unary_unary_rpc_method_handler(
                     servicer.GetPayment,
                     request_deserializer=acme_dot_payments_dot_v1_dot_payments__pb2.GetPaymentRequest.FromString,
@@ -125,6 +167,10 @@ def add_PaymentServiceServicer_to_server(servicer, server):
 class PaymentService:
     """Takes money for orders. Only GetPayment is reachable from outside; the rest is called by the
     order service.
+
+    Every mutation is safe to repeat. Each also takes an `idempotency-key` (gRPC metadata; orders'
+    saga steps send one): its answer is stored with the key in the transaction of its effects, so
+    a repeat with the key does nothing and gets the first answer back.
     """
 
     @staticmethod
@@ -198,6 +244,33 @@ class PaymentService:
             '/acme.payments.v1.PaymentService/VoidPayment',
             acme_dot_payments_dot_v1_dot_payments__pb2.VoidPaymentRequest.SerializeToString,
             acme_dot_payments_dot_v1_dot_payments__pb2.VoidPaymentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RefundPayment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/acme.payments.v1.PaymentService/RefundPayment',
+            acme_dot_payments_dot_v1_dot_payments__pb2.RefundPaymentRequest.SerializeToString,
+            acme_dot_payments_dot_v1_dot_payments__pb2.RefundPaymentResponse.FromString,
             options,
             channel_credentials,
             insecure,

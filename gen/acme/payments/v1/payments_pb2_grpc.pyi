@@ -29,6 +29,10 @@ GRPC_VERSION: str
 class PaymentServiceStub:
     """Takes money for orders. Only GetPayment is reachable from outside; the rest is called by the
     order service.
+
+    Every mutation is safe to repeat. Each also takes an `idempotency-key` (gRPC metadata; orders'
+    saga steps send one): its answer is stored with the key in the transaction of its effects, so
+    a repeat with the key does nothing and gets the first answer back.
     """
 
     @_typing.overload
@@ -36,11 +40,34 @@ class PaymentServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> PaymentServiceAsyncStub: ...
     AuthorizePayment: _grpc.UnaryUnaryMultiCallable[_payments_pb2.AuthorizePaymentRequest, _payments_pb2.AuthorizePaymentResponse]
-    """Reserve an amount on the customer's payment method."""
+    """Reserve an amount on the customer's payment method.
+
+    Safe to repeat: one payment per order id. A repeat, or a concurrent call, for the same
+    order returns the order's payment (whatever amount it asks for). Generated clients send a
+    fresh idempotency key with each call and retry it after UNAVAILABLE with the same key.
+    """
     CapturePayment: _grpc.UnaryUnaryMultiCallable[_payments_pb2.CapturePaymentRequest, _payments_pb2.CapturePaymentResponse]
-    """Take an authorized amount."""
+    """Take an authorized amount.
+
+    Idempotent by payment: capturing a CAPTURED payment returns it unchanged. Any other state
+    than AUTHORIZED or CAPTURED is FAILED_PRECONDITION.
+    """
     VoidPayment: _grpc.UnaryUnaryMultiCallable[_payments_pb2.VoidPaymentRequest, _payments_pb2.VoidPaymentResponse]
-    """Release an authorization that will not be captured."""
+    """Release an authorization that was not captured (AUTHORIZED becomes VOIDED).
+
+    Idempotent by payment: a payment that holds nothing (VOIDED, DECLINED, REFUNDED) is
+    returned unchanged. A CAPTURED payment is FAILED_PRECONDITION (ErrorInfo reason
+    PAYMENT_CAPTURED, metadata `use`: RefundPayment): taking it back is a refund. Named by
+    `order_id`, an order without a payment gets a VOIDED payment of 0, so that an authorization
+    for it arriving later authorizes nothing.
+    """
+    RefundPayment: _grpc.UnaryUnaryMultiCallable[_payments_pb2.RefundPaymentRequest, _payments_pb2.RefundPaymentResponse]
+    """Give a captured payment back (CAPTURED becomes REFUNDED).
+
+    Idempotent by payment: refunding a REFUNDED payment returns it unchanged. A payment that
+    was never captured is FAILED_PRECONDITION (ErrorInfo reason PAYMENT_NOT_CAPTURED, metadata
+    `use`: VoidPayment for an AUTHORIZED one); an order without a payment is NOT_FOUND.
+    """
     GetPayment: _grpc.UnaryUnaryMultiCallable[_payments_pb2.GetPaymentRequest, _payments_pb2.GetPaymentResponse]
     """Look a payment up."""
 
@@ -48,21 +75,52 @@ class PaymentServiceStub:
 class PaymentServiceAsyncStub(PaymentServiceStub):
     """Takes money for orders. Only GetPayment is reachable from outside; the rest is called by the
     order service.
+
+    Every mutation is safe to repeat. Each also takes an `idempotency-key` (gRPC metadata; orders'
+    saga steps send one): its answer is stored with the key in the transaction of its effects, so
+    a repeat with the key does nothing and gets the first answer back.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     AuthorizePayment: _aio.UnaryUnaryMultiCallable[_payments_pb2.AuthorizePaymentRequest, _payments_pb2.AuthorizePaymentResponse]  # type: ignore[assignment]
-    """Reserve an amount on the customer's payment method."""
+    """Reserve an amount on the customer's payment method.
+
+    Safe to repeat: one payment per order id. A repeat, or a concurrent call, for the same
+    order returns the order's payment (whatever amount it asks for). Generated clients send a
+    fresh idempotency key with each call and retry it after UNAVAILABLE with the same key.
+    """
     CapturePayment: _aio.UnaryUnaryMultiCallable[_payments_pb2.CapturePaymentRequest, _payments_pb2.CapturePaymentResponse]  # type: ignore[assignment]
-    """Take an authorized amount."""
+    """Take an authorized amount.
+
+    Idempotent by payment: capturing a CAPTURED payment returns it unchanged. Any other state
+    than AUTHORIZED or CAPTURED is FAILED_PRECONDITION.
+    """
     VoidPayment: _aio.UnaryUnaryMultiCallable[_payments_pb2.VoidPaymentRequest, _payments_pb2.VoidPaymentResponse]  # type: ignore[assignment]
-    """Release an authorization that will not be captured."""
+    """Release an authorization that was not captured (AUTHORIZED becomes VOIDED).
+
+    Idempotent by payment: a payment that holds nothing (VOIDED, DECLINED, REFUNDED) is
+    returned unchanged. A CAPTURED payment is FAILED_PRECONDITION (ErrorInfo reason
+    PAYMENT_CAPTURED, metadata `use`: RefundPayment): taking it back is a refund. Named by
+    `order_id`, an order without a payment gets a VOIDED payment of 0, so that an authorization
+    for it arriving later authorizes nothing.
+    """
+    RefundPayment: _aio.UnaryUnaryMultiCallable[_payments_pb2.RefundPaymentRequest, _payments_pb2.RefundPaymentResponse]  # type: ignore[assignment]
+    """Give a captured payment back (CAPTURED becomes REFUNDED).
+
+    Idempotent by payment: refunding a REFUNDED payment returns it unchanged. A payment that
+    was never captured is FAILED_PRECONDITION (ErrorInfo reason PAYMENT_NOT_CAPTURED, metadata
+    `use`: VoidPayment for an AUTHORIZED one); an order without a payment is NOT_FOUND.
+    """
     GetPayment: _aio.UnaryUnaryMultiCallable[_payments_pb2.GetPaymentRequest, _payments_pb2.GetPaymentResponse]  # type: ignore[assignment]
     """Look a payment up."""
 
 class PaymentServiceServicer(metaclass=_abc_1.ABCMeta):
     """Takes money for orders. Only GetPayment is reachable from outside; the rest is called by the
     order service.
+
+    Every mutation is safe to repeat. Each also takes an `idempotency-key` (gRPC metadata; orders'
+    saga steps send one): its answer is stored with the key in the transaction of its effects, so
+    a repeat with the key does nothing and gets the first answer back.
     """
 
     @_abc_1.abstractmethod
@@ -71,7 +129,12 @@ class PaymentServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _payments_pb2.AuthorizePaymentRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_payments_pb2.AuthorizePaymentResponse, _abc.Awaitable[_payments_pb2.AuthorizePaymentResponse]]:
-        """Reserve an amount on the customer's payment method."""
+        """Reserve an amount on the customer's payment method.
+
+        Safe to repeat: one payment per order id. A repeat, or a concurrent call, for the same
+        order returns the order's payment (whatever amount it asks for). Generated clients send a
+        fresh idempotency key with each call and retry it after UNAVAILABLE with the same key.
+        """
 
     @_abc_1.abstractmethod
     def CapturePayment(
@@ -79,7 +142,11 @@ class PaymentServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _payments_pb2.CapturePaymentRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_payments_pb2.CapturePaymentResponse, _abc.Awaitable[_payments_pb2.CapturePaymentResponse]]:
-        """Take an authorized amount."""
+        """Take an authorized amount.
+
+        Idempotent by payment: capturing a CAPTURED payment returns it unchanged. Any other state
+        than AUTHORIZED or CAPTURED is FAILED_PRECONDITION.
+        """
 
     @_abc_1.abstractmethod
     def VoidPayment(
@@ -87,7 +154,27 @@ class PaymentServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _payments_pb2.VoidPaymentRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_payments_pb2.VoidPaymentResponse, _abc.Awaitable[_payments_pb2.VoidPaymentResponse]]:
-        """Release an authorization that will not be captured."""
+        """Release an authorization that was not captured (AUTHORIZED becomes VOIDED).
+
+        Idempotent by payment: a payment that holds nothing (VOIDED, DECLINED, REFUNDED) is
+        returned unchanged. A CAPTURED payment is FAILED_PRECONDITION (ErrorInfo reason
+        PAYMENT_CAPTURED, metadata `use`: RefundPayment): taking it back is a refund. Named by
+        `order_id`, an order without a payment gets a VOIDED payment of 0, so that an authorization
+        for it arriving later authorizes nothing.
+        """
+
+    @_abc_1.abstractmethod
+    def RefundPayment(
+        self,
+        request: _payments_pb2.RefundPaymentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_payments_pb2.RefundPaymentResponse, _abc.Awaitable[_payments_pb2.RefundPaymentResponse]]:
+        """Give a captured payment back (CAPTURED becomes REFUNDED).
+
+        Idempotent by payment: refunding a REFUNDED payment returns it unchanged. A payment that
+        was never captured is FAILED_PRECONDITION (ErrorInfo reason PAYMENT_NOT_CAPTURED, metadata
+        `use`: VoidPayment for an AUTHORIZED one); an order without a payment is NOT_FOUND.
+        """
 
     @_abc_1.abstractmethod
     def GetPayment(

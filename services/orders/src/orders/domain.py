@@ -20,8 +20,10 @@ from keel.runtime import config
 
 from orders.model import (
     FINAL,
+    CapturedError,
     ConflictError,
     DependencyError,
+    InvalidOrderError,
     Line,
     NotConfirmedError,
     NotFoundError,
@@ -30,12 +32,15 @@ from orders.model import (
     ShippedError,
     State,
 )
+from orders.settings import OrdersSettings
 
 __all__ = [
     "FINAL",
+    "CapturedError",
     "Catalog",
     "ConflictError",
     "DependencyError",
+    "InvalidOrderError",
     "Line",
     "Metadata",
     "NotConfirmedError",
@@ -88,9 +93,15 @@ class Payments(Protocol):
         ...
 
     async def capture(self, payment_id: str, *, metadata: Metadata = ()) -> Payment: ...
-    async def settle(self, order_id: str, *, metadata: Metadata = ()) -> Payment:
-        """Undo the order's payment: void it if authorized, refund it if captured; an order
-        without one gets a VOIDED one, so a late authorization authorizes nothing."""
+    async def void(self, order_id: str, *, metadata: Metadata = ()) -> Payment:
+        """Release the order's authorization (a payment that holds nothing stays as it is; an
+        order without one gets a VOIDED one, so a late authorization authorizes nothing).
+        CapturedError when the payment was captured: it is refunded instead."""
+        ...
+
+    async def refund(self, order_id: str, *, metadata: Metadata = ()) -> Payment | None:
+        """Give the order's captured payment back (REFUNDED); None when nothing was captured
+        (no payment, or one never captured)."""
         ...
 
 
@@ -159,8 +170,11 @@ class Changes:
 
 
 class Orders:
-    """The order flow. `watch_interval`: seconds between a watcher's reads of its order (a
-    change this process makes wakes it at once; another worker's is seen at the next read)."""
+    """The order flow, within the shop's `orders_settings` (limits, currency, page sizes;
+    default: from the ORDERS_* environment). `watch_interval` (default: the settings'):
+    seconds between a watcher's reads of its order (a change this process makes wakes it at
+    once; another worker's is seen at the next read). `settings`: Keel's (the sagas' backoff
+    and lease)."""
 
     def __init__(
         self,
@@ -168,15 +182,36 @@ class Orders:
         catalog: Catalog,
         payments: Payments,
         *,
-        watch_interval: float = 0.5,
+        watch_interval: float | None = None,
         settings: config.Settings | None = None,
+        orders_settings: OrdersSettings | None = None,
     ) -> None:
         from orders.placing import Placing  # noqa: PLC0415 (it builds on this class)
 
         self.store = store
-        self.watch_interval = watch_interval
+        self.settings = orders_settings or OrdersSettings()
+        self.watch_interval = watch_interval or self.settings.watch_interval
         self.changes = Changes()
-        self.placing = Placing(self, catalog, payments, store.db, settings=settings)
+        self.placing = Placing(
+            self, catalog, payments, store.db, settings=settings, currency=self.settings.currency
+        )
+
+    def check(self, lines: Sequence[Line]) -> None:
+        """InvalidOrderError when `lines` break the shop's limits (count, quantity per line)."""
+        if len(lines) > self.settings.max_lines:
+            raise InvalidOrderError(
+                "lines", f"an order has at most {self.settings.max_lines} lines"
+            )
+        for i, line in enumerate(lines):
+            if line.quantity > self.settings.max_quantity:
+                raise InvalidOrderError(
+                    f"lines[{i}].quantity",
+                    f"a line has at most {self.settings.max_quantity} units",
+                )
+
+    def page_size(self, requested: int) -> int:
+        """The page size for a request's `page_size` (0: the default; lowered to the most)."""
+        return min(requested or self.settings.default_page_size, self.settings.max_page_size)
 
     async def get(self, order_id: str, customer_id: str = "") -> Order:
         async with self.store.transaction(readonly=True) as tx:
@@ -206,7 +241,9 @@ class Orders:
         """Place an order (the placing saga): CONFIRMED (OrderPlaced published with it) or
         REJECTED (a declined card; stock given back). DependencyError when a service failed
         or refused: the order is REJECTED once what was done is undone (PENDING until then).
-        A retried call with the same request id returns the first call's order."""
+        A retried call with the same request id returns the first call's order.
+        InvalidOrderError (before anything is done) when the lines break the shop's limits."""
+        self.check(lines)
         if request_id and (earlier := await self._by_request(customer_id, request_id)):
             return earlier
         order_id = new_id("o")

@@ -51,7 +51,7 @@ class Order:
     version: int = 1
     """Counts the order's changes: a watcher yields the order when it grows."""
     reason: str = ""
-    """Why it was REJECTED or CANCELLED."""
+    """Why it was REJECTED (the first failure that turned its placing back) or CANCELLED."""
 
 
 class NotFoundError(Exception):
@@ -68,6 +68,19 @@ class NotConfirmedError(Exception):
     def __init__(self, order: Order) -> None:
         super().__init__(f"order {order.order_id} is {order.state}, not confirmed")
         self.order = order
+
+
+class CapturedError(Exception):
+    """The order's payment was captured: it cannot be voided, only refunded."""
+
+
+class InvalidOrderError(Exception):
+    """The order breaks a limit of the shop (orders.settings): nothing was done. `field`: the
+    request field at fault."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class ConflictError(Exception):

@@ -10,14 +10,11 @@ from datetime import UTC
 
 import grpc
 import grpc.aio
+import keel.errors
 from acme.catalog.v1 import catalog_keel, catalog_pb2
 from acme.payments.v1 import payments_keel, payments_pb2
 
-from orders.domain import DependencyError, Line, Metadata, Payment
-
-BY_ORDER = "order:"
-"""VoidPayment's payment_id prefix naming an order (payments voids or refunds its payment)."""
-
+from orders.domain import CapturedError, DependencyError, Line, Metadata, Payment
 
 _UNCERTAIN = frozenset({grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE})
 """Outcomes after which the peer may have done the work (it can fail before answering)."""
@@ -25,6 +22,13 @@ _UNCERTAIN = frozenset({grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVA
 
 def _failure(peer: str, error: grpc.aio.AioRpcError) -> DependencyError:
     return DependencyError(peer, error, uncertain=error.code() in _UNCERTAIN)
+
+
+def _reason(error: grpc.aio.AioRpcError) -> str:
+    """The ErrorInfo reason of a FAILED_PRECONDITION ("" for other codes)."""
+    if error.code() != grpc.StatusCode.FAILED_PRECONDITION:
+        return ""
+    return keel.errors.from_rpc_error(error).reason
 
 
 def _payment(message: payments_pb2.Payment) -> Payment:
@@ -127,13 +131,28 @@ class PaymentsPeer:
         except grpc.aio.AioRpcError as error:
             raise _failure("payments", error) from None
 
-    async def settle(self, order_id: str, *, metadata: Metadata = ()) -> Payment:
-        """VoidPayment by the order (`order:<id>`): void or refund, whichever applies. (The
-        proto should get VoidPaymentRequest.order_id and a RefundPayment rpc.)"""
-        request = payments_pb2.VoidPaymentRequest(payment_id=f"{BY_ORDER}{order_id}")
+    async def void(self, order_id: str, *, metadata: Metadata = ()) -> Payment:
+        """VoidPayment by the order; CapturedError when its payment was captured (ErrorInfo
+        reason PAYMENT_CAPTURED)."""
+        request = payments_pb2.VoidPaymentRequest(order_id=order_id)
         try:
-            return _payment(
-                (await self.client.void_payment(request, metadata=list(metadata))).payment
-            )
+            reply = await self.client.void_payment(request, metadata=list(metadata))
         except grpc.aio.AioRpcError as error:
+            if _reason(error) == "PAYMENT_CAPTURED":
+                raise CapturedError(order_id) from None
             raise _failure("payments", error) from None
+        return _payment(reply.payment)
+
+    async def refund(self, order_id: str, *, metadata: Metadata = ()) -> Payment | None:
+        """RefundPayment by the order; None when nothing was captured (no payment: NOT_FOUND,
+        or one never captured: PAYMENT_NOT_CAPTURED)."""
+        request = payments_pb2.RefundPaymentRequest(order_id=order_id)
+        try:
+            reply = await self.client.refund_payment(request, metadata=list(metadata))
+        except grpc.aio.AioRpcError as error:
+            if error.code() == grpc.StatusCode.NOT_FOUND or (
+                _reason(error) == "PAYMENT_NOT_CAPTURED"
+            ):
+                return None
+            raise _failure("payments", error) from None
+        return _payment(reply.payment)

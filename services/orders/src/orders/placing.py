@@ -1,16 +1,22 @@
 """Placing and cancelling orders as sagas (keel.saga), recorded in orders' own database.
 
-Placing: open (the PENDING order) → reserve stock → authorize → capture → confirm (CONFIRMED,
-OrderPlaced through the outbox). A failure undoes what was done, last first: refund (a
-captured payment) or void (an authorized one), release the stock, and REJECTED with the reason
-(the saga's error). Each call to a peer carries the step's idempotency key, so a saga resumed
-after a crash never repeats an effect; compensations name what they undo by the order's id,
-so they work when the action's outcome was never recorded.
+Placing: open (the PENDING order) → reserve stock (priced in the shop's currency, else the
+order turns back) → authorize → capture → confirm (CONFIRMED, OrderPlaced through the outbox).
+A failure undoes what was done, last first: capture's compensation refunds a captured payment
+(RefundPayment), authorize's voids the authorization (VoidPayment), reserve's releases the
+stock, open's marks the order REJECTED with the reason of the first failure (noted before the
+first compensation runs, so a compensation failing later does not replace it). Each call to a
+peer carries the step's idempotency key, so a saga resumed after a crash never repeats an
+effect; compensations name what they undo by the order's id, so they work when the action's
+outcome was never recorded (a refund of a payment never captured, or a void of an order never
+authorized, is then a no-op; a capture that landed after its refund was tried is refunded by
+the void).
 
 Cancelling: cancel (CANCELLED, OrderCancelled if it was CONFIRMED; refused once SHIPPED) →
-refund → release. The first step is the point of no return: if a later one fails, its
-compensation finishes the refund and the release (retried until they succeed), it never
-brings the order back.
+refund (a captured payment) → release (the stock) → void (an authorization, as when the order
+was cancelled while it was being placed). The first step is the saga's pivot, its point of no
+return: a later step that fails is tried again (with its key) until it succeeds; nothing brings
+the order back.
 
 The saga id of placing is the order id; of cancelling, `<order id>/cancel`
 (`keel saga show orders ID`).
@@ -25,9 +31,8 @@ returned or failed, before the saga records it), `before:undo:STEP`, `after:undo
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import os
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import keel.saga
@@ -36,9 +41,8 @@ from keel.data import Database
 from keel.runtime import config, logs, propagation
 from keel.runtime.channels import IDEMPOTENCY_KEY
 from keel.runtime.context import CORRELATION_HEADER
-from opentelemetry import context as otel_context
 
-from orders.model import DependencyError, Line, Order, Payment
+from orders.model import CapturedError, DependencyError, Line, Order, Payment
 
 if TYPE_CHECKING:
     from orders.domain import Catalog, Orders, Payments
@@ -52,6 +56,10 @@ PAUSE_AT = "ORDERS_TEST_PAUSE_AT"
 
 class DeclinedError(Exception):
     """The payment came back in a state the order cannot go on from (declined, voided)."""
+
+
+class CurrencyError(Exception):
+    """The catalog priced the order in another currency than the shop's."""
 
 
 def payment_json(payment: Payment) -> Data:
@@ -82,8 +90,11 @@ class Placing:
         db: Database,
         *,
         settings: config.Settings | None = None,
+        currency: str = "EUR",
     ) -> None:
         self.orders = orders
+        self.currency = currency
+        """The shop's currency: an order priced in another turns back."""
         self.catalog = catalog
         self.payments = payments
         self.db = db
@@ -107,20 +118,21 @@ class Placing:
     async def run(
         self, saga: keel.saga.Saga[Data], data: Data, saga_id: str
     ) -> keel.saga.SagaState:
-        """Start (or drive) a saga in a task of its own, so that a caller who goes away (or
-        whose deadline passes) does not stop it; one left unfinished (a compensation failing)
-        is tried again every KEEL_SAGA_LEASE."""
+        """Start (or drive) a saga detached from the call (keel.saga's background driving: a
+        caller who goes away, or whose deadline passes, does not stop it; one left unfinished
+        is tried again after each KEEL_SAGA_BACKOFF delay); its state after the first try."""
         data = {**data, "correlation_id": propagation.correlation_id()}
         current = propagation.inbound()
         if current is not None:  # kept in memory only: never recorded, never resumed with
             passed = [*propagation.passed_on(current), (propagation.CALLER, current.service)]
             self._caller[saga_id] = passed
-        task = self._spawn(saga.start(data, saga_id=saga_id), trace=otel_context.get_current())
-        state = await asyncio.shield(task)
-        if state.finished:
+        state = await saga.start(data, saga_id=saga_id, background=True)
+        if state.finished or not saga.driving(saga_id):
             self._forget(saga_id)
-        else:
-            self._spawn(self._finish(saga, saga_id))
+        else:  # forget the call's details once the background driving ends
+            task = asyncio.get_running_loop().create_task(self._forget_after(saga, saga_id))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         return state
 
     def _forget(self, saga_id: str) -> None:
@@ -128,32 +140,14 @@ class Placing:
         self._correlation.pop(saga_id, None)
         self._caller.pop(saga_id, None)
 
-    def _spawn(
-        self, work: Coroutine[Any, Any, T], trace: otel_context.Context | None = None
-    ) -> asyncio.Task[T]:
-        """A task in a context of its own: the saga is the service's own work, not bound by
-        the deadline (or identity) of the call that started it; with `trace`, its calls are
-        spans of that call's trace."""
-        fresh = contextvars.Context()
-        if trace is not None:
-            fresh.run(otel_context.attach, trace)
-        task = asyncio.get_running_loop().create_task(work, context=fresh)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
-
-    async def _finish(self, saga: keel.saga.Saga[Data], saga_id: str) -> None:
-        while True:
-            await asyncio.sleep(saga.settings.saga_lease)
-            try:
-                if (await saga.run(saga_id)).finished:
-                    self._forget(saga_id)
-                    return
-            except Exception:
-                log.exception("saga retry failed", saga=saga_id)
+    async def _forget_after(self, saga: keel.saga.Saga[Data], saga_id: str) -> None:
+        await saga.wait(saga_id)
+        self._forget(saga_id)
 
     async def close(self) -> None:
         """Stop the sagas this process drives (they resume at the next start)."""
+        await self.place.close()
+        await self.cancel.close()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -209,13 +203,15 @@ class Placing:
         order_id: str = data["order_id"]
         await run.step("open", lambda step: self._open(step, data), self._reject)
         priced = await run.step("reserve", lambda step: self._reserve(step, data), self._release)
+        if priced["currency"] != self.currency:
+            raise CurrencyError(f"priced in {priced['currency']}, the shop takes {self.currency}")
         payment = await run.step(
-            "authorize", lambda step: self._authorize(step, data, priced), self._settle
+            "authorize", lambda step: self._authorize(step, data, priced), self._undo_authorize
         )
         if payment["state"] != "AUTHORIZED":
             raise DeclinedError(payment["decline_reason"] or f"the payment is {payment['state']}")
         captured = await run.step(
-            "capture", lambda step: self._capture(step, order_id, payment), self._settle
+            "capture", lambda step: self._capture(step, order_id, payment), self._undo_capture
         )
         if captured["state"] != "CAPTURED":
             raise DeclinedError(f"the payment is {captured['state']}")
@@ -229,11 +225,11 @@ class Placing:
         await self._boundary(step, "after")
 
     async def _keep_reason(self, step: keel.saga.Step) -> str:
-        """Note why the saga turns back on the order, before a compensation that may fail
-        (and overwrite the saga's error with its own); the reason."""
+        """Note on the order why its saga turns back (the saga's first failure), before a
+        compensation that may fail keeps it PENDING a while; the reason."""
         state = await keel.saga.show(self.db, step.saga_id)
         reason = state.error if state is not None else ""
-        if reason and not reason.startswith("compensating "):
+        if reason:
             await self.orders.note_reason(step.saga_id, reason)
         return reason
 
@@ -281,14 +277,35 @@ class Placing:
         await self.orders.paid(order_id, captured)
         return payment_json(captured)
 
-    async def _settle(self, step: keel.saga.Step, _: Data | None) -> None:
-        """Void the order's payment, or refund it once captured (by the order's id)."""
-        order_id = step.saga_id.removesuffix("/cancel")
+    async def _undo_authorize(self, step: keel.saga.Step, _: Data | None) -> None:
         await self._keep_reason(step)
-        payment = await self._call(
-            step, lambda: self.payments.settle(order_id, metadata=self._metadata(step))
-        )
+        await self._void(step)
+
+    async def _undo_capture(self, step: keel.saga.Step, _: Data | None) -> None:
+        await self._keep_reason(step)
+        await self._refund(step)
+
+    async def _void(self, step: keel.saga.Step) -> None:
+        """Void the order's authorization (by the order's id); a payment captured meanwhile
+        (a capture that landed after its refund was tried) is refunded instead."""
+        order_id = _order_of(step)
+        try:
+            payment = await self._call(
+                step, lambda: self.payments.void(order_id, metadata=self._metadata(step))
+            )
+        except CapturedError:
+            await self._refund(step)
+            return
         await self.orders.paid(order_id, payment)
+
+    async def _refund(self, step: keel.saga.Step) -> None:
+        """Refund the order's captured payment (by the order's id; nothing captured: nothing)."""
+        order_id = _order_of(step)
+        payment = await self._call(
+            step, lambda: self.payments.refund(order_id, metadata=self._metadata(step))
+        )
+        if payment is not None:
+            await self.orders.paid(order_id, payment)
 
     async def _confirm(self, step: keel.saga.Step, order_id: str) -> None:
         await self._boundary(step, "before")
@@ -305,9 +322,10 @@ class Placing:
         self._customers[run.id] = data.get("customer_id", "")
         self._correlation[run.id] = data.get("correlation_id", "")
         order_id: str = data["order_id"]
-        await run.step("cancel", lambda step: self._mark(step, data), self._settle_all)
-        await run.step("refund", lambda step: self._settle(step, None))
+        await run.step("cancel", lambda step: self._mark(step, data), pivot=True)
+        await run.step("refund", self._refund)
         await run.step("release", lambda step: self._release_order(step, order_id))
+        await run.step("void", self._void)
 
     async def _mark(self, step: keel.saga.Step, data: Data) -> None:
         await self._boundary(step, "before")
@@ -319,10 +337,7 @@ class Placing:
             step, lambda: self.catalog.release(order_id, metadata=self._metadata(step))
         )
 
-    async def _settle_all(self, step: keel.saga.Step, _: None) -> None:
-        """The cancel went through but a later step failed: finish its refund and release."""
-        order_id = step.saga_id.removesuffix("/cancel")
-        await self._settle(step, None)
-        await self._call(
-            step, lambda: self.catalog.release(order_id, metadata=self._metadata(step))
-        )
+
+def _order_of(step: keel.saga.Step) -> str:
+    """The order a step of a placing (its id) or a cancelling saga (`<id>/cancel`) is about."""
+    return step.saga_id.removesuffix("/cancel")

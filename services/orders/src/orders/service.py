@@ -30,6 +30,7 @@ from keel.runtime import config
 from orders.domain import (
     ConflictError,
     DependencyError,
+    InvalidOrderError,
     Line,
     NotConfirmedError,
     NotFoundError,
@@ -40,9 +41,10 @@ from orders.domain import (
     Store,
 )
 from orders.peers import CatalogPeer, PaymentsPeer
+from orders.settings import OrdersSettings
 from orders.store import MemoryStore
 
-DEFAULT_PAGE_SIZE = 50
+DEFAULT_CANCEL_REASON = "cancelled by the customer"
 STATES = {
     State.PENDING: orders_pb2.ORDER_STATE_PENDING,
     State.CONFIRMED: orders_pb2.ORDER_STATE_CONFIRMED,
@@ -70,6 +72,7 @@ def to_proto(order: Order) -> orders_pb2.Order:
         currency=order.currency,
         create_time=_stamp(order.created),
         update_time=_stamp(order.updated),
+        reason=order.reason,
     )
     if order.payment is not None:
         payment = order.payment
@@ -147,9 +150,9 @@ def _after(token: str) -> str:
 
 
 class OrderService(orders_keel.OrderServiceBase):
-    """Orders over gRPC, on `store` (default: a throwaway database, for tests).
-    `watch_interval`: seconds between WatchOrder's reads of an order another worker may
-    change."""
+    """Orders over gRPC, on `store` (default: a throwaway database, for tests), within
+    `orders_settings` (default: from the ORDERS_* environment). `watch_interval` (default: the
+    settings'): seconds between WatchOrder's reads of an order another worker may change."""
 
     def __init__(
         self,
@@ -157,8 +160,9 @@ class OrderService(orders_keel.OrderServiceBase):
         catalog: catalog_keel.CatalogServiceClient | None = None,
         payments: payments_keel.PaymentServiceClient | None = None,
         *,
-        watch_interval: float = 0.5,
+        watch_interval: float | None = None,
         settings: config.Settings | None = None,
+        orders_settings: OrdersSettings | None = None,
     ) -> None:
         self.store = store if store is not None else MemoryStore()
         self._catalog = CatalogPeer(catalog)
@@ -169,6 +173,7 @@ class OrderService(orders_keel.OrderServiceBase):
             self._payments,
             watch_interval=watch_interval,
             settings=settings,
+            orders_settings=orders_settings,
         )
 
     @property
@@ -209,6 +214,10 @@ class OrderService(orders_keel.OrderServiceBase):
                 request.payment_method_token,
                 request.request_id,
             )
+        except InvalidOrderError as error:
+            raise keel.errors.InvalidArgument(
+                str(error), field_violations={error.field: str(error)}
+            ) from None
         except DependencyError as error:
             raise _failed(error) from None
         except ConflictError:
@@ -228,7 +237,9 @@ class OrderService(orders_keel.OrderServiceBase):
     ) -> orders_pb2.ListOrdersResponse:
         _for_customer(context, request.customer_id)
         orders, last = await self.orders.page(
-            request.customer_id, _after(request.page_token), request.page_size or DEFAULT_PAGE_SIZE
+            request.customer_id,
+            _after(request.page_token),
+            self.orders.page_size(request.page_size),
         )
         return orders_pb2.ListOrdersResponse(
             orders=[to_proto(o) for o in orders],
@@ -242,7 +253,9 @@ class OrderService(orders_keel.OrderServiceBase):
         if owner:  # someone else's order is NOT_FOUND, before anything changes
             await self._get(request.order_id, owner=owner)
         try:
-            order = await self.orders.cancel(request.order_id)
+            order = await self.orders.cancel(
+                request.order_id, request.reason or DEFAULT_CANCEL_REASON
+            )
         except NotFoundError:
             raise keel.errors.NotFound(f"order {request.order_id} does not exist") from None
         except ShippedError:

@@ -1,8 +1,8 @@
 """Payments' rules: a simulated card processor, independent of gRPC and of how the data is
-stored (a Store: see payments.store). Authorization is idempotent per order id; capture, void
-and refund are idempotent per payment. Voiding takes back an authorization that was never
-captured; taking back a captured payment is a refund. `settle_order` undoes whatever an order's
-payment got to, by the order's id (a saga's compensation that may not know the payment)."""
+stored (a Store: see payments.store and payments.memory). Authorization is idempotent per order
+id; capture, void and refund are idempotent per payment. Voiding takes back an authorization
+that was never captured; taking back a captured payment is a refund. Each can name the order
+instead of the payment (a saga's compensation that may not know the payment id)."""
 
 from __future__ import annotations
 
@@ -14,10 +14,7 @@ from typing import Protocol
 
 from keel.data import new_id
 
-DECLINED_TOKEN = "tok_decline"
-"""A card token the (simulated) card network declines."""
-UNAVAILABLE_TOKEN = "tok_unavailable"
-"""A card token for which the (simulated) card network does not answer."""
+from payments.settings import PaymentsSettings
 
 
 class State(StrEnum):
@@ -25,6 +22,11 @@ class State(StrEnum):
     CAPTURED = "CAPTURED"
     VOIDED = "VOIDED"
     DECLINED = "DECLINED"
+    REFUNDED = "REFUNDED"
+
+
+HOLDS_NOTHING = frozenset({State.VOIDED, State.DECLINED, State.REFUNDED})
+"""States in which a payment neither holds nor has taken the customer's money."""
 
 
 @dataclass(frozen=True)
@@ -45,9 +47,24 @@ class NotFoundError(Exception):
 class BadStateError(Exception):
     """The payment is in a state the change does not start from."""
 
-    def __init__(self, payment: Payment) -> None:
-        super().__init__(f"payment {payment.payment_id} is {payment.state}")
+    def __init__(self, payment: Payment, change: str = "") -> None:
+        what = f": it cannot be {change}" if change else ""
+        super().__init__(f"payment {payment.payment_id} is {payment.state}{what}")
         self.payment = payment
+
+
+class CapturedError(BadStateError):
+    """A void of a CAPTURED payment: taking it back is a refund."""
+
+    def __init__(self, payment: Payment) -> None:
+        super().__init__(payment, "voided, refund it")
+
+
+class NotCapturedError(BadStateError):
+    """A refund of a payment that was never captured (an AUTHORIZED one is voided)."""
+
+    def __init__(self, payment: Payment) -> None:
+        super().__init__(payment, "refunded, it was not captured")
 
 
 class NetworkUnavailableError(Exception):
@@ -86,10 +103,12 @@ class Store(Protocol):
 
 
 class Payments:
-    """Authorize, capture and void payments."""
+    """Authorize, capture, void and refund payments, as `settings` say (currencies accepted,
+    the largest amount, the simulated card network's answers)."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, settings: PaymentsSettings | None = None) -> None:
         self.store = store
+        self.settings = settings or PaymentsSettings()
 
     async def get(self, payment_id: str) -> Payment:
         async with self.store.transaction(readonly=True) as tx:
@@ -97,6 +116,16 @@ class Payments:
         if payment is None:
             raise NotFoundError(payment_id)
         return payment
+
+    def _decline_reason(self, amount_cents: int, currency: str, token: str) -> str:
+        """Why the (simulated) card network declines this authorization ("": it does not)."""
+        if token.startswith(self.settings.decline_prefix):
+            return "card declined"
+        if currency not in self.settings.currencies:
+            return f"currency {currency} not accepted"
+        if amount_cents > self.settings.max_amount_cents:
+            return f"amount over the limit of {self.settings.max_amount_cents} cents"
+        return ""
 
     async def authorize(
         self, order_id: str, amount_cents: int, currency: str, token: str
@@ -107,16 +136,16 @@ class Payments:
             existing = await tx.of_order(order_id)
         if existing is not None:
             return existing
-        if token == UNAVAILABLE_TOKEN:
+        if token.startswith(self.settings.unavailable_prefix):
             raise NetworkUnavailableError("the card network is not answering")
-        declined = token == DECLINED_TOKEN
+        declined = self._decline_reason(amount_cents, currency, token)
         payment = Payment(
             new_id("pay"),
             order_id,
             amount_cents,
             currency,
             State.DECLINED if declined else State.AUTHORIZED,
-            "card declined" if declined else "",
+            declined,
         )
         try:
             async with self.store.transaction() as tx:
@@ -133,29 +162,25 @@ class Payments:
         return payment
 
     async def capture(self, payment_id: str) -> Payment:
-        return await self._move(payment_id, {State.AUTHORIZED}, State.CAPTURED)
+        """Take an AUTHORIZED payment (CAPTURED; again: unchanged)."""
+        async with self.store.transaction() as tx:
+            return await self._move(tx, await tx.lock(payment_id), payment_id, "capture")
 
     async def void(self, payment_id: str) -> Payment:
-        """Take back an authorization that was not captured (VOIDED)."""
-        return await self._move(payment_id, {State.AUTHORIZED}, State.VOIDED)
+        """Release an AUTHORIZED payment (VOIDED); one that holds nothing (VOIDED, DECLINED,
+        REFUNDED) stays. CapturedError for a CAPTURED one (it is refunded instead)."""
+        async with self.store.transaction() as tx:
+            return await self._move(tx, await tx.lock(payment_id), payment_id, "void")
 
     async def refund(self, payment_id: str) -> Payment:
-        """Give a captured payment back (VOIDED: the proto has no REFUNDED state yet)."""
-        return await self._move(payment_id, {State.CAPTURED}, State.VOIDED)
+        """Give a CAPTURED payment back (REFUNDED; again: unchanged). NotCapturedError for one
+        that was never captured."""
+        async with self.store.transaction() as tx:
+            return await self._move(tx, await tx.lock(payment_id), payment_id, "refund")
 
-    async def void_or_refund(self, payment_id: str) -> Payment:
-        """Void an authorized payment or refund a captured one (a declined one stays)."""
-        payment = await self.get(payment_id)
-        if payment.state == State.CAPTURED:
-            return await self.refund(payment_id)
-        if payment.state == State.DECLINED:
-            return payment
-        return await self.void(payment_id)
-
-    async def settle_order(self, order_id: str) -> Payment:
-        """Undo the order's payment: void it or refund it, whichever applies (a declined one
-        stays). An order without a payment gets a VOIDED one of 0: an authorization for it
-        that arrives later (a late copy) finds it and authorizes nothing."""
+    async def void_order(self, order_id: str) -> Payment:
+        """`void` for the order's payment. An order without one gets a VOIDED payment of 0: an
+        authorization for it that arrives later (a late copy) finds it and authorizes nothing."""
         async with self.store.transaction() as tx:
             payment = await tx.of_order(order_id)
             if payment is None:
@@ -164,17 +189,38 @@ class Payments:
                 )
                 await tx.add(payment)
                 return payment
-        return await self.void_or_refund(payment.payment_id)
+            return await self._move(tx, await tx.lock(payment.payment_id), order_id, "void")
 
-    async def _move(self, payment_id: str, allowed: set[State], to: State) -> Payment:
+    async def refund_order(self, order_id: str) -> Payment:
+        """`refund` for the order's payment; NotFoundError when the order has none."""
         async with self.store.transaction() as tx:
-            payment = await tx.lock(payment_id)
+            payment = await tx.of_order(order_id)
             if payment is None:
-                raise NotFoundError(payment_id)
-            if payment.state == to:
-                return payment
-            if payment.state not in allowed:
-                raise BadStateError(payment)
-            payment = replace(payment, state=to, updated=datetime.now(UTC))
-            await tx.put(payment)
+                raise NotFoundError(f"order {order_id}")
+            return await self._move(tx, await tx.lock(payment.payment_id), order_id, "refund")
+
+    @staticmethod
+    async def _move(tx: Transaction, payment: Payment | None, name: str, change: str) -> Payment:
+        """Apply `change` (capture, void, refund) to the locked `payment` within `tx`."""
+        if payment is None:
+            raise NotFoundError(name)
+        to, allowed = _CHANGES[change]
+        if payment.state == to or (change == "void" and payment.state in HOLDS_NOTHING):
+            return payment
+        if payment.state not in allowed:
+            if change == "void" and payment.state == State.CAPTURED:
+                raise CapturedError(payment)
+            if change == "refund":
+                raise NotCapturedError(payment)
+            raise BadStateError(payment, f"{change}d")
+        payment = replace(payment, state=to, updated=datetime.now(UTC))
+        await tx.put(payment)
         return payment
+
+
+_CHANGES = {
+    "capture": (State.CAPTURED, {State.AUTHORIZED}),
+    "void": (State.VOIDED, {State.AUTHORIZED}),
+    "refund": (State.REFUNDED, {State.CAPTURED}),
+}
+"""Each change: the state it leads to, and the states it starts from."""

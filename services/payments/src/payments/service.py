@@ -1,20 +1,17 @@
 """acme.payments.v1.PaymentService over the payments domain: proto in, proto out.
 
-A simulated card processor: authorization is idempotent per order id (kept in the service's
-database, so across restarts and workers); capture and void are idempotent per payment.
+A simulated card processor (payments.settings says what it accepts). Every mutation takes an
+`idempotency-key` (keel.idempotency): a call carrying one (an order saga's step) has its effect
+once, stored with the key in the same transaction; a repeat gets the first answer back.
 
-AuthorizePayment, CapturePayment and VoidPayment are keyed (keel.idempotency): a call carrying
-an `idempotency-key` (an order saga's step) has its effect once, stored with the key in the
-same transaction; a repeat gets the first answer (or first final error) back.
-
-VoidPayment takes back what the payment got to: an AUTHORIZED payment is voided, a CAPTURED
-one refunded (both end VOIDED: the proto has no RefundPayment or REFUNDED yet). Its
-`payment_id` may name the order instead, as `order:<order id>` (a compensation that may not
-know the payment id): the order's payment is voided or refunded, and an order without one
-gets a VOIDED payment of 0, so that a late authorization for it authorizes nothing.
+VoidPayment releases an authorization; a CAPTURED payment is FAILED_PRECONDITION (reason
+PAYMENT_CAPTURED) naming RefundPayment, which gives a captured payment back (REFUNDED). Both
+name the payment or the order (`order_id`: a compensation that may not know the payment id).
 """
 
 from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
 
 import keel
 import keel.idempotency
@@ -23,24 +20,33 @@ from google.protobuf import timestamp_pb2
 
 from payments.domain import (
     BadStateError,
+    CapturedError,
     ConflictError,
     NetworkUnavailableError,
+    NotCapturedError,
     NotFoundError,
     Payment,
     Payments,
     State,
 )
+from payments.settings import PaymentsSettings
 from payments.store import MemoryStore, SqlStore
 
-BY_ORDER = "order:"
-"""VoidPayment's payment_id prefix naming an order instead of a payment."""
-
+DOMAIN = "acme.payments"
 STATES = {
     State.AUTHORIZED: payments_pb2.PAYMENT_STATE_AUTHORIZED,
     State.CAPTURED: payments_pb2.PAYMENT_STATE_CAPTURED,
     State.VOIDED: payments_pb2.PAYMENT_STATE_VOIDED,
     State.DECLINED: payments_pb2.PAYMENT_STATE_DECLINED,
+    State.REFUNDED: payments_pb2.PAYMENT_STATE_REFUNDED,
 }
+
+Named = (
+    payments_pb2.CapturePaymentRequest
+    | payments_pb2.VoidPaymentRequest
+    | payments_pb2.RefundPaymentRequest
+)
+Change = Callable[[Payments, str], Awaitable[Payment]]
 
 
 def to_proto(payment: Payment) -> payments_pb2.Payment:
@@ -57,52 +63,62 @@ def to_proto(payment: Payment) -> payments_pb2.Payment:
     )
 
 
-class PaymentService(payments_keel.PaymentServiceBase):
-    """Payments over gRPC, on `store` (default: a throwaway database, for tests)."""
+def _bad_state(error: BadStateError) -> keel.errors.KeelError:
+    """FAILED_PRECONDITION with an ErrorInfo: the state, and the rpc to use instead if any."""
+    state = payments_pb2.PaymentState.Name(STATES[error.payment.state])
+    metadata = {"payment_id": error.payment.payment_id, "state": state}
+    reason = "BAD_PAYMENT_STATE"
+    if isinstance(error, CapturedError):
+        reason, metadata["use"] = "PAYMENT_CAPTURED", "RefundPayment"
+    elif isinstance(error, NotCapturedError):
+        reason = "PAYMENT_NOT_CAPTURED"
+        if error.payment.state == State.AUTHORIZED:
+            metadata["use"] = "VoidPayment"
+    return keel.errors.FailedPrecondition(
+        str(error), reason=reason, domain=DOMAIN, metadata=metadata
+    )
 
-    def __init__(self, store: SqlStore | None = None) -> None:
+
+class PaymentService(payments_keel.PaymentServiceBase):
+    """Payments over gRPC, on `store` (default: a throwaway database, for tests), with
+    `settings` (default: from the PAYMENTS_* environment)."""
+
+    def __init__(
+        self, store: SqlStore | None = None, settings: PaymentsSettings | None = None
+    ) -> None:
         self.store = store if store is not None else MemoryStore()
-        self.payments = Payments(self.store)
+        self.settings = settings or PaymentsSettings()
+        self.payments = Payments(self.store, self.settings)
 
     async def __keel_close__(self) -> None:
         close = getattr(self.store, "close", None)
         if close is not None:
             await close()
 
-    async def _move(
-        self,
-        request: payments_pb2.CapturePaymentRequest | payments_pb2.VoidPaymentRequest,
-        context: keel.Context,
-        *,
-        void: bool,
+    async def _change(
+        self, request: Named, context: keel.Context, by_payment: Change, by_order: Change
     ) -> payments_pb2.Payment:
-        payment_id = request.payment_id
+        """Apply a change to the payment the request names (by id, or by its order), keyed."""
+        order_id = getattr(request, "order_id", "")
+        name = f"order {order_id}'s payment" if order_id else f"payment {request.payment_id}"
         try:
             async with keel.idempotency.call(
                 self.store.db, context, request, payments_pb2.Payment
             ) as call:
                 if call.replay is not None:
                     return call.replay
-                payments = Payments(self.store.joined(call.session))
-                if void and payment_id.startswith(BY_ORDER):
-                    payment = await payments.settle_order(payment_id.removeprefix(BY_ORDER))
-                elif void:
-                    payment = await payments.void_or_refund(payment_id)
+                payments = Payments(self.store.joined(call.session), self.settings)
+                if order_id:
+                    payment = await by_order(payments, order_id)
                 else:
-                    payment = await payments.capture(payment_id)
+                    payment = await by_payment(payments, request.payment_id)
                 return call.respond(to_proto(payment))
         except NotFoundError:
-            raise keel.errors.NotFound(f"payment {payment_id} does not exist") from None
+            raise keel.errors.NotFound(f"{name} does not exist") from None
         except BadStateError as error:
-            raise keel.errors.FailedPrecondition(
-                str(error),
-                reason="BAD_PAYMENT_STATE",
-                metadata={"state": payments_pb2.PaymentState.Name(STATES[error.payment.state])},
-            ) from None
+            raise _bad_state(error) from None
         except ConflictError:
-            raise keel.errors.Aborted(
-                f"payment {payment_id} changed meanwhile: try again"
-            ) from None
+            raise keel.errors.Aborted(f"{name} changed meanwhile: try again") from None
 
     async def authorize_payment(
         self, request: payments_pb2.AuthorizePaymentRequest, context: keel.Context
@@ -113,7 +129,8 @@ class PaymentService(payments_keel.PaymentServiceBase):
             ) as call:
                 if call.replay is not None:
                     return call.replay
-                payment = await Payments(self.store.joined(call.session)).authorize(
+                payments = Payments(self.store.joined(call.session), self.settings)
+                payment = await payments.authorize(
                     request.order_id,
                     request.amount_cents,
                     request.currency,
@@ -123,7 +140,9 @@ class PaymentService(payments_keel.PaymentServiceBase):
                     payments_pb2.AuthorizePaymentResponse(payment=to_proto(payment))
                 )
         except NetworkUnavailableError as error:
-            raise keel.errors.Unavailable(str(error), retry_after=1.0) from None
+            raise keel.errors.Unavailable(
+                str(error), retry_after=self.settings.retry_after
+            ) from None
         except ConflictError:
             raise keel.errors.Aborted(
                 f"order {request.order_id} is being authorized by another call: try again"
@@ -132,14 +151,20 @@ class PaymentService(payments_keel.PaymentServiceBase):
     async def capture_payment(
         self, request: payments_pb2.CapturePaymentRequest, context: keel.Context
     ) -> payments_pb2.CapturePaymentResponse:
-        payment = await self._move(request, context, void=False)
+        payment = await self._change(request, context, Payments.capture, Payments.capture)
         return payments_pb2.CapturePaymentResponse(payment=payment)
 
     async def void_payment(
         self, request: payments_pb2.VoidPaymentRequest, context: keel.Context
     ) -> payments_pb2.VoidPaymentResponse:
-        payment = await self._move(request, context, void=True)
+        payment = await self._change(request, context, Payments.void, Payments.void_order)
         return payments_pb2.VoidPaymentResponse(payment=payment)
+
+    async def refund_payment(
+        self, request: payments_pb2.RefundPaymentRequest, context: keel.Context
+    ) -> payments_pb2.RefundPaymentResponse:
+        payment = await self._change(request, context, Payments.refund, Payments.refund_order)
+        return payments_pb2.RefundPaymentResponse(payment=payment)
 
     async def get_payment(
         self, request: payments_pb2.GetPaymentRequest, context: keel.Context
