@@ -60,7 +60,7 @@ class Recovery:
             await saga.close()
 
     async def _loop(self) -> None:
-        period = min(s.settings.saga_lease for s in self.sagas)
+        period = min((s.settings.saga_lease for s in self.sagas), default=30.0)
         while True:
             try:
                 await self._pass()

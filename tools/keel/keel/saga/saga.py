@@ -131,8 +131,12 @@ class Saga(Generic[Data]):
         loop = asyncio.get_running_loop()
         task = loop.create_task(work, name=f"keel-saga-{saga_id}", context=propagation.detached())
         self._driving[saga_id] = task
-        task.add_done_callback(lambda _: self._driving.pop(saga_id, None))
+        task.add_done_callback(lambda done: self._forget(saga_id, done))
         return True
+
+    def _forget(self, saga_id: str, task: asyncio.Task[None]) -> None:
+        if self._driving.get(saga_id) is task:
+            del self._driving[saga_id]
 
     async def _keep_driving(
         self,
