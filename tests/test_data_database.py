@@ -4,6 +4,7 @@ worker processes, on SQLite and on a real PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 import multiprocessing
 from pathlib import Path
 
@@ -66,15 +67,19 @@ async def test_a_transaction_commits_at_the_end_and_rolls_back_on_error(
         await db.dispose()
 
 
-async def test_sqlite_runs_in_wal_mode_with_foreign_keys_on(tmp_path: Path) -> None:
-    db = Database(f"sqlite+aiosqlite:///{tmp_path}/x.sqlite3")
+@pytest.mark.parametrize("inline", ["all", "off"])
+async def test_sqlite_runs_in_wal_mode_with_foreign_keys_on(tmp_path: Path, inline: str) -> None:
+    """Calls inline: no busy timeout in SQLite (busy waits are asynchronous, see
+    test_data_inline), no automatic checkpoint; on aiosqlite's thread: SQLite's busy handler."""
+    db = Database(f"sqlite+aiosqlite:///{tmp_path}/x.sqlite3?keel_inline={inline}")
     try:
         async with db.transaction() as session:
             mode = await session.scalar(text("PRAGMA journal_mode"))
             keys = await session.scalar(text("PRAGMA foreign_keys"))
             busy = await session.scalar(text("PRAGMA busy_timeout"))
+            checkpoints = await session.scalar(text("PRAGMA wal_autocheckpoint"))
         assert (mode, keys) == ("wal", 1)
-        assert busy == 30_000
+        assert (busy, checkpoints) == ((0, 0) if inline == "all" else (30_000, 1000))
     finally:
         await db.dispose()
 
@@ -223,8 +228,10 @@ async def test_a_sqlite_connection_returned_in_a_transaction_is_rolled_back(
             raw = await connection.get_raw_connection()
             driver = raw.driver_connection
             assert driver is not None
-            await driver.execute("BEGIN IMMEDIATE")
-            await driver.execute("INSERT INTO counters (name, value) VALUES ('left', 1)")
+            for sql in ("BEGIN IMMEDIATE", "INSERT INTO counters (name, value) VALUES ('left', 1)"):
+                done = driver.execute(sql)  # sqlite3 (calls inline) or aiosqlite
+                if inspect.isawaitable(done):
+                    await done
             assert driver.in_transaction
         for _ in range(3):  # whichever pooled connection comes
             async with db.transaction() as session:

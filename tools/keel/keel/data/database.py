@@ -14,6 +14,11 @@ having read before another wrote. Within one process, the write transactions of 
 queue on an asyncio lock before they begin, so they never wait in SQLite's busy handler (which
 sleeps and polls); the busy timeout then only covers other processes' writers.
 
+SQLite's calls run inline on the event loop's thread (keel.data.inline: no thread hop per call;
+a busy write lock is waited for asynchronously, checkpoints run on a worker thread). The URL
+parameter `keel_inline` chooses: `all` (the default), `writes` (read-only transactions make
+their calls on a worker thread: for large reads) or `off` (aiosqlite's thread for every call).
+
 The engine is made on first use in each process, so a Database made before `keel.serve` forks
 its workers gives each worker its own connections.
 """
@@ -33,17 +38,26 @@ from typing import Any
 from sqlalchemy import MetaData, String, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.orm import Session
 from sqlalchemy.types import TypeEngine
+from sqlalchemy.util.concurrency import greenlet_spawn
 
+from keel.data import inline
 from keel.runtime import config
 
 BUSY_TIMEOUT_SECONDS = 30.0
 """How long a SQLite writer waits for another process's write transaction to end."""
+CHECKPOINT_EVERY = 500
+"""Write transactions of a Database between its WAL checkpoints (SQLite, calls inline)."""
+INLINE = "keel_inline"
+"""The URL parameter that says which SQLite calls run inline: all, writes or off."""
+_INLINE_MODES = ("all", "writes", "off")
 
 
 class DataError(Exception):
@@ -71,12 +85,15 @@ def state_dir(name: str, settings: config.Settings | None = None) -> Path:
     return folder
 
 
-def _sqlite_events(engine: AsyncEngine) -> None:
+def _sqlite_events(engine: AsyncEngine, inline_calls: bool) -> None:
     @event.listens_for(engine.sync_engine, "connect")
     def _connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None  # Keel emits BEGIN itself (below)
         cursor = dbapi_connection.cursor()
-        cursor.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_SECONDS * 1000)}")
+        if inline_calls:  # keel.data.inline: busy waits are asynchronous, checkpoints threaded
+            cursor.execute("PRAGMA wal_autocheckpoint = 0")
+        else:
+            cursor.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_SECONDS * 1000)}")
         cursor.execute("PRAGMA journal_mode = WAL")
         cursor.execute("PRAGMA synchronous = NORMAL")  # WAL: a crash loses nothing committed
         cursor.execute("PRAGMA foreign_keys = ON")
@@ -86,15 +103,26 @@ def _sqlite_events(engine: AsyncEngine) -> None:
     def _begin(connection: Any) -> None:
         reading = connection.get_execution_options().get("keel_readonly", False)
         sql = "BEGIN" if reading else "BEGIN IMMEDIATE"
-        # one call on aiosqlite's thread (exec_driver_sql would make three: cursor, execute, close)
-        connection.connection.dbapi_connection.run_async(lambda driver: driver.execute(sql))
+        dbapi_connection = connection.connection.dbapi_connection
+        if inline_calls:  # emitted by InlineDialect.do_begin (busy: waits asynchronously)
+            dbapi_connection.begin = sql
+        else:  # one call on aiosqlite's thread (exec_driver_sql would make three)
+            dbapi_connection.run_async(lambda driver: driver.execute(sql))
 
     @event.listens_for(engine.sync_engine.pool, "reset")
     def _reset(dbapi_connection: Any, _record: Any, state: Any) -> None:
         # a returned connection is rolled back only if a transaction is open (the engine's
-        # rollback-on-return would always cost a call on aiosqlite's thread)
-        if state.asyncio_safe and dbapi_connection.driver_connection.in_transaction:
+        # rollback-on-return would always cost a call)
+        driver = getattr(dbapi_connection, "driver_connection", dbapi_connection)
+        if state.asyncio_safe and driver.in_transaction:
             dbapi_connection.rollback()
+
+
+def _commit_and_close(session: Session) -> None:
+    try:
+        session.commit()
+    finally:
+        session.close()  # rolls back when the commit failed
 
 
 class Database:
@@ -111,7 +139,16 @@ class Database:
         self._folder = ""  # a temporary database's, removed by dispose
         self._engine: AsyncEngine | None = None
         self._sessions: async_sessionmaker[AsyncSession] | None = None
+        self._readers: async_sessionmaker[AsyncSession] | None = None
+        self._reading: AsyncEngine | None = None  # read-only transactions' own (keel_inline=writes)
+        self._held: AsyncConnection | None = None  # the write transactions' connection
         self._pid = 0
+        self.inline = self.url.query.get(INLINE, "all") if self.dialect == "sqlite" else "off"
+        """Which SQLite calls run inline on the event loop's thread: all, writes or off."""
+        if self.inline not in _INLINE_MODES:
+            raise DataError(f"{INLINE}={self.inline!r}: expected one of {', '.join(_INLINE_MODES)}")
+        self._writes = 0
+        self._checkpoint: asyncio.Task[None] | None = None
 
     @classmethod
     def for_service(cls, name: str, settings: config.Settings | None = None) -> Database:
@@ -142,24 +179,37 @@ class Database:
         """This process's engine (made on first use, again after a fork)."""
         if self._engine is None or self._pid != os.getpid():
             self._engine = self._create_engine()
+            self._held = None  # (a forked worker's copy is its parent's: left alone)
             self._sessions = async_sessionmaker(self._engine, expire_on_commit=False)
+            self._reading = None
+            if self.inline == "writes":
+                self._reading = self._create_engine(inline_calls=False)
+            readonly = (self._reading or self._engine).execution_options(
+                keel_readonly=True, postgresql_readonly=True
+            )
+            self._readers = async_sessionmaker(readonly, expire_on_commit=False)
             self._pid = os.getpid()
         return self._engine
 
-    def _create_engine(self) -> AsyncEngine:
-        if self.dialect == "sqlite":
-            database = self.url.database or ""
-            if database in ("", ":memory:") or "mode=memory" in str(self.url):
-                raise DataError("use Database.temporary() for a throwaway SQLite database")
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
-            engine = create_async_engine(
-                self.url,
-                connect_args={"timeout": BUSY_TIMEOUT_SECONDS},
-                pool_reset_on_return=None,  # _sqlite_events rolls back what is left open
-            )
-            _sqlite_events(engine)
-            return engine
-        return create_async_engine(self.url, pool_pre_ping=True)
+    def _create_engine(self, *, inline_calls: bool | None = None) -> AsyncEngine:
+        if self.dialect != "sqlite":
+            return create_async_engine(self.url, pool_pre_ping=True)
+        database = self.url.database or ""
+        if database in ("", ":memory:") or "mode=memory" in str(self.url):
+            raise DataError("use Database.temporary() for a throwaway SQLite database")
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+        if inline_calls is None:
+            inline_calls = self.inline != "off"
+        url = self.url.difference_update_query([INLINE])
+        if inline_calls:
+            url = url.set(drivername=f"sqlite+{inline.DRIVER}")
+            options: dict[str, Any] = {"busy_timeout": BUSY_TIMEOUT_SECONDS}
+        else:
+            options = {"connect_args": {"timeout": BUSY_TIMEOUT_SECONDS}}
+        # _sqlite_events rolls back what is left open
+        engine = create_async_engine(url, pool_reset_on_return=None, **options)
+        _sqlite_events(engine, inline_calls)
+        return engine
 
     @asynccontextmanager
     async def transaction(self, *, readonly: bool = False) -> AsyncIterator[AsyncSession]:
@@ -177,12 +227,8 @@ class Database:
                     async with engine.begin() as connection:
                         await connection.run_sync(self._tables.create_all)
                     self._tables = None
-        assert self._sessions is not None
         if readonly or self.dialect != "sqlite":
-            async with self._sessions() as session, session.begin():
-                if readonly:
-                    options = {"keel_readonly": True, "postgresql_readonly": True}
-                    await session.connection(execution_options=options)
+            async with self._session(readonly) as session:
                 yield session
             return
         task = asyncio.current_task()
@@ -191,10 +237,50 @@ class Database:
         async with self._write_lock():
             self._writer = task
             try:
-                async with self._sessions() as session, session.begin():
+                async with self._session(False, await self._write_connection()) as session:
                     yield session
             finally:
                 self._writer = None
+        if self.inline != "off":
+            self._wrote()
+
+    async def _write_connection(self) -> AsyncConnection | None:
+        """The connection the write transactions share when SQLite's calls run inline (they
+        take turns anyway; a pool checkout and return would cost more than the transaction)."""
+        if self.inline == "off":
+            return None
+        held = self._held
+        if held is None or held.closed or held.invalidated:
+            held = await self.engine.connect()
+            # out of the pool: closed by dispose, or by the garbage collector with no warning
+            (await held.get_raw_connection()).detach()
+            self._held = held
+        return held
+
+    @asynccontextmanager
+    async def _session(
+        self, readonly: bool, bind: AsyncConnection | None = None
+    ) -> AsyncIterator[AsyncSession]:
+        """A session whose transaction begins with its first statement and ends with the block,
+        committed and closed in one step through SQLAlchemy's greenlet bridge (AsyncSession's
+        own context managers take three steps, and a task to shield the close)."""
+        maker = self._readers if readonly else self._sessions
+        assert maker is not None
+        session = maker() if bind is None else maker(bind=bind)
+        try:
+            yield session
+        except BaseException:
+            await asyncio.shield(session.close())  # rolls back
+            raise
+        await greenlet_spawn(_commit_and_close, session.sync_session)
+
+    def _wrote(self) -> None:
+        """Count a write transaction; every CHECKPOINT_EVERY, checkpoint on a worker thread."""
+        self._writes += 1
+        if self._writes % CHECKPOINT_EVERY or (self._checkpoint and not self._checkpoint.done()):
+            return
+        path = self.url.database or ""
+        self._checkpoint = asyncio.create_task(asyncio.to_thread(inline.checkpoint, path))
 
     def _write_lock(self) -> asyncio.Lock:
         """This event loop's lock for SQLite write transactions (one writer at a time)."""
@@ -206,10 +292,18 @@ class Database:
     async def dispose(self) -> None:
         """Close this process's connections (a later use opens new ones); a temporary
         database is removed."""
+        checkpoint, self._checkpoint = self._checkpoint, None
+        if checkpoint is not None and checkpoint.get_loop() is asyncio.get_running_loop():
+            await checkpoint
         if self._engine is not None and self._pid == os.getpid():
+            if self._held is not None:
+                await self._held.close()
             await self._engine.dispose()
-        self._engine = None
-        self._sessions = None
+            if self._reading is not None:
+                await self._reading.dispose()
+        self._engine = self._reading = None
+        self._held = None
+        self._sessions = self._readers = None
         if self._folder:
             shutil.rmtree(self._folder, ignore_errors=True)
             self._folder = ""
