@@ -8,9 +8,9 @@ stock, open's marks the order REJECTED with the reason of the first failure (not
 first compensation runs, so a compensation failing later does not replace it). Each call to a
 peer carries the step's idempotency key, so a saga resumed after a crash never repeats an
 effect; compensations name what they undo by the order's id, so they work when the action's
-outcome was never recorded (a refund of a payment never captured, or a void of an order never
-authorized, is then a no-op; a capture that landed after its refund was tried is refunded by
-the void).
+outcome was never recorded (a refund of a payment never captured does nothing; a void of an
+order never authorized leaves a VOIDED payment of 0 that a late authorization finds; a capture
+that landed after its refund was tried is refunded by the void).
 
 Cancelling: cancel (CANCELLED, OrderCancelled if it was CONFIRMED; refused once SHIPPED) →
 refund (a captured payment) → release (the stock) → void (an authorization, as when the order
@@ -21,28 +21,21 @@ the order back.
 The saga id of placing is the order id; of cancelling, `<order id>/cancel`
 (`keel saga show orders ID`).
 
-Test hook (off by default, for tests only): ORDERS_TEST_PAUSE_AT=`CUSTOMER=BOUNDARY,...`
-stops the first saga of each named customer at its boundary for good (the test then SIGKILLs
-the process, and a restart without the hook resumes it), after logging "saga paused for a
-test". Boundaries: `before:STEP` (just before the step's call), `after:STEP` (just after it
-returned or failed, before the saga records it), `before:undo:STEP`, `after:undo:STEP`.
+The test hook that stops a saga at a step boundary (ORDERS_TEST_PAUSE_AT) is in orders.calls.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
-from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import keel.saga
 from keel import errors
 from keel.data import Database
 from keel.runtime import config, logs, propagation
-from keel.runtime.channels import IDEMPOTENCY_KEY
-from keel.runtime.context import CORRELATION_HEADER
 
-from orders.model import CapturedError, DependencyError, Line, Order, Payment
+from orders.calls import StepCalls
+from orders.model import CapturedError, Line, Order, Payment
 
 if TYPE_CHECKING:
     from orders.domain import Catalog, Orders, Payments
@@ -50,8 +43,6 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 Data = dict[str, Any]
 log = logs.get_logger("orders.placing")
-PAUSE_AT = "ORDERS_TEST_PAUSE_AT"
-"""Test-only: `CUSTOMER=BOUNDARY,...` where sagas stop for good (see the docstring)."""
 
 
 class DeclinedError(Exception):
@@ -100,16 +91,10 @@ class Placing:
         self.db = db
         self.place = keel.saga.Saga("place-order", self._place, db, settings=settings)
         self.cancel = keel.saga.Saga("cancel-order", self._cancel, db, settings=settings)
-        self.failures: dict[str, DependencyError] = {}
+        self.calls = StepCalls()
+        self.failures = self.calls.failures
         """The last failed peer call of each saga this process drives (for its caller)."""
         self._tasks: set[asyncio.Task[Any]] = set()
-        hook = os.environ.get(PAUSE_AT, "")
-        self._pauses = dict(item.split("=", 1) for item in hook.split(",") if "=" in item)
-        self._customers: dict[str, str] = {}
-        self._correlation: dict[str, str] = {}
-        self._caller: dict[str, list[tuple[str, str]]] = {}
-        """Per saga this process started for a call: what that call passes on (the user's
-        forwarded token and identity, trace context) and its service as the caller."""
 
     def recovery(self) -> keel.saga.Recovery:
         """The background task resuming both sagas at start-up (`keel.serve(background=)`)."""
@@ -122,27 +107,19 @@ class Placing:
         caller who goes away, or whose deadline passes, does not stop it; one left unfinished
         is tried again after each KEEL_SAGA_BACKOFF delay); its state after the first try."""
         data = {**data, "correlation_id": propagation.correlation_id()}
-        current = propagation.inbound()
-        if current is not None:  # kept in memory only: never recorded, never resumed with
-            passed = [*propagation.passed_on(current), (propagation.CALLER, current.service)]
-            self._caller[saga_id] = passed
+        self.calls.began(saga_id)
         state = await saga.start(data, saga_id=saga_id, background=True)
         if state.finished or not saga.driving(saga_id):
-            self._forget(saga_id)
+            self.calls.forget(saga_id)
         else:  # forget the call's details once the background driving ends
             task = asyncio.get_running_loop().create_task(self._forget_after(saga, saga_id))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         return state
 
-    def _forget(self, saga_id: str) -> None:
-        self._customers.pop(saga_id, None)
-        self._correlation.pop(saga_id, None)
-        self._caller.pop(saga_id, None)
-
     async def _forget_after(self, saga: keel.saga.Saga[Data], saga_id: str) -> None:
         await saga.wait(saga_id)
-        self._forget(saga_id)
+        self.calls.forget(saga_id)
 
     async def close(self) -> None:
         """Stop the sagas this process drives (they resume at the next start)."""
@@ -152,54 +129,11 @@ class Placing:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    # -- the test hook and the calls to peers ---------------------------------------------
-
-    async def _boundary(self, step: keel.saga.Step, when: str) -> None:
-        if not self._pauses:
-            return
-        undo = "undo:" if step.key.endswith("/compensate") else ""
-        customer = self._customers.get(step.saga_id, "")
-        at = f"{when}:{undo}{step.name}"
-        if self._pauses.get(customer) == at:
-            del self._pauses[customer]
-            log.warning("saga paused for a test", customer=customer, at=at)
-            await asyncio.Event().wait()  # until the test kills the process
-
-    def _metadata(self, step: keel.saga.Step) -> list[tuple[str, str]]:
-        """The step's idempotency key and the correlation id of the call that began the saga;
-        for an action of a saga this process started for a call, what that call passes on
-        (the user's token: the peers see the user, as in the call). Compensations, and steps
-        resumed later, are the service's own work."""
-        metadata = [(IDEMPOTENCY_KEY, step.key)]
-        if correlation := self._correlation.get(step.saga_id):
-            metadata.append((CORRELATION_HEADER, correlation))
-        if not step.key.endswith("/compensate"):
-            metadata += self._caller.get(step.saga_id, ())
-        return metadata
-
-    async def _call(self, step: keel.saga.Step, call: Callable[[], Awaitable[T]]) -> T:
-        """A peer call at a step boundary; a failure becomes the peer's typed error, which
-        tells the saga to retry (transient) or to compensate (final)."""
-        await self._boundary(step, "before")
-        try:
-            result = await call()
-        except DependencyError as error:
-            await self._boundary(step, "after")
-            if not step.key.endswith("/compensate"):
-                self.failures[step.saga_id] = error
-            if isinstance(error.cause, errors.KeelError):
-                raise error.cause from None
-            kind = errors.Unavailable if error.uncertain else errors.FailedPrecondition
-            raise kind(str(error)) from None
-        await self._boundary(step, "after")
-        return result
-
     # -- placing ------------------------------------------------------------------------------
 
     async def _place(self, run: keel.saga.Run[Data]) -> None:
         data = run.data
-        self._customers[run.id] = data["customer_id"]
-        self._correlation[run.id] = data.get("correlation_id", "")
+        self.calls.driving(run.id, data["customer_id"], data.get("correlation_id", ""))
         order_id: str = data["order_id"]
         await run.step("open", lambda step: self._open(step, data), self._reject)
         priced = await run.step("reserve", lambda step: self._reserve(step, data), self._release)
@@ -218,11 +152,11 @@ class Placing:
         await run.step("confirm", lambda step: self._confirm(step, order_id))
 
     async def _open(self, step: keel.saga.Step, data: Data) -> None:
-        await self._boundary(step, "before")
+        await self.calls.boundary(step, "before")
         lines = tuple(Line(p, q) for p, q in data["lines"])
         order = Order(data["order_id"], data["customer_id"], lines)
         await self.orders.open(order, data.get("request_id", ""))
-        await self._boundary(step, "after")
+        await self.calls.boundary(step, "after")
 
     async def _keep_reason(self, step: keel.saga.Step) -> str:
         """Note on the order why its saga turns back (the saga's first failure), before a
@@ -234,36 +168,36 @@ class Placing:
         return reason
 
     async def _reject(self, step: keel.saga.Step, _: None) -> None:
-        await self._boundary(step, "before")
+        await self.calls.boundary(step, "before")
         reason = await self._keep_reason(step)
         await self.orders.reject(step.saga_id, reason or "the order could not be placed")
-        await self._boundary(step, "after")
+        await self.calls.boundary(step, "after")
 
     async def _reserve(self, step: keel.saga.Step, data: Data) -> Data:
         lines = [Line(p, q) for p, q in data["lines"]]
         order_id = data["order_id"]
-        total, currency = await self._call(
-            step, lambda: self.catalog.reserve(order_id, lines, metadata=self._metadata(step))
+        total, currency = await self.calls.call(
+            step, lambda: self.catalog.reserve(order_id, lines, metadata=self.calls.metadata(step))
         )
         await self.orders.priced(order_id, total, currency)
         return {"total_cents": total, "currency": currency}
 
     async def _release(self, step: keel.saga.Step, _: Data | None) -> None:
         await self._keep_reason(step)
-        await self._call(
-            step, lambda: self.catalog.release(step.saga_id, metadata=self._metadata(step))
+        await self.calls.call(
+            step, lambda: self.catalog.release(step.saga_id, metadata=self.calls.metadata(step))
         )
 
     async def _authorize(self, step: keel.saga.Step, data: Data, priced: Data) -> Data:
         order_id = data["order_id"]
-        payment = await self._call(
+        payment = await self.calls.call(
             step,
             lambda: self.payments.authorize(
                 order_id,
                 priced["total_cents"],
                 priced["currency"],
                 data["token"],
-                metadata=self._metadata(step),
+                metadata=self.calls.metadata(step),
             ),
         )
         await self.orders.paid(order_id, payment)
@@ -271,8 +205,8 @@ class Placing:
 
     async def _capture(self, step: keel.saga.Step, order_id: str, payment: Data) -> Data:
         payment_id = payment["payment_id"]
-        captured = await self._call(
-            step, lambda: self.payments.capture(payment_id, metadata=self._metadata(step))
+        captured = await self.calls.call(
+            step, lambda: self.payments.capture(payment_id, metadata=self.calls.metadata(step))
         )
         await self.orders.paid(order_id, captured)
         return payment_json(captured)
@@ -290,8 +224,8 @@ class Placing:
         (a capture that landed after its refund was tried) is refunded instead."""
         order_id = _order_of(step)
         try:
-            payment = await self._call(
-                step, lambda: self.payments.void(order_id, metadata=self._metadata(step))
+            payment = await self.calls.call(
+                step, lambda: self.payments.void(order_id, metadata=self.calls.metadata(step))
             )
         except CapturedError:
             await self._refund(step)
@@ -301,26 +235,25 @@ class Placing:
     async def _refund(self, step: keel.saga.Step) -> None:
         """Refund the order's captured payment (by the order's id; nothing captured: nothing)."""
         order_id = _order_of(step)
-        payment = await self._call(
-            step, lambda: self.payments.refund(order_id, metadata=self._metadata(step))
+        payment = await self.calls.call(
+            step, lambda: self.payments.refund(order_id, metadata=self.calls.metadata(step))
         )
         if payment is not None:
             await self.orders.paid(order_id, payment)
 
     async def _confirm(self, step: keel.saga.Step, order_id: str) -> None:
-        await self._boundary(step, "before")
+        await self.calls.boundary(step, "before")
         if not await self.orders.confirm(order_id):
             raise errors.FailedPrecondition(
                 f"order {order_id} is no longer pending", reason="ORDER_NOT_PENDING"
             )
-        await self._boundary(step, "after")
+        await self.calls.boundary(step, "after")
 
     # -- cancelling ---------------------------------------------------------------------------
 
     async def _cancel(self, run: keel.saga.Run[Data]) -> None:
         data = run.data
-        self._customers[run.id] = data.get("customer_id", "")
-        self._correlation[run.id] = data.get("correlation_id", "")
+        self.calls.driving(run.id, data.get("customer_id", ""), data.get("correlation_id", ""))
         order_id: str = data["order_id"]
         await run.step("cancel", lambda step: self._mark(step, data), pivot=True)
         await run.step("refund", self._refund)
@@ -328,13 +261,13 @@ class Placing:
         await run.step("void", self._void)
 
     async def _mark(self, step: keel.saga.Step, data: Data) -> None:
-        await self._boundary(step, "before")
+        await self.calls.boundary(step, "before")
         await self.orders.mark_cancelled(data["order_id"], data["reason"])
-        await self._boundary(step, "after")
+        await self.calls.boundary(step, "after")
 
     async def _release_order(self, step: keel.saga.Step, order_id: str) -> None:
-        await self._call(
-            step, lambda: self.catalog.release(order_id, metadata=self._metadata(step))
+        await self.calls.call(
+            step, lambda: self.catalog.release(order_id, metadata=self.calls.metadata(step))
         )
 
 
