@@ -71,13 +71,14 @@ run: gen ## generate, then run every service with readable logs until Ctrl-C
 	@echo
 	@$(BIN)/keel dev
 
-bench: $(INSTALLED) ## benchmarks: codegen, messages, server, gateway and events (prints ratios)
+bench: $(INSTALLED) ## benchmarks: codegen, messages, server, gateway, REST in the service and events (prints ratios)
 	$(BIN)/python bench/gen_bench.py
 	$(BIN)/python bench/message_bench.py
 	command -v h2load >/dev/null && command -v wrk >/dev/null || \
 	  (apt-get update -qq && apt-get install -y -qq nghttp2-client wrk)
 	$(BIN)/python bench/server_bench.py
 	$(BIN)/python bench/gateway_bench.py
+	$(BIN)/python bench/rest_bench.py
 	$(BIN)/python bench/events_bench.py
 
 clean: ## remove the virtualenv and caches

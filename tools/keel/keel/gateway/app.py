@@ -145,14 +145,12 @@ class Gateway:
                 return
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        headers = {
-            key: value
-            for key, value in (
-                (k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in scope["headers"]
-            )
+        headers = {}
+        for name, value in scope["headers"]:
+            key = name.decode("latin-1").lower()
             # Identity metadata comes from verified tokens only, never from the client.
-            if not key.startswith(_IDENTITY_PREFIX)
-        }
+            if not key.startswith(_IDENTITY_PREFIX):
+                headers[key] = value.decode("latin-1")
         request_id = headers.get("x-request-id") or propagation.new_id()
         headers["x-request-id"] = request_id
         exchange = Exchange(send)

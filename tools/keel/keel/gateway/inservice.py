@@ -20,7 +20,7 @@ from typing import Any
 from keel.gateway.app import Gateway, Middleware, wants_events
 from keel.gateway.endpoints import Endpoints
 from keel.gateway.exchange import Exchange, Receive, Scope
-from keel.gateway.local import Behaviour, LocalCall, peer_of
+from keel.gateway.local import Behaviour, LocalCall
 from keel.gateway.outbound import Metadata
 from keel.gateway.routes import Match, RouteTable, merge_openapi
 from keel.runtime.config import Settings
@@ -91,6 +91,9 @@ class ServiceRest(Gateway):
             middleware=middleware,
         )
         self.behaviours = dict(behaviours)
+        self._by_method = {id(r.method): self.behaviours[r.method.path] for r in routes.routes}
+        """Each routed method's behaviour, by the identity of its MethodSpec (no key to build
+        per request)."""
         self.endpoints = Endpoints(routes.openapi, not_serving, routes.asyncapi)
 
     async def _dispatch(
@@ -106,8 +109,8 @@ class ServiceRest(Gateway):
     ) -> None:
         """Call the method's behaviour in this process and answer as the gateway does."""
         method = found.route.method
-        peer = peer_of(scope.get("client"))
-        call = LocalCall(self.behaviours[method.path], found, request, timeout, metadata, peer=peer)
+        behaviour = self._by_method[id(method)]
+        call = LocalCall(behaviour, found, request, timeout, metadata, client=scope.get("client"))
         if method.kind.server_streaming:
             await call.server_stream(exchange, receive, sse=wants_events(scope))
         else:

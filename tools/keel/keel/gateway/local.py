@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from typing import Any, NoReturn
 
 import grpc
@@ -49,34 +49,39 @@ class HttpCallContext:
     """
 
     __slots__ = (
+        "_client",
         "_code",
         "_deadline",
         "_details",
         "_done",
         "_initial",
         "_metadata",
-        "_peer",
         "_trailing",
+        "expired",
     )
 
-    def __init__(self, metadata: tuple[tuple[str, Any], ...], timeout: float, peer: str) -> None:
+    def __init__(
+        self, metadata: Sequence[tuple[str, Any]], timeout: float, client: tuple[str, int] | None
+    ) -> None:
         self._metadata = metadata
         self._deadline = time.monotonic() + timeout
-        self._peer = peer
+        self._client = client
+        self.expired = False
+        """Whether the deadline passed (the call was cancelled for it)."""
         self._code: grpc.StatusCode | None = None
         self._details = ""
         self._trailing: tuple[tuple[str, Any], ...] = ()
         self._initial: tuple[tuple[str, Any], ...] = ()
         self._done: list[Callable[[Any], None]] | None = None
 
-    def invocation_metadata(self) -> tuple[tuple[str, Any], ...]:
+    def invocation_metadata(self) -> Sequence[tuple[str, Any]]:
         return self._metadata
 
     def time_remaining(self) -> float:
         return max(0.0, self._deadline - time.monotonic())
 
     def peer(self) -> str:
-        return self._peer
+        return peer_of(self._client)
 
     async def abort(
         self,
@@ -143,9 +148,10 @@ class HttpCallContext:
 
     def finish(self) -> None:
         """Run the done callbacks (the call has ended)."""
-        for callback in self._done or ():
-            callback(self)
-        self._done = None
+        if self._done is not None:
+            for callback in self._done:
+                callback(self)
+            self._done = None
 
     def cancelled(self) -> bool:
         return False
@@ -176,9 +182,15 @@ grpc.aio.ServicerContext.register(HttpCallContext)
 _DEADLINE = status.body(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded")
 
 
+def _expire(task: asyncio.Task[Any], context: HttpCallContext) -> None:
+    context.expired = True
+    task.cancel()
+
+
 class LocalCall:
     """The call a REST request becomes, made in this process: the method's behaviour, its
-    message, deadline, metadata and the client's address as the peer."""
+    message, deadline, metadata and the client's address (the peer). The deadline is enforced
+    as grpc enforces it: the method is cancelled when it passes (504 DEADLINE_EXCEEDED)."""
 
     __slots__ = ("behaviour", "context", "match", "request", "timeout")
 
@@ -188,28 +200,36 @@ class LocalCall:
         match: Match,
         request: Any,
         timeout: float,
-        metadata: Iterable[tuple[str, Any]],
+        metadata: Sequence[tuple[str, Any]],
         *,
-        peer: str,
+        client: tuple[str, int] | None,
     ) -> None:
         self.behaviour = behaviour
         self.match = match
         self.request = request
         self.timeout = timeout
-        self.context = HttpCallContext(tuple(metadata), timeout, peer)
+        self.context = HttpCallContext(metadata, timeout, client)
+
+    def _deadline(self) -> asyncio.TimerHandle:
+        task = asyncio.current_task()
+        assert task is not None  # (called from a request's task)
+        return asyncio.get_running_loop().call_later(self.timeout, _expire, task, self.context)
 
     async def unary(self, exchange: Exchange) -> None:
         context = self.context
+        deadline = self._deadline()
         try:
-            async with asyncio.timeout(self.timeout):
-                response = await self.behaviour(self.request, context)
+            response = await self.behaviour(self.request, context)
         except grpc.aio.AbortError:
             await exchange.reply(*context.failure())
             return
-        except TimeoutError:
+        except asyncio.CancelledError:
+            if not _expired(context):
+                raise
             await exchange.reply(504, _DEADLINE)
             return
         finally:
+            deadline.cancel()
             context.finish()
         if context.failed:  # set_code() and a return: grpc answers the status, not the message
             await exchange.reply(*context.failure())
@@ -228,16 +248,19 @@ class LocalCall:
     async def _relay(self, items: ItemStream) -> None:
         context = self.context
         responses: AsyncIterator[Any] = self.behaviour(self.request, context)
+        deadline = self._deadline()
         try:
-            async with asyncio.timeout(self.timeout):
-                await self._items(responses, items)
+            await self._items(responses, items)
         except grpc.aio.AbortError:
             await _fail(items, *context.failure())
             return
-        except TimeoutError:
+        except asyncio.CancelledError:
+            if not _expired(context):
+                raise
             await _fail(items, 504, _DEADLINE)
             return
         finally:
+            deadline.cancel()
             context.finish()
         if context.failed:
             await _fail(items, *context.failure())
@@ -256,6 +279,16 @@ class LocalCall:
                 with contextlib.suppress(BaseException):
                     await responses.athrow(asyncio.CancelledError())  # type: ignore[attr-defined]
             raise
+
+
+def _expired(context: HttpCallContext) -> bool:
+    """Whether a CancelledError is the deadline's (then the task's cancel is taken back)."""
+    if not context.expired:
+        return False
+    task = asyncio.current_task()
+    if task is not None:
+        task.uncancel()
+    return True
 
 
 async def _fail(items: ItemStream, code: int, payload: bytes) -> None:
