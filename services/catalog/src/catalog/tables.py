@@ -31,7 +31,7 @@ class ProductRow(Base):
     stock: Mapped[int] = mapped_column(Integer)
     labels: Mapped[dict[str, str]] = mapped_column(JSON)
     created: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    state: Mapped[str] = mapped_column(String(16), default="ACTIVE")
+    state: Mapped[str] = mapped_column(String(16), server_default="ACTIVE")
     """ACTIVE or ARCHIVED (catalog.domain.ProductState)."""
 
 
