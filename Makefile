@@ -34,9 +34,10 @@ lock: $(BIN)/uv ## re-resolve requirements.lock from the pins in the pyproject.t
 	$(BIN)/uv pip compile pyproject.toml --group dev --generate-hashes --no-header \
 	  --python-version 3.11 --universal --no-emit-package keel -o requirements.lock
 
-gen: $(INSTALLED) ## regenerate gen/ (and Keel's own option/validation modules) from the protos
+gen: $(INSTALLED) ## regenerate gen/ (and Keel's own option/validation modules) and docs/architecture.md from the protos
 	$(BIN)/keel gen --workspace tools/keel/keel/protos --out tools/keel --path keel/options --path buf/validate
 	$(BIN)/keel gen --workspace . --out gen
+	$(BIN)/keel graph --write docs/architecture.md
 
 lint: $(INSTALLED) ## buf lint + buf format check on proto/
 	$(BIN)/buf lint
@@ -56,6 +57,7 @@ check: $(INSTALLED) ## static checks: ruff, mypy --strict, gen drift
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
+	$(BIN)/keel graph --check docs/architecture.md
 	$(BIN)/mypy tools/keel/keel tools/keel/keel_genroot.py tools/keel/scripts gen tests/*.py tests/servers/*.py bench/*.py \
 	  services/*/src services/*/tests
 

@@ -100,14 +100,16 @@ def echo_frame(work: Path, text: str = "hello, keel") -> Path:
 
 
 async def echo_ready(port: int, timeout: float = 30) -> None:
-    """Wait until an echo server on `port` answers a real gRPC call correctly."""
-    from echo.v1 import echo_keel, echo_pb2  # noqa: PLC0415
+    """Wait until an echo server on `port` answers a real gRPC call correctly (a plain grpc.aio
+    channel: a Keel client's breaker would open on a server slow to start on a loaded machine)."""
+    from echo.v1 import echo_pb2, echo_pb2_grpc  # noqa: PLC0415
 
     deadline = time.monotonic() + timeout
     while True:
         try:
-            async with echo_keel.EchoServiceClient.connect(f"127.0.0.1:{port}") as client:
-                reply = await client.echo(echo_pb2.EchoRequest(text="check"), timeout=2)
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                stub = echo_pb2_grpc.EchoServiceStub(channel)
+                reply = await stub.Echo(echo_pb2.EchoRequest(text="check"), timeout=2)
                 assert reply.text == "check", "echo answered wrongly"
                 return
         except grpc.aio.AioRpcError:

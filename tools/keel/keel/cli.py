@@ -6,10 +6,15 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from keel.events import dlq as events_commands
 from keel.toolchain.errors import BuildError, GenerateError
 from keel.toolchain.workspace import WorkspaceError
+
+if TYPE_CHECKING:
+    from keel.system.contracts import Contracts
+    from keel.system.packages import Package
 
 
 def _gen(args: argparse.Namespace) -> int:
@@ -153,6 +158,91 @@ def _gateway(args: argparse.Namespace) -> int:
         return 2
 
 
+def _system(args: argparse.Namespace) -> tuple[Contracts, list[Package]]:
+    from keel.system import contracts, packages  # noqa: PLC0415
+
+    found = contracts.load(args.workspace)
+    return found, list(packages.discover(args.workspace, found, args.services))
+
+
+def _graph(args: argparse.Namespace) -> int:
+    from keel.system import graph  # noqa: PLC0415
+
+    try:
+        found, packages = _system(args)
+    except (WorkspaceError, BuildError, GenerateError) as error:
+        print(f"keel graph: {error}", file=sys.stderr)
+        return 1
+    section = graph.render(found, packages)
+    if args.check is not None:
+        current = args.check.read_text() if args.check.exists() else ""
+        if graph.updated(current, section) != current:
+            print(
+                f"keel graph: {args.check} is stale: run 'make gen' and commit it", file=sys.stderr
+            )
+            return 1
+        return 0
+    if args.write is not None:
+        changed = graph.write(args.write, section)
+        print(f"keel graph: {args.write} {'updated' if changed else 'unchanged'}")
+        return 0
+    print(section, end="")
+    return 0
+
+
+def _affected(args: argparse.Namespace) -> int:
+    import json  # noqa: PLC0415
+
+    from keel.system import affected  # noqa: PLC0415
+
+    try:
+        found, packages = _system(args)
+        paths = affected.changed_paths(args.workspace, args.since)
+    except (WorkspaceError, BuildError, GenerateError, affected.GitError) as error:
+        print(f"keel affected: {error}", file=sys.stderr)
+        return 1
+    touched = affected.affected(paths, found, packages)
+    folders = {p.name: p.folder.as_posix() for p in packages}
+    if args.json:
+        print(
+            json.dumps(
+                {name: {"folder": folders[name], "why": why} for name, why in touched.items()},
+                indent=2,
+            )
+        )
+    elif args.why:
+        for name, why in touched.items():
+            print(name)
+            for reason in why:
+                print(f"  {reason}")
+    else:
+        for name in touched:
+            print(folders[name] if args.paths else name)
+    return 0
+
+
+def _register_system(commands: Any) -> None:
+    """`keel graph` and `keel affected`."""
+    graph = commands.add_parser("graph", help="the system's map (Mermaid) from its contracts")
+    graph.add_argument("--workspace", type=Path, default=Path("."), help="folder with buf.yaml")
+    graph.add_argument("--services", default="services", help="services folder (relative)")
+    written = graph.add_mutually_exclusive_group()
+    written.add_argument("--write", type=Path, metavar="PAGE", help="update PAGE's generated part")
+    written.add_argument("--check", type=Path, metavar="PAGE", help="fail if PAGE is stale")
+    graph.set_defaults(run=_graph)
+    touched = commands.add_parser("affected", help="the services a change touches")
+    touched.add_argument(
+        "--since", required=True, metavar="REF", help="git revision (main, origin/main)"
+    )
+    touched.add_argument("--workspace", type=Path, default=Path("."), help="repository root")
+    touched.add_argument("--services", default="services", help="services folder (relative)")
+    shown_as = touched.add_mutually_exclusive_group()
+    shown_as.add_argument("--why", action="store_true", help="each service with its reasons")
+    shown_as.add_argument("--json", action="store_true", help="one JSON object")
+    shown_as.add_argument("--paths", action="store_true", help="service folders, not names")
+    touched.set_defaults(run=_affected)
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="keel", description=__doc__)
     commands = root.add_subparsers(dest="command", required=True)
@@ -222,6 +312,7 @@ def parser() -> argparse.ArgumentParser:
     shown.add_argument("saga_id", metavar="ID")
     shown.add_argument("--json", action="store_true", help="one JSON object")
     shown.set_defaults(run=_saga)
+    _register_system(commands)
     gateway = commands.add_parser("gateway", help="serve the REST gateway")
     gateway.add_argument("--gen", type=Path, default=Path("gen"), help="generated code")
     gateway.add_argument(
