@@ -48,6 +48,7 @@
 | KEEL_SAGA_LEASE | seconds a process holds a running saga before another may resume it | 30 |
 | KEEL_TARGET_<SERVICE> | address of one service (`ACME_ORDERS_V1_ORDERSERVICE`) | |
 
+"gateway:" settings apply to a service's own REST port (KEEL_REST_PORT) as well.
 An unknown `KEEL_` variable or an invalid value stops start-up with a message naming it.
 """
 
