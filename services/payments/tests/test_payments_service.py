@@ -13,6 +13,9 @@ from acme.payments.v1 import payments_keel, payments_pb2
 from payments.service import PaymentService
 
 Client = payments_keel.PaymentServiceClient
+LOADED = 10
+"""Deadline of the authorizations here (AuthorizePayment's own 3 s is short on a loaded
+machine)."""
 
 
 @pytest.fixture
@@ -37,9 +40,9 @@ def _error_info(error: grpc.aio.AioRpcError) -> Any:
 
 
 async def test_authorize_capture_refund_and_void(payments: Client) -> None:
-    authorized = (await payments.authorize_payment(_authorize("o_1"))).payment
+    authorized = (await payments.authorize_payment(_authorize("o_1"), timeout=LOADED)).payment
     assert authorized.state == payments_pb2.PAYMENT_STATE_AUTHORIZED
-    again = (await payments.authorize_payment(_authorize("o_1"))).payment
+    again = (await payments.authorize_payment(_authorize("o_1"), timeout=LOADED)).payment
     assert again.payment_id == authorized.payment_id  # one authorization per order
     by_id = payments_pb2.VoidPaymentRequest(payment_id=authorized.payment_id)
     with pytest.raises(grpc.aio.AioRpcError) as caught:  # not captured: nothing to refund
@@ -70,7 +73,7 @@ async def test_authorize_capture_refund_and_void(payments: Client) -> None:
         )
     assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert _error_info(caught.value).reason == "BAD_PAYMENT_STATE"
-    other = (await payments.authorize_payment(_authorize("o_2"))).payment
+    other = (await payments.authorize_payment(_authorize("o_2"), timeout=LOADED)).payment
     voided = await payments.void_payment(payments_pb2.VoidPaymentRequest(order_id="o_2"))
     assert (voided.payment.payment_id, voided.payment.state) == (
         other.payment_id,
@@ -95,11 +98,15 @@ async def test_void_and_refund_name_a_payment_or_an_order(payments: Client) -> N
 
 async def test_keyed_calls_take_effect_once(payments: Client) -> None:
     key = [("idempotency-key", "saga-1/authorize")]
-    first = (await payments.authorize_payment(_authorize("o_k"), metadata=key)).payment
-    again = (await payments.authorize_payment(_authorize("o_k"), metadata=key)).payment
+    first = (
+        await payments.authorize_payment(_authorize("o_k"), metadata=key, timeout=LOADED)
+    ).payment
+    again = (
+        await payments.authorize_payment(_authorize("o_k"), metadata=key, timeout=LOADED)
+    ).payment
     assert again == first
     with pytest.raises(grpc.aio.AioRpcError) as caught:  # the key, with another request
-        await payments.authorize_payment(_authorize("o_other"), metadata=key)
+        await payments.authorize_payment(_authorize("o_other"), metadata=key, timeout=LOADED)
     assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     undo = [("idempotency-key", "saga-1/authorize/compensate")]
     by_order = payments_pb2.VoidPaymentRequest(order_id="o_k")
@@ -114,12 +121,14 @@ async def test_keyed_calls_take_effect_once(payments: Client) -> None:
         await payments.void_payment(payments_pb2.VoidPaymentRequest(order_id="o_late"))
     ).payment
     assert (early.state, early.amount_cents) == (payments_pb2.PAYMENT_STATE_VOIDED, 0)
-    late = (await payments.authorize_payment(_authorize("o_late"))).payment
+    late = (await payments.authorize_payment(_authorize("o_late"), timeout=LOADED)).payment
     assert (late.payment_id, late.state) == (early.payment_id, payments_pb2.PAYMENT_STATE_VOIDED)
 
 
 async def test_declined_card(payments: Client) -> None:
-    payment = (await payments.authorize_payment(_authorize("o_2", "tok_decline"))).payment
+    payment = (
+        await payments.authorize_payment(_authorize("o_2", "tok_decline"), timeout=LOADED)
+    ).payment
     assert payment.state == payments_pb2.PAYMENT_STATE_DECLINED
     assert payment.decline_reason == "card declined"
 
