@@ -1,7 +1,7 @@
 """The catalog domain's errors as gRPC errors (keel.errors with ErrorInfo in domain
 `catalog.acme` and the fields they concern), for the service's handlers.
 
-    with refusals(lines=request.lines):
+    with refusals([line.product_id for line in request.lines]):
         await catalog.reserve(...)
 
 Raised inside a keyed call's block (keel.idempotency.call), a final one (NOT_FOUND,
@@ -28,25 +28,26 @@ from catalog.domain import (
 DOMAIN = "catalog.acme"
 
 
-def _where(product_ids: Sequence[str], lines: Sequence[str] | str, field: str) -> list[str]:
-    """The request fields naming these products: `lines[i].<field>`, or the one field."""
-    if isinstance(lines, str):
-        return [lines]
-    return [f"lines[{i}].{field}" for i, p in enumerate(lines) if p in product_ids]
+Where = Sequence[str] | str
+"""Where a request names its products: the product ids of its lines (a reservation's), or the
+one field naming its one product ("product_id", "product.product_id")."""
 
 
-def refusal(
-    error: Exception, lines: Sequence[str] | str = "product_id"
-) -> keel.errors.KeelError | None:
-    """`error` as a gRPC error, or None if it is not one of the domain's. `lines`: the product
-    ids of a reservation's lines, or the request's field naming its one product."""
+def _fields(product_ids: Sequence[str], where: Where) -> list[str]:
+    """The request fields naming these products: `lines[i].product_id`, or the one field."""
+    if isinstance(where, str):
+        return [where]
+    return [f"lines[{i}].product_id" for i, p in enumerate(where) if p in product_ids]
+
+
+def refusal(error: Exception, where: Where = "product_id") -> keel.errors.KeelError | None:
+    """`error` as a gRPC error naming the request's fields it concerns, or None if it is not
+    one of the domain's."""
     match error:
         case NotFoundError():
             return keel.errors.NotFound(
                 f"product {error.args[0]} does not exist",
-                field_violations=dict.fromkeys(
-                    _where([error.args[0]], lines, "product_id"), "no such product"
-                ),
+                field_violations=dict.fromkeys(_fields([error.args[0]], where), "no such product"),
                 reason="PRODUCT_NOT_FOUND",
                 domain=DOMAIN,
             )
@@ -54,14 +55,14 @@ def refusal(
             return keel.errors.FailedPrecondition(
                 f"product {', '.join(error.product_ids)} is archived (off sale)",
                 field_violations=dict.fromkeys(
-                    _where(error.product_ids, lines, "product_id"), "the product is archived"
+                    _fields(error.product_ids, where), "the product is archived"
                 ),
                 reason="PRODUCT_ARCHIVED",
                 domain=DOMAIN,
                 metadata={"product_ids": ",".join(error.product_ids)},
             )
         case CurrencyError():
-            return _currency(error, lines)
+            return _currency(error, where)
         case LimitError():
             fields = [f"lines[{i}].quantity" for i in error.lines] or ["quantity"]
             return keel.errors.InvalidArgument(
@@ -73,7 +74,7 @@ def refusal(
                 "not enough stock",
                 field_violations={
                     f"lines[{i}].quantity": f"{asked} asked, {available} in stock"
-                    for i, product_id in enumerate(() if isinstance(lines, str) else lines)
+                    for i, product_id in enumerate(() if isinstance(where, str) else where)
                     if product_id in error.shortages
                     for asked, available in [error.shortages[product_id]]
                 },
@@ -91,7 +92,7 @@ def refusal(
     return None
 
 
-def _currency(error: CurrencyError, lines: Sequence[str] | str) -> keel.errors.KeelError:
+def _currency(error: CurrencyError, where: Where) -> keel.errors.KeelError:
     if not error.product_ids:  # a price given in another currency
         return keel.errors.InvalidArgument(
             f"the shop sells in {error.currency}",
@@ -101,7 +102,7 @@ def _currency(error: CurrencyError, lines: Sequence[str] | str) -> keel.errors.K
         f"product {', '.join(error.product_ids)} is not priced in {error.currency}, "
         "the shop's currency",
         field_violations=dict.fromkeys(
-            _where(error.product_ids, lines, "product_id"), f"not priced in {error.currency}"
+            _fields(error.product_ids, where), f"not priced in {error.currency}"
         ),
         reason="CURRENCY_MISMATCH",
         domain=DOMAIN,
@@ -109,12 +110,12 @@ def _currency(error: CurrencyError, lines: Sequence[str] | str) -> keel.errors.K
 
 
 @contextmanager
-def refusals(lines: Sequence[str] | str = "product_id") -> Iterator[None]:
+def refusals(where: Where = "product_id") -> Iterator[None]:
     """Raise the domain's errors within the block as gRPC errors (see `refusal`)."""
     try:
         yield
     except Exception as error:
-        translated = refusal(error, lines)
+        translated = refusal(error, where)
         if translated is None:
             raise
         raise translated from None
