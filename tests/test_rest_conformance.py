@@ -10,9 +10,11 @@ from __future__ import annotations
 import asyncio
 import importlib
 import json
+import urllib.request
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import grpc
 import keel
@@ -68,3 +70,44 @@ async def test_a_failing_stream_is_counted_once_by_the_server(gateway: str) -> N
     assert json.loads(lines[-1])["error"]["code"] == grpc.StatusCode.ABORTED.value[0]
     counted = {code: _stream_calls(code) - before[code] for code in codes}
     assert {code: n for code, n in counted.items() if n} == {"ABORTED": 1}
+
+
+@asynccontextmanager
+async def _waiting_stream(generated: Path) -> AsyncIterator[tuple[str, asyncio.Event]]:
+    """A service whose Stream sends one message, then waits until it is cancelled."""
+    module = importlib.import_module("conformance.v1.http_keel")
+    cancelled = asyncio.Event()
+
+    class Waiting(module.HttpRuleServiceBase):  # type: ignore[misc,name-defined]
+        async def stream(self, request: Any, context: keel.Context) -> AsyncIterator[Any]:
+            yield request
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                cancelled.set()
+                raise
+
+    async with keel.Server([Waiting()], port=0, rest_port=0) as server:
+        yield f"http://127.0.0.1:{server.rest_port}", cancelled
+
+
+async def test_a_client_leaving_a_stream_cancels_the_method(generated: Path) -> None:
+    before = _stream_calls("CANCELLED")
+    async with _waiting_stream(generated) as (url, cancelled):
+
+        def first_event() -> str:
+            request = urllib.request.Request(
+                f"{url}/v1/stream/s1?count=1", headers={"accept": "text/event-stream"}
+            )
+            with _DIRECT.open(request, timeout=10) as response:  # closed after one line
+                assert response.headers["content-type"] == "text/event-stream"
+                return str(response.readline().decode())
+
+        line = await asyncio.to_thread(first_event)
+        assert line.startswith('data: {"result":')
+        await asyncio.wait_for(cancelled.wait(), 10)
+        deadline = asyncio.get_running_loop().time() + 10
+        while _stream_calls("CANCELLED") == before:  # counted as the method ends
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.01)
+    assert _stream_calls("CANCELLED") - before == 1
