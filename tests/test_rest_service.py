@@ -242,3 +242,28 @@ async def test_readiness_and_documents(rest: str) -> None:
     document = _body(await call(f"{rest}/openapi.json"))
     assert "/v1/products/{product_id}" in document["paths"]
     assert not [p for p in document["paths"] if p.startswith("/v1/orders")]  # its own only
+
+
+class Stamp:
+    """ASGI middleware: adds `x-<name>` to every HTTP answer, saying which stamps it saw."""
+
+    def __init__(self, app: Any, name: str = "outer") -> None:
+        self.app = app
+        self.name = name
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        async def stamped(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                seen = b",".join(k for k, _ in message["headers"] if k.startswith(b"x-")) or b"-"
+                message["headers"] = [*message["headers"], (f"x-{self.name}".encode(), seen)]
+            await send(message)
+
+        await self.app(scope, receive, stamped)
+
+
+async def test_rest_middleware_wraps_the_routes() -> None:
+    async with _served(rest_middleware=[Stamp, lambda app: Stamp(app, "inner")]) as url:
+        replies = [await call(f"{url}/v1/products/p_mug"), await call(f"{url}/v1/nothing")]
+    for reply in replies:
+        assert reply.headers["x-inner"] == "x-request-id"  # the innermost sees the app's answer
+        assert reply.headers["x-outer"] == "x-request-id,x-inner"  # the first is outermost

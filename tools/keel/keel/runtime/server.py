@@ -57,7 +57,7 @@ class Server:
     HTTP on the same event loop, each request calling the same implementation directly (no gRPC
     hop), with the gateway's transcoding, errors, auth policy, rate limits, CORS, OpenAPI and
     docs (keel.gateway.inservice); REST settings (KEEL_CORS_ORIGINS, KEEL_RATE_LIMIT, ...) come
-    from `keys`, else the process's settings.
+    from `keys`, else the process's settings; `rest_middleware` wraps them in ASGI middleware.
 
         async with keel.Server([Orders()], port=0, rest_port=0) as server:
             print(server.port, server.rest_port)
@@ -77,6 +77,7 @@ class Server:
         background: Sequence[Background] = (),
         keys: Settings | None = None,
         rest_port: int | None = None,
+        rest_middleware: Sequence[Any] = (),
     ) -> None:
         names = [type(s).__keel_service__.name for s in services]
         if len(set(names)) != len(names):
@@ -96,6 +97,8 @@ class Server:
         self.rest_reuse_port = False
         """Whether the REST port may be shared with other processes (workers)."""
         self._rest_port = rest_port
+        self.rest_middleware = tuple(rest_middleware)
+        """ASGI middleware around the REST routes, the first outermost (as the gateway's)."""
         self._rest: Any = None  # keel.gateway.listener.Listener, once serving
         self._serving = False
         self._started: list[Background] = []
@@ -180,7 +183,11 @@ class Server:
 
         settings = replace(self.settings, log_calls=self.observation.log_calls)
         app = ServiceRest(
-            service_routes(self.services), self.rest_behaviours(), not_serving, settings=settings
+            service_routes(self.services),
+            self.rest_behaviours(),
+            not_serving,
+            settings=settings,
+            middleware=self.rest_middleware,
         )
         host = self._address.rpartition(":")[0]
         listener = Listener(app, host, port, reuse_port=self.rest_reuse_port)
@@ -245,6 +252,7 @@ async def _serve(
     *,
     metrics_http: bool = True,
     background: Sequence[Background] = (),
+    rest_middleware: Sequence[Any] = (),
 ) -> None:
     server = Server(
         services,
@@ -257,6 +265,7 @@ async def _serve(
         background=background,
         keys=settings,
         rest_port=settings.rest_port,
+        rest_middleware=rest_middleware,
     )
     server.rest_reuse_port = settings.workers > 1
     if settings.otlp_endpoint:
@@ -299,12 +308,14 @@ def serve(
     workers: int | None = None,
     interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
     background: Sequence[Background] = (),
+    rest_middleware: Sequence[Any] = (),
 ) -> None:
     """Serve until SIGTERM or SIGINT, then drain in-flight calls and return (exit status 0).
 
     The port is `port`, else `KEEL_PORT`, else 50051; `workers` (else `KEEL_WORKERS`, else 1)
-    server processes share it (see keel.runtime.workers). `interceptors` and `background` as
-    for `Server` (each worker starts its own background tasks).
+    server processes share it (see keel.runtime.workers), and `KEEL_REST_PORT` too when set.
+    `interceptors`, `background` and `rest_middleware` as for `Server` (each worker starts its
+    own background tasks).
     Other settings come from `KEEL_*` variables (see keel.runtime.config). A bad setting exits
     with status 2 and a message.
     """
@@ -315,6 +326,8 @@ def serve(
         chosen_port = settings.port if port is None else port
         if settings.workers > 1 and chosen_port == 0:
             raise ConfigError("KEEL_WORKERS > 1 needs a fixed port (KEEL_PORT), not 0")
+        if settings.workers > 1 and settings.rest_port == 0:
+            raise ConfigError("KEEL_WORKERS > 1 needs a fixed KEEL_REST_PORT, not 0")
     except ConfigError as error:
         print(f"keel: configuration error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
@@ -331,12 +344,22 @@ def serve(
                     interceptors,
                     metrics_http=False,
                     background=background,
+                    rest_middleware=rest_middleware,
                 )
             ),
             settings,
         )
         raise SystemExit(code)
-    run(_serve(services, chosen_port, settings, interceptors, background=background))
+    run(
+        _serve(
+            services,
+            chosen_port,
+            settings,
+            interceptors,
+            background=background,
+            rest_middleware=rest_middleware,
+        )
+    )
 
 
 def run(main: Coroutine[Any, Any, T]) -> T:
