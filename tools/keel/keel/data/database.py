@@ -49,6 +49,7 @@ from sqlalchemy.types import TypeEngine
 from sqlalchemy.util.concurrency import greenlet_spawn
 
 from keel.data import inline
+from keel.data.held import Held
 from keel.runtime import config
 
 BUSY_TIMEOUT_SECONDS = 30.0
@@ -141,7 +142,7 @@ class Database:
         self._sessions: async_sessionmaker[AsyncSession] | None = None
         self._readers: async_sessionmaker[AsyncSession] | None = None
         self._reading: AsyncEngine | None = None  # read-only transactions' own (keel_inline=writes)
-        self._held: AsyncConnection | None = None  # the write transactions' connection
+        self._held: Held | None = None  # SQLite, calls inline: connections out of the pool
         self._pid = 0
         self.inline = self.url.query.get(INLINE, "all") if self.dialect == "sqlite" else "off"
         """Which SQLite calls run inline on the event loop's thread: all, writes or off."""
@@ -179,7 +180,6 @@ class Database:
         """This process's engine (made on first use, again after a fork)."""
         if self._engine is None or self._pid != os.getpid():
             self._engine = self._create_engine()
-            self._held = None  # (a forked worker's copy is its parent's: left alone)
             self._sessions = async_sessionmaker(self._engine, expire_on_commit=False)
             self._reading = None
             if self.inline == "writes":
@@ -188,6 +188,8 @@ class Database:
                 keel_readonly=True, postgresql_readonly=True
             )
             self._readers = async_sessionmaker(readonly, expire_on_commit=False)
+            # (a forked worker's copies of its parent's connections are left alone)
+            self._held = Held(self._engine, readonly) if self.inline != "off" else None
             self._pid = os.getpid()
         return self._engine
 
@@ -227,9 +229,22 @@ class Database:
                     async with engine.begin() as connection:
                         await connection.run_sync(self._tables.create_all)
                     self._tables = None
-        if readonly or self.dialect != "sqlite":
+        if self.dialect != "sqlite":
             async with self._session(readonly) as session:
                 yield session
+            return
+        held = self._held
+        if readonly:
+            if held is None or self.inline == "writes":
+                async with self._session(True) as session:
+                    yield session
+                return
+            connection = await held.reader()
+            try:
+                async with self._session(True, connection) as session:
+                    yield session
+            finally:
+                await held.give_back(connection)
             return
         task = asyncio.current_task()
         if task is not None and task is self._writer:
@@ -237,25 +252,13 @@ class Database:
         async with self._write_lock():
             self._writer = task
             try:
-                async with self._session(False, await self._write_connection()) as session:
+                shared = None if held is None else await held.writer()
+                async with self._session(False, shared) as session:
                     yield session
             finally:
                 self._writer = None
         if self.inline != "off":
             self._wrote()
-
-    async def _write_connection(self) -> AsyncConnection | None:
-        """The connection the write transactions share when SQLite's calls run inline (they
-        take turns anyway; a pool checkout and return would cost more than the transaction)."""
-        if self.inline == "off":
-            return None
-        held = self._held
-        if held is None or held.closed or held.invalidated:
-            held = await self.engine.connect()
-            # out of the pool: closed by dispose, or by the garbage collector with no warning
-            (await held.get_raw_connection()).detach()
-            self._held = held
-        return held
 
     @asynccontextmanager
     async def _session(

@@ -31,6 +31,7 @@ from sqlalchemy import pool
 from sqlalchemy.dialects import registry
 from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite
 from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.util.concurrency import await_
 
 DRIVER = "keel_inline"
@@ -152,6 +153,17 @@ class InlineDialect(SQLiteDialect_pysqlite):
 
 
 registry.register(f"sqlite.{DRIVER}", __name__, "InlineDialect")
+
+
+async def driver_connection(session: AsyncSession) -> sqlite3.Connection | None:
+    """The sqlite3 connection of `session`'s transaction (begun now if it was not) when its
+    calls run inline, else None: for statements Keel runs often with the driver's own API."""
+    bind = session.bind
+    if bind is None or bind.dialect.driver != DRIVER:
+        return None
+    connection = await session.connection()
+    driver = connection.sync_connection.connection.dbapi_connection  # type: ignore[union-attr]
+    return driver  # type: ignore[return-value]
 
 
 def checkpoint(path: str) -> None:

@@ -61,6 +61,31 @@ def _prepared() -> Any:
     return insert(tables.outbox)
 
 
+_COLUMNS = ("id", "subject", "stream", "name", "payload", "headers", "created_at")
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+@functools.cache
+def _sqlite_insert() -> tuple[str, dict[str, Any]]:
+    """The outbox insert in SQLite's SQL, and the bind processors of its columns (SQLAlchemy's
+    own, so the relay reads the rows back as if SQLAlchemy had written them)."""
+    from sqlalchemy.dialects import sqlite  # noqa: PLC0415 (see _prepared)
+
+    from keel.events import tables  # noqa: PLC0415
+
+    dialect = sqlite.dialect()
+    processors = {}
+    for name in _COLUMNS:
+        processor = tables.outbox.c[name].type.bind_processor(dialect)
+        if processor is not None:
+            processors[name] = processor
+    places = ", ".join("?" for _ in _COLUMNS)
+    return f"INSERT INTO {tables.OUTBOX} ({', '.join(_COLUMNS)}) VALUES ({places})", processors
+
+
 class Publisher:
     """Base of generated publishers: each method adds an event to the session's transaction.
     `__keel_publishes__` names the events the service declares it publishes."""
@@ -77,24 +102,26 @@ class Publisher:
         """
         if not isinstance(event, spec.message):
             raise TypeError(f"{spec.subject} carries {spec.name}, not {type(event).__name__}")
-        from keel.events import carry  # noqa: PLC0415 (see _prepared)
+        from keel.data import inline  # noqa: PLC0415 (see _prepared)
+        from keel.events import carry  # noqa: PLC0415
         from keel.events.ids import new_event_id  # noqa: PLC0415
 
         statement = _prepared()
         event_id = new_event_id()
-        now = datetime.datetime.now(datetime.UTC)
-        headers = carry.outgoing(spec.subject)
-        await self.session.execute(
-            statement,
-            {
-                "id": event_id,
-                "subject": spec.subject,
-                "stream": spec.stream,
-                "name": spec.name,
-                "payload": event.SerializeToString(),
-                "headers": headers,
-                "created_at": now,
-            },
-        )
+        row = {
+            "id": event_id,
+            "subject": spec.subject,
+            "stream": spec.stream,
+            "name": spec.name,
+            "payload": event.SerializeToString(),
+            "headers": carry.outgoing(spec.subject),
+            "created_at": datetime.datetime.now(datetime.UTC),
+        }
+        driver = await inline.driver_connection(self.session)
+        if driver is None:
+            await self.session.execute(statement, row)
+        else:  # SQLite, calls inline: the driver's insert, in the same transaction
+            sql, processors = _sqlite_insert()
+            driver.execute(sql, [processors.get(k, _same)(row[k]) for k in _COLUMNS])
         self.session.sync_session.info[_PENDING] = True
         return event_id
