@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from keel.system import affected, contracts, graph, packages
+from keel.system import affected, consumers, contracts, graph, packages
 
 ROOT = Path(__file__).resolve().parents[1]
 KEEL = [sys.executable, "-m", "keel.cli"]
@@ -30,7 +30,10 @@ def test_the_map_has_the_shops_calls_and_events(
     assert {"ReserveStock", "ReleaseStock"} <= set(calls["acme.catalog.v1.CatalogService"])
     assert "AuthorizePayment" in calls["acme.payments.v1.PaymentService"]
     assert by_name["catalog"].calls == {}  # catalog calls no one: it follows orders' events
-    section = graph.render(found, discovered)
+    section = graph.render(found, discovered, consumers.usage(found, discovered))
+    orders_row = next(line for line in section.splitlines() if line.startswith("| orders |"))
+    assert "CatalogService.ReserveStock" in orders_row
+    assert "ReserveStockResponse: " in orders_row
     assert '  orders -->|"' in section
     assert "OrderPlaced" in section.split("orders -. ")[1].split(".-> catalog")[0]
     assert section.startswith(graph.BEGIN)

@@ -38,15 +38,22 @@ def _gen(args: argparse.Namespace) -> int:
 
 
 def _breaking(args: argparse.Namespace) -> int:
+    from keel.system import consumers  # noqa: PLC0415
     from keel.toolchain import breaking  # noqa: PLC0415
 
     try:
-        findings = breaking.check(args.workspace, args.against)
-    except (WorkspaceError, breaking.BreakingError) as error:
+        comparison = breaking.compare(args.workspace, args.against)
+        verdicts: list[consumers.Verdict] = []
+        if comparison.findings:
+            found, packages = _system(args)
+            used = consumers.usage(found, packages, comparison.base)
+            verdicts = consumers.judge(comparison.findings, comparison.base, comparison.head, used)
+    except (WorkspaceError, BuildError, GenerateError, breaking.BreakingError) as error:
         print(f"keel breaking: {error}", file=sys.stderr)
         return 2
-    if findings:
-        print(findings)
+    for verdict in verdicts:
+        print("\n".join(consumers.describe(verdict)))
+    if any(not v.allowed for v in verdicts):
         print(f"keel breaking: breaking changes against {args.against}", file=sys.stderr)
         return 100
     print(f"keel breaking: no breaking changes against {args.against}")
@@ -166,14 +173,14 @@ def _system(args: argparse.Namespace) -> tuple[Contracts, list[Package]]:
 
 
 def _graph(args: argparse.Namespace) -> int:
-    from keel.system import graph  # noqa: PLC0415
+    from keel.system import consumers, graph  # noqa: PLC0415
 
     try:
         found, packages = _system(args)
     except (WorkspaceError, BuildError, GenerateError) as error:
         print(f"keel graph: {error}", file=sys.stderr)
         return 1
-    section = graph.render(found, packages)
+    section = graph.render(found, packages, consumers.usage(found, packages))
     if args.check is not None:
         current = args.check.read_text() if args.check.exists() else ""
         if graph.updated(current, section) != current:
@@ -261,6 +268,7 @@ def parser() -> argparse.ArgumentParser:
 
     brk = commands.add_parser("breaking", help="buf breaking against a git revision")
     brk.add_argument("--workspace", type=Path, default=Path("."), help="folder with buf.yaml")
+    brk.add_argument("--services", default="services", help="consumers: services folder (relative)")
     brk.add_argument(
         "--against",
         default=".git#branch=main",

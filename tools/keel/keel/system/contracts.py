@@ -3,9 +3,11 @@ events, read from one buf image (as `keel gen` reads them)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from google.protobuf import descriptor_pb2
 from google.protobuf.compiler import plugin_pb2
 
 from keel.codegen import events, model
@@ -18,6 +20,9 @@ class Rpc:
     name: str
     python_name: str
     """The generated client's method for it (`ReserveStock` → `reserve_stock`)."""
+    request: str = ""
+    """Full names of its request and response messages."""
+    response: str = ""
 
 
 @dataclass(frozen=True)
@@ -46,6 +51,21 @@ class Contracts:
     """The workspace's own proto files (import path) → where they are, relative to the root."""
     events: dict[str, str]
     """Full name of each event message → the proto file declaring it."""
+    messages: dict[str, dict[str, str]]
+    """Full name of every message compiled (imports too) → its fields: name → the full name of
+    the field's message type ("" for scalars and enums)."""
+
+    def reachable(self, roots: Iterable[str]) -> set[str]:
+        """The messages `roots` are made of: themselves and their message fields', deeply."""
+        found: set[str] = set()
+        todo = [r for r in roots if r in self.messages]
+        while todo:
+            name = todo.pop()
+            if name in found:
+                continue
+            found.add(name)
+            todo.extend(t for t in self.messages[name].values() if t in self.messages)
+        return found
 
     def importers(self, proto: str) -> set[str]:
         """The workspace's files that import `proto`, directly or not, and `proto` itself."""
@@ -76,7 +96,10 @@ def load(root: Path) -> Contracts:
         service.full_name: Service(
             full_name=service.full_name,
             proto=file.proto,
-            rpcs=tuple(Rpc(m.name, m.python_name) for m in service.methods),
+            rpcs=tuple(
+                Rpc(m.name, m.python_name, m.input.full_name, m.output.full_name)
+                for m in service.methods
+            ),
             publishes=tuple(e.full_name for e in service.publishes),
             subscribes=tuple(e.full_name for e in service.subscribes),
         )
@@ -88,4 +111,30 @@ def load(root: Path) -> Contracts:
         imports={f.name: tuple(f.dependency) for f in own},
         files={name: path.relative_to(workspace.root) for name, path in located.items()},
         events={event.full_name: file.proto for file in files for event in file.events},
+        messages=message_fields(built.files.file),
     )
+
+
+def walk_messages(
+    prefix: str, messages: Iterable[descriptor_pb2.DescriptorProto]
+) -> Iterator[tuple[str, descriptor_pb2.DescriptorProto]]:
+    """(full name, message) of `messages` and of all their nested messages."""
+    for message in messages:
+        name = f"{prefix}.{message.name}" if prefix else message.name
+        yield name, message
+        yield from walk_messages(name, message.nested_type)
+
+
+def message_fields(
+    files: Iterable[descriptor_pb2.FileDescriptorProto],
+) -> dict[str, dict[str, str]]:
+    """Every message of `files` by full name → field name → its message type ("" if none)."""
+    message_type = descriptor_pb2.FieldDescriptorProto.TYPE_MESSAGE
+    return {
+        name: {
+            field.name: field.type_name.lstrip(".") if field.type == message_type else ""
+            for field in message.field
+        }
+        for file in files
+        for name, message in walk_messages(file.package, file.message_type)
+    }

@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from keel.system.consumers import Usage
 from keel.system.contracts import Contracts
 from keel.system.packages import Package
 
@@ -89,7 +90,26 @@ def _table(contracts: Contracts, packages: list[Package]) -> list[str]:
     return lines
 
 
-def render(contracts: Contracts, packages: list[Package]) -> str:
+def _consumers(used: dict[str, Usage]) -> list[str]:
+    lines = [
+        "| consumer | rpcs it calls | fields its code touches |",
+        "| --- | --- | --- |",
+    ]
+    for consumer, use in sorted(used.items()):
+        if not use.rpcs and not use.fields:
+            continue
+        rpcs = ", ".join(f"{_short(s)}.{r}" for s, r in sorted(use.rpcs)) or "—"
+        by_message: dict[str, list[str]] = {}
+        for message, field in sorted(use.fields):
+            by_message.setdefault(_short(message), []).append(field)
+        fields = "; ".join(f"{m}: {', '.join(f)}" for m, f in sorted(by_message.items()))
+        lines.append(f"| {consumer} | {rpcs} | {fields or '—'} |")
+    return lines
+
+
+def render(
+    contracts: Contracts, packages: list[Package], used: dict[str, Usage] | None = None
+) -> str:
     """The generated section: the markers and everything between them."""
     lines = [
         BEGIN,
@@ -103,6 +123,19 @@ def render(contracts: Contracts, packages: list[Package]) -> str:
         "",
         *_table(contracts, packages),
         "",
+        *(
+            [
+                "### What each consumer uses (consumer contracts)",
+                "",
+                "Read from each package's code; `keel breaking` names the consumers a change",
+                "hits.",
+                "",
+                *_consumers(used),
+                "",
+            ]
+            if used
+            else []
+        ),
         "### Proto files and their imports (the workspace's own)",
         "",
         *_imports_diagram(contracts),

@@ -25,14 +25,28 @@ class Package:
     serves: tuple[str, ...]
     calls: dict[str, tuple[str, ...]] = field(default_factory=dict)
     """Full name of a service it calls → the rpcs (proto names) it calls, sorted."""
+    words: frozenset[str] = frozenset()
+    """Every name its code uses as an attribute (`order.total_cents`), a keyword argument
+    (`Request(order_id=...)`) or a string (`HasField("payment")`): the message fields it may
+    touch."""
 
 
-def _names(source: Path) -> tuple[set[tuple[str, str]], set[str]]:
-    """(module, name) imported from `*_keel` modules, and every attribute name used."""
+def _names(source: Path) -> tuple[set[tuple[str, str]], set[str], set[str]]:
+    """(module, name) imported from `*_keel` modules, the attribute names used, and the
+    keyword-argument names and short identifier-like strings."""
     tree = ast.parse(source.read_text(), filename=str(source))
     imported: set[tuple[str, str]] = set()
     attributes: set[str] = set()
+    others: set[str] = set()
     for node in ast.walk(tree):
+        if isinstance(node, ast.keyword) and node.arg:
+            others.add(node.arg)
+        elif (
+            isinstance(node, ast.Constant)
+            and isinstance(node.value, str)
+            and node.value.isidentifier()
+        ):
+            others.add(node.value)
         if isinstance(node, ast.ImportFrom) and node.module:
             if node.module.endswith("_keel"):
                 imported.update((node.module, alias.name) for alias in node.names)
@@ -44,7 +58,7 @@ def _names(source: Path) -> tuple[set[tuple[str, str]], set[str]]:
                 )
         elif isinstance(node, ast.Attribute):
             attributes.add(node.attr)
-    return imported, attributes
+    return imported, attributes, others
 
 
 def _service_of(module: str, name: str, contracts: Contracts) -> list[str]:
@@ -69,9 +83,11 @@ def discover(root: Path, contracts: Contracts, services_dir: str = "services") -
         folder = pyproject.parent
         used: set[str] = set()
         attributes: set[str] = set()
+        words: set[str] = set()
         for source in sorted((folder / "src").rglob("*.py")):
-            imported, names = _names(source)
+            imported, names, others = _names(source)
             attributes |= names
+            words |= names | others
             for module, name in imported:
                 used.update(_service_of(module, name, contracts))
         calls = {
@@ -84,5 +100,7 @@ def discover(root: Path, contracts: Contracts, services_dir: str = "services") -
             )
             for service in sorted(used - set(serves))
         }
-        found.append(Package(folder.name, folder.relative_to(root), serves, calls))
+        found.append(
+            Package(folder.name, folder.relative_to(root), serves, calls, frozenset(words))
+        )
     return found

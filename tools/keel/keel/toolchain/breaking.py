@@ -13,7 +13,10 @@ import re
 import subprocess
 import tarfile
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+
+from google.protobuf import descriptor_pb2
 
 from keel.toolchain import image
 from keel.toolchain import workspace as ws
@@ -94,20 +97,58 @@ def _config(workspace: ws.Workspace, supplied: frozenset[str]) -> str:
     return json.dumps({"version": "v2", "breaking": breaking})
 
 
-def _workspace_paths(message: str, workspace: ws.Workspace) -> str:
-    """buf names files by import path; show paths in the workspace, as `buf breaking` does."""
+@dataclass(frozen=True)
+class Finding:
+    """One breaking change buf found: where (the file's import path and its path in the
+    workspace), buf's rule id (`FIELD_NO_DELETE`) and its message."""
+
+    file: str
+    path: str
+    line: int
+    column: int
+    rule: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}:{self.column}:{self.message}"
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The findings, with both sides as compiled (the base is None when it had no workspace)."""
+
+    findings: tuple[Finding, ...]
+    base: descriptor_pb2.FileDescriptorSet | None
+    head: descriptor_pb2.FileDescriptorSet | None
+
+
+def _findings(output: str, workspace: ws.Workspace) -> tuple[Finding, ...]:
+    """buf's JSON findings; files named by their path in the workspace, as `buf breaking` does."""
     files = {
         name: path.relative_to(workspace.root).as_posix() for name, path in workspace.proto_files
     }
-    lines = []
-    for line in message.splitlines():
-        name, sep, rest = line.partition(":")
-        lines.append(f"{files[name]}{sep}{rest}" if name in files else line)
-    return "\n".join(lines)
+    found = []
+    for line in output.splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            raise BreakingError(output) from None
+        name = entry.get("path", "")
+        found.append(
+            Finding(
+                file=name,
+                path=files.get(name, name),
+                line=int(entry.get("start_line", 0)),
+                column=int(entry.get("start_column", 0)),
+                rule=entry.get("type", ""),
+                message=entry.get("message", ""),
+            )
+        )
+    return tuple(found)
 
 
-def check(workspace_dir: Path, against: str) -> str:
-    """Compare the workspace with `against`; return buf's findings ("" if none).
+def compare(workspace_dir: Path, against: str) -> Comparison:
+    """Compare the workspace with `against` (a git revision or buf's `.git#branch=...`).
 
     Raises BreakingError when the check itself cannot run.
     """
@@ -116,7 +157,7 @@ def check(workspace_dir: Path, against: str) -> str:
         root = Path(tmp)
         base_dir = _checkout(current, git_revision(against), root / "base")
         if base_dir is None:
-            return ""
+            return Comparison((), None, None)
         try:
             base = image.build(ws.load(base_dir))
             head = image.build(current)
@@ -126,9 +167,26 @@ def check(workspace_dir: Path, against: str) -> str:
         (root / "head.binpb").write_bytes(head.files.SerializeToString())
         try:
             config = _config(current, head.supplied | base.supplied)
-            run_buf(["breaking", "head.binpb", "--against", "base.binpb", "--config", config], root)
+            run_buf(
+                [
+                    "breaking",
+                    "head.binpb",
+                    "--against",
+                    "base.binpb",
+                    "--config",
+                    config,
+                    "--error-format",
+                    "json",
+                ],
+                root,
+            )
         except BufError as error:
             if error.exit_code != 100:
                 raise BreakingError(str(error)) from error
-            return _workspace_paths(str(error), current)
-    return ""
+            return Comparison(_findings(str(error), current), base.files, head.files)
+    return Comparison((), base.files, head.files)
+
+
+def check(workspace_dir: Path, against: str) -> str:
+    """Compare the workspace with `against`; buf's findings, one per line ("" if none)."""
+    return "\n".join(str(f) for f in compare(workspace_dir, against).findings)
