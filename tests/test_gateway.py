@@ -328,7 +328,7 @@ def test_openapi_describes_routes_schemas_and_security() -> None:
         "Price in the smallest currency unit" in product["properties"]["priceCents"]["description"]
     )
     listing = doc["paths"]["/v1/products"]["get"]
-    assert {p["name"] for p in listing["parameters"]} == {"pageSize", "pageToken"}
+    assert {p["name"] for p in listing["parameters"]} == {"pageSize", "pageToken", "showArchived"}
     kitchen = json.loads((REPO / "tests/golden/out/openapi/kitchen/v1/kitchen.json").read_text())
     # /v1/dishes/{name=dishes/*}:follow: one parameter per *, named after its collection
     assert "/v1/dishes/dishes/{dish}:follow" in kitchen["paths"]

@@ -16,7 +16,9 @@ from acme.catalog.v1 import catalog_keel
 from acme.orders.v1 import orders_keel, orders_pb2
 from acme.payments.v1 import payments_keel, payments_pb2
 from keel.runtime.config import Settings
+from keel.runtime.identity import policy
 from keel.runtime.service import ServiceBase
+from keel.runtime.spec import Access
 from orders.service import OrderService
 from payments.service import PaymentService
 
@@ -96,9 +98,6 @@ async def test_without_keys_nothing_is_enforced() -> None:
 
 
 def test_the_policy_is_the_methods_else_its_services() -> None:
-    from keel.runtime.identity import policy
-    from keel.runtime.spec import Access
-
     catalog = catalog_keel.CatalogServiceBase.__keel_service__
     orders = orders_keel.OrderServiceBase.__keel_service__
     assert policy(catalog.method("CreateProduct"), catalog).scopes == ("catalog.write",)
