@@ -9,7 +9,6 @@ are its children, so one trace goes from the edge through every service.
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -68,7 +67,7 @@ class AccessRecord:
             tracing.end_span(self._span)
         if not self._log:
             return
-        with contextlib.suppress(OSError, ValueError):  # stdout closed: answered all the same
+        try:
             _lines.line(
                 "http",
                 {
@@ -80,3 +79,5 @@ class AccessRecord:
                     "subject": self.subject,
                 },
             )
+        except (OSError, ValueError):  # stdout closed: answered all the same
+            return  # (not contextlib.suppress: three calls more per request)

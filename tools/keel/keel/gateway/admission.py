@@ -32,14 +32,12 @@ class Refusal:
 class Admitted:
     """A request let in, with the verified claims of its token (None without one)."""
 
-    __slots__ = ("claims",)
+    __slots__ = ("claims", "subject")
 
     def __init__(self, claims: dict[str, Any] | None) -> None:
         self.claims = claims
-
-    @property
-    def subject(self) -> str:
-        return str(self.claims.get("sub", "")) if self.claims else ""
+        self.subject = str(claims.get("sub", "")) if claims else ""
+        """The verified user (the token's `sub`), or ""."""
 
     def metadata(self) -> list[tuple[str, str]]:
         """The verified caller as gRPC metadata (clients can never send these themselves):
@@ -63,12 +61,14 @@ class Admission:
         self.limiter = (
             RateLimiter(settings.rate_limit, settings.rate_burst) if settings.rate_limit else None
         )
+        self._open = self.limiter is None and not self.auth.configured
+        """Nothing to check without keys and limits (development), unless a token is sent."""
 
     def check(
         self, found: Match, authorization: str | None, client: tuple[str, int] | None
     ) -> Admitted | Refusal:
-        if authorization is None and self.limiter is None and not self.auth.configured:
-            return _ANYONE  # development without keys and limits: nothing to check
+        if self._open and authorization is None:
+            return _ANYONE
         method = found.route.method
         try:
             claims = self.auth.check(policy(method, self.services[method.service]), authorization)

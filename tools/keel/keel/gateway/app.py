@@ -41,10 +41,12 @@ from keel.gateway.upstream import Upstreams
 from keel.runtime import propagation
 from keel.runtime.config import Settings
 from keel.runtime.logs import get_logger
+from keel.runtime.spec import RpcKind
 
 __all__ = ["Gateway", "Middleware", "grpc_timeout"]
 
 _log = get_logger("keel.gateway")
+_CLIENT_STREAMING = frozenset(kind for kind in RpcKind if kind.client_streaming)
 _IDENTITY_PREFIX = "grpc-metadata-x-keel-"
 
 Middleware = Callable[[ASGIApp], ASGIApp] | Any
@@ -206,7 +208,7 @@ class Gateway:
             return
         record.subject = admitted.subject
         method = found.route.method
-        if method.kind.client_streaming:
+        if method.kind in _CLIENT_STREAMING:
             message = f"{method.path} takes a stream of requests: gRPC only"
             await exchange.reply(501, status.body(grpc.StatusCode.UNIMPLEMENTED, message))
             return
@@ -214,10 +216,9 @@ class Gateway:
             body = await read_body(receive, self.max_body_bytes)
             query = scope.get("query_string", b"").decode("latin-1")
             request = request_message(found, query, body, headers.get("content-type", ""))
-            metadata = [
-                *outbound.metadata(headers, scope.get("client"), trace=not self.edge_span),
-                *admitted.metadata(),
-            ]
+            metadata = outbound.metadata(headers, scope.get("client"), trace=not self.edge_span)
+            if admitted.claims is not None:
+                metadata += admitted.metadata()
             timeout = outbound.deadline(
                 headers, method, self._services[method.service], self.settings
             )

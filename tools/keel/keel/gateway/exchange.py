@@ -35,7 +35,10 @@ class Exchange:
         await self.send({"type": "http.response.start", "status": code, "headers": headers})
 
     async def send_all(self, code: int, headers: Headers, body: bytes) -> None:
-        await self.start(code, [*headers, (b"content-length", str(len(body)).encode())])
+        """A whole response; `headers` (a list of its own) gets the content length."""
+        headers.append((b"content-length", str(len(body)).encode()))
+        self.status = code
+        await self.send({"type": "http.response.start", "status": code, "headers": headers})
         await self.send({"type": "http.response.body", "body": body})
 
     async def reply(self, code: int, payload: bytes, more: Headers | None = None) -> None:

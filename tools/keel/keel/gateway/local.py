@@ -230,9 +230,11 @@ class LocalCall:
             return
         finally:
             deadline.cancel()
-            context.finish()
-        if context.failed:  # set_code() and a return: grpc answers the status, not the message
-            await exchange.reply(*context.failure())
+            if context._done is not None:
+                context.finish()
+        code = context._code
+        if code is not None and code is not grpc.StatusCode.OK:  # set_code() and a return:
+            await exchange.reply(*context.failure())  # grpc answers the status, not the message
             return
         raw = raw_response(self.match, response)
         if raw is not None:
