@@ -22,7 +22,7 @@ $(BIN)/uv:
 $(INSTALLED): Makefile $(BIN)/uv requirements.lock pyproject.toml tools/keel/pyproject.toml services/*/pyproject.toml
 	$(BIN)/uv pip sync --quiet --python $(BIN)/python requirements.lock
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e tools/keel \
-	  -e services/catalog -e services/orders -e services/payments
+	  $(addprefix -e ,$(patsubst %/,%,$(dir $(wildcard services/*/pyproject.toml))))
 	@# gen/ is an import root for everything in this repository's venv, whatever its package names
 	@# (keel_genroot: a generated test/ folder is merged into the standard library's package test).
 	$(BIN)/python -m keel_genroot "$(CURDIR)/gen" > "$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/keel-gen.pth"

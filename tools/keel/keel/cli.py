@@ -228,6 +228,51 @@ def _affected(args: argparse.Namespace) -> int:
     return 0
 
 
+def _new_service(args: argparse.Namespace) -> int:
+    from keel.scaffold.service import ScaffoldError, new_service  # noqa: PLC0415
+
+    try:
+        created = new_service(
+            args.root, args.name, org=args.org, port=args.port, services_dir=args.services
+        )
+    except ScaffoldError as error:
+        print(f"keel new service: {error}", file=sys.stderr)
+        return 2
+    for path in created.written:
+        print(f"  wrote   {path}")
+    for path in created.changed:
+        print(f"  changed {path}")
+    print(
+        f"keel new service: {created.service} on port {created.port}. "
+        "Next: make gen, then make test and make run."
+    )
+    return 0
+
+
+def _register_saga(commands: Any) -> None:
+    """`keel saga show NAME ID`."""
+    saga = commands.add_parser("saga", help="inspect a service's sagas")
+    saga_actions = saga.add_subparsers(dest="action", required=True)
+    shown = saga_actions.add_parser("show", help="a saga's recorded state and steps")
+    shown.add_argument("service", metavar="NAME", help="the service's folder (its database)")
+    shown.add_argument("saga_id", metavar="ID")
+    shown.add_argument("--json", action="store_true", help="one JSON object")
+    shown.set_defaults(run=_saga)
+
+
+def _register_new(commands: Any) -> None:
+    """`keel new service NAME`."""
+    new = commands.add_parser("new", help="scaffold something new")
+    kinds = new.add_subparsers(dest="kind", required=True)
+    service = kinds.add_parser("service", help="a service: proto, package, tests, registration")
+    service.add_argument("name", help="lower-case letters and digits, e.g. inventory")
+    service.add_argument("--org", help="the proto's top package (default: the one in proto/)")
+    service.add_argument("--port", type=int, help="its port (default: after the registry's last)")
+    service.add_argument("--root", type=Path, default=Path("."), help="the repository's root")
+    service.add_argument("--services", default="services", help="services folder (relative)")
+    service.set_defaults(run=_new_service)
+
+
 def _register_system(commands: Any) -> None:
     """`keel graph` and `keel affected`."""
     graph = commands.add_parser("graph", help="the system's map (Mermaid) from its contracts")
@@ -313,14 +358,9 @@ def parser() -> argparse.ArgumentParser:
         each.set_defaults(run=_db)
 
     events_commands.register(commands)
-    saga = commands.add_parser("saga", help="inspect a service's sagas")
-    saga_actions = saga.add_subparsers(dest="action", required=True)
-    shown = saga_actions.add_parser("show", help="a saga's recorded state and steps")
-    shown.add_argument("service", metavar="NAME", help="the service's folder (its database)")
-    shown.add_argument("saga_id", metavar="ID")
-    shown.add_argument("--json", action="store_true", help="one JSON object")
-    shown.set_defaults(run=_saga)
+    _register_saga(commands)
     _register_system(commands)
+    _register_new(commands)
     gateway = commands.add_parser("gateway", help="serve the REST gateway")
     gateway.add_argument("--gen", type=Path, default=Path("gen"), help="generated code")
     gateway.add_argument(

@@ -1,0 +1,1 @@
+"""Scaffolding: `keel new service NAME` (keel.scaffold.service)."""

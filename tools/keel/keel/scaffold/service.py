@@ -1,0 +1,207 @@
+"""`keel new service NAME`: a new service laid out as the example services are.
+
+Writes `proto/<org>/<name>/v1/<name>.proto` (one public read with a REST route, one keyed write,
+one event) and `services/<name>/` (domain, store, in-memory store, thin gRPC class, settings,
+tables with a first migration, tests, Dockerfile, README), and registers the service: its
+address in `services/registry.toml` (so discovery, `keel dev`/`make run` and the gateway find
+it) and its package in the import-linter contract that keeps services independent. The templates
+are in keel/scaffold/templates; `{{name}}`, `{{Name}}`, `{{NAME}}` and `{{org}}` are filled in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import keyword
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+TEMPLATES = Path(__file__).parent / "templates"
+_NAME = re.compile(r"^[a-z][a-z0-9]{1,30}$")
+_TARGET = re.compile(r'^"(?P<service>[^"]+)"\s*=\s*"(?P<host>[^":]+):(?P<port>\d+)"\s*$')
+_INDEPENDENT = re.compile(
+    r'name = "Services are independent of each other"\ntype = "independence"\n'
+    r"modules = \[(?P<modules>[^\]]*)\]"
+)
+_ROOTS = re.compile(r"\[tool\.importlinter\]\nroot_packages = \[(?P<modules>[^\]]*)\]")
+_MYPY_PATH = re.compile(r'\[tool\.mypy\][^\[]*?mypy_path = "(?P<paths>[^"]*)"')
+
+
+class ScaffoldError(Exception):
+    """The service cannot be made as asked; the message says why."""
+
+
+@dataclass
+class Created:
+    """What `new_service` wrote and changed, relative to the repository's root."""
+
+    service: str
+    port: int
+    written: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+
+
+def _pascal(name: str) -> str:
+    return name[:1].upper() + name[1:]
+
+
+def check_name(name: str, root: Path, services_dir: str = "services") -> None:
+    """ScaffoldError unless `name` can be a new service's name in the repository at `root`."""
+    if not _NAME.fullmatch(name):
+        raise ScaffoldError(
+            f"{name!r} is not a valid service name: use 2 to 31 lower-case letters and digits, "
+            "starting with a letter (it is the proto package, the Python package and the "
+            "folder name, e.g. inventory)"
+        )
+    if keyword.iskeyword(name) or name in sys.stdlib_module_names:
+        raise ScaffoldError(
+            f"{name!r} is a Python keyword or standard-library module: the service's package "
+            "would hide it; choose another name"
+        )
+    if (root / services_dir / name).exists():
+        raise ScaffoldError(f"{services_dir}/{name} exists already: choose another name")
+    for proto in (root / "proto").glob(f"*/{name}"):
+        raise ScaffoldError(f"{proto.relative_to(root)} exists already: choose another name")
+
+
+def _org(root: Path, org: str | None) -> str:
+    if org is not None:
+        if not _NAME.fullmatch(org):
+            raise ScaffoldError(f"--org {org!r}: use lower-case letters and digits (e.g. acme)")
+        return org
+    found = sorted(p.name for p in (root / "proto").glob("*") if p.is_dir())
+    if len(found) != 1:
+        raise ScaffoldError(
+            f"cannot tell the organisation from proto/ (found {', '.join(found) or 'nothing'}): "
+            "pass --org"
+        )
+    return found[0]
+
+
+def _register(registry: Path, service: str, port: int | None) -> int:
+    """Add `service` to the registry's [targets] on `port` (default: after the highest one)."""
+    lines = registry.read_text().splitlines()
+    targets = [(i, _TARGET.match(line.strip())) for i, line in enumerate(lines)]
+    entries = [(i, m) for i, m in targets if m]
+    used = {int(m["port"]) for _, m in entries}
+    chosen = port if port is not None else max(used, default=50060) + 1
+    if chosen in used:
+        raise ScaffoldError(f"port {chosen} is taken in {registry.name}: pass another --port")
+    line = f'"{service}" = "127.0.0.1:{chosen}"'
+    if entries:
+        lines.insert(entries[-1][0] + 1, line)
+    else:
+        at = next((i for i, text in enumerate(lines) if text.strip() == "[targets]"), None)
+        if at is None:
+            lines += ["", "[targets]"]
+            at = len(lines) - 1
+        lines.insert(at + 1, line)
+    registry.write_text("\n".join(lines) + "\n")
+    return chosen
+
+
+def _listed(text: str, pattern: re.Pattern[str], name: str) -> str:
+    """`text` with `name` added to the quoted list that `pattern`'s `modules` group matches."""
+    match = pattern.search(text)
+    if match is None:
+        return text
+    modules = [m.strip().strip('"') for m in match["modules"].split(",") if m.strip()]
+    listed = ", ".join(f'"{m}"' for m in sorted({*modules, name}))
+    return text[: match.start("modules")] + listed + text[match.end("modules") :]
+
+
+def _register_package(pyproject: Path, name: str, services_dir: str) -> bool:
+    """Add the new package where the workspace's checks list the services' packages: the
+    import-linter roots and the contract keeping services independent, and mypy's path."""
+    before = pyproject.read_text()
+    text = _listed(before, _INDEPENDENT, name)
+    text = _listed(text, _ROOTS, name)
+    match = _MYPY_PATH.search(text)
+    source = f"{services_dir}/{name}/src"
+    if match is not None and source not in match["paths"].split(":"):
+        text = text[: match.end("paths")] + f":{source}" + text[match.end("paths") :]
+    pyproject.write_text(text)
+    return text != before
+
+
+def _tidy(paths: list[Path]) -> None:
+    """Sort imports and format as the repository does, when it uses ruff (the org's package
+    sorts among the third-party imports wherever its name falls)."""
+    ruff = shutil.which("ruff") or str(Path(sys.executable).parent / "ruff")
+    if not Path(ruff).exists():
+        return
+    files = [str(p) for p in paths]
+    subprocess.run([ruff, "check", "--fix", "--quiet", "--select", "I", *files], check=False)
+    subprocess.run([ruff, "format", "--quiet", *files], check=False)
+
+
+def _render(template: Path, values: dict[str, str]) -> str:
+    text = template.read_text()
+    for key, value in values.items():
+        text = text.replace("{{" + key + "}}", value)
+    return text
+
+
+def _first_migration(folder: Path) -> Path:
+    """Autogenerate the first migration from the new tables, against an empty database."""
+    from keel.data import Database, ServiceFolder  # noqa: PLC0415 (SQLAlchemy: this command only)
+    from keel.data.migrations import revision  # noqa: PLC0415
+
+    async def write() -> str:
+        with tempfile.TemporaryDirectory(prefix="keel-new-") as tmp:
+            db = Database(f"sqlite+aiosqlite:///{tmp}/empty.db")
+            try:
+                return await revision(db, ServiceFolder.at(folder), f"{folder.name}'s tables")
+            finally:
+                await db.dispose()
+
+    return Path(asyncio.run(write()))
+
+
+def new_service(
+    root: Path,
+    name: str,
+    *,
+    org: str | None = None,
+    port: int | None = None,
+    services_dir: str = "services",
+) -> Created:
+    """Scaffold service `name` in the repository at `root` and register it."""
+    root = root.resolve()
+    check_name(name, root, services_dir)
+    organisation = _org(root, org)
+    registry = root / services_dir / "registry.toml"
+    if not registry.is_file():
+        raise ScaffoldError(
+            f"{registry.relative_to(root)} is missing: Keel registers services there"
+        )
+    service = f"{organisation}.{name}.v1.{_pascal(name)}Service"
+    values = {"name": name, "Name": _pascal(name), "NAME": name.upper(), "org": organisation}
+    created = Created(service, 0)
+    folder = root / services_dir / name
+    destinations = {
+        TEMPLATES / "proto/service.proto.tmpl": root
+        / f"proto/{organisation}/{name}/v1/{name}.proto"
+    }
+    for template in sorted((TEMPLATES / "service").rglob("*.tmpl")):
+        relative = template.relative_to(TEMPLATES / "service").as_posix().removesuffix(".tmpl")
+        relative = relative.replace("src/pkg/", f"src/{name}/").replace(
+            "test_pkg_", f"test_{name}_"
+        )
+        destinations[template] = folder / relative
+    for template, destination in destinations.items():
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        destination.write_text(_render(template, values))
+        created.written.append(destination.relative_to(root).as_posix())
+    (folder / "migrations/versions").mkdir(parents=True, exist_ok=True)
+    created.written.append(_first_migration(folder).relative_to(root).as_posix())
+    _tidy([p for p in folder.rglob("*.py")])
+    created.port = _register(registry, service, port)
+    created.changed.append(registry.relative_to(root).as_posix())
+    if _register_package(root / "pyproject.toml", name, services_dir):
+        created.changed.append("pyproject.toml")
+    return created
