@@ -245,6 +245,7 @@ class Database:
                     yield session
             finally:
                 await held.give_back(connection)
+            await asyncio.sleep(0)  # calls inline never yield: let the other tasks run
             return
         task = asyncio.current_task()
         if task is not None and task is self._writer:
@@ -259,6 +260,7 @@ class Database:
                 self._writer = None
         if self.inline != "off":
             self._wrote()
+            await asyncio.sleep(0)  # calls inline never yield: let the other tasks run
 
     @asynccontextmanager
     async def _session(

@@ -24,6 +24,8 @@ from keel.runtime import config, logs
 from keel.runtime.config import Settings
 
 _log = logs.get_logger("keel.events")
+_TAKE_WAITING = 0.01
+"""Seconds a fetch waits for the events after the first (those already there come at once)."""
 
 
 class Loop:
@@ -67,7 +69,7 @@ class Loop:
                 if self.stale and self.owner.js is not None:
                     await self.bind(self.owner.js)
                 assert self.sub is not None
-                messages = await self.sub.fetch(settings.events_batch, timeout=1.0)
+                messages = await _fetch(self.sub, settings.events_batch)
                 failures = 0
             except (NatsTimeout, TimeoutError):
                 continue
@@ -110,6 +112,16 @@ class Loop:
             for message in messages:
                 with contextlib.suppress(Exception):  # settled already, or the broker is away
                     await message.in_progress()
+
+
+async def _fetch(sub: JetStreamContext.PullSubscription, batch: int) -> list[Msg]:
+    """Up to `batch` events: wait (up to a second) for the first, then take those already
+    there. (nats-py's fetch of a batch waits until the batch is full or its timeout passed.)"""
+    messages = await sub.fetch(1, timeout=1.0)
+    if batch > 1:
+        with contextlib.suppress(NatsTimeout, TimeoutError):
+            messages += await sub.fetch(batch - 1, timeout=_TAKE_WAITING)
+    return messages
 
 
 async def _return(messages: Sequence[Msg]) -> None:
