@@ -6,6 +6,8 @@ KEEL_JWT_SECRET or a JWKS, for servers that verify their callers); then use
 - `keel_cluster`: a `keel.testing.Cluster` serving them, one loopback server each;
 - `keel_client`: a factory, `keel_client(OrderServiceClient)`, of connected typed clients;
 - `keel_addr`: `keel_addr("acme.orders.v1.OrderService")`, the server's address.
+- `keel_mock`: `async with keel_mock("acme.payments.v1.PaymentService") as mock:` a
+  `keel.mock.MockServer` of services not built yet (keel.testing.mock).
 
 Databases (keel.data):
 
@@ -36,6 +38,7 @@ from keel.runtime.client import ClientBase
 from keel.runtime.config import Settings
 from keel.runtime.service import ServiceBase
 from keel.testing import Cluster, cluster
+from keel.testing.mock import keel_mock  # noqa: F401 (the fixture, registered by this plugin)
 from keel.testing.postgres import PostgresMissingError, PostgresServer, find_binaries
 
 if TYPE_CHECKING:
