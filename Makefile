@@ -73,7 +73,7 @@ run: gen ## generate, then run every service with readable logs until Ctrl-C
 	@echo
 	@$(BIN)/keel dev
 
-bench: $(INSTALLED) ## benchmarks: codegen, messages, server, gateway, REST in the service and events (prints ratios)
+bench: $(INSTALLED) ## benchmarks: codegen, messages, server, gateway, REST in the service, events and gRPC transports (prints ratios)
 	$(BIN)/python bench/gen_bench.py
 	$(BIN)/python bench/message_bench.py
 	command -v h2load >/dev/null && command -v wrk >/dev/null || \
@@ -82,6 +82,7 @@ bench: $(INSTALLED) ## benchmarks: codegen, messages, server, gateway, REST in t
 	$(BIN)/python bench/gateway_bench.py
 	$(BIN)/python bench/rest_bench.py
 	$(BIN)/python bench/events_bench.py
+	$(BIN)/python bench/transport_bench.py
 
 clean: ## remove the virtualenv and caches
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache bench/_work

@@ -1,4 +1,5 @@
-"""The echo and probe services on connectrpc, as one ASGI app: `transport_app:app`.
+"""The echo and probe services on connectrpc, as one ASGI app: `transport_app:app`
+(`transport_app:pyvoy_app` for pyvoy, see shield_receive).
 
 bench/transport_bench.py serves it with hypercorn, granian, pyvoy and uvicorn (PYTHONPATH holds
 bench/ and the generated code). Next to EchoService and ProbeService it serves gRPC reflection
@@ -188,4 +189,23 @@ def build() -> ASGIApp:
     return route
 
 
+def shield_receive(inner: ASGIApp) -> ASGIApp:
+    """`inner` with each receive() shielded from cancellation (the workaround pyvoy needs).
+
+    connectrpc watches receive() for a disconnect while a gRPC-protocol call runs and cancels
+    that receive() when the call ends; pyvoy 1.3 then sets a result on the cancelled future
+    (InvalidStateError) and stops serving after 160 such calls. Shielded, pyvoy's future is
+    never cancelled.
+    """
+
+    async def shielded(scope: Scope, receive: Any, send: Any) -> None:
+        async def receive_shielded() -> Any:
+            return await asyncio.shield(receive())
+
+        await inner(scope, receive_shielded if scope["type"] == "http" else receive, send)
+
+    return shielded
+
+
 app = build()
+pyvoy_app = shield_receive(app)

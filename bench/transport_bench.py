@@ -82,7 +82,7 @@ class Runs:
 
 def h2load(port: int, protocol: str, data: dict[str, Path], seconds: float) -> Figures:
     """h2load's load on the echo; non-200 answers, resets and timeouts count as failed."""
-    log = WORK / f"h2load-{port}.tsv"
+    log = data[protocol].parent / f"h2load-{port}.tsv"
     headers = {
         "grpc": ["content-type: application/grpc", "te: trailers"],
         "connect": ["content-type: application/proto"],
@@ -225,21 +225,22 @@ def report(runs: Runs, args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--duration", type=float, default=3.0, help="seconds per h2load run")
+    parser.add_argument("--duration", type=float, default=2.0, help="seconds per h2load run")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds")
-    parser.add_argument("--calls", type=int, default=2000, help="calls per client run")
+    parser.add_argument("--calls", type=int, default=600, help="calls per client run")
     parser.add_argument(
         "--servers", nargs="+", default=list(servers.SERVERS), choices=servers.SERVERS
     )
     parser.add_argument("--no-checks", dest="checks", action="store_false")
+    parser.add_argument("--work", type=Path, default=WORK, help="folder for generated code")
     args = parser.parse_args()
-    WORK.mkdir(parents=True, exist_ok=True)
-    gen = servers.generate(WORK)
+    args.work.mkdir(parents=True, exist_ok=True)
+    gen = servers.generate(args.work)
     sys.path.insert(0, str(gen))
     from echo.v1 import echo_pb2  # noqa: PLC0415
 
     message = echo_pb2.EchoRequest(text="hello, keel").SerializeToString()
-    data = {"grpc": WORK / "request.grpc", "connect": WORK / "request.proto"}
+    data = {"grpc": args.work / "request.grpc", "connect": args.work / "request.proto"}
     data["grpc"].write_bytes(b"\x00" + len(message).to_bytes(4, "big") + message)
     data["connect"].write_bytes(message)
     data["connect-h1"] = data["connect"]

@@ -16,13 +16,18 @@ from pathlib import Path
 from loads import BIN, HERE, generate_echo
 
 ASGI = "transport_app:app"
+HYPERCORN_CONFIG = "keep_alive_max_requests = 1000000000\n"
+"""hypercorn closes an HTTP/2 connection after 1000 requests by default (keep_alive_max_requests),
+failing the calls in flight on it (grpcio: UNAVAILABLE, GOAWAY): this lifts the limit."""
 
 
-def _asgi(port: int) -> dict[str, list[str]]:
+def _asgi(port: int, work: Path) -> dict[str, list[str]]:
     where = ["127.0.0.1", str(port)]
     return {
         "hypercorn": [
             str(BIN / "hypercorn"),
+            "--config",
+            str(work / "hypercorn.toml"),
             "--bind",
             ":".join(where),
             "--worker-class",
@@ -55,10 +60,10 @@ def _asgi(port: int) -> dict[str, list[str]]:
             "--port",
             where[1],
             "--loop",
-            "asyncio",
+            "uvloop",
             "--log-level",
             "error",
-            ASGI,
+            "transport_app:pyvoy_app",
         ],
         "uvicorn": [
             str(BIN / "uvicorn"),
@@ -86,6 +91,7 @@ HTTP2 = ("grpcio", "hypercorn", "granian", "pyvoy")
 def generate(work: Path) -> Path:
     """grpcio's and Keel's code (keel gen) plus connectrpc's (*_connect.py) for bench/proto."""
     gen = generate_echo(work)
+    (work / "hypercorn.toml").write_text(HYPERCORN_CONFIG)
     import google.api  # noqa: PLC0415 (its .proto files: google/api/annotations.proto)
 
     include = Path(next(iter(google.api.__path__))).parents[1]
@@ -109,12 +115,13 @@ def generate(work: Path) -> Path:
 
 
 def start(server: str, port: int, gen: Path) -> subprocess.Popen[bytes]:
-    """Start `server` on 127.0.0.1:`port` (its readiness is the caller's check)."""
+    """Start `server` on 127.0.0.1:`port` with the code `generate` made in `gen` (its
+    readiness is the caller's check)."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(HERE), str(gen)]))
     if server == "grpcio":
         command = [sys.executable, str(HERE / "transport_grpcio.py"), str(port), str(gen)]
     else:
-        command = _asgi(port)[server]
+        command = _asgi(port, gen.parent)[server]
     return subprocess.Popen(
         command, env=env, cwd=HERE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
