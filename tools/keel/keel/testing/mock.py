@@ -14,18 +14,21 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import pytest_asyncio
 
-from keel.mock import MockServer
+if TYPE_CHECKING:
+    from keel.mock import MockServer
 
 
 @pytest_asyncio.fixture
 async def keel_mock(request: pytest.FixtureRequest) -> AsyncIterator[Callable[..., MockServer]]:
     """`keel_mock(*services, **MockServer options)`: a MockServer to `async with` (one not
     stopped by the test is stopped after it)."""
+    from keel.mock import MockServer  # noqa: PLC0415 (gRPC servers load for tests using it)
+
     made: list[MockServer] = []
     default_gen = request.config.rootpath / "gen"
 
