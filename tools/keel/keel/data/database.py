@@ -245,7 +245,6 @@ class Database:
                     yield session
             finally:
                 await held.give_back(connection)
-            await asyncio.sleep(0)  # calls inline never yield: let the other tasks run
             return
         task = asyncio.current_task()
         if task is not None and task is self._writer:
@@ -260,7 +259,7 @@ class Database:
                 self._writer = None
         if self.inline != "off":
             self._wrote()
-            await asyncio.sleep(0)  # calls inline never yield: let the other tasks run
+            await asyncio.sleep(0)  # a write with calls inline never yields: let others run
 
     @asynccontextmanager
     async def _session(
