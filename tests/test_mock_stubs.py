@@ -22,6 +22,13 @@ ORDERS = "acme.orders.v1.OrderService"
 Mocks = Callable[..., MockServer]
 
 
+async def until(condition: Callable[[], bool], deadline: float = 10.0) -> None:
+    """Wait for `condition` (polled on the event loop), failing after `deadline` seconds."""
+    async with asyncio.timeout(deadline):
+        while not condition():
+            await asyncio.sleep(0.005)
+
+
 def authorize(order_id: str, amount: int = 100) -> payments_pb2.AuthorizePaymentRequest:
     return payments_pb2.AuthorizePaymentRequest(
         order_id=order_id, amount_cents=amount, currency="EUR", payment_method_token="tok"
@@ -140,14 +147,15 @@ async def test_a_delay_outlasts_a_shorter_deadline_and_answers_after_faster_call
             slow = asyncio.ensure_future(
                 client.get_order(orders_pb2.GetOrderRequest(order_id="slow"))
             )
+            await until(lambda: bool(mock.calls("GetOrder")))  # the slow call is in
             fast = await client.get_order(orders_pb2.GetOrderRequest(order_id="fast"))
             assert fast.order.order_id
             assert not slow.done()
             slow.cancel()
             with pytest.raises(errors.DeadlineExceeded):
                 await client.get_order(orders_pb2.GetOrderRequest(order_id="slow"), timeout=0.2)
-        arrived = sorted(c.request["order_id"] for c in mock.calls("GetOrder"))
-        assert arrived == ["fast", "slow", "slow"]
+        arrived = [c.request["order_id"] for c in mock.calls("GetOrder")]
+        assert arrived == ["slow", "fast", "slow"]
 
 
 async def test_stream_contents_then_an_error(keel_mock: Mocks) -> None:
