@@ -95,6 +95,19 @@ async def test_create_and_update_with_mask(catalog: Client) -> None:
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
+async def test_a_retried_create_with_its_key_makes_one_product(catalog: Client) -> None:
+    create = catalog_pb2.CreateProductRequest(product=catalog_pb2.Product(title="Fork"))
+    key = [("idempotency-key", "new-fork")]
+    first = await catalog.create_product(create, metadata=key, timeout=10)
+    again = await catalog.create_product(create, metadata=key, timeout=10)  # a retry
+    assert again == first
+    other = await catalog.create_product(create, timeout=10)  # the client's own fresh key
+    assert other.product.product_id != first.product.product_id
+    listed = await catalog.list_products(catalog_pb2.ListProductsRequest(page_size=100))
+    forks = [p.product_id for p in listed.products if p.title == "Fork"]
+    assert sorted(forks) == sorted([first.product.product_id, other.product.product_id])
+
+
 async def test_create_validates_the_product(catalog: Client) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await catalog.create_product(

@@ -79,6 +79,23 @@ async def test_retried_create_returns_the_first_order(
     assert await _stock(catalog) == 23  # reserved once
 
 
+async def test_the_calls_idempotency_key_is_the_request_id_when_none_is_given(
+    orders: orders_keel.OrderServiceClient, catalog: catalog_keel.CatalogServiceClient
+) -> None:
+    """The gateway's Idempotency-Key header (idempotency-key metadata) makes a retried
+    CreateOrder return the first order, as request_id does."""
+    key = [("idempotency-key", "checkout-7")]
+    first = (await orders.create_order(_order(), metadata=key)).order
+    again = (await orders.create_order(_order(), metadata=key)).order
+    assert again.order_id == first.order_id
+    assert await _stock(catalog) == 23  # reserved once
+    other = (
+        await orders.create_order(_order(), metadata=[("idempotency-key", "checkout-8")])
+    ).order
+    assert other.order_id != first.order_id
+    assert await _stock(catalog) == 21
+
+
 async def test_declined_card_rejects_and_returns_stock(
     orders: orders_keel.OrderServiceClient, catalog: catalog_keel.CatalogServiceClient
 ) -> None:

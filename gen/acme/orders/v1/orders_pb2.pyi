@@ -134,7 +134,9 @@ class CreateOrderRequest(_message.Message):
     payment_method_token: _builtins.str
     """A token standing for the customer's card."""
     request_id: _builtins.str
-    """Client-chosen key: a retried CreateOrder with the same key returns the first order."""
+    """Client-chosen key: a retried CreateOrder with the same key returns the first order. Without
+    it, the call's idempotency key (the Idempotency-Key header) is the key.
+    """
     @_builtins.property
     def lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___OrderLine]: ...
     def __init__(

@@ -1,9 +1,9 @@
 """acme.catalog.v1.CatalogService over the catalog domain: proto in, proto out.
 
-RestockProduct, ReserveStock and ReleaseStock are keyed (keel.idempotency): a call carrying an
-`idempotency-key` (a generated client's, an order saga's step) has its effect once, stored with
-the key in the same transaction; a repeat gets the first answer (or the first final error)
-back. The shop's settings (catalog.settings) come in once, at construction.
+CreateProduct, RestockProduct, ReserveStock and ReleaseStock are keyed (keel.idempotency): a
+call carrying an `idempotency-key` (a generated client's, an order saga's step) has its effect
+once, stored with the key in the same transaction; a repeat gets the first answer (or the first
+final error) back. The shop's settings (catalog.settings) come in once, at construction.
 """
 
 from __future__ import annotations
@@ -98,12 +98,16 @@ class CatalogService(catalog_keel.CatalogServiceBase):
     async def create_product(
         self, request: catalog_pb2.CreateProductRequest, context: keel.Context
     ) -> catalog_pb2.CreateProductResponse:
-        given = request.product
-        with refusals():
-            product = await self.catalog.create(
-                given.title, given.price_cents, given.currency, labels=dict(given.labels)
-            )
-        return catalog_pb2.CreateProductResponse(product=to_proto(product))
+        await self.store.ready()
+        given, reply = request.product, catalog_pb2.CreateProductResponse
+        async with keel.idempotency.call(self.store.db, context, request, reply) as call:
+            if call.replay is not None:
+                return call.replay
+            with refusals():
+                product = await self._joined(call.session).create(
+                    given.title, given.price_cents, given.currency, labels=dict(given.labels)
+                )
+            return call.respond(reply(product=to_proto(product)))
 
     async def update_product(
         self, request: catalog_pb2.UpdateProductRequest, context: keel.Context

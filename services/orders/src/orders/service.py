@@ -19,6 +19,7 @@ from datetime import datetime
 import grpc
 import grpc.aio
 import keel
+import keel.idempotency
 import keel.saga
 from acme.catalog.v1 import catalog_keel
 from acme.orders.v1 import orders_keel, orders_pb2
@@ -212,7 +213,9 @@ class OrderService(orders_keel.OrderServiceBase):
                 request.customer_id,
                 [Line(x.product_id, x.quantity) for x in request.lines],
                 request.payment_method_token,
-                request.request_id,
+                # The caller's key, else the call's idempotency key (the gateway's
+                # Idempotency-Key header, or metadata the caller set): one order per key.
+                request.request_id or keel.idempotency.key_of(context.metadata) or "",
             )
         except InvalidOrderError as error:
             raise keel.errors.InvalidArgument(
