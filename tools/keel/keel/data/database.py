@@ -7,17 +7,19 @@
 `KEEL_DATABASE_URL` (an async URL: `postgresql+asyncpg://...`, `sqlite+aiosqlite:///...`)
 names it; without one, a SQLite file `<state dir>/<name>.sqlite3`, the state dir being
 `KEEL_STATE_DIR`, else `.keel/state/<name>` under the current folder. SQLite runs in WAL mode
-with foreign keys on and a busy timeout; a transaction takes the write lock at BEGIN
-(`BEGIN IMMEDIATE`), a read-only one does not, so several processes (`KEEL_WORKERS`) share one
-file: writers queue, readers run beside them, and no transaction fails or loses an update for
-having read before another wrote. Within one process, the write transactions of a Database
-queue on an asyncio lock before they begin, so they never wait in SQLite's busy handler (which
-sleeps and polls); the busy timeout then only covers other processes' writers.
+with foreign keys on; a transaction takes the write lock at BEGIN (`BEGIN IMMEDIATE`), a
+read-only one does not, so several processes (`KEEL_WORKERS`) share one file: writers queue,
+readers run beside them, and no transaction fails or loses an update for having read before
+another wrote. Within one process, the write transactions of a Database take turns on an
+asyncio lock before they begin, so only other processes' writers make one wait for SQLite's
+lock (up to BUSY_TIMEOUT_SECONDS).
 
 SQLite's calls run inline on the event loop's thread (keel.data.inline: no thread hop per call;
-a busy write lock is waited for asynchronously, checkpoints run on a worker thread). The URL
-parameter `keel_inline` chooses: `all` (the default), `writes` (read-only transactions make
-their calls on a worker thread: for large reads) or `off` (aiosqlite's thread for every call).
+a busy write lock is waited for in asynchronous sleeps, checkpoints run on a worker thread),
+and the connections are kept out of the pool (keel.data.held). The URL parameter `keel_inline`
+chooses: `all` (the default), `writes` (read-only transactions make their calls on aiosqlite's
+thread: for large reads) or `off` (aiosqlite's thread for every call, SQLite's busy handler).
+A Database serves one event loop at a time (one per process, as `keel.serve` runs them).
 
 The engine is made on first use in each process, so a Database made before `keel.serve` forks
 its workers gives each worker its own connections.
@@ -35,7 +37,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import MetaData, String, event
+from sqlalchemy import MetaData, String
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
@@ -48,7 +50,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.types import TypeEngine
 from sqlalchemy.util.concurrency import greenlet_spawn
 
-from keel.data import inline
+from keel.data import inline, sqlite
 from keel.data.held import Held
 from keel.runtime import config
 
@@ -84,39 +86,6 @@ def state_dir(name: str, settings: config.Settings | None = None) -> Path:
             (root / ".gitignore").write_text("# local state of `keel dev`\n*\n")
     folder.mkdir(parents=True, exist_ok=True)
     return folder
-
-
-def _sqlite_events(engine: AsyncEngine, inline_calls: bool) -> None:
-    @event.listens_for(engine.sync_engine, "connect")
-    def _connect(dbapi_connection: Any, _record: Any) -> None:
-        dbapi_connection.isolation_level = None  # Keel emits BEGIN itself (below)
-        cursor = dbapi_connection.cursor()
-        if inline_calls:  # keel.data.inline: busy waits are asynchronous, checkpoints threaded
-            cursor.execute("PRAGMA wal_autocheckpoint = 0")
-        else:
-            cursor.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_SECONDS * 1000)}")
-        cursor.execute("PRAGMA journal_mode = WAL")
-        cursor.execute("PRAGMA synchronous = NORMAL")  # WAL: a crash loses nothing committed
-        cursor.execute("PRAGMA foreign_keys = ON")
-        cursor.close()
-
-    @event.listens_for(engine.sync_engine, "begin")
-    def _begin(connection: Any) -> None:
-        reading = connection.get_execution_options().get("keel_readonly", False)
-        sql = "BEGIN" if reading else "BEGIN IMMEDIATE"
-        dbapi_connection = connection.connection.dbapi_connection
-        if inline_calls:  # emitted by InlineDialect.do_begin (busy: waits asynchronously)
-            dbapi_connection.begin = sql
-        else:  # one call on aiosqlite's thread (exec_driver_sql would make three)
-            dbapi_connection.run_async(lambda driver: driver.execute(sql))
-
-    @event.listens_for(engine.sync_engine.pool, "reset")
-    def _reset(dbapi_connection: Any, _record: Any, state: Any) -> None:
-        # a returned connection is rolled back only if a transaction is open (the engine's
-        # rollback-on-return would always cost a call)
-        driver = getattr(dbapi_connection, "driver_connection", dbapi_connection)
-        if state.asyncio_safe and driver.in_transaction:
-            dbapi_connection.rollback()
 
 
 def _commit_and_close(session: Session) -> None:
@@ -210,7 +179,7 @@ class Database:
             options = {"connect_args": {"timeout": BUSY_TIMEOUT_SECONDS}}
         # _sqlite_events rolls back what is left open
         engine = create_async_engine(url, pool_reset_on_return=None, **options)
-        _sqlite_events(engine, inline_calls)
+        sqlite.configure(engine, inline_calls=inline_calls, busy_timeout=BUSY_TIMEOUT_SECONDS)
         return engine
 
     @asynccontextmanager
