@@ -120,5 +120,8 @@ def _error_json(status: Any) -> dict[str, Any]:
     name = next((c.name for c in grpc.StatusCode if c.value[0] == status.code), "UNKNOWN")
     found: dict[str, Any] = {"code": name, "message": status.message}
     if status.details:
-        found["details"] = [json_format.MessageToDict(d) for d in status.details]
+        # (through JSON: an Any's fields come back as an OrderedDict, which YAML cannot write)
+        found["details"] = json.loads(
+            json.dumps([json_format.MessageToDict(d) for d in status.details])
+        )
     return found
