@@ -327,3 +327,18 @@ async def test_declared_events_are_published_on_demand(nats_broker: Broker) -> N
 
     placed = orders_pb2.OrderPlaced.FromString(message.data or b"")
     assert (placed.order_id, placed.customer_id) == ("ord_1", "cus_1")
+
+
+def test_register_adds_the_mock_command() -> None:
+    import argparse  # noqa: PLC0415
+
+    from keel.mock import cli  # noqa: PLC0415
+
+    root = argparse.ArgumentParser(prog="keel")
+    cli.register(root.add_subparsers(dest="command", required=True))
+    args = root.parse_args(["mock", "--port", "0", "--seed", "4", "--stubs", "a.yaml", PAYMENTS])
+    assert args.run is cli.run
+    assert (args.services, args.seed, args.port) == ([PAYMENTS], 4, 0)
+    assert [str(p) for p in args.stubs] == ["a.yaml"]
+    record_only = root.parse_args(["mock", "--record", "127.0.0.1:1", PAYMENTS])
+    assert cli.run(record_only) == 2  # --record needs --stubs-out

@@ -53,6 +53,11 @@ async def test_stubs_match_request_fields_most_specific_first(keel_mock: Mocks) 
             match={"contains": {"payment_method_token": "gold"}},
             respond={"payment": {"paymentId": "gold"}},
         )
+        mock.stub(
+            "AuthorizePayment",
+            match={"headers": {"X-Tenant": "beta"}},
+            respond={"payment": {"paymentId": "beta"}},
+        )
         async with payments_keel.PaymentServiceClient.connect(mock.address) as client:
 
             async def paid(request: payments_pb2.AuthorizePaymentRequest) -> str:
@@ -64,10 +69,14 @@ async def test_stubs_match_request_fields_most_specific_first(keel_mock: Mocks) 
             gold = authorize("o-2")
             gold.payment_method_token = "tok-gold-7"
             assert await paid(gold) == "gold"
+            beta = await client.authorize_payment(
+                authorize("o-3"), metadata=(("x-tenant", "beta"),)
+            )
+            assert beta.payment.payment_id == "beta"
             # Another method of the service still answers generated data.
             got = await client.get_payment(payments_pb2.GetPaymentRequest(payment_id="p"))
             assert got.payment.payment_id
-        assert [c.stub != "" for c in mock.calls()] == [True, True, True, True, False]
+        assert [c.stub != "" for c in mock.calls()] == [True] * 5 + [False]
 
 
 async def test_sequence_first_fails_then_succeeds_and_the_last_repeats(keel_mock: Mocks) -> None:

@@ -71,10 +71,9 @@ class Responder:
             for r in requests
         ]
         request = shown if self.spec.kind.client_streaming else shown[0]
-        stub = self.state.find(self.path, request)
-        call = Call(
-            self.path, request, metadata_json(context.metadata), now(), stub.id if stub else ""
-        )
+        metadata = metadata_json(context.metadata)
+        stub = self.state.find(self.path, request, metadata)
+        call = Call(self.path, request, metadata, now(), stub.id if stub else "")
         self.state.record(call)
         return stub.take() if stub is not None else None
 

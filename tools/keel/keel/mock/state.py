@@ -90,11 +90,13 @@ class MockState:
         self.stubs = kept
         return removed
 
-    def find(self, method: str, request: Any) -> Stub | None:
+    def find(
+        self, method: str, request: Any, metadata: Mapping[str, str] | None = None
+    ) -> Stub | None:
         """The stub that answers this call: the most specific match, the latest of equals."""
         found: Stub | None = None
         for stub in self.stubs:
-            if stub.applies(method, request) and (
+            if stub.applies(method, request, metadata) and (
                 found is None or stub.specificity >= found.specificity
             ):
                 found = stub

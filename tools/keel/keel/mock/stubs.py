@@ -25,7 +25,7 @@ from google.rpc import status_pb2
 from keel.errors import KeelError, from_status
 
 _ANSWER_KEYS = {"respond", "error", "delay", "stream"}
-_MATCH_KEYS = {"equals", "contains", "regex"}
+_MATCH_KEYS = {"equals", "contains", "regex", "headers"}
 _ids = itertools.count(1)
 
 
@@ -76,10 +76,10 @@ class Stub:
         """The number of conditions: more specific stubs are tried first."""
         return sum(len(conditions) for conditions in self.match.values())
 
-    def applies(self, method: str, request: Mapping[str, Any]) -> bool:
+    def applies(self, method: str, request: Any, metadata: Mapping[str, str] | None = None) -> bool:
         """Whether a call of `method` (`pkg.Service/Method`) with `request` (proto JSON with
-        field names as in the proto) matches this stub."""
-        return method_matches(self.method, method) and matches(self.match, request)
+        field names as in the proto) and `metadata` matches this stub."""
+        return method_matches(self.method, method) and matches(self.match, request, metadata)
 
     def take(self) -> Answer:
         """The answer of this call: the next one of the sequence, the last one repeating."""
@@ -218,9 +218,18 @@ def _code_number(name: str) -> int:
     raise ValueError(f"unknown status code {name!r}")
 
 
-def matches(match: Mapping[str, Mapping[str, Any]], request: Mapping[str, Any]) -> bool:
-    """Whether every condition holds for `request`."""
+def matches(
+    match: Mapping[str, Mapping[str, Any]],
+    request: Any,
+    metadata: Mapping[str, str] | None = None,
+) -> bool:
+    """Whether every condition holds for `request` (and `headers` ones for `metadata`)."""
     for kind, conditions in match.items():
+        if kind == "headers":
+            sent = metadata or {}
+            if any(sent.get(k.lower()) != str(v) for k, v in conditions.items()):
+                return False
+            continue
         for path, expected in conditions.items():
             found, actual = lookup(request, path)
             if not found:
