@@ -8,9 +8,28 @@ request); stub files override answers by matching request fields, with sequences
         mock.stub("PaymentService/GetPayment", respond={"payment": {"paymentId": "p1"}})
         ...
         assert mock.calls("GetPayment")
+
+`MockServer` and `Call` load on first use: `keel.mock.cli` (the `keel mock` parser) stays light.
 """
 
-from keel.mock.server import MockServer
-from keel.mock.state import Call
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from keel.mock.server import MockServer
+    from keel.mock.state import Call
 
 __all__ = ["Call", "MockServer"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "MockServer":
+        from keel.mock.server import MockServer  # noqa: PLC0415
+
+        return MockServer
+    if name == "Call":
+        from keel.mock.state import Call  # noqa: PLC0415
+
+        return Call
+    raise AttributeError(f"module 'keel.mock' has no attribute {name!r}")

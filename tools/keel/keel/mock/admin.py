@@ -81,4 +81,6 @@ class Admin:
             return 404, {"error": str(error.args[0] if error.args else error)}
         except ValueError as error:
             return 400, {"error": str(error)}
+        except Exception as error:  # the broker: unreachable, timed out, refused
+            return 502, {"error": f"publishing failed: {error!r}"}
         return 200, {"id": event_id}
