@@ -47,6 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """The command; exit status 0, 2 for bad arguments, stubs or settings."""
+    from keel import genroot  # noqa: PLC0415
     from keel.mock import discovery, stubs  # noqa: PLC0415
     from keel.runtime import config, logs  # noqa: PLC0415
     from keel.runtime.server import run as run_loop  # noqa: PLC0415
@@ -62,7 +63,12 @@ def run(args: argparse.Namespace) -> int:
     logs.configure(settings.log_level, console=settings.console_logs)
     try:
         return run_loop(_serve(args, settings))
-    except (discovery.UnknownServiceError, stubs.StubError, OSError) as error:
+    except (
+        discovery.UnknownServiceError,
+        stubs.StubError,
+        genroot.UnimportableError,
+        OSError,
+    ) as error:
         print(f"keel mock: {error}", file=sys.stderr)
         return 2
 
