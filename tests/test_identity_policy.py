@@ -104,3 +104,18 @@ def test_the_policy_is_the_methods_else_its_services() -> None:
     assert policy(catalog.method("GetProduct"), catalog).access is Access.PUBLIC
     assert policy(catalog.method("ReserveStock"), catalog).access is Access.UNSPECIFIED
     assert policy(orders.method("ListOrders"), orders).access is Access.AUTHENTICATED
+
+
+async def test_the_warehouse_ships_with_its_scope_and_a_customer_cannot(keel_client: Any) -> None:
+    """MarkShipped (internal, gRPC only) needs orders.ship: the OrderService-wide
+    ACCESS_AUTHENTICATED would otherwise let any customer's token ship anyone's order."""
+    orders = keel_client(orders_keel.OrderServiceClient)
+    request = orders_pb2.MarkShippedRequest(order_id="o_unknown")
+    with pytest.raises(keel.errors.Unauthenticated) as unauthenticated:
+        await orders.mark_shipped(request)
+    assert unauthenticated.value.reason == "TOKEN_REQUIRED"
+    with pytest.raises(keel.errors.PermissionDenied) as denied:
+        await orders.mark_shipped(request, metadata=token("mallory"))
+    assert denied.value.metadata["scopes"] == "orders.ship"
+    with pytest.raises(keel.errors.NotFound):  # admitted: the handler looks the order up
+        await orders.mark_shipped(request, metadata=token("warehouse", scope="orders.ship"))

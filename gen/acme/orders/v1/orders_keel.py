@@ -128,6 +128,10 @@ _ORDER_SERVICE__MARK_SHIPPED = keel.MethodSpec(
     request_type=orders_pb2.MarkShippedRequest,
     response_type=orders_pb2.MarkShippedResponse,
     idempotency=keel.Idempotency.IDEMPOTENT,
+    auth=keel.AuthPolicy(
+        access=keel.Access.UNSPECIFIED,
+        scopes=("orders.ship",),
+    ),
 )
 
 ORDER_SERVICE = keel.ServiceSpec(
@@ -213,7 +217,9 @@ class OrderServiceBase(keel.ServiceBase):
         request: orders_pb2.MarkShippedRequest,
         context: keel.Context,
     ) -> orders_pb2.MarkShippedResponse:
-        """Mark an order shipped. Internal: the warehouse calls it over gRPC only."""
+        """Mark an order shipped. Internal: the warehouse calls it over gRPC only (no REST route), with
+        a token that carries the orders.ship scope (with keys configured: a customer's token lacks it).
+        """
         raise keel.errors.Unimplemented(
             "acme.orders.v1.OrderService.MarkShipped is not implemented",
         )
@@ -310,7 +316,9 @@ class OrderServiceClient(keel.ClientBase):
         timeout: float | None = None,
         metadata: keel.Metadata | None = None,
     ) -> orders_pb2.MarkShippedResponse:
-        """Mark an order shipped. Internal: the warehouse calls it over gRPC only."""
+        """Mark an order shipped. Internal: the warehouse calls it over gRPC only (no REST route), with
+        a token that carries the orders.ship scope (with keys configured: a customer's token lacks it).
+        """
         return await self._unary_unary(
             _ORDER_SERVICE__MARK_SHIPPED,
             request,

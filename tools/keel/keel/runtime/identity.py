@@ -8,8 +8,9 @@ token alone. With keys configured, a call is refused with UNAUTHENTICATED when i
 not verify (expired, badly signed, wrong audience), or when it claims an identity
 (`x-keel-subject`, `x-keel-claims`) that its token does not prove. A call with neither token
 nor claimed identity (a service's own work, outside any user's request) is served, with no
-subject, unless the method's proto policy asks for a user: a method (or its service) marked
-`ACCESS_AUTHENTICATED` or with `scopes` is refused UNAUTHENTICATED without a token, and
+subject, unless the method's proto policy (its own, else its service's) asks for a user: a
+method so marked `ACCESS_AUTHENTICATED` or with `scopes` is refused UNAUTHENTICATED without a
+token, and
 PERMISSION_DENIED (ErrorInfo reason MISSING_SCOPE) when the token lacks a listed scope, so its
 rule holds behind the gateway too. Without keys (development) nothing is verified: the
 identity headers are read as they come.
