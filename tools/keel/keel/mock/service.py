@@ -82,7 +82,7 @@ class Responder:
         rng = fake.rng_for(self.state.seed, f"{self.path}#{index}", data)
         try:
             return fake.fake(self.spec.response_type, rng)
-        except fake.FakeDataError as error:
+        except (fake.FakeDataError, ValueError) as error:  # (ValueError: a pattern not sampled)
             raise Internal(f"keel mock: {error}") from None
 
     def _parsed(self, message: Any) -> Message:
