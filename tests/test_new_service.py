@@ -45,24 +45,29 @@ def _run(args: list[str], cwd: Path, timeout: float = 900) -> subprocess.Complet
 
 
 @pytest.mark.parametrize(
-    ("name", "says"),
+    ("args", "says"),
     [
-        ("orders", "services/orders exists already"),
-        ("Inventory", "is not a valid service name"),
-        ("in-ventory", "is not a valid service name"),
-        ("json", "standard-library module"),
-        ("class", "Python keyword"),
+        (["orders"], "services/orders exists already"),
+        (["Inventory"], "is not a valid service name"),
+        (["in-ventory"], "is not a valid service name"),
+        (["json"], "standard-library module"),
+        (["class"], "Python keyword"),
+        (["acme"], "top-level package of the generated code"),
+        (["sqlalchemy"], "importable package already"),
+        (["inventory", "--port", "50061"], "port 50061 is taken"),
     ],
 )
-def test_a_name_that_cannot_be_a_service_is_refused_saying_why(name: str, says: str) -> None:
-    status = ["git", "status", "--porcelain"]
-    before = subprocess.run(status, cwd=REPO, capture_output=True, check=True)
-    done = _run([str(BIN / "keel"), "new", "service", name], REPO)
+def test_a_name_that_cannot_be_a_service_is_refused_saying_why(args: list[str], says: str) -> None:
+    registered = [REPO / "services/registry.toml", REPO / "pyproject.toml"]
+    before = [path.read_text() for path in registered]
+    existed = (REPO / "services" / args[0]).exists()
+    done = _run([str(BIN / "keel"), "new", "service", *args], REPO)
     assert done.returncode == 2
     assert done.stderr.startswith("keel new service: ")
     assert says in done.stderr
-    after = subprocess.run(status, cwd=REPO, capture_output=True, check=True)
-    assert after.stdout == before.stdout  # nothing written
+    assert [path.read_text() for path in registered] == before  # nothing registered
+    assert (REPO / "services" / args[0]).exists() == existed  # nothing left half-made
+    assert not list((REPO / "proto").glob(f"*/{args[0]}/v1/{args[0]}.proto")) or existed
 
 
 def test_a_new_service_is_tested_checked_and_served(tmp_path: Path) -> None:

@@ -77,6 +77,8 @@ def test_a_stale_page_is_named_and_rewritten_keeping_its_prose(tmp_path: Path) -
         ("gen/acme/catalog/v1/catalog_pb2.py", {"catalog", "orders"}),
         ("gen/openapi/acme/catalog/v1/catalog.json", {"catalog", "orders"}),
         ("gen/asyncapi.json", set()),
+        ("gen/acme/payments/v1/payments_pb2_grpc.pyi", {"payments", "orders", "(catalog)"}),
+        ("gen/acme/gone/v1/gone_pb2.py", {"catalog", "orders", "payments"}),
         ("proto/acme/payments/v1/payments.proto", {"payments", "orders", "(catalog)"}),
         ("proto/acme/orders/v1/orders.proto", {"orders", "catalog"}),  # catalog subscribes
         ("tools/keel/keel/errors.py", {"catalog", "orders", "payments"}),

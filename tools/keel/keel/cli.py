@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from keel.events import dlq as events_commands
+from keel.mock import cli as mock_commands
 from keel.toolchain.errors import BuildError, GenerateError
 from keel.toolchain.workspace import WorkspaceError
 
@@ -358,6 +359,7 @@ def parser() -> argparse.ArgumentParser:
         each.set_defaults(run=_db)
 
     events_commands.register(commands)
+    mock_commands.register(commands)
     _register_saga(commands)
     _register_system(commands)
     _register_new(commands)

@@ -11,6 +11,7 @@ are in keel/scaffold/templates; `{{name}}`, `{{Name}}`, `{{NAME}}` and `{{org}}`
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import keyword
 import re
 import shutil
@@ -66,6 +67,18 @@ def check_name(name: str, root: Path, services_dir: str = "services") -> None:
         raise ScaffoldError(f"{services_dir}/{name} exists already: choose another name")
     for proto in (root / "proto").glob(f"*/{name}"):
         raise ScaffoldError(f"{proto.relative_to(root)} exists already: choose another name")
+    if name in {p.name for p in (root / "proto").glob("*") if p.is_dir()} | {
+        p.name for p in (root / "gen").glob("*") if p.is_dir()
+    }:
+        raise ScaffoldError(
+            f"{name!r} is a top-level package of the generated code (gen/{name}): the service's "
+            "package would hide it; choose another name"
+        )
+    if importlib.util.find_spec(name) is not None:
+        raise ScaffoldError(
+            f"{name!r} is an importable package already (an installed library or a service): "
+            "the service's package would clash with it; choose another name"
+        )
 
 
 def _org(root: Path, org: str | None) -> str:
@@ -82,18 +95,28 @@ def _org(root: Path, org: str | None) -> str:
     return found[0]
 
 
-def _register(registry: Path, service: str, port: int | None) -> int:
-    """Add `service` to the registry's [targets] on `port` (default: after the highest one)."""
-    lines = registry.read_text().splitlines()
-    targets = [(i, _TARGET.match(line.strip())) for i, line in enumerate(lines)]
-    entries = [(i, m) for i, m in targets if m]
-    used = {int(m["port"]) for _, m in entries}
+def _port(registry: Path, port: int | None) -> int:
+    """`port`, or the one after the registry's highest; ScaffoldError if the registry has it."""
+    used = {
+        int(m["port"])
+        for line in registry.read_text().splitlines()
+        if (m := _TARGET.match(line.strip()))
+    }
     chosen = port if port is not None else max(used, default=50060) + 1
     if chosen in used:
         raise ScaffoldError(f"port {chosen} is taken in {registry.name}: pass another --port")
+    if not 0 < chosen < 64536:  # its metrics listen 1000 above it
+        raise ScaffoldError(f"port {chosen}: choose one from 1 to 64535")
+    return chosen
+
+
+def _register(registry: Path, service: str, chosen: int) -> None:
+    """Add `service` to the registry's [targets] on port `chosen`."""
+    lines = registry.read_text().splitlines()
+    entries = [i for i, line in enumerate(lines) if _TARGET.match(line.strip())]
     line = f'"{service}" = "127.0.0.1:{chosen}"'
     if entries:
-        lines.insert(entries[-1][0] + 1, line)
+        lines.insert(entries[-1] + 1, line)
     else:
         at = next((i for i, text in enumerate(lines) if text.strip() == "[targets]"), None)
         if at is None:
@@ -101,7 +124,6 @@ def _register(registry: Path, service: str, port: int | None) -> int:
             at = len(lines) - 1
         lines.insert(at + 1, line)
     registry.write_text("\n".join(lines) + "\n")
-    return chosen
 
 
 def _listed(text: str, pattern: re.Pattern[str], name: str) -> str:
@@ -181,26 +203,28 @@ def new_service(
         )
     service = f"{organisation}.{name}.v1.{_pascal(name)}Service"
     values = {"name": name, "Name": _pascal(name), "NAME": name.upper(), "org": organisation}
-    created = Created(service, 0)
+    created = Created(service, _port(registry, port))
     folder = root / services_dir / name
-    destinations = {
-        TEMPLATES / "proto/service.proto.tmpl": root
-        / f"proto/{organisation}/{name}/v1/{name}.proto"
-    }
+    proto = root / f"proto/{organisation}/{name}"
+    destinations = {TEMPLATES / "proto/service.proto.tmpl": proto / f"v1/{name}.proto"}
     for template in sorted((TEMPLATES / "service").rglob("*.tmpl")):
         relative = template.relative_to(TEMPLATES / "service").as_posix().removesuffix(".tmpl")
-        relative = relative.replace("src/pkg/", f"src/{name}/").replace(
-            "test_pkg_", f"test_{name}_"
-        )
+        relative = relative.replace("src/pkg/", f"src/{name}/")
+        relative = relative.replace("test_pkg_", f"test_{name}_")
         destinations[template] = folder / relative
-    for template, destination in destinations.items():
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        destination.write_text(_render(template, values))
-        created.written.append(destination.relative_to(root).as_posix())
-    (folder / "migrations/versions").mkdir(parents=True, exist_ok=True)
-    created.written.append(_first_migration(folder).relative_to(root).as_posix())
-    _tidy([p for p in folder.rglob("*.py")])
-    created.port = _register(registry, service, port)
+    try:
+        for template, destination in destinations.items():
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            destination.write_text(_render(template, values))
+            created.written.append(destination.relative_to(root).as_posix())
+        (folder / "migrations/versions").mkdir(parents=True, exist_ok=True)
+        created.written.append(_first_migration(folder).relative_to(root).as_posix())
+    except BaseException:  # nothing half-made is left behind: the name stays free
+        shutil.rmtree(folder, ignore_errors=True)
+        shutil.rmtree(proto, ignore_errors=True)
+        raise
+    _tidy(list(folder.rglob("*.py")))
+    _register(registry, service, created.port)
     created.changed.append(registry.relative_to(root).as_posix())
     if _register_package(root / "pyproject.toml", name, services_dir):
         created.changed.append("pyproject.toml")

@@ -23,7 +23,9 @@ KEEL_ITSELF = (
     "services/registry.toml",
     ".ci/",
 )
-_GENERATED = ("_pb2_grpc.py", "_pb2.pyi", "_pb2.py", "_keel.py", "_keel.pyi")
+_GENERATED = ("_pb2_grpc.pyi", "_pb2_grpc.py", "_pb2.pyi", "_pb2.py", "_keel.py", "_keel.pyi")
+_FOLLOWS = ("asyncapi.json", ".keel-gen.json")
+"""Generated files that change with every proto change (the proto's own path touches)."""
 
 
 class GitError(Exception):
@@ -83,9 +85,10 @@ def affected(
             continue
         proto = _proto_of(path, contracts, gen_dir)
         if proto is None:
-            if path.endswith(".proto") and path.startswith("proto/"):
-                for package in packages:  # gone from the workspace: who used it is unknown
-                    touch(package, f"{path}: a proto no longer in the workspace")
+            unknown = path.startswith(f"{gen_dir}/") and path[len(gen_dir) + 1 :] not in _FOLLOWS
+            if unknown or (path.endswith(".proto") and path.startswith("proto/")):
+                for package in packages:  # who uses it is unknown: everyone, to be safe
+                    touch(package, f"{path}: generated or proto, of no proto in the workspace")
             continue
         files = contracts.importers(proto)
         services = {s.full_name for s in contracts.services.values() if s.proto in files}
