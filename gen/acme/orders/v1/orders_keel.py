@@ -217,8 +217,8 @@ class OrderServiceBase(keel.ServiceBase):
         request: orders_pb2.MarkShippedRequest,
         context: keel.Context,
     ) -> orders_pb2.MarkShippedResponse:
-        """Mark an order shipped. Internal: the warehouse calls it over gRPC only (no REST route), with
-        a token that carries the orders.ship scope (with keys configured: a customer's token lacks it).
+        """Mark an order shipped. Internal: the warehouse calls it over gRPC only (no REST
+        route), with a token carrying the orders.ship scope (a customer's token lacks it).
         """
         raise keel.errors.Unimplemented(
             "acme.orders.v1.OrderService.MarkShipped is not implemented",
@@ -316,8 +316,8 @@ class OrderServiceClient(keel.ClientBase):
         timeout: float | None = None,
         metadata: keel.Metadata | None = None,
     ) -> orders_pb2.MarkShippedResponse:
-        """Mark an order shipped. Internal: the warehouse calls it over gRPC only (no REST route), with
-        a token that carries the orders.ship scope (with keys configured: a customer's token lacks it).
+        """Mark an order shipped. Internal: the warehouse calls it over gRPC only (no REST
+        route), with a token carrying the orders.ship scope (a customer's token lacks it).
         """
         return await self._unary_unary(
             _ORDER_SERVICE__MARK_SHIPPED,

@@ -107,8 +107,8 @@ class OrderServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def MarkShipped(self, request, context):
-        """Mark an order shipped. Internal: the warehouse calls it over gRPC only (no REST route), with
-        a token that carries the orders.ship scope (with keys configured: a customer's token lacks it).
+        """Mark an order shipped. Internal: the warehouse calls it over gRPC only (no REST
+        route), with a token carrying the orders.ship scope (a customer's token lacks it).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -44,8 +44,8 @@ class OrderServiceStub:
     WatchOrder: _grpc.UnaryStreamMultiCallable[_orders_pb2.WatchOrderRequest, _orders_pb2.WatchOrderResponse]
     """Follow an order's state changes until it is completed or cancelled."""
     MarkShipped: _grpc.UnaryUnaryMultiCallable[_orders_pb2.MarkShippedRequest, _orders_pb2.MarkShippedResponse]
-    """Mark an order shipped. Internal: the warehouse calls it over gRPC only (no REST route), with
-    a token that carries the orders.ship scope (with keys configured: a customer's token lacks it).
+    """Mark an order shipped. Internal: the warehouse calls it over gRPC only (no REST
+    route), with a token carrying the orders.ship scope (a customer's token lacks it).
     """
 
 @_typing.type_check_only
@@ -64,8 +64,8 @@ class OrderServiceAsyncStub(OrderServiceStub):
     WatchOrder: _aio.UnaryStreamMultiCallable[_orders_pb2.WatchOrderRequest, _orders_pb2.WatchOrderResponse]  # type: ignore[assignment]
     """Follow an order's state changes until it is completed or cancelled."""
     MarkShipped: _aio.UnaryUnaryMultiCallable[_orders_pb2.MarkShippedRequest, _orders_pb2.MarkShippedResponse]  # type: ignore[assignment]
-    """Mark an order shipped. Internal: the warehouse calls it over gRPC only (no REST route), with
-    a token that carries the orders.ship scope (with keys configured: a customer's token lacks it).
+    """Mark an order shipped. Internal: the warehouse calls it over gRPC only (no REST
+    route), with a token carrying the orders.ship scope (a customer's token lacks it).
     """
 
 class OrderServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -117,8 +117,8 @@ class OrderServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _orders_pb2.MarkShippedRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_orders_pb2.MarkShippedResponse, _abc.Awaitable[_orders_pb2.MarkShippedResponse]]:
-        """Mark an order shipped. Internal: the warehouse calls it over gRPC only (no REST route), with
-        a token that carries the orders.ship scope (with keys configured: a customer's token lacks it).
+        """Mark an order shipped. Internal: the warehouse calls it over gRPC only (no REST
+        route), with a token carrying the orders.ship scope (a customer's token lacks it).
         """
 
 def add_OrderServiceServicer_to_server(servicer: OrderServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
