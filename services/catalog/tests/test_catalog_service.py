@@ -93,6 +93,15 @@ async def test_create_and_update_with_mask(catalog: Client) -> None:
             )
         )
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    # Without a mask every updatable field is set; an unset currency is the shop's, as at
+    # creation, so a whole-product update does not need to repeat it.
+    whole = await catalog.update_product(
+        catalog_pb2.UpdateProductRequest(
+            product=catalog_pb2.Product(product_id=product_id, title="Ladle", price_cents=5)
+        )
+    )
+    assert (whole.product.title, whole.product.price_cents) == ("Ladle", 5)
+    assert whole.product.currency == "EUR"
 
 
 async def test_a_retried_create_with_its_key_makes_one_product(catalog: Client) -> None:

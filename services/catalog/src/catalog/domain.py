@@ -149,8 +149,10 @@ class Catalog:
         return product
 
     async def update(self, product_id: str, **changes: object) -> Product:
-        """The product with `changes` (title, price_cents, currency, labels) made."""
+        """The product with `changes` (title, price_cents, currency, labels) made; a currency
+        set to "" is the shop's, as at creation."""
         if "currency" in changes:
+            changes["currency"] = changes["currency"] or self.policy.currency
             self._check_currency(str(changes["currency"]))
         async with self.store.transaction() as tx:
             product = replace(await self._locked(tx, product_id), **changes)  # type: ignore[arg-type]

@@ -120,6 +120,7 @@ class Placing:
     async def _forget_after(self, saga: keel.saga.Saga[Data], saga_id: str) -> None:
         await saga.wait(saga_id)
         self.calls.forget(saga_id)
+        self.failures.pop(saga_id, None)  # its caller has had its answer: nobody reads it now
 
     async def close(self) -> None:
         """Stop the sagas this process drives (they resume at the next start)."""
