@@ -297,14 +297,21 @@ def main() -> None:
                 for route, row in zip(("GET", "POST"), measured, strict=True):
                     runs.setdefault((name, route), []).append(row)
     finally:
-        for path in paths.values():
-            for process in path.processes:
-                if process.poll() is None:
-                    process.terminate()
-                    process.wait(timeout=30)
-        upstream.terminate()
-        upstream.wait(timeout=30)
+        _stop([upstream, *{p.pid: p for s in paths.values() for p in s.processes}.values()])
     _report(args, runs)
+
+
+def _stop(processes: list[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM to each, then SIGKILL to any still running 10 s later."""
+    for process in processes:
+        if process.poll() is None:
+            process.terminate()
+    for process in processes:
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def _median(values: list[float]) -> float:
