@@ -7,10 +7,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from keel.data import Database
+from keel.data import Database, postgres
 from keel.testing.plugin import postgres_missing
 from keel.testing.postgres import INSTALL, PostgresMissingError, PostgresServer, find_binaries
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 
 
 def test_the_server_runs_as_an_unprivileged_user(keel_postgres: PostgresServer) -> None:
@@ -54,3 +55,43 @@ def test_missing_postgresql_names_the_install_command(
     monkeypatch.setenv("CI", "true")
     with pytest.raises(pytest.fail.Exception, match="CI runs every PostgreSQL test"):
         postgres_missing(caught.value)
+
+
+async def _terminate_others(db: Database, mine: int) -> None:
+    """End every other session of this database on the server (as a restart would)."""
+    async with db.transaction() as session:
+        await session.execute(
+            text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> :mine"
+            ),
+            {"mine": mine},
+        )
+
+
+@pytest.mark.parametrize("idle", [True, False])
+async def test_a_dropped_pooled_connection_is_replaced(
+    keel_postgres: PostgresServer, monkeypatch: pytest.MonkeyPatch, idle: bool
+) -> None:
+    """A pooled connection idle for longer than IDLE_PING_SECONDS is pinged before use, so a
+    dropped one is replaced unseen; one used a moment ago is not pinged: the transaction that
+    finds it dropped fails, and the pool replaces it and the others for the next one."""
+    monkeypatch.setattr(postgres, "IDLE_PING_SECONDS", 0.0 if idle else 3600.0)
+    db = Database(await keel_postgres.create_database(f"pinged_{int(idle)}"))
+    killer = Database(db.url)
+    try:
+        async with db.transaction() as session:
+            pooled = await session.scalar(text("SELECT pg_backend_pid()"))
+        async with killer.transaction() as session:
+            mine = await session.scalar(text("SELECT pg_backend_pid()"))
+        await _terminate_others(killer, mine)
+        if not idle:
+            with pytest.raises(DBAPIError) as caught:
+                async with db.transaction() as session:
+                    await session.execute(text("SELECT 1"))
+            assert caught.value.connection_invalidated
+        async with db.transaction() as session:
+            assert await session.scalar(text("SELECT pg_backend_pid()")) != pooled
+    finally:
+        await db.dispose()
+        await killer.dispose()

@@ -50,7 +50,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.types import TypeEngine
 from sqlalchemy.util.concurrency import greenlet_spawn
 
-from keel.data import inline, sqlite
+from keel.data import inline, postgres, sqlite
 from keel.data.held import Held
 from keel.runtime import config
 
@@ -164,7 +164,9 @@ class Database:
 
     def _create_engine(self, *, inline_calls: bool | None = None) -> AsyncEngine:
         if self.dialect != "sqlite":
-            return create_async_engine(self.url, pool_pre_ping=True)
+            engine = create_async_engine(self.url)
+            postgres.configure(engine)  # pings a pooled connection when it was idle
+            return engine
         database = self.url.database or ""
         if database in ("", ":memory:") or "mode=memory" in str(self.url):
             raise DataError("use Database.temporary() for a throwaway SQLite database")
