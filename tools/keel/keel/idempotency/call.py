@@ -23,7 +23,7 @@ from typing import Any, Generic, TypeVar
 import grpc
 from google.protobuf.message import Message
 from google.rpc import status_pb2
-from sqlalchemy import delete, select
+from sqlalchemy import bindparam, delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -48,6 +48,17 @@ FINAL_CODES = frozenset(
 """Errors stored as a keyed call's outcome (a repeat raises them again); others are not."""
 
 Response = TypeVar("Response", bound=Message)
+
+_THIS_KEY = (table.c.key == bindparam("k"), table.c.method == bindparam("m"))
+# built once: a statement built per call costs its construction and cache key each time
+_FIND = select(table.c.request_hash, table.c.code, table.c.outcome, table.c.expires_at).where(
+    *_THIS_KEY
+)
+_FORGET = delete(table).where(*_THIS_KEY)
+_CLAIM = table.insert()
+_RESPOND = (
+    table.update().where(*_THIS_KEY).values(code=bindparam("code"), outcome=bindparam("outcome"))
+)
 
 
 def key_of(metadata: Sequence[tuple[str, str | bytes]] | None) -> str | None:
@@ -146,13 +157,7 @@ async def call(
         try:
             async with db.transaction() as session:
                 now = _now()
-                found = (
-                    await session.execute(
-                        select(
-                            table.c.request_hash, table.c.code, table.c.outcome, table.c.expires_at
-                        ).where(table.c.key == key, table.c.method == scope)
-                    )
-                ).one_or_none()
+                found = (await session.execute(_FIND, {"k": key, "m": scope})).one_or_none()
                 if found is not None and _aware(found.expires_at) > now:
                     if found.request_hash != digest:
                         raise _reused(key, scope)
@@ -162,12 +167,10 @@ async def call(
                     yield Call(session, key, response_type.FromString(found.outcome))
                     return
                 if found is not None:
-                    await session.execute(
-                        delete(table).where(table.c.key == key, table.c.method == scope)
-                    )
+                    await session.execute(_FORGET, {"k": key, "m": scope})
                 row = {"key": key, "method": scope, "request_hash": digest, "code": -1}
                 await session.execute(
-                    table.insert().values(**row, outcome=b"", created_at=now, expires_at=now + ttl)
+                    _CLAIM, {**row, "outcome": b"", "created_at": now, "expires_at": now + ttl}
                 )  # claims the key: a concurrent duplicate waits here (or at BEGIN on SQLite)
                 entered = True
                 current: Call[Response] = Call(session, key)
@@ -178,10 +181,9 @@ async def call(
                     raise
                 if current._response is None:
                     raise RuntimeError("a keyed call ended without call.respond(response)")
+                outcome = current._response.SerializeToString()
                 await session.execute(
-                    table.update()
-                    .where(table.c.key == key, table.c.method == scope)
-                    .values(code=0, outcome=current._response.SerializeToString())
+                    _RESPOND, {"k": key, "m": scope, "code": 0, "outcome": outcome}
                 )
                 return
         except IntegrityError:
@@ -209,9 +211,7 @@ async def _store_error(
     }
     try:
         async with db.transaction() as session:
-            await session.execute(
-                table.insert().values(**values, created_at=now, expires_at=now + ttl)
-            )
+            await session.execute(_CLAIM, {**values, "created_at": now, "expires_at": now + ttl})
     except IntegrityError:
         pass
 
