@@ -118,7 +118,7 @@ def loads(body: bytes) -> Any:
     except UnicodeDecodeError:
         raise InputError([Violation("", "", "the body is not UTF-8 text")]) from None
     try:
-        return json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_no_constant)
+        return _DECODER.decode(text)
     except _DuplicateKeyError as error:
         raise InputError([Violation("", "", str(error))]) from None
     except RecursionError:
@@ -144,6 +144,10 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 def _no_constant(name: str) -> Any:
     raise ValueError(f'{name} is not JSON (proto JSON writes it as the string "{name}")')
+
+
+_DECODER = json.JSONDecoder(object_pairs_hook=_unique_keys, parse_constant=_no_constant)
+"""One decoder for every body (json.loads would build one per call with these hooks)."""
 
 
 def depth_exceeds(value: Any, limit: int = MAX_DEPTH) -> bool:

@@ -222,7 +222,10 @@ def request_message(match: Match, query: str, body: bytes, content_type: str = "
             data[body_field] = parsed
             _fill_update_mask(match, descriptor, data, query)
     bound = dict.fromkeys(match.variables, "path")
-    if body_field == "*":
+    problems: list[Violation] = []
+    if not query:
+        pass  # (most requests: nothing to parse)
+    elif body_field == "*":
         problems = _unwanted_query(descriptor, query)
     else:
         if body_field:
