@@ -132,8 +132,8 @@ async def test_create_validates_the_product(catalog: Client) -> None:
 
 async def test_reserve_is_idempotent_and_release_restores_stock(catalog: Client) -> None:
     request = catalog_pb2.ReserveStockRequest(order_id="o_1", lines=_lines(("p_teapot", 4)))
-    first = await catalog.reserve_stock(request)
-    again = await catalog.reserve_stock(request)
+    first = await catalog.reserve_stock(request, timeout=10)
+    again = await catalog.reserve_stock(request, timeout=10)
     assert (first.total_cents, first.currency) == (4 * 3499, "EUR")
     assert again == first
     teapot = catalog_pb2.GetProductRequest(product_id="p_teapot")
