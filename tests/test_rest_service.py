@@ -267,3 +267,38 @@ async def test_rest_middleware_wraps_the_routes() -> None:
     for reply in replies:
         assert reply.headers["x-inner"] == "x-request-id"  # the innermost sees the app's answer
         assert reply.headers["x-outer"] == "x-request-id,x-inner"  # the first is outermost
+
+
+class Screen(grpc.aio.ServerInterceptor):
+    """Notes every call it sees; refuses those whose metadata says x-screen: refuse."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str]] = []
+
+    async def intercept_service(self, continuation: Any, details: Any) -> Any:
+        metadata = dict(details.invocation_metadata)
+        self.seen.append((details.method, str(metadata.get("x-request-id", ""))))
+        if metadata.get("x-screen") == "refuse":
+
+            async def refuse(request: Any, context: Any) -> Any:
+                await context.abort(grpc.StatusCode.PERMISSION_DENIED, "refused by the screen")
+
+            return grpc.unary_unary_rpc_method_handler(refuse)
+        return await continuation(details)
+
+
+async def test_the_servers_interceptors_see_and_can_refuse_rest_calls() -> None:
+    """Interceptors run for every call the server answers, REST requests included: one that
+    refuses refuses both ways."""
+    screen = Screen()
+    async with _served(interceptors=[screen]) as url:
+        served = await call(f"{url}/v1/products/p_mug", headers={"x-request-id": "r-1"})
+        refused = await call(
+            f"{url}/v1/products/p_mug", headers={"grpc-metadata-x-screen": "refuse"}
+        )
+    assert served.status == 200
+    assert _body(served)["title"] == "Mug"
+    assert refused.status == 403
+    assert _body(refused)["message"] == "refused by the screen"
+    assert screen.seen[0] == ("/acme.catalog.v1.CatalogService/GetProduct", "r-1")
+    assert len(screen.seen) == 2

@@ -353,3 +353,24 @@ async def test_services_close_hook_runs_on_stop() -> None:
     async with keel.Server([Closing()], port=0):
         assert closed == []
     assert closed == ["kitchen"]
+
+
+async def test_background_work_stops_before_the_services_close() -> None:
+    """A relay, consumer or saga recovery may still use a service's clients and database: it
+    stops first, then the services close them."""
+    order: list[str] = []
+
+    class Closing(Kitchen):
+        async def __keel_close__(self) -> None:
+            order.append("service closed")
+
+    class Work:
+        async def start(self) -> None:
+            order.append("work started")
+
+        async def stop(self) -> None:
+            order.append("work stopped")
+
+    async with keel.Server([Closing()], port=0, background=[Work()]):
+        assert order == ["work started"]
+    assert order == ["work started", "work stopped", "service closed"]

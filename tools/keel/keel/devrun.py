@@ -184,6 +184,7 @@ async def _serve(
             "KEEL_PORT": str(service.port),
             "KEEL_METRICS_PORT": str(service.port + 1000),
             "KEEL_REST_PORT": "0",  # a free port, reported in the "serving" line
+            "KEEL_WORKERS": "1",  # one process each here (workers need a fixed REST port)
             "KEEL_LOG_FORMAT": "console",
             "KEEL_GRACE_PERIOD": "5",
             "KEEL_REGISTRY": str(registry.resolve()),

@@ -17,7 +17,7 @@ from grpc_health.v1 import health as grpc_health
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from keel.runtime import config, logs, tracing
+from keel.runtime import config, intercepted, logs, tracing
 from keel.runtime.config import ConfigError, Settings
 from keel.runtime.handlers import Behaviour, method_handlers
 from keel.runtime.identity import CallerCheck
@@ -159,7 +159,8 @@ class Server:
     def rest_behaviours(self) -> dict[str, Behaviour]:
         """The behaviour of each method (by gRPC path) for calls made from REST requests in
         this process: built as the gRPC server's (verified caller, validation, errors, metrics,
-        spans), with the request's own log line in place of the call's."""
+        spans; the server's interceptors), with the request's own log line in place of the
+        call's."""
         observation = Observation(log_calls=False, metrics=self.observation.metrics)
         found: dict[str, Behaviour] = {}
         for service in self.services:
@@ -170,8 +171,12 @@ class Server:
             for method in spec.methods:
                 handler = handlers[method.name]
                 behaviour = handler.unary_unary or handler.unary_stream
-                if behaviour is not None:  # (client streaming has no REST call)
-                    found[method.path] = behaviour
+                if behaviour is None:  # (client streaming has no REST call)
+                    continue
+                if self.interceptors:  # they see every call the server answers, REST too
+                    wrap = intercepted.unary if handler.unary_unary else intercepted.streaming
+                    behaviour = wrap(self.interceptors, handler, method.path)
+                found[method.path] = behaviour
         return found
 
     async def _start_rest(self, port: int) -> None:
@@ -206,6 +211,9 @@ class Server:
                 draining.append(rest.stop(period))
             await asyncio.gather(*draining)
             self._server = None
+            # Background work (relays, consumers, saga recovery) may still use the services'
+            # clients and databases: it stops before the services close them.
+            await self._stop_background()
             for service in self.services:
                 close = getattr(service, "__keel_close__", None)
                 if close is not None:
