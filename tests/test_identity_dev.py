@@ -20,7 +20,7 @@ import pytest
 from acme.orders.v1 import orders_keel, orders_pb2
 from keel.runtime.config import Settings
 
-from tests.conftest import BIN, REPO
+from tests.conftest import BIN, REPO, answers
 from tests.test_devrun import SERVICES, _free_pair
 
 SECRET = "keel-dev-identity-secret-long-enough-for-hs256"
@@ -64,11 +64,12 @@ async def test_keel_dev_with_a_secret_verifies_users_everywhere(tmp_path: Path) 
         )
     try:
         deadline = time.monotonic() + 60
-        while log_path.read_text().count("serving") < 4:  # three services and the gateway
+        base = f"http://127.0.0.1:{gateway}"
+        # Three services and the gateway say "serving"; the gateway answers its health check.
+        while log_path.read_text().count("serving") < 4 or not answers(f"{base}/healthz"):
             assert process.poll() is None, log_path.read_text()
             assert time.monotonic() < deadline, log_path.read_text()
             await asyncio.sleep(0.1)
-        base = f"http://127.0.0.1:{gateway}"
         order = {
             "customerId": "alice",
             "lines": [{"productId": "p_mug", "quantity": 1}],
@@ -101,7 +102,8 @@ async def test_keel_dev_with_a_secret_verifies_users_everywhere(tmp_path: Path) 
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=30) == 0
     finally:
-        process.kill()
+        process.kill()  # (a no-op once it exited)
+        process.wait(timeout=30)  # reaped here, not left to warn in a later test
     output = log_path.read_text()
     assert "callers are not verified" not in output
     assert "Traceback" not in output
