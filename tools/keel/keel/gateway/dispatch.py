@@ -14,6 +14,7 @@ from typing import Any
 
 import grpc
 import grpc.aio
+from google.protobuf.message import Message
 from grpc_status import rpc_status
 
 from keel.gateway import status
@@ -42,6 +43,16 @@ def failure(match: Match, error: BaseException) -> tuple[int, bytes]:
         return status.HTTP_STATUS.get(code, 500), payload
     _log.error("gateway call failed", method=match.route.method.path, exc_info=error)
     return 500, status.body(grpc.StatusCode.INTERNAL, "internal error")
+
+
+async def reply_ok(exchange: Exchange, match: Match, response: Message) -> None:
+    """Answer 200 with a unary call's response: its JSON (or its response_body field's), or
+    the bytes of a google.api.HttpBody with its content type."""
+    raw = raw_response(match, response)
+    if raw is not None:
+        await exchange.reply(200, raw[1], [(b"content-type", raw[0].encode())])
+        return
+    await exchange.reply(200, response_body(match, response))
 
 
 async def relay_until_gone(
@@ -86,11 +97,7 @@ class UpstreamCall:
         except grpc.aio.AioRpcError as error:
             await exchange.reply(*failure(self.match, error))
             return
-        raw = raw_response(self.match, response)
-        if raw is not None:
-            await exchange.reply(200, raw[1], [(b"content-type", raw[0].encode())])
-            return
-        await exchange.reply(200, response_body(self.match, response))
+        await reply_ok(exchange, self.match, response)
 
     async def server_stream(self, exchange: Exchange, receive: Receive, *, sse: bool) -> None:
         """Relay the responses until the call ends or the client goes away (which cancels it)."""

@@ -21,10 +21,10 @@ import grpc.aio
 from google.rpc import status_pb2
 
 from keel.gateway import status
-from keel.gateway.dispatch import relay_until_gone
+from keel.gateway.dispatch import relay_until_gone, reply_ok
 from keel.gateway.exchange import Exchange, ItemStream, Receive
 from keel.gateway.routes import Match
-from keel.gateway.transcode import raw_response, response_body
+from keel.gateway.transcode import response_body
 
 Behaviour = Callable[..., Any]
 """A method's behaviour as keel.runtime.handlers builds it: `(request, context)` → a response
@@ -236,11 +236,7 @@ class LocalCall:
         if code is not None and code is not grpc.StatusCode.OK:  # set_code() and a return:
             await exchange.reply(*context.failure())  # grpc answers the status, not the message
             return
-        raw = raw_response(self.match, response)
-        if raw is not None:
-            await exchange.reply(200, raw[1], [(b"content-type", raw[0].encode())])
-            return
-        await exchange.reply(200, response_body(self.match, response))
+        await reply_ok(exchange, self.match, response)
 
     async def server_stream(self, exchange: Exchange, receive: Receive, *, sse: bool) -> None:
         """Relay the responses until the method ends or the client goes away (which cancels
