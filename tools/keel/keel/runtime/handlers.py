@@ -167,7 +167,9 @@ def _record(
 ) -> None:
     """Log, count and trace one finished call."""
     if code is grpc.StatusCode.OK:  # a handler may set a status and still return
-        code = status_code(context.code())
+        raw = context.code()
+        if raw is not None:
+            code = status_code(raw)
     if span is not None:
         tracing.end_server_span(span, code)
     observer.finished(began, code, context)

@@ -18,7 +18,6 @@ from keel.runtime.metrics import ServerMetrics
 from keel.runtime.spec import MethodSpec
 
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
-_CODE_NAMES = {code: code.name for code in grpc.StatusCode}
 _calls = HotLogger("keel.call")
 
 
@@ -87,7 +86,7 @@ class MethodObserver:
                     {
                         "service": self._service,
                         "method": self._method,
-                        "code": _CODE_NAMES[code],
+                        "code": code._name_,  # an attribute read: no enum hashing
                         "duration_ms": round(elapsed * 1000, 3),
                         "correlation_id": correlation.current(),
                         "peer": context.peer(),
