@@ -9,7 +9,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Protocol, TypeVar
 
-from keel.data import Database, conflicts
+from keel.data import Database, Joined, conflicts
 from sqlalchemy import delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
@@ -173,21 +173,6 @@ class SqlTransaction:
         )
 
 
-class JoinedStore:
-    """A Store whose every transaction is one given session: the domain's changes join a
-    transaction opened elsewhere (a keyed call's, keel.idempotency), committed with it."""
-
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
-
-    @asynccontextmanager
-    async def transaction(self, *, readonly: bool = False) -> AsyncIterator[SqlTransaction]:
-        """The session itself (catalog.domain.Store); flushed when the block ends."""
-        with conflicts(ConflictError):
-            yield SqlTransaction(self.session)
-            await self.session.flush()
-
-
 class SqlStore:
     """The catalog's Store on a keel.data.Database (migrated with services/catalog/migrations)."""
 
@@ -228,9 +213,9 @@ class SqlStore:
         if self._pending:
             await self._add_pending()  # (a failure leaves them pending for the next call)
 
-    def joined(self, session: AsyncSession) -> JoinedStore:
+    def joined(self, session: AsyncSession) -> Joined[SqlTransaction]:
         """This store's data within `session` (a transaction opened by a keyed call)."""
-        return JoinedStore(session)
+        return Joined(session, SqlTransaction, ConflictError)
 
     @asynccontextmanager
     async def transaction(self, *, readonly: bool = False) -> AsyncIterator[SqlTransaction]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
+from typing import Any
 
 
 class State(StrEnum):
@@ -96,3 +97,15 @@ class DependencyError(Exception):
         self.peer = peer
         self.cause = cause
         self.uncertain = uncertain
+
+
+def payment_json(payment: Payment) -> dict[str, Any]:
+    """The payment's fields as JSON (a saga step's recorded result; the order row adds when
+    it was last updated)."""
+    return {
+        "payment_id": payment.payment_id,
+        "state": payment.state,
+        "amount_cents": payment.amount_cents,
+        "currency": payment.currency,
+        "decline_reason": payment.decline_reason,
+    }

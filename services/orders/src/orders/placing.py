@@ -35,7 +35,7 @@ from keel.data import Database
 from keel.runtime import config, logs, propagation
 
 from orders.calls import StepCalls
-from orders.model import CapturedError, Line, Order, Payment
+from orders.model import CapturedError, Line, Order, payment_json
 
 if TYPE_CHECKING:
     from orders.domain import Catalog, Orders, Payments
@@ -51,17 +51,6 @@ class DeclinedError(Exception):
 
 class CurrencyError(Exception):
     """The catalog priced the order in another currency than the shop's."""
-
-
-def payment_json(payment: Payment) -> Data:
-    """A step's recorded result: the payment as JSON."""
-    return {
-        "payment_id": payment.payment_id,
-        "state": payment.state,
-        "amount_cents": payment.amount_cents,
-        "currency": payment.currency,
-        "decline_reason": payment.decline_reason,
-    }
 
 
 def cancel_saga_id(order_id: str) -> str:

@@ -15,6 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from orders.domain import ConflictError, Line, Order, Payment, State
+from orders.model import payment_json
 from orders.tables import Base, OrderLineRow, OrderRequestRow, OrderRow
 
 
@@ -26,14 +27,8 @@ def _utc(moment: datetime) -> datetime:
 def _payment_json(payment: Payment | None) -> dict[str, Any] | None:
     if payment is None:
         return None
-    return {
-        "payment_id": payment.payment_id,
-        "state": payment.state,
-        "amount_cents": payment.amount_cents,
-        "currency": payment.currency,
-        "decline_reason": payment.decline_reason,
-        "updated": None if payment.updated is None else _utc(payment.updated).isoformat(),
-    }
+    updated = None if payment.updated is None else _utc(payment.updated).isoformat()
+    return {**payment_json(payment), "updated": updated}
 
 
 def _payment(data: dict[str, Any] | None) -> Payment | None:

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
-from keel.data import Database, conflicts
+from keel.data import Database, Joined, conflicts
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -75,21 +75,6 @@ class SqlTransaction:
         row.updated = _utc(payment.updated)
 
 
-class JoinedStore:
-    """A Store whose every transaction is one given session: the domain's changes join a
-    transaction opened elsewhere (a keyed call's, keel.idempotency), committed with it."""
-
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
-
-    @asynccontextmanager
-    async def transaction(self, *, readonly: bool = False) -> AsyncIterator[SqlTransaction]:
-        """The session itself (payments.domain.Store); flushed when the block ends."""
-        with conflicts(ConflictError):
-            yield SqlTransaction(self.session)
-            await self.session.flush()
-
-
 class SqlStore:
     """Payments' Store on a keel.data.Database (migrated with services/payments/migrations)."""
 
@@ -103,9 +88,9 @@ class SqlStore:
             async with self.db.transaction(readonly=readonly) as session:
                 yield SqlTransaction(session)
 
-    def joined(self, session: AsyncSession) -> JoinedStore:
+    def joined(self, session: AsyncSession) -> Joined[SqlTransaction]:
         """This store's data within `session` (a transaction opened by a keyed call)."""
-        return JoinedStore(session)
+        return Joined(session, SqlTransaction, ConflictError)
 
     async def close(self) -> None:
         """Close the database's connections (the server calls it when it stops)."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from keel.data.conflicts import conflicts
+from keel.data.conflicts import Joined, conflicts
 from keel.data.database import Database, DataError, id_type, state_dir
 from keel.data.ids import new_id
 from keel.data.pages import PageTokenError, decode_page_token, encode_page_token
@@ -28,6 +28,7 @@ _MIGRATIONS = ("check", "downgrade", "revision", "run_env", "upgrade")
 __all__ = [
     "DataError",
     "Database",
+    "Joined",
     "PageTokenError",
     "ServiceFolder",
     "check",
