@@ -234,7 +234,12 @@ def _new_service(args: argparse.Namespace) -> int:
 
     try:
         created = new_service(
-            args.root, args.name, org=args.org, port=args.port, services_dir=args.services
+            args.root,
+            args.name,
+            org=args.org,
+            port=args.port,
+            services_dir=args.services,
+            templates=args.templates,
         )
     except ScaffoldError as error:
         print(f"keel new service: {error}", file=sys.stderr)
@@ -246,6 +251,24 @@ def _new_service(args: argparse.Namespace) -> int:
     print(
         f"keel new service: {created.service} on port {created.port}. "
         "Next: make gen, then make test and make run."
+    )
+    return 0
+
+
+def _new_templates(args: argparse.Namespace) -> int:
+    from keel.scaffold.service import ScaffoldError, copy_templates  # noqa: PLC0415
+
+    try:
+        copied = copy_templates(args.folder)
+    except ScaffoldError as error:
+        print(f"keel new templates: {error}", file=sys.stderr)
+        return 2
+    for path in copied:
+        print(f"  wrote   {path}")
+    print(
+        f"keel new templates: Keel's templates, to edit, in {args.folder}. Use them with "
+        f"keel new service NAME --templates {args.folder}, or for every new service with "
+        f'[tool.keel.new] templates = "{args.folder}" in pyproject.toml.'
     )
     return 0
 
@@ -271,7 +294,17 @@ def _register_new(commands: Any) -> None:
     service.add_argument("--port", type=int, help="its port (default: after the registry's last)")
     service.add_argument("--root", type=Path, default=Path("."), help="the repository's root")
     service.add_argument("--services", default="services", help="services folder (relative)")
+    service.add_argument(
+        "--templates",
+        type=Path,
+        metavar="DIR",
+        help="a team's templates, replacing Keel's file by file "
+        "(default: [tool.keel.new] templates in pyproject.toml, else Keel's)",
+    )
     service.set_defaults(run=_new_service)
+    templates = kinds.add_parser("templates", help="a copy of Keel's templates, to edit")
+    templates.add_argument("folder", type=Path, metavar="DIR", help="a new or empty folder")
+    templates.set_defaults(run=_new_templates)
 
 
 def _register_system(commands: Any) -> None:

@@ -5,7 +5,9 @@ one event) and `services/<name>/` (domain, store, in-memory store, thin gRPC cla
 tables with a first migration, tests, Dockerfile, README), and registers the service: its
 address in `services/registry.toml` (so discovery, `keel dev`/`make run` and the gateway find
 it) and its package in the import-linter contract that keeps services independent. The templates
-are in keel/scaffold/templates; `{{name}}`, `{{Name}}`, `{{NAME}}` and `{{org}}` are filled in.
+are in keel/scaffold/templates; a team's own templates (`--templates DIR`, or `[tool.keel.new]
+templates` in the repository's pyproject.toml) replace them file by file and may add files.
+`{{name}}`, `{{Name}}`, `{{NAME}}`, `{{org}}`, `{{service}}` and `{{port}}` are filled in.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -161,6 +164,46 @@ def _tidy(paths: list[Path]) -> None:
     subprocess.run([ruff, "format", "--quiet", *files], check=False)
 
 
+def template_folders(root: Path, templates: Path | None) -> list[Path]:
+    """Where templates are looked up, first match wins: `templates`, else the folder the
+    repository's pyproject.toml names in `[tool.keel.new] templates`, then Keel's own."""
+    if templates is None:
+        pyproject = root / "pyproject.toml"
+        data = tomllib.loads(pyproject.read_text()) if pyproject.is_file() else {}
+        named = data.get("tool", {}).get("keel", {}).get("new", {}).get("templates")
+        if named is None:
+            return [TEMPLATES]
+        templates = root / named
+        where = f"[tool.keel.new] templates = {named!r} in pyproject.toml"
+    else:
+        where = f"--templates {templates}"
+    if not templates.is_dir():
+        raise ScaffoldError(f"{where}: no such folder (`keel new templates DIR` makes one)")
+    if not (templates / "service").is_dir() and not (templates / "proto").is_dir():
+        raise ScaffoldError(
+            f"{where}: expected proto/ or service/ in it, laid out as Keel's templates "
+            "(`keel new templates DIR` copies them)"
+        )
+    return [templates.resolve(), TEMPLATES]
+
+
+def _templates(folders: list[Path]) -> dict[str, Path]:
+    """Each template's path relative to its folder, from the first folder that has it."""
+    found: dict[str, Path] = {}
+    for folder in reversed(folders):
+        for template in folder.rglob("*.tmpl"):
+            found[template.relative_to(folder).as_posix()] = template
+    return found
+
+
+def copy_templates(destination: Path) -> list[Path]:
+    """Copy Keel's templates into `destination` (new or empty) for a team to edit."""
+    if destination.exists() and any(destination.iterdir()):
+        raise ScaffoldError(f"{destination} is not empty: choose a new folder")
+    shutil.copytree(TEMPLATES, destination, dirs_exist_ok=True)
+    return sorted(destination.rglob("*.tmpl"))
+
+
 def _render(template: Path, values: dict[str, str]) -> str:
     text = template.read_text()
     for key, value in values.items():
@@ -191,24 +234,41 @@ def new_service(
     org: str | None = None,
     port: int | None = None,
     services_dir: str = "services",
+    templates: Path | None = None,
 ) -> Created:
-    """Scaffold service `name` in the repository at `root` and register it."""
+    """Scaffold service `name` in the repository at `root` and register it, from Keel's
+    templates or a team's own (`templates`; see `template_folders`)."""
     root = root.resolve()
     check_name(name, root, services_dir)
+    found = _templates(template_folders(root, templates))
     organisation = _org(root, org)
     registry = root / services_dir / "registry.toml"
-    if not registry.is_file():
-        raise ScaffoldError(
-            f"{registry.relative_to(root)} is missing: Keel registers services there"
-        )
+    for needed in (registry, root / "pyproject.toml"):
+        if not needed.is_file():
+            raise ScaffoldError(
+                f"{needed.relative_to(root)} is missing: Keel registers services there "
+                "(run keel new service at the workspace's root, or pass --root)"
+            )
     service = f"{organisation}.{name}.v1.{_pascal(name)}Service"
-    values = {"name": name, "Name": _pascal(name), "NAME": name.upper(), "org": organisation}
     created = Created(service, _port(registry, port))
+    values = {
+        "name": name,
+        "Name": _pascal(name),
+        "NAME": name.upper(),
+        "org": organisation,
+        "service": service,
+        "port": str(created.port),
+    }
     folder = root / services_dir / name
     proto = root / f"proto/{organisation}/{name}"
-    destinations = {TEMPLATES / "proto/service.proto.tmpl": proto / f"v1/{name}.proto"}
-    for template in sorted((TEMPLATES / "service").rglob("*.tmpl")):
-        relative = template.relative_to(TEMPLATES / "service").as_posix().removesuffix(".tmpl")
+    destinations: dict[Path, Path] = {}
+    for key, template in sorted(found.items()):
+        if key == "proto/service.proto.tmpl":
+            destinations[template] = proto / f"v1/{name}.proto"
+            continue
+        if not key.startswith("service/"):
+            continue
+        relative = key.removeprefix("service/").removesuffix(".tmpl")
         relative = relative.replace("src/pkg/", f"src/{name}/")
         relative = relative.replace("test_pkg_", f"test_{name}_")
         destinations[template] = folder / relative

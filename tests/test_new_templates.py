@@ -1,0 +1,135 @@
+"""A team's own templates for `keel new service`, as a user runs it: `keel new templates DIR`
+copies Keel's templates to edit; `--templates DIR` (or `[tool.keel.new] templates` in the
+workspace's pyproject.toml) replaces them file by file and adds files; a wrong folder is refused
+saying why. Runs in a small workspace of its own (a registry, a pyproject.toml, an org folder)."""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+import tomllib
+from pathlib import Path
+
+from keel.scaffold.service import TEMPLATES
+
+from tests.conftest import BIN, REPO
+
+_PAGE = (REPO / "docs/services.md").read_text()
+_SECTION = _PAGE.split("### Your team's templates", 1)[1].split("\n## ", 1)[0]
+
+
+def _block(language: str) -> str:
+    """The section's first fenced block in `language`, as the page shows it."""
+    return _SECTION.split(f"```{language}\n", 1)[1].split("```", 1)[0]
+
+
+def _documented_commands() -> list[list[str]]:
+    """The section's shell commands, without their comments."""
+    lines = [line.split("#", 1)[0].strip() for line in _block("sh").splitlines()]
+    return [shlex.split(line) for line in lines if line]
+
+
+def _keel(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(BIN / "keel"), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def _workspace(root: Path, pyproject: str = '[project]\nname = "shop"\n') -> Path:
+    (root / "proto/acme").mkdir(parents=True)
+    (root / "services").mkdir()
+    (root / "services/registry.toml").write_text(
+        '[targets]\n"acme.catalog.v1.CatalogService" = "127.0.0.1:50061"\n'
+    )
+    (root / "pyproject.toml").write_text(pyproject)
+    return root
+
+
+def test_edited_and_added_templates_replace_keels_file_by_file(tmp_path: Path) -> None:
+    root = _workspace(tmp_path)
+    copy, use = _documented_commands()
+    assert copy[:3] == ["keel", "new", "templates"]
+    assert use[:3] == ["keel", "new", "service"]
+    copied = _keel(*copy[1:], cwd=root)
+    assert copied.returncode == 0, copied.stderr
+    ours = root / copy[3]
+    keels = sorted(p.relative_to(TEMPLATES) for p in TEMPLATES.rglob("*.tmpl"))
+    assert sorted(p.relative_to(ours) for p in ours.rglob("*.tmpl")) == keels
+    readme = ours / "service/README.md.tmpl"
+    readme.write_text("# {{Name}}: on call, team {{org}}\n" + readme.read_text())
+    (ours / "service/CODEOWNERS.tmpl").write_text("* @{{org}}/{{name}} # {{service}} :{{port}}\n")
+
+    made = _keel(*use[1:], cwd=root)
+
+    assert made.returncode == 0, made.stderr
+    folder = root / "services/inventory"
+    assert (folder / "README.md").read_text().startswith("# Inventory: on call, team acme\n")
+    owners = (folder / "CODEOWNERS").read_text()
+    assert owners == "* @acme/inventory # acme.inventory.v1.InventoryService :50062\n"
+    assert "wrote   services/inventory/CODEOWNERS" in made.stdout
+    # what the team did not change comes from Keel's templates, filled in
+    assert (
+        "class InventoryService(inventory_keel.InventoryServiceBase)"
+        in (folder / "src/inventory/service.py").read_text()
+    )
+    assert (root / "proto/acme/inventory/v1/inventory.proto").is_file()
+    assert (
+        '"acme.inventory.v1.InventoryService" = "127.0.0.1:50062"'
+        in (root / "services/registry.toml").read_text()
+    )
+
+
+def test_the_workspace_names_its_templates_in_pyproject(tmp_path: Path) -> None:
+    named = _block("toml")
+    folder = tomllib.loads(named)["tool"]["keel"]["new"]["templates"]
+    root = _workspace(tmp_path, '[project]\nname = "shop"\n\n' + named)
+    proto = root / folder / "proto/service.proto.tmpl"
+    proto.parent.mkdir(parents=True)
+    keels = (TEMPLATES / "proto/service.proto.tmpl").read_text()
+    proto.write_text("// Owned by the {{name}} team.\n" + keels)
+
+    made = _keel("new", "service", "stock", cwd=root)
+
+    assert made.returncode == 0, made.stderr
+    written = (root / "proto/acme/stock/v1/stock.proto").read_text()
+    assert written.startswith("// Owned by the stock team.\n")
+    assert "service StockService" in written
+
+
+def test_a_templates_folder_that_cannot_be_used_is_refused_saying_why(tmp_path: Path) -> None:
+    root = _workspace(tmp_path)
+    (root / "empty").mkdir()
+    (root / "full").mkdir()
+    (root / "full/notes.txt").write_text("mine")
+    registry = (root / "services/registry.toml").read_text()
+
+    missing = _keel("new", "service", "inventory", "--templates", "nowhere", cwd=root)
+    unlaid = _keel("new", "service", "inventory", "--templates", "empty", cwd=root)
+    taken = _keel("new", "templates", "full", cwd=root)
+
+    assert missing.returncode == 2
+    assert "--templates nowhere: no such folder" in missing.stderr
+    assert unlaid.returncode == 2
+    assert "expected proto/ or service/ in it" in unlaid.stderr
+    assert taken.returncode == 2
+    assert "full is not empty" in taken.stderr
+    assert (root / "full/notes.txt").read_text() == "mine"
+    assert not (root / "services/inventory").exists()
+    assert (root / "services/registry.toml").read_text() == registry
+
+
+def test_outside_a_workspace_it_says_what_is_missing(tmp_path: Path) -> None:
+    root = _workspace(tmp_path)
+    (root / "pyproject.toml").unlink()
+
+    made = _keel("new", "service", "inventory", cwd=root)
+
+    assert made.returncode == 2
+    assert "pyproject.toml is missing" in made.stderr
+    assert "Traceback" not in made.stderr
+    assert not (root / "services/inventory").exists()
