@@ -1,42 +1,118 @@
-"""`/docs`: a self-contained page that lists the operations of `/openapi.json` (no CDN needed)."""
+"""`/docs`: the API explorer page, three tabs over the documents the server serves.
 
-DOCS_PAGE = b"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>API docs</title>
+API: Swagger UI on `/openapi.json`, its "Try it out" calling the server that serves the page
+(the gateway, or a service's own REST port), with a bearer token from "Authorize". Events: the
+AsyncAPI React component on `/asyncapi.json`. System: the Mermaid diagram of the services and
+their events (keel.gateway.diagram). The browser files come from the keel package
+(keel.gateway.assets), never from a CDN; Events and System load theirs when first opened.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+
+from keel.gateway.assets import url
+
+_SWAGGER = "swagger-ui-dist"
+_ASYNCAPI = "@asyncapi/react-component"
+
+_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<link rel="stylesheet" href="{swagger_css}">
 <style>
-body{font:15px system-ui,sans-serif;margin:2rem auto;max-width:60rem;color:#222}
-h1{font-size:1.4rem} h2{font-size:1.1rem;margin-top:2rem}
-.op{border:1px solid #ddd;border-radius:6px;margin:.6rem 0;padding:.6rem .8rem}
-.verb{display:inline-block;min-width:4.5rem;font-weight:700;text-transform:uppercase}
-.get{color:#0a6} .post{color:#06c} .put,.patch{color:#c70} .delete{color:#c22}
-code{background:#f4f4f4;padding:.1rem .3rem;border-radius:3px}
-pre{background:#f8f8f8;padding:.6rem;overflow:auto}
-.lock{color:#888;font-size:.85rem}
+body{{margin:0;font:15px system-ui,sans-serif;color:#222}}
+header{{display:flex;gap:1rem;align-items:center;padding:.4rem 1.2rem;
+  border-bottom:1px solid #ddd;position:sticky;top:0;background:#fff;z-index:10}}
+header h1{{font-size:1.1rem;margin:0 1rem 0 0}}
+#tabs [role=tab]{{border:0;background:none;padding:.6rem .8rem;font:inherit;cursor:pointer;
+  border-bottom:3px solid transparent}}
+#tabs [role=tab][aria-selected=true]{{border-bottom-color:#49cc90;font-weight:600}}
+header .sources{{margin-left:auto;font-size:.85rem}} header a{{color:#555}}
+body>section{{padding:0 1rem}} #system-diagram{{padding:1rem 0;overflow:auto}}
 </style></head><body>
-<h1>API</h1>
-<p>From <a href="/openapi.json">/openapi.json</a> (OpenAPI 3.1), generated from the protos.</p>
-<div id="ops">Loading...</div>
+<header><h1>{title}</h1><nav id="tabs" role="tablist">
+<button role="tab" id="tab-api" aria-controls="api">API</button>
+<button role="tab" id="tab-events" aria-controls="events">Events</button>
+<button role="tab" id="tab-system" aria-controls="system">System</button></nav>
+<span class="sources"><a href="openapi.json">openapi.json</a> ·
+<a href="asyncapi.json">asyncapi.json</a></span></header>
+<section id="api" role="tabpanel"><div id="swagger"></div></section>
+<section id="events" role="tabpanel" hidden><div id="asyncapi"></div></section>
+<section id="system" role="tabpanel" hidden>
+<p>{system_note}</p><div id="system-diagram"></div>
+<pre id="system-source" hidden>{diagram}</pre></section>
+<script src="{swagger_js}"></script>
 <script>
-fetch('/openapi.json').then(r => r.json()).then(doc => {
-  const byTag = {};
-  for (const [path, ops] of Object.entries(doc.paths || {}))
-    for (const [verb, op] of Object.entries(ops))
-      (byTag[(op.tags || ['api'])[0]] ||= []).push([verb, path, op]);
-  const root = document.getElementById('ops'); root.textContent = '';
-  for (const [tag, ops] of Object.entries(byTag)) {
-    const h = document.createElement('h2'); h.textContent = tag; root.appendChild(h);
-    for (const [verb, path, op] of ops) {
-      const d = document.createElement('details'); d.className = 'op';
-      const s = document.createElement('summary');
-      const v = document.createElement('span'); v.className = 'verb ' + verb; v.textContent = verb;
-      const c = document.createElement('code'); c.textContent = path;
-      const t = document.createElement('span'); t.textContent = ' ' + (op.summary || '');
-      s.append(v, c, t);
-      if ((op.security || []).length) { const l = document.createElement('span');
-        l.className = 'lock'; l.textContent = ' (auth)'; s.appendChild(l); }
-      const p = document.createElement('pre'); p.textContent = JSON.stringify(op, null, 2);
-      d.append(s, p); root.appendChild(d);
-    }
-  }
-});
+const ASSETS = {assets};
+const load = src => new Promise((done, failed) => {{
+  const script = document.createElement('script');
+  script.src = src; script.onload = done; script.onerror = failed;
+  document.head.appendChild(script);
+}});
+const failed = (id, error) => {{ document.getElementById(id).textContent = String(error); }};
+const RENDER = {{
+  api() {{
+    SwaggerUIBundle({{url: 'openapi.json', dom_id: '#swagger', persistAuthorization: true}});
+  }},
+  async events() {{
+    const style = document.createElement('link');
+    style.rel = 'stylesheet'; style.href = ASSETS.asyncapiCss; document.head.appendChild(style);
+    await load(ASSETS.asyncapiJs);
+    AsyncApiStandalone.render({{
+      schema: {{url: 'asyncapi.json', requestOptions: {{}}}},
+      config: {{show: {{sidebar: false, errors: true}}}},
+    }}, document.getElementById('asyncapi'));
+  }},
+  async system() {{
+    await load(ASSETS.mermaidJs);
+    mermaid.initialize({{startOnLoad: false}});
+    const source = document.getElementById('system-source').textContent;
+    const {{svg}} = await mermaid.render('system-svg', source);
+    document.getElementById('system-diagram').innerHTML = svg;
+  }},
+}};
+const shown = new Set();
+function show(name) {{
+  for (const tab of document.querySelectorAll('#tabs [role=tab]')) {{
+    const panel = tab.getAttribute('aria-controls');
+    tab.setAttribute('aria-selected', String(panel === name));
+    document.getElementById(panel).hidden = panel !== name;
+  }}
+  if (location.hash !== '#' + name) history.replaceState(null, '', '#' + name);
+  if (!shown.has(name)) {{
+    shown.add(name);
+    Promise.resolve().then(RENDER[name]).catch(error => failed(name, error));
+  }}
+}}
+for (const tab of document.querySelectorAll('#tabs [role=tab]'))
+  tab.addEventListener('click', () => show(tab.getAttribute('aria-controls')));
+show(location.hash.slice(1) in RENDER ? location.hash.slice(1) : 'api');
 </script></body></html>
 """
+
+_SYSTEM_NOTE = (
+    "The services and the events between them, from the documents above: a dotted arrow goes "
+    "from an event's publisher to each subscriber. {own}The calls between services are drawn "
+    "by <code>keel graph</code> (docs/architecture.md), which reads each service's code."
+)
+
+
+def page(title: str, diagram: str, own: str = "") -> bytes:
+    """The `/docs` page: `diagram` is the System tab's Mermaid source, `own` names the services
+    of the process serving it (drawn bold)."""
+    assets = {
+        "asyncapiJs": url(_ASYNCAPI, "index.js"),
+        "asyncapiCss": url(_ASYNCAPI, "default.min.css"),
+        "mermaidJs": url("mermaid", "mermaid.min.js"),
+    }
+    note = f"This page is served by {html.escape(own)} (in bold). " if own else ""
+    return _PAGE.format(
+        title=html.escape(title),
+        swagger_css=url(_SWAGGER, "swagger-ui.css"),
+        swagger_js=url(_SWAGGER, "swagger-ui-bundle.js"),
+        assets=json.dumps(assets),
+        system_note=_SYSTEM_NOTE.format(own=note),
+        diagram=html.escape(diagram),
+    ).encode()

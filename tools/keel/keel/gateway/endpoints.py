@@ -1,19 +1,22 @@
-"""The gateway's own endpoints: /healthz, /readyz, /metrics, /openapi.json, /asyncapi.json
-and /docs."""
+"""The gateway's own endpoints: /healthz, /readyz, /metrics, /openapi.json, /asyncapi.json,
+/docs and the docs page's browser files below /docs (keel.gateway.assets)."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import prometheus_client
 
-from keel.gateway.docs import DOCS_PAGE
+from keel.gateway import assets, diagram
+from keel.gateway.docs import page
 from keel.gateway.exchange import Exchange
 from keel.runtime import workers
 
-PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json", "/asyncapi.json", "/docs"})
+PATHS = frozenset(
+    {"/healthz", "/readyz", "/metrics", "/openapi.json", "/asyncapi.json", "/docs", *assets.ASSETS}
+)
 NO_EVENTS: dict[str, Any] = {
     "asyncapi": "3.0.0",
     "info": {"title": "Events", "version": "v1"},
@@ -22,49 +25,33 @@ NO_EVENTS: dict[str, Any] = {
 }
 """/asyncapi.json when `keel gen` wrote no AsyncAPI document (no events declared)."""
 
-# /docs: after the REST operations, the events of /asyncapi.json (subject, message, services).
-_EVENTS = b"""<h1>Events</h1>
-<p>From <a href="/asyncapi.json">/asyncapi.json</a> (AsyncAPI 3.0), generated from the protos.</p>
-<div id="events">Loading...</div>
-<script>
-fetch('/asyncapi.json').then(r => r.json()).then(doc => {
-  const root = document.getElementById('events'); root.textContent = '';
-  const ops = Object.values(doc.operations || {});
-  const messages = (doc.components || {}).messages || {};
-  for (const [id, channel] of Object.entries(doc.channels || {})) {
-    const names = Object.values(channel.messages || {}).map(m => m.$ref.split('/').pop());
-    const by = action => ops
-      .filter(o => o.action === action && o.channel.$ref === '#/channels/' + id)
-      .map(o => o['x-keel-service']).join(', ') || 'none';
-    const d = document.createElement('details'); d.className = 'op';
-    const s = document.createElement('summary');
-    const c = document.createElement('code'); c.textContent = channel.address;
-    const t = document.createElement('span');
-    t.textContent = ` ${names.join(', ')}: published by ${by('send')}; `
-      + `received by ${by('receive')}`;
-    s.append(c, t);
-    const p = document.createElement('pre');
-    p.textContent = JSON.stringify(names.map(n => messages[n]), null, 2);
-    d.append(s, p); root.appendChild(d);
-  }
-  if (!root.childElementCount) root.textContent = 'No events declared.';
-});
-</script>"""
-_DOCS = DOCS_PAGE.replace(b"</body>", _EVENTS + b"</body>", 1)
+_PAGE_HEADERS = [(b"content-type", b"text/html; charset=utf-8"), (b"cache-control", b"no-cache")]
 
 
 class Endpoints:
-    """Answers GET/HEAD on PATHS; `not_serving` lists the upstreams that are down."""
+    """Answers GET/HEAD on PATHS; `not_serving` lists the upstreams that are down.
+
+    `/docs` is titled `title`; its System tab draws the services of both documents and the
+    events of `system` (the whole system's AsyncAPI document; `asyncapi` unless given), with
+    `own` (the services of the process serving it) in bold.
+    """
 
     def __init__(
         self,
         openapi: dict[str, Any],
         not_serving: Callable[[], Awaitable[list[str]]],
         asyncapi: dict[str, Any] | None = None,
+        *,
+        title: str = "API",
+        system: dict[str, Any] | None = None,
+        own: Sequence[str] = (),
     ) -> None:
         self._openapi = json.dumps(openapi).encode()
         self._asyncapi = json.dumps(asyncapi or NO_EVENTS).encode()
         self._not_serving = not_serving
+        whole = system if system is not None else asyncapi
+        source = diagram.mermaid(diagram.services(openapi, whole, own), whole, own)
+        self._page = page(title, source, ", ".join(own))
 
     async def answer(self, path: str, exchange: Exchange) -> None:
         if path == "/healthz":
@@ -74,7 +61,7 @@ class Endpoints:
         elif path == "/asyncapi.json":
             await exchange.reply(200, self._asyncapi)
         elif path == "/docs":
-            await exchange.reply(200, _DOCS, [(b"content-type", b"text/html; charset=utf-8")])
+            await exchange.reply(200, self._page, list(_PAGE_HEADERS))
         elif path == "/readyz":
             down = await self._not_serving()
             if down:
@@ -82,6 +69,10 @@ class Endpoints:
                 await exchange.reply(503, payload)
             else:
                 await exchange.reply(200, b'{"status":"ready"}')
+        elif path in assets.ASSETS:
+            kind = assets.ASSETS[path].content_type
+            headers = [(b"content-type", kind), (b"cache-control", assets.CACHE_FOREVER)]
+            await exchange.reply(200, assets.content(path), headers)
         else:
             metrics = workers.merged_metrics()
             kind = prometheus_client.CONTENT_TYPE_LATEST.encode()

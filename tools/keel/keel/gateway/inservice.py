@@ -6,7 +6,9 @@ an upstream, the matched, admitted request calls the method's behaviour in this 
 caller, validation, errors, metrics, spans). Everything before that step is the gateway's own
 code: routes, CORS, auth policy from the protos, rate limits, transcoding, errors, the request
 id, the per-request log line, `/openapi.json`, `/docs`, `/asyncapi.json`, `/healthz`, `/readyz`,
-`/metrics`. `keel.Server(..., rest_port=...)` (KEEL_REST_PORT) serves it.
+`/metrics` (`/openapi.json`, `/asyncapi.json` and `/docs` describe this server's services: its
+operations, the channels it publishes or subscribes to). `keel.Server(..., rest_port=...)`
+(KEEL_REST_PORT) serves it.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from keel.gateway import events_doc
 from keel.gateway.app import Gateway, Middleware, wants_events
 from keel.gateway.endpoints import Endpoints
 from keel.gateway.exchange import Exchange, Receive, Scope
@@ -94,7 +97,16 @@ class ServiceRest(Gateway):
         self._by_method = {id(r.method): self.behaviours[r.method.path] for r in routes.routes}
         """Each routed method's behaviour, by the identity of its MethodSpec (no key to build
         per request)."""
-        self.endpoints = Endpoints(routes.openapi, not_serving, routes.asyncapi)
+        own = [service.name for service in routes.services]
+        events = events_doc.for_services(routes.asyncapi, own) if routes.asyncapi else None
+        self.endpoints = Endpoints(
+            routes.openapi,
+            not_serving,
+            events,  # its own channels; the diagram shows the whole system's
+            title=", ".join(name.rpartition(".")[2] for name in own),
+            system=routes.asyncapi,
+            own=own,
+        )
 
     async def _dispatch(
         self,

@@ -1,0 +1,76 @@
+"""The docs page's system diagram (Mermaid), drawn from the documents the page serves.
+
+A node per service: the services the AsyncAPI document names (`x-keel-service` of its
+operations) and the OpenAPI document's (its operations' tags), and dotted arrows from each
+event's publisher to its subscribers, labelled with the events, as `keel graph` draws them.
+The calls between services are not in either document (`keel graph` reads them from each
+service's code, docs/architecture.md): a gateway or a service does not have that code.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection, Iterable
+from typing import Any
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_]")
+
+
+def _id(name: str) -> str:
+    return "s_" + _UNSAFE.sub("_", name)
+
+
+def _label(name: str) -> str:
+    package, _, short = name.rpartition(".")
+    return f'["<b>{short}</b><br/>{package}"]' if package else f'["<b>{short}</b>"]'
+
+
+def services(
+    openapi: dict[str, Any], asyncapi: dict[str, Any] | None, known: Iterable[str] = ()
+) -> list[str]:
+    """`known` and the services the documents name: full names, and the short name of a
+    service only the OpenAPI document's tags name (its operations' tags are short names)."""
+    found: list[str] = list(known)
+    for operation in (asyncapi or {}).get("operations", {}).values():
+        service = operation.get("x-keel-service")
+        if isinstance(service, str) and service not in found:
+            found.append(service)
+    shorts = {name.rpartition(".")[2] for name in found}
+    for operations in openapi.get("paths", {}).values():
+        for operation in operations.values():
+            for tag in operation.get("tags", ()) if isinstance(operation, dict) else ():
+                if tag not in shorts:
+                    shorts.add(tag)
+                    found.append(tag)
+    return found
+
+
+def mermaid(
+    names: Collection[str], asyncapi: dict[str, Any] | None, own: Collection[str] = ()
+) -> str:
+    """A Mermaid flowchart of `names` and the events between them; `own` are drawn bold (the
+    services of the process that serves the page)."""
+    document = asyncapi or {}
+    channels: dict[str, dict[str, list[str]]] = {}
+    for operation in document.get("operations", {}).values():
+        channel = str(operation.get("channel", {}).get("$ref", "")).rpartition("/")[2]
+        action = operation.get("action")
+        service = operation.get("x-keel-service")
+        if isinstance(service, str) and action in ("send", "receive"):
+            channels.setdefault(channel, {"send": [], "receive": []})[action].append(service)
+    flows: dict[tuple[str, str], set[str]] = {}
+    for channel, ends in channels.items():
+        found = document.get("channels", {}).get(channel.replace("~1", "/").replace("~0", "~"), {})
+        events = list(found.get("messages", {})) or [channel]  # the messages by name
+        for publisher in ends["send"]:
+            for subscriber in ends["receive"]:
+                flows.setdefault((publisher, subscriber), set()).update(events)
+    everyone = list(dict.fromkeys([*names, *own, *(s for pair in flows for s in pair)]))
+    lines = ["flowchart LR"]
+    lines += [f"  {_id(name)}{_label(name)}" for name in everyone]
+    for (source, target), labels in sorted(flows.items()):
+        lines.append(f'  {_id(source)} -. "{", ".join(sorted(labels))}" .-> {_id(target)}')
+    if own:
+        lines.append("  classDef own stroke-width:3px")
+        lines.append(f"  class {','.join(_id(name) for name in own)} own")
+    return "\n".join(lines) + "\n"
