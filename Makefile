@@ -84,5 +84,9 @@ bench: $(INSTALLED) ## benchmarks: codegen, messages, server, gateway, REST in t
 	$(BIN)/python bench/events_bench.py
 	$(BIN)/python bench/transport_bench.py
 
+.PHONY: webui
+webui: $(INSTALLED) ## fetch the /docs page's browser files again (npm pack at the pinned versions, integrity checked)
+	$(BIN)/python tools/keel/scripts/vendor_webui.py
+
 clean: ## remove the virtualenv and caches
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache bench/_work
