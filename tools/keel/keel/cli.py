@@ -240,6 +240,7 @@ def _new_service(args: argparse.Namespace) -> int:
             port=args.port,
             services_dir=args.services,
             templates=args.templates,
+            proto=args.proto,
         )
     except ScaffoldError as error:
         print(f"keel new service: {error}", file=sys.stderr)
@@ -249,7 +250,7 @@ def _new_service(args: argparse.Namespace) -> int:
     for path in created.changed:
         print(f"  changed {path}")
     print(
-        f"keel new service: {created.service} on port {created.port}. "
+        f"keel new service: {', '.join(created.services)} on port {created.port}. "
         "Next: make gen, then make test and make run."
     )
     return 0
@@ -300,6 +301,12 @@ def _register_new(commands: Any) -> None:
         metavar="DIR",
         help="a team's templates, replacing Keel's file by file "
         "(default: [tool.keel.new] templates in pyproject.toml, else Keel's)",
+    )
+    service.add_argument(
+        "--proto",
+        type=Path,
+        metavar="FILE",
+        help="serve the services of this proto (written first) instead of a new proto's one",
     )
     service.set_defaults(run=_new_service)
     templates = kinds.add_parser("templates", help="a copy of Keel's templates, to edit")

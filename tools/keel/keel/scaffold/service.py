@@ -45,6 +45,7 @@ class Created:
 
     service: str
     port: int
+    services: list[str] = field(default_factory=list)  # all it serves (`service` first)
     written: list[str] = field(default_factory=list)
     changed: list[str] = field(default_factory=list)
 
@@ -53,8 +54,11 @@ def _pascal(name: str) -> str:
     return name[:1].upper() + name[1:]
 
 
-def check_name(name: str, root: Path, services_dir: str = "services") -> None:
-    """ScaffoldError unless `name` can be a new service's name in the repository at `root`."""
+def check_name(
+    name: str, root: Path, services_dir: str = "services", *, proto_exists: bool = False
+) -> None:
+    """ScaffoldError unless `name` can be a new service's name in the repository at `root`
+    (`proto_exists`: its proto package is there already, written first)."""
     if not _NAME.fullmatch(name):
         raise ScaffoldError(
             f"{name!r} is not a valid service name: use 2 to 31 lower-case letters and digits, "
@@ -68,7 +72,7 @@ def check_name(name: str, root: Path, services_dir: str = "services") -> None:
         )
     if (root / services_dir / name).exists():
         raise ScaffoldError(f"{services_dir}/{name} exists already: choose another name")
-    for proto in (root / "proto").glob(f"*/{name}"):
+    for proto in () if proto_exists else (root / "proto").glob(f"*/{name}"):
         raise ScaffoldError(f"{proto.relative_to(root)} exists already: choose another name")
     if name in {p.name for p in (root / "proto").glob("*") if p.is_dir()} | {
         p.name for p in (root / "gen").glob("*") if p.is_dir()
@@ -235,13 +239,15 @@ def new_service(
     port: int | None = None,
     services_dir: str = "services",
     templates: Path | None = None,
+    proto: Path | None = None,
 ) -> Created:
     """Scaffold service `name` in the repository at `root` and register it, from Keel's
-    templates or a team's own (`templates`; see `template_folders`)."""
+    templates or a team's own (`templates`; see `template_folders`). With `proto` (a file the
+    team wrote first), the package serves every service that file declares instead of a new
+    proto's one (keel.scaffold.contract)."""
     root = root.resolve()
-    check_name(name, root, services_dir)
+    check_name(name, root, services_dir, proto_exists=proto is not None)
     found = _templates(template_folders(root, templates))
-    organisation = _org(root, org)
     registry = root / services_dir / "registry.toml"
     for needed in (registry, root / "pyproject.toml"):
         if not needed.is_file():
@@ -249,43 +255,113 @@ def new_service(
                 f"{needed.relative_to(root)} is missing: Keel registers services there "
                 "(run keel new service at the workspace's root, or pass --root)"
             )
-    service = f"{organisation}.{name}.v1.{_pascal(name)}Service"
-    created = Created(service, _port(registry, port))
+    chosen = _port(registry, port)
+    folder = root / services_dir / name
+    if proto is None:
+        plan = _new_proto_plan(root, name, org, found, folder)
+    else:
+        plan = _contract_plan(root, name, proto, found, folder=folder, registry=registry)
+    created = Created(plan.services[0], chosen, services=list(plan.services))
     values = {
         "name": name,
         "Name": _pascal(name),
         "NAME": name.upper(),
-        "org": organisation,
-        "service": service,
-        "port": str(created.port),
+        "org": plan.org,
+        "service": plan.services[0],
+        "services": ", ".join(plan.services),
+        "serves": ", ".join(f'"{s}"' for s in plan.services),
+        "port": str(chosen),
+        **plan.values,
     }
-    folder = root / services_dir / name
-    proto = root / f"proto/{organisation}/{name}"
-    destinations: dict[Path, Path] = {}
-    for key, template in sorted(found.items()):
-        if key == "proto/service.proto.tmpl":
-            destinations[template] = proto / f"v1/{name}.proto"
-            continue
-        if not key.startswith("service/"):
-            continue
-        relative = key.removeprefix("service/").removesuffix(".tmpl")
-        relative = relative.replace("src/pkg/", f"src/{name}/")
-        relative = relative.replace("test_pkg_", f"test_{name}_")
-        destinations[template] = folder / relative
     try:
-        for template, destination in destinations.items():
+        for template, destination in plan.rendered.items():
             destination.parent.mkdir(parents=True, exist_ok=True)
             destination.write_text(_render(template, values))
+            created.written.append(destination.relative_to(root).as_posix())
+        for destination, text in plan.written.items():
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            destination.write_text(text)
             created.written.append(destination.relative_to(root).as_posix())
         (folder / "migrations/versions").mkdir(parents=True, exist_ok=True)
         created.written.append(_first_migration(folder).relative_to(root).as_posix())
     except BaseException:  # nothing half-made is left behind: the name stays free
         shutil.rmtree(folder, ignore_errors=True)
-        shutil.rmtree(proto, ignore_errors=True)
+        if plan.new_proto is not None:
+            shutil.rmtree(plan.new_proto, ignore_errors=True)
         raise
     _tidy(list(folder.rglob("*.py")))
-    _register(registry, service, created.port)
+    for service in plan.services:
+        _register(registry, service, chosen)
     created.changed.append(registry.relative_to(root).as_posix())
     if _register_package(root / "pyproject.toml", name, services_dir):
         created.changed.append("pyproject.toml")
     return created
+
+
+@dataclass
+class _Plan:
+    """What a new service package is made of: templates to render, files already written
+    out, the services it serves, and the proto folder it creates (if any)."""
+
+    org: str
+    services: tuple[str, ...]
+    rendered: dict[Path, Path] = field(default_factory=dict)
+    written: dict[Path, str] = field(default_factory=dict)
+    values: dict[str, str] = field(default_factory=dict)
+    new_proto: Path | None = None
+
+
+def _destinations(found: dict[str, Path], kind: str, name: str, folder: Path) -> dict[Path, Path]:
+    """Where each `<kind>/` template (and the shared migrations) goes in the service folder."""
+    destinations = {}
+    for key, template in sorted(found.items()):
+        shared = key.startswith("service/migrations/")
+        if not key.startswith(f"{kind}/") and not shared:
+            continue
+        relative = key.split("/", 1)[1].removesuffix(".tmpl")
+        relative = relative.replace("src/pkg/", f"src/{name}/")
+        relative = relative.replace("test_pkg_", f"test_{name}_")
+        destinations[template] = folder / relative
+    return destinations
+
+
+def _new_proto_plan(
+    root: Path, name: str, org: str | None, found: dict[str, Path], folder: Path
+) -> _Plan:
+    organisation = _org(root, org)
+    proto = root / f"proto/{organisation}/{name}"
+    plan = _Plan(organisation, (f"{organisation}.{name}.v1.{_pascal(name)}Service",))
+    plan.rendered = {found["proto/service.proto.tmpl"]: proto / f"v1/{name}.proto"}
+    plan.rendered |= _destinations(found, "service", name, folder)
+    plan.new_proto = proto
+    return plan
+
+
+def _contract_plan(
+    root: Path, name: str, proto: Path, found: dict[str, Path], *, folder: Path, registry: Path
+) -> _Plan:
+    from keel.scaffold import fromproto  # noqa: PLC0415
+    from keel.scaffold.contract import ContractError, read  # noqa: PLC0415
+
+    try:
+        contract = read(root, proto)
+    except ContractError as error:
+        raise ScaffoldError(str(error)) from None
+    services = tuple(s.full_name for s in contract.services)
+    listed = registry.read_text()
+    for service in services:
+        if f'"{service}"' in listed:
+            raise ScaffoldError(
+                f"{service} is in {registry.name} already: another service package serves it"
+            )
+    pascal = _pascal(name)
+    plan = _Plan(contract.package.split(".")[0], services)
+    plan.rendered = _destinations(found, "contract", name, folder)
+    plan.values = {"gen": contract.file.rsplit("/", 1)[0], "proto": proto.as_posix()}
+    package = folder / "src" / name
+    plan.written = {
+        package / "service.py": fromproto.service_module(contract, name, pascal),
+        package / "__main__.py": fromproto.main_module(contract, name, pascal),
+        folder / f"tests/test_{name}_service.py": fromproto.test_module(contract, name),
+    }
+    return plan
