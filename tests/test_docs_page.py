@@ -16,6 +16,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -126,6 +127,28 @@ def test_a_services_asyncapi_keeps_only_its_channels_and_what_they_use() -> None
                 node = node[part]
     nothing = events_doc.for_services(whole, {"no.such.Service"})
     assert (nothing["channels"], nothing["operations"], "components" in nothing) == ({}, {}, False)
+
+
+def test_make_webui_fetches_the_pinned_files_again() -> None:
+    """docs/gateway.md: `make webui` runs the script; its --check compares the shipped files
+    with the registry's tarballs (where npm and the registry are reachable)."""
+    dry = subprocess.run(
+        ["make", "-n", "webui"], check=False, cwd=REPO, capture_output=True, text=True
+    )
+    assert "tools/keel/scripts/vendor_webui.py" in dry.stdout, dry.stdout + dry.stderr
+    if shutil.which("npm") is None:
+        pytest.skip("npm is not installed")
+    script = REPO / "tools/keel/scripts/vendor_webui.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--check"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if re.search(r"ENOTFOUND|EAI_AGAIN|ECONNREFUSED|ETIMEDOUT", done.stderr):
+        pytest.skip(f"the npm registry is not reachable: {done.stderr.strip()[:200]}")
+    assert done.returncode == 0, done.stderr
 
 
 async def test_the_gateway_serves_the_page_and_its_files() -> None:

@@ -37,10 +37,12 @@ def fetch(name: str, version: str, folder: Path) -> bytes:
     """The tarball of `name@version`, packed by npm into `folder`."""
     done = subprocess.run(
         ["npm", "pack", f"{name}@{version}", "--json", "--pack-destination", str(folder)],
-        check=True,
+        check=False,
         capture_output=True,
         text=True,
     )
+    if done.returncode != 0:
+        raise SystemExit(f"vendor_webui: npm pack {name}@{version} failed:\n{done.stderr}")
     filename: str = json.loads(done.stdout)[0]["filename"]
     return (folder / filename).read_bytes()
 
