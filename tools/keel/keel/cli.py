@@ -314,6 +314,48 @@ def _register_new(commands: Any) -> None:
     templates.set_defaults(run=_new_templates)
 
 
+def _ingress(args: argparse.Namespace) -> int:
+    from keel import genroot  # noqa: PLC0415
+    from keel.gateway.ingress import Options, http_routes, render  # noqa: PLC0415
+    from keel.gateway.routes import RouteTable  # noqa: PLC0415
+
+    if not args.gen.is_dir():
+        print(f"keel ingress: {args.gen} does not exist: run `keel gen` first", file=sys.stderr)
+        return 2
+    try:
+        table = RouteTable.from_generated(args.gen)
+    except genroot.UnimportableError as error:
+        print(f"keel ingress: {error}", file=sys.stderr)
+        return 2
+    options = Options(
+        gateway=args.gateway,
+        namespace=args.namespace,
+        backend=args.backend,
+        port=args.port,
+        hostnames=tuple(args.hostname),
+    )
+    sys.stdout.write(render(http_routes(table, options)))
+    return 0
+
+
+def _register_ingress(commands: Any) -> None:
+    """`keel ingress`."""
+    ingress = commands.add_parser(
+        "ingress", help="Kubernetes Gateway API HTTPRoutes from the protos' HTTP rules"
+    )
+    ingress.add_argument("--gen", type=Path, default=Path("gen"), help="generated code")
+    ingress.add_argument("--gateway", default="keel", help="the Gateway the routes attach to")
+    ingress.add_argument("--namespace", help="the routes' namespace (default: none set)")
+    ingress.add_argument(
+        "--backend",
+        default="{name}",
+        help="each proto service's Kubernetes Service: {name} (order-service), {package}",
+    )
+    ingress.add_argument("--port", type=int, default=8080, help="the services' REST port")
+    ingress.add_argument("--hostname", action="append", default=[], help="(repeatable)")
+    ingress.set_defaults(run=_ingress)
+
+
 def _register_system(commands: Any) -> None:
     """`keel graph` and `keel affected`."""
     graph = commands.add_parser("graph", help="the system's map (Mermaid) from its contracts")
@@ -402,6 +444,7 @@ def parser() -> argparse.ArgumentParser:
     mock_commands.register(commands)
     _register_saga(commands)
     _register_system(commands)
+    _register_ingress(commands)
     _register_new(commands)
     gateway = commands.add_parser("gateway", help="serve the REST gateway")
     gateway.add_argument("--gen", type=Path, default=Path("gen"), help="generated code")
