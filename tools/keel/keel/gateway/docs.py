@@ -30,7 +30,7 @@ header h1{{font-size:1.1rem;margin:0 1rem 0 0}}
   border-bottom:3px solid transparent}}
 #tabs [role=tab][aria-selected=true]{{border-bottom-color:#49cc90;font-weight:600}}
 header .sources{{margin-left:auto;font-size:.85rem}} header a{{color:#555}}
-body>section{{padding:0 1rem}} #system-diagram{{padding:1rem 0;overflow:auto}}
+body>section{{padding:0 1rem}} #system-diagram,#asyncapi{{padding:1rem 0;overflow:auto}}
 </style></head><body>
 <header><h1>{title}</h1><nav id="tabs" role="tablist">
 <button role="tab" id="tab-api" aria-controls="api">API</button>
@@ -57,13 +57,16 @@ const RENDER = {{
     SwaggerUIBundle({{url: 'openapi.json', dom_id: '#swagger', persistAuthorization: true}});
   }},
   async events() {{
+    const doc = await (await fetch('asyncapi.json')).json();
+    const root = document.getElementById('asyncapi');
+    if (!Object.keys(doc.channels || {{}}).length) {{
+      root.textContent = 'No events: nothing here publishes or subscribes to one.';
+      return;
+    }}
     const style = document.createElement('link');
     style.rel = 'stylesheet'; style.href = ASSETS.asyncapiCss; document.head.appendChild(style);
     await load(ASSETS.asyncapiJs);
-    AsyncApiStandalone.render({{
-      schema: {{url: 'asyncapi.json', requestOptions: {{}}}},
-      config: {{show: {{sidebar: false, errors: true}}}},
-    }}, document.getElementById('asyncapi'));
+    AsyncApiStandalone.render({{schema: doc, config: {{show: {{sidebar: false}}}}}}, root);
   }},
   async system() {{
     await load(ASSETS.mermaidJs);
