@@ -108,6 +108,14 @@ def test_the_diagram_draws_each_event_from_publisher_to_subscriber() -> None:
     assert source.endswith("  class s_b_v1_Mail own\n")
 
 
+def test_services_known_by_full_name_are_not_drawn_twice() -> None:
+    routes = RouteTable.from_generated(REPO / "gen")
+    served = [service.name for service in routes.services]
+    names = diagram.services(routes.openapi, routes.asyncapi, [*served, served[0]])
+    assert sorted(names) == sorted(SERVICES)  # not PaymentService again from its tag
+    assert diagram.services(routes.openapi, None)[-1] == "PaymentService"  # by its tag only
+
+
 def test_a_services_asyncapi_keeps_only_its_channels_and_what_they_use() -> None:
     whole = json.loads((REPO / "tests/golden/out/asyncapi.json").read_text())
     services = {op["x-keel-service"] for op in whole["operations"].values()}

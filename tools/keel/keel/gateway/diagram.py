@@ -30,7 +30,7 @@ def services(
 ) -> list[str]:
     """`known` and the services the documents name: full names, and the short name of a
     service only the OpenAPI document's tags name (its operations' tags are short names)."""
-    found: list[str] = list(known)
+    found: list[str] = list(dict.fromkeys(known))
     for operation in (asyncapi or {}).get("operations", {}).values():
         service = operation.get("x-keel-service")
         if isinstance(service, str) and service not in found:

@@ -31,9 +31,9 @@ _PAGE_HEADERS = [(b"content-type", b"text/html; charset=utf-8"), (b"cache-contro
 class Endpoints:
     """Answers GET/HEAD on PATHS; `not_serving` lists the upstreams that are down.
 
-    `/docs` is titled `title`; its System tab draws the services of both documents and the
-    events of `system` (the whole system's AsyncAPI document; `asyncapi` unless given), with
-    `own` (the services of the process serving it) in bold.
+    `/docs` is titled `title`; its System tab draws `services` (full names), the services both
+    documents name and the events of `system` (the whole system's AsyncAPI document; `asyncapi`
+    unless given), with `own` (the services of the process serving it) in bold.
     """
 
     def __init__(
@@ -42,7 +42,8 @@ class Endpoints:
         not_serving: Callable[[], Awaitable[list[str]]],
         asyncapi: dict[str, Any] | None = None,
         *,
-        title: str = "API",
+        title: str = "Keel gateway",
+        services: Sequence[str] = (),
         system: dict[str, Any] | None = None,
         own: Sequence[str] = (),
     ) -> None:
@@ -50,7 +51,8 @@ class Endpoints:
         self._asyncapi = json.dumps(asyncapi or NO_EVENTS).encode()
         self._not_serving = not_serving
         whole = system if system is not None else asyncapi
-        source = diagram.mermaid(diagram.services(openapi, whole, own), whole, own)
+        names = diagram.services(openapi, whole, [*own, *services])
+        source = diagram.mermaid(names, whole, own)
         self._page = page(title, source, ", ".join(own))
 
     async def answer(self, path: str, exchange: Exchange) -> None:
