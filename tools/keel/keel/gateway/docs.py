@@ -96,9 +96,10 @@ show(location.hash.slice(1) in RENDER ? location.hash.slice(1) : 'api');
 """
 
 _SYSTEM_NOTE = (
-    "The services and the events between them, from the documents above: a dotted arrow goes "
-    "from an event's publisher to each subscriber. {own}The calls between services are drawn "
-    "by <code>keel graph</code> (docs/architecture.md), which reads each service's code."
+    "The services and the events between them, read from openapi.json and asyncapi.json: a "
+    "dotted arrow goes from an event's publisher to each subscriber. {own}The calls between "
+    "services are drawn by <code>keel graph</code> (docs/architecture.md), which reads each "
+    "service's code."
 )
 
 
