@@ -64,12 +64,19 @@ def _breaking(args: argparse.Namespace) -> int:
 def _dev(args: argparse.Namespace) -> int:
     import asyncio  # noqa: PLC0415
 
-    from keel import devrun  # noqa: PLC0415
+    from keel import dev  # noqa: PLC0415
     from keel.runtime.config import ConfigError  # noqa: PLC0415
 
     try:
         return asyncio.run(
-            devrun.run(args.services, args.registry, args.gen, args.gateway_port, args.state_dir)
+            dev.run(
+                args.services,
+                args.registry,
+                args.gen,
+                args.gateway_port,
+                args.state_dir,
+                watch=args.watch,
+            )
         )
     except ConfigError as error:
         print(f"keel dev: {error}", file=sys.stderr)
@@ -418,6 +425,12 @@ def parser() -> argparse.ArgumentParser:
         type=Path,
         default=Path(".keel/state"),
         help="each service's state (its SQLite database) goes in DIR/<name>",
+    )
+    dev.add_argument(
+        "--watch",
+        action="store_true",
+        help="a saved .proto regenerates and restarts the services it touches; a saved service "
+        "file restarts that service (run from the workspace's root)",
     )
     dev.set_defaults(run=_dev)
 

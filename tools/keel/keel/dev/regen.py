@@ -1,0 +1,85 @@
+"""What `make gen` does, for `keel dev --watch` after a `.proto` is saved: `buf lint` of the saved
+files, `keel gen` (Keel's own option modules too when one of Keel's protos changed), then the
+architecture page (`keel graph --write`), each in a subprocess so the Keel on disk runs.
+
+A lint finding or a generation error leaves `gen/` as it was (`keel gen` writes nothing unless
+every generator succeeded): the services keep running on the last good generation."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from keel.toolchain.buf import buf_executable
+
+KEEL_PROTOS = "tools/keel/keel/protos"
+"""Keel's own protos, in Keel's repository: `make gen` generates their option modules first."""
+ARCHITECTURE = Path("docs/architecture.md")
+"""The page whose system map `make gen` keeps current (`keel graph --write`), if it exists."""
+
+
+@dataclass(frozen=True)
+class Generated:
+    """The outcome: whether gen/ is new, what to print, and how long it took."""
+
+    ok: bool
+    lines: tuple[str, ...]
+    """Lint findings or generation errors (`file:line:column: ...` as buf reports them), or
+    keel gen's summary."""
+    seconds: float
+
+
+async def _run(command: Sequence[str], root: Path) -> tuple[int, list[str]]:
+    process = await asyncio.create_subprocess_exec(
+        *command,
+        cwd=root,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await process.communicate()
+    lines = [line for line in out.decode(errors="replace").splitlines() if line.strip()]
+    return await process.wait(), lines
+
+
+def _keel(*args: str) -> list[str]:
+    return [sys.executable, "-m", "keel.cli", *args]
+
+
+async def regenerate(root: Path, gen: Path, protos: Sequence[str]) -> Generated:
+    """Lint the saved `protos` (paths relative to `root`), then regenerate `gen` from the
+    workspace at `root`."""
+    started = time.perf_counter()
+    saved = [p for p in protos if (root / p).is_file()]
+    if saved:
+        paths = [arg for p in saved for arg in ("--path", p)]
+        status, lines = await _run([buf_executable(), "lint", *paths], root)
+        if status != 0:
+            found = tuple(f"buf lint: {line}" for line in lines) or ("buf lint failed",)
+            return Generated(False, found, time.perf_counter() - started)
+    steps = []
+    if any(p.startswith(f"{KEEL_PROTOS}/") for p in protos):
+        options = ("--path", "keel/options", "--path", "buf/validate")
+        steps.append(_keel("gen", "--workspace", KEEL_PROTOS, "--out", "tools/keel", *options))
+    steps.append(_keel("gen", "--workspace", ".", "--out", str(gen)))
+    said: list[str] = []
+    for step in steps:
+        status, lines = await _run(step, root)
+        said += lines
+        if status != 0:
+            return Generated(False, tuple(said), time.perf_counter() - started)
+    return Generated(True, tuple(said), time.perf_counter() - started)
+
+
+async def redraw(root: Path, services: str) -> list[str]:
+    """Bring the architecture page's system map up to date, as `make gen` does (nothing without
+    the page); what went wrong, if anything."""
+    if not (root / ARCHITECTURE).is_file():
+        return []
+    command = _keel("graph", "--write", str(ARCHITECTURE), "--services", services)
+    status, lines = await _run(command, root)
+    return [] if status == 0 else lines

@@ -1,0 +1,113 @@
+"""The services `keel dev` runs: discovered under `services/`, and how each one is started."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from keel.runtime import discovery
+from keel.runtime.config import ConfigError, Settings
+
+
+@dataclass(frozen=True)
+class DevService:
+    name: str
+    """Its folder under `services/`."""
+    package: str
+    """What `python -m` runs (its `src/<package>/__main__.py`)."""
+    serves: tuple[str, ...]
+    port: int
+    """gRPC, from the registry (metrics on port + 1000)."""
+    src: Path | None = None
+    """Its `src/` folder (first on its import path, so the code keel dev watches is what runs)."""
+
+
+def discover(services_dir: Path, registry: Path) -> list[DevService]:
+    """The runnable services under `services_dir`, with their ports from `registry`."""
+    settings = Settings(registry=str(registry))
+    found = []
+    for pyproject in sorted(services_dir.glob("*/pyproject.toml")):
+        data = tomllib.loads(pyproject.read_text())
+        serves = tuple(data.get("tool", {}).get("keel", {}).get("serves", ()))
+        if not serves:
+            continue
+        mains = sorted(pyproject.parent.glob("src/*/__main__.py"))
+        if len(mains) != 1:
+            raise ConfigError(f"{pyproject.parent}: expected one src/<package>/__main__.py")
+        target = discovery.resolve(serves[0], settings)
+        host, _, port = target.rpartition(":")
+        if not port.isdigit() or "/" in host:
+            raise ConfigError(f"{registry}: {serves[0]} needs a host:port address for keel dev")
+        package = mains[0].parent
+        found.append(
+            DevService(
+                pyproject.parent.name, package.name, serves, int(port), package.parent.resolve()
+            )
+        )
+    return found
+
+
+def free_ports(count: int, taken: set[int]) -> list[int]:
+    """`count` distinct free ports on 127.0.0.1, none of `taken` (each service's REST port:
+    chosen once per `keel dev` run, so it stays the same across restarts)."""
+    chosen: list[int] = []
+    while len(chosen) < count:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = int(probe.getsockname()[1])
+        if port not in taken and port not in chosen:
+            chosen.append(port)
+    return chosen
+
+
+PER_SERVICE = ("KEEL_DATABASE_URL", "KEEL_STATE_DIR", "KEEL_MIGRATE", "KEEL_REST_PORT")
+"""Settings that name one service's data or port: never passed on from keel dev's environment."""
+
+
+def import_path(*first: Path | None) -> str:
+    """PYTHONPATH with `first` in front of the one keel dev was given."""
+    given = os.environ.get("PYTHONPATH", "")
+    return os.pathsep.join([*(str(p) for p in first if p is not None), *filter(None, [given])])
+
+
+def service_command(service: DevService) -> list[str]:
+    return [sys.executable, "-m", service.package]
+
+
+def service_env(
+    service: DevService, *, rest_port: int, gen: Path, registry: Path, state: Path, nats_url: str
+) -> dict[str, str]:
+    """The environment a service runs in under keel dev."""
+    inherited = {k: v for k, v in os.environ.items() if k not in PER_SERVICE}
+    return {
+        **inherited,
+        "PYTHONPATH": import_path(gen.resolve(), service.src),
+        "KEEL_HOST": "127.0.0.1",
+        "KEEL_PORT": str(service.port),
+        "KEEL_METRICS_PORT": str(service.port + 1000),
+        "KEEL_REST_PORT": str(rest_port),
+        "KEEL_WORKERS": "1",  # one process each here
+        "KEEL_LOG_FORMAT": "console",
+        "KEEL_GRACE_PERIOD": "5",
+        "KEEL_REGISTRY": str(registry.resolve()),
+        "KEEL_STATE_DIR": str((state / service.name).resolve()),
+        "KEEL_MIGRATE": "true",
+        "KEEL_NATS_URL": nats_url,
+    }
+
+
+def gateway_command(gen: Path, port: int) -> list[str]:
+    return [sys.executable, "-m", "keel.cli", "gateway", "--gen", str(gen), "--port", str(port)]
+
+
+def gateway_env(gen: Path, registry: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "PYTHONPATH": import_path(gen.resolve()),
+        "KEEL_REGISTRY": str(registry.resolve()),
+        "KEEL_LOG_FORMAT": "console",
+    }

@@ -1,0 +1,184 @@
+"""`keel dev`'s startup order and shutdown: the broker, the services, the gateway, Ctrl-C."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from keel.dev import console
+from keel.dev.child import Child
+from keel.dev.services import (
+    DevService,
+    discover,
+    free_ports,
+    gateway_command,
+    gateway_env,
+    service_command,
+    service_env,
+)
+from keel.events.broker import Broker, BrokerError, start_broker
+
+
+@dataclass
+class Session:
+    """What runs under one `keel dev`: a child per service (by folder name), the gateway."""
+
+    services: list[DevService]
+    children: dict[str, Child]
+    rest_ports: dict[str, int]
+    gateway: Child | None
+    gateway_port: int
+    broker: Broker
+    watching: bool
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    early: list[str] = field(default_factory=list)
+    """Services that exited on their own (without --watch, that stops keel dev)."""
+    exited: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def everyone(self) -> list[Child]:
+        return [*self.children.values(), *([self.gateway] if self.gateway else [])]
+
+    def on_exit(self, child: Child, status: int) -> None:
+        if self.watching:
+            console.say(
+                f"{child.name} exited (status {status}); the others keep serving; "
+                "save a file to start it again"
+            )
+            return
+        self.early.append(child.name)
+        self.exited.set()
+
+
+async def _first(*waits: Awaitable[object]) -> None:
+    """Until the first of `waits` is done (the others are cancelled)."""
+    tasks = [asyncio.ensure_future(each) for each in waits]
+    await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def run(
+    services_dir: Path,
+    registry: Path,
+    gen: Path,
+    gateway_port: int = 0,
+    state: Path = Path(".keel/state"),
+    *,
+    watch: bool = False,
+) -> int:
+    """Start a NATS broker storing in `state/nats`, then the services, each with its state
+    folder under `state`, then (once they all serve) the REST gateway on `gateway_port`, unless
+    0; relay their logs; stop them all on SIGINT/SIGTERM, the broker last. Without `watch`, one
+    service exiting stops them all (status 1); with it, saved files reload what they touch
+    (keel.dev.watch) and a service that exits waits for the next save."""
+    services = discover(services_dir, registry)
+    if not services:
+        print(f"keel dev: no services with [tool.keel] serves under {services_dir}")
+        return 1
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    state.mkdir(parents=True, exist_ok=True)
+    if not (state / ".gitignore").exists():
+        (state / ".gitignore").write_text("# local state of `keel dev`\n*\n")
+    try:
+        broker = await asyncio.to_thread(start_broker, (state / "nats").resolve())
+    except BrokerError as error:
+        print(f"keel dev: cannot start the NATS broker: {error}", flush=True)
+        return 1
+    console.say(f"NATS broker {broker.url} (JetStream, stored in {broker.store_dir})")
+    taken = {gateway_port, *(s.port for s in services), *(s.port + 1000 for s in services)}
+    rest = dict(zip((s.name for s in services), free_ports(len(services), taken), strict=True))
+    session = Session(services, {}, rest, None, gateway_port, broker, watch, stop)
+    for index, service in enumerate(services):
+        env = service_env(
+            service,
+            rest_port=rest[service.name],
+            gen=gen,
+            registry=registry,
+            state=state,
+            nats_url=broker.url,
+        )
+        color = console.COLORS[index % len(console.COLORS)]
+        session.children[service.name] = Child(
+            service.name,
+            service_command(service),
+            env,
+            color,
+            on_exit=session.on_exit,
+            port=service.port,
+        )
+    if gateway_port:
+        session.gateway = Child(
+            "gateway",
+            gateway_command(gen, gateway_port),
+            gateway_env(gen, registry),
+            console.BOLD,
+            on_exit=session.on_exit,
+            port=gateway_port,
+        )
+    try:
+        await _serve(session, services_dir=services_dir, gen=gen, registry=registry, state=state)
+    finally:
+        await asyncio.to_thread(broker.stop)
+    if session.early and not stop.is_set():
+        console.say(f"{', '.join(session.early)} exited early; stopped the others")
+        return 1
+    console.say("stopped")
+    return 0
+
+
+async def _serve(
+    session: Session, *, services_dir: Path, gen: Path, registry: Path, state: Path
+) -> None:
+    """Start the services, then the gateway; run until Ctrl-C (or, without --watch, until one
+    exits); stop them all."""
+    stop = session.stop
+    children = list(session.children.values())
+    for child in children:
+        await child.start()
+    started = asyncio.gather(*(child.ready() for child in children))
+    await _first(started, session.exited.wait(), stop.wait())
+    if session.gateway is not None and not session.exited.is_set() and not stop.is_set():
+        await session.gateway.start()
+        await _first(session.gateway.ready(), session.exited.wait(), stop.wait())
+    watcher = None
+    if not session.exited.is_set() and not stop.is_set():
+        _summary(session)
+        if session.watching:
+            from keel.dev.watch import Watch  # noqa: PLC0415 (watchfiles for --watch only)
+
+            watch = Watch(
+                session, services_dir=services_dir, gen=gen, registry=registry, state=state
+            )
+            watcher = asyncio.ensure_future(watch.run())
+        console.say("Ctrl-C stops them all")
+    await _first(session.exited.wait(), stop.wait())
+    if watcher is not None:
+        watcher.cancel()  # a reload under way ends here; its children stop below
+        await asyncio.gather(watcher, return_exceptions=True)
+    for child in session.everyone():
+        child.terminate()
+    await asyncio.gather(*(child.stop() for child in session.everyone()))
+
+
+def _summary(session: Session) -> None:
+    print("keel dev: services (gRPC, REST, metrics):")
+    for service in session.services:
+        child = session.children[service.name]
+        port = child.serving.rest_port or session.rest_ports[service.name]
+        rest = f"http://127.0.0.1:{port}" if child.serving.event.is_set() else "-"
+        for full_name in service.serves:
+            metrics = f"http://127.0.0.1:{service.port + 1000}/metrics"
+            print(f"  {full_name:<36} 127.0.0.1:{service.port}  {rest}  {metrics}")
+    print(f"keel dev: events: NATS JetStream {session.broker.url}")
+    if session.gateway is not None and session.gateway.serving.event.is_set():
+        url = f"http://127.0.0.1:{session.gateway_port}"
+        print(f"keel dev: REST gateway {url}, API docs {url}/docs")
+        print(f"keel dev: try: curl {url}/v1/products/p_mug")
+    print(end="", flush=True)

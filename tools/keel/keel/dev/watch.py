@@ -1,0 +1,174 @@
+"""`keel dev --watch`: each batch of saved files reloads what it touches, in one console line.
+
+- A `.proto`: lint and regenerate (keel.dev.regen); then restart the services the changed protos
+  touch (keel.system.affected: they serve it, call it, subscribe to its events, or import it)
+  and the gateway (its routes come from gen/). A lint finding or a generation error is printed
+  and nothing restarts: everything keeps running on the last good generation, and the next
+  good save regenerates for every proto changed since.
+- A service's code (its package, migrations, pyproject.toml): restart that service alone.
+- Keel itself (tools/, the registry, as `keel affected` counts it): restart every service and
+  the gateway (keel dev itself keeps running the code it started with).
+
+A restart is graceful: SIGTERM, drain, wait until the process exited (its ports are free), start
+it again on the same ports; a service that fails to start prints why behind its name and waits
+for the next save while the others keep serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+
+from watchfiles import awatch
+
+from keel.dev import changes, console, regen
+from keel.dev.child import Child
+from keel.dev.session import Session
+from keel.system import contracts as contracts_
+from keel.system import packages as packages_
+from keel.toolchain import workspace
+from keel.toolchain.errors import BuildError, GenerateError
+
+_RED = "\033[31m"
+_NO_CONTRACTS = contracts_.Contracts({}, {}, {}, {}, {})
+
+
+def _relative(path: Path, root: Path) -> str:
+    return Path(os.path.relpath(path.resolve(), root)).as_posix()
+
+
+class Watch:
+    """The watch loop of one `keel dev` session, run from the workspace's root (cwd)."""
+
+    def __init__(
+        self, session: Session, *, services_dir: Path, gen: Path, registry: Path, state: Path
+    ) -> None:
+        self.session = session
+        self.root = Path.cwd().resolve()
+        self.services_dir = services_dir
+        self.services = _relative(services_dir, self.root)
+        self.gen = gen
+        self.gen_rel = _relative(gen, self.root)
+        self.ignored = [gen.resolve(), state.resolve()]
+        self.pending: set[str] = set()
+        """Protos saved since the last good generation."""
+        self.contracts = _NO_CONTRACTS
+        self.packages: list[packages_.Package] = []
+        self.redrawing: asyncio.Task[list[str]] | None = None
+
+    def folders(self) -> list[Path]:
+        """The proto modules of buf.yaml, the services, and Keel's sources if they are here."""
+        found = [self.services_dir.resolve(), self.root / "tools"]
+        try:
+            found += [self.root / m.path for m in workspace.load(self.root).modules]
+        except workspace.WorkspaceError as error:
+            console.say(f"cannot read buf.yaml ({error}): not watching protos")
+        kept: list[Path] = []
+        for folder in sorted({f for f in found if f.is_dir()}):
+            if not any(folder.is_relative_to(k) for k in kept):
+                kept.append(folder)
+        return kept
+
+    async def _load(self) -> None:
+        """The contracts and service packages as the files are now (kept if protos do not
+        compile: then the generation fails too and nothing restarts for them)."""
+        try:
+            found = await asyncio.to_thread(contracts_.load, self.root)
+        except (workspace.WorkspaceError, BuildError, GenerateError):
+            found = self.contracts
+        self.contracts = found
+        self.packages = await asyncio.to_thread(packages_.discover, self.root, found, self.services)
+
+    async def run(self) -> None:
+        """Until the session stops."""
+        await self._load()
+        folders = self.folders()
+        shown = ", ".join(f"{_relative(f, self.root)}/" for f in folders)
+        console.say(f"watching {shown}: a saved file restarts the services it touches")
+        try:
+            async for batch in awatch(
+                *folders,
+                watch_filter=changes.SavedFiles(self.ignored),
+                stop_event=self.session.stop,
+                step=50,
+            ):
+                paths = changes.relative(batch, self.root)
+                saved = changes.Saved.sort(paths, self.services)
+                if saved and not self.session.stop.is_set():
+                    await self.reload(saved)
+        finally:
+            if self.redrawing is not None:
+                self.redrawing.cancel()
+
+    async def reload(self, saved: changes.Saved) -> None:
+        """Regenerate if protos were saved, then restart what the saved files touch."""
+        started = time.perf_counter()
+        restart: set[str] = set()
+        gateway = False
+        done: list[str] = []
+        if saved.protos:
+            if self.redrawing is not None:
+                await asyncio.gather(self.redrawing, return_exceptions=True)
+            self.pending.update(saved.protos)
+            loading = asyncio.ensure_future(self._load())
+            generated = await regen.regenerate(self.root, self.gen, sorted(self.pending))
+            await loading
+            if not generated.ok:
+                self._failed(saved, generated)
+                if not saved.code:
+                    return
+            else:
+                done.append(f"regenerated in {generated.seconds:.2f} s")
+                restart |= changes.touched(
+                    self.pending, self.contracts, self.packages, self.gen_rel
+                )
+                gateway = True
+                self.pending.clear()
+                self.redrawing = asyncio.ensure_future(self._redraw())
+        if saved.code:
+            restart |= changes.touched(saved.code, self.contracts, self.packages, self.gen_rel)
+            gateway = gateway or any(changes.is_keel(p) for p in saved.code)
+        children = [c for name, c in self.session.children.items() if name in restart]
+        if gateway and self.session.gateway is not None:
+            children.append(self.session.gateway)
+        if not children:
+            console.say(f"{saved.describe()} changed: it touches no service")
+            return
+        serving = await asyncio.gather(*(self._restart(child) for child in children))
+        seconds = time.perf_counter() - started
+        done.append(f"restarted {', '.join(c.name for c in children)}")
+        failed = [c.name for c, ok in zip(children, serving, strict=True) if not ok]
+        if failed:
+            console.say(
+                f"{_RED}reload{console.RESET}: {saved.describe()} changed; {'; '.join(done)};"
+                f" {', '.join(failed)} did not start (see above: save again to retry),"
+                f" the others serving in {seconds:.2f} s"
+            )
+        else:
+            console.say(
+                f"reload: {saved.describe()} changed; {'; '.join(done)};"
+                f" serving again in {seconds:.2f} s"
+            )
+
+    async def _restart(self, child: Child) -> bool:
+        await child.stop()
+        if self.session.stop.is_set():
+            return False
+        await child.start()
+        return await child.ready()
+
+    async def _redraw(self) -> list[str]:
+        problems = await regen.redraw(self.root, self.services)
+        for line in problems:
+            console.say(f"keel graph: {line}")
+        return problems
+
+    def _failed(self, saved: changes.Saved, generated: regen.Generated) -> None:
+        console.say(
+            f"{_RED}generation failed{console.RESET} after {saved.describe()} changed;"
+            " everything keeps running on the last good generation (save again to retry):"
+        )
+        for line in generated.lines:
+            console.say(f"  {line}")
