@@ -37,7 +37,7 @@ lock: $(BIN)/uv ## re-resolve requirements.lock from the pins in the pyproject.t
 gen: $(INSTALLED) ## regenerate gen/ (and Keel's own option/validation modules) and docs/architecture.md from the protos
 	$(BIN)/keel gen --workspace tools/keel/keel/protos --out tools/keel --path keel/options --path buf/validate
 	$(BIN)/keel gen --workspace . --out gen
-	$(BIN)/keel graph --write docs/architecture.md
+	$(BIN)/keel graph --write docs/architecture.md --mermaid gen/system.mmd
 
 lint: $(INSTALLED) ## buf lint + buf format check on proto/
 	$(BIN)/buf lint

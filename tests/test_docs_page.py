@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import jwt
 import pytest
 from keel.gateway import assets, diagram, events_doc
+from keel.gateway.endpoints import Endpoints
 from keel.gateway.routes import RouteTable
 
 from tests.conftest import BIN, REPO, answers
@@ -108,6 +109,22 @@ def test_the_diagram_draws_each_event_from_publisher_to_subscriber() -> None:
     assert source.endswith("  class s_b_v1_Mail own\n")
 
 
+def test_keel_graphs_diagram_is_drawn_with_the_pages_own_services_in_bold() -> None:
+    source = (REPO / "gen/system.mmd").read_text()  # what make gen wrote
+    assert "%% keel-service acme.orders.v1.OrderService orders" in source
+    outlined = diagram.outlined(source, own=["acme.orders.v1.OrderService"])
+    assert outlined.startswith(source.rstrip("\n"))
+    assert outlined.endswith("  classDef own stroke-width:3px\n  class orders own\n")
+    assert diagram.outlined(source, own=["x.v1.Unknown"]) == source
+    served = Endpoints({}, _nobody, diagram=source, own=["acme.catalog.v1.CatalogService"])
+    assert b"keel graph</code> draws it" in served._page
+    assert b"class catalog own" in served._page
+
+
+async def _nobody() -> list[str]:
+    return []
+
+
 def test_services_known_by_full_name_are_not_drawn_twice() -> None:
     routes = RouteTable.from_generated(REPO / "gen")
     served = [service.name for service in routes.services]
@@ -180,7 +197,7 @@ async def test_the_gateway_serves_the_page_and_its_files() -> None:
             assert headers["content-type"] == f"{kind}; charset=utf-8"
             assert headers["cache-control"] == "public, max-age=31536000, immutable"
             assert body == assets.ASSETS[f"/{path}"].file.read_bytes()
-        assert "s_acme_orders_v1_OrderService -. &quot;OrderCancelled, OrderPlaced&quot;" in page
+        assert "orders -. &quot;OrderCancelled, OrderPlaced&quot; .-&gt; catalog" in page
         missing = urllib.request.Request(f"{url}/docs/swagger-ui-dist@0.0.1/swagger-ui.css")
         with pytest.raises(urllib.error.HTTPError) as refused:
             await _in_thread(_DIRECT.open, missing, timeout=10)
@@ -352,7 +369,9 @@ def test_the_gateways_docs_page_in_a_browser(browser: Browser, dev: Dev) -> None
     page.locator("#tab-system").click()
     svg = page.locator("#system-diagram svg")
     svg.wait_for(timeout=_WAIT_MS)
-    assert "OrderCancelled, OrderPlaced" in (svg.text_content() or "")  # an event arrow
+    drawn = svg.text_content() or ""
+    assert "OrderCancelled, OrderPlaced" in drawn  # an event arrow
+    assert "ReserveStock" in drawn  # a call arrow: keel graph's diagram (gen/system.mmd)
     shot = dev.artifacts / "docs-page-gateway-system.png"
     page.screenshot(path=str(shot))
     print(f"screenshot: {shot}")
@@ -378,8 +397,9 @@ def test_a_services_own_docs_page_in_a_browser(browser: Browser, dev: Dev) -> No
     _, _, own = _get(f"{catalog}/asyncapi.json")
     operations = json.loads(own)["operations"].values()
     assert {op["x-keel-service"] for op in operations} == {"acme.catalog.v1.CatalogService"}
-    _, _, html = _get(f"{catalog}/docs")  # its diagram: the system's events, catalog in bold
-    assert b"class s_acme_catalog_v1_CatalogService own" in html
+    _, _, html = _get(f"{catalog}/docs")  # its diagram: keel graph's, catalog's node in bold
+    assert b"class catalog own" in html
+    assert b"orders --&gt;|&quot;ReleaseStock&lt;br/&gt;ReserveStock&quot;| catalog" in html
     _, _, none = _get(f"{dev.rest['acme.payments.v1.PaymentService']}/asyncapi.json")
     assert json.loads(none)["channels"] == {}
     _, _, whole = _get(f"{dev.gateway}/asyncapi.json")

@@ -189,6 +189,9 @@ def _graph(args: argparse.Namespace) -> int:
         print(f"keel graph: {error}", file=sys.stderr)
         return 1
     section = graph.render(found, packages, consumers.usage(found, packages))
+    if args.mermaid is not None:
+        changed = graph.write_mermaid(args.mermaid, found, packages)
+        print(f"keel graph: {args.mermaid} {'updated' if changed else 'unchanged'}")
     if args.check is not None:
         current = args.check.read_text() if args.check.exists() else ""
         if graph.updated(current, section) != current:
@@ -201,7 +204,8 @@ def _graph(args: argparse.Namespace) -> int:
         changed = graph.write(args.write, section)
         print(f"keel graph: {args.write} {'updated' if changed else 'unchanged'}")
         return 0
-    print(section, end="")
+    if args.mermaid is None:
+        print(section, end="")
     return 0
 
 
@@ -371,6 +375,9 @@ def _register_system(commands: Any) -> None:
     written = graph.add_mutually_exclusive_group()
     written.add_argument("--write", type=Path, metavar="PAGE", help="update PAGE's generated part")
     written.add_argument("--check", type=Path, metavar="PAGE", help="fail if PAGE is stale")
+    graph.add_argument(
+        "--mermaid", type=Path, metavar="FILE", help="also write the services diagram's source"
+    )
     graph.set_defaults(run=_graph)
     touched = commands.add_parser("affected", help="the services a change touches")
     touched.add_argument(

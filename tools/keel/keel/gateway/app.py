@@ -106,7 +106,13 @@ class Gateway:
         self.upstreams = Upstreams(
             routes.services, self.settings, targets, default_target, client_interceptors
         )
-        self.endpoints = Endpoints(routes.openapi, self.upstreams.not_serving, routes.asyncapi)
+        self.endpoints = Endpoints(
+            routes.openapi,
+            self.upstreams.not_serving,
+            routes.asyncapi,
+            services=[service.name for service in routes.services],
+            diagram=routes.diagram,
+        )
         self.cors = Cors(self.settings.cors_origins.split(","))
         self.admission = Admission(self._services, self.settings)
         if not self.admission.auth.configured and self.warn_unauthenticated:

@@ -74,3 +74,22 @@ def mermaid(
         lines.append("  classDef own stroke-width:3px")
         lines.append(f"  class {','.join(_id(name) for name in own)} own")
     return "\n".join(lines) + "\n"
+
+
+_SERVICE_NODE = "%% keel-service "  # keel.system.graph.SERVICE_NODE (kept apart: no import)
+
+
+def outlined(source: str, own: Collection[str] = ()) -> str:
+    """`keel graph`'s diagram (gen/system.mmd) with the nodes drawing `own` in bold: its
+    `%% keel-service <service> <node>` comments say which node draws which service."""
+    nodes = {}
+    for line in source.splitlines():
+        if line.startswith(_SERVICE_NODE):
+            service, _, node = line[len(_SERVICE_NODE) :].partition(" ")
+            nodes[service] = node.strip()
+    mine = [nodes[name] for name in own if name in nodes]
+    if not mine:
+        return source
+    lines = [source.rstrip("\n"), "  classDef own stroke-width:3px"]
+    lines.append(f"  class {','.join(dict.fromkeys(mine))} own")
+    return "\n".join(lines) + "\n"

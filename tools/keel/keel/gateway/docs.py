@@ -95,17 +95,27 @@ show(location.hash.slice(1) in RENDER ? location.hash.slice(1) : 'api');
 </script></body></html>
 """
 
-_SYSTEM_NOTE = (
-    "The services and the events between them, read from openapi.json and asyncapi.json: a "
-    "dotted arrow goes from an event's publisher to each subscriber. {own}The calls between "
-    "services are drawn by <code>keel graph</code> (docs/architecture.md), which reads each "
-    "service's code."
-)
+_SYSTEM_NOTES = {
+    "graph": (
+        "The system as <code>keel graph</code> draws it from the protos and each service's code "
+        "(<code>make gen</code>; docs/architecture.md): solid arrows are gRPC calls through "
+        "generated clients, labelled with the rpcs the caller uses; dotted arrows are events, "
+        "from the publisher to each subscriber. {own}"
+    ),
+    "documents": (
+        "The services and the events between them, read from openapi.json and asyncapi.json: a "
+        "dotted arrow goes from an event's publisher to each subscriber. {own}The calls between "
+        "services are drawn by <code>keel graph</code> (docs/architecture.md), which reads each "
+        "service's code; <code>make gen</code> writes its diagram next to the generated code "
+        "(system.mmd) for this page."
+    ),
+}
 
 
-def page(title: str, diagram: str, own: str = "") -> bytes:
-    """The `/docs` page: `diagram` is the System tab's Mermaid source, `own` names the services
-    of the process serving it (drawn bold)."""
+def page(title: str, diagram: str, own: str = "", drawn_from: str = "documents") -> bytes:
+    """The `/docs` page: `diagram` is the System tab's Mermaid source, drawn by `keel graph`
+    ("graph") or from the page's documents ("documents"); `own` names the services of the
+    process serving it (drawn bold)."""
     assets = {
         "asyncapiJs": url(_ASYNCAPI, "index.js"),
         "asyncapiCss": url(_ASYNCAPI, "default.min.css"),
@@ -117,6 +127,6 @@ def page(title: str, diagram: str, own: str = "") -> bytes:
         swagger_css=url(_SWAGGER, "swagger-ui.css"),
         swagger_js=url(_SWAGGER, "swagger-ui-bundle.js"),
         assets=json.dumps(assets),
-        system_note=_SYSTEM_NOTE.format(own=note),
+        system_note=_SYSTEM_NOTES[drawn_from].format(own=note),
         diagram=html.escape(diagram),
     ).encode()

@@ -9,7 +9,8 @@ from typing import Any
 
 import prometheus_client
 
-from keel.gateway import assets, diagram
+from keel.gateway import assets
+from keel.gateway import diagram as diagrams
 from keel.gateway.docs import page
 from keel.gateway.exchange import Exchange
 from keel.runtime import workers
@@ -33,7 +34,8 @@ class Endpoints:
 
     `/docs` is titled `title`; its System tab draws `services` (full names), the services both
     documents name and the events of `system` (the whole system's AsyncAPI document; `asyncapi`
-    unless given), with `own` (the services of the process serving it) in bold.
+    unless given), with `own` (the services of the process serving it) in bold; or `diagram`,
+    `keel graph`'s (gen/system.mmd: the calls between services too), when there is one.
     """
 
     def __init__(
@@ -46,14 +48,18 @@ class Endpoints:
         services: Sequence[str] = (),
         system: dict[str, Any] | None = None,
         own: Sequence[str] = (),
+        diagram: str | None = None,
     ) -> None:
         self._openapi = json.dumps(openapi).encode()
         self._asyncapi = json.dumps(asyncapi or NO_EVENTS).encode()
         self._not_serving = not_serving
-        whole = system if system is not None else asyncapi
-        names = diagram.services(openapi, whole, [*own, *services])
-        source = diagram.mermaid(names, whole, own)
-        self._page = page(title, source, ", ".join(own))
+        if diagram is not None:  # `keel graph`'s, calls included (gen/system.mmd)
+            source, drawn_from = diagrams.outlined(diagram, own), "graph"
+        else:
+            whole = system if system is not None else asyncapi
+            names = diagrams.services(openapi, whole, [*own, *services])
+            source, drawn_from = diagrams.mermaid(names, whole, own), "documents"
+        self._page = page(title, source, ", ".join(own), drawn_from)
 
     async def answer(self, path: str, exchange: Exchange) -> None:
         if path == "/healthz":

@@ -25,7 +25,7 @@ from keel.gateway.endpoints import Endpoints
 from keel.gateway.exchange import Exchange, Receive, Scope
 from keel.gateway.local import Behaviour, LocalCall
 from keel.gateway.outbound import Metadata
-from keel.gateway.routes import Match, RouteTable, merge_openapi
+from keel.gateway.routes import Match, RouteTable, merge_openapi, read_diagram
 from keel.runtime.config import Settings
 from keel.runtime.spec import ServiceSpec
 
@@ -51,6 +51,7 @@ def service_routes(implementations: Iterable[Any]) -> RouteTable:
     specs: list[ServiceSpec] = []
     documents: list[Path] = []
     asyncapi: dict[str, Any] | None = None
+    drawn: str | None = None
     for implementation in implementations:
         spec: ServiceSpec = type(implementation).__keel_service__
         specs.append(spec)
@@ -63,7 +64,8 @@ def service_routes(implementations: Iterable[Any]) -> RouteTable:
         events = root / "asyncapi.json"
         if asyncapi is None and events.is_file():
             asyncapi = json.loads(events.read_text())
-    return RouteTable(specs, merge_openapi(documents), asyncapi)
+        drawn = drawn or read_diagram(root)
+    return RouteTable(specs, merge_openapi(documents), asyncapi, drawn)
 
 
 class ServiceRest(Gateway):
@@ -106,6 +108,7 @@ class ServiceRest(Gateway):
             title=", ".join(name.rpartition(".")[2] for name in own),
             system=routes.asyncapi,
             own=own,
+            diagram=routes.diagram,
         )
 
     async def _dispatch(

@@ -55,12 +55,15 @@ class RouteTable:
         services: Iterable[ServiceSpec],
         openapi: dict[str, Any] | None = None,
         asyncapi: dict[str, Any] | None = None,
+        diagram: str | None = None,
     ) -> None:
         routes = []
         self.services = tuple(services)
         self.openapi = openapi or {"openapi": "3.1.0", "info": {"title": "Keel", "version": "v1"}}
         self.asyncapi = asyncapi
         """The AsyncAPI document of the events `keel gen` wrote (`asyncapi.json`), if any."""
+        self.diagram = diagram
+        """The system's diagram (Mermaid) `make gen` wrote with `keel graph` (`system.mmd`)."""
         for service in self.services:
             for method in service.methods:
                 for rule in method.http:
@@ -115,7 +118,14 @@ class RouteTable:
             services += [v for v in vars(module).values() if isinstance(v, ServiceSpec)]
         events = gen / "asyncapi.json"
         asyncapi = json.loads(events.read_text()) if events.is_file() else None
-        return cls(services, merge_openapi(sorted((gen / "openapi").rglob("*.json"))), asyncapi)
+        openapi = merge_openapi(sorted((gen / "openapi").rglob("*.json")))
+        return cls(services, openapi, asyncapi, read_diagram(gen))
+
+
+def read_diagram(root: Path) -> str | None:
+    """The system diagram `make gen` wrote next to the generated code (`system.mmd`), if any."""
+    found = root / "system.mmd"
+    return found.read_text() if found.is_file() else None
 
 
 def _top_level_strings(template: Template, method: MethodSpec[Any, Any]) -> bool:

@@ -24,7 +24,7 @@ KEEL_ITSELF = (
     ".ci/",
 )
 _GENERATED = ("_pb2_grpc.pyi", "_pb2_grpc.py", "_pb2.pyi", "_pb2.py", "_keel.py", "_keel.pyi")
-_FOLLOWS = ("asyncapi.json", ".keel-gen.json")
+_FOLLOWS = ("asyncapi.json", ".keel-gen.json", "system.mmd")
 """Generated files that change with every proto change (the proto's own path touches)."""
 
 

@@ -24,9 +24,17 @@ def _short(full_name: str) -> str:
     return full_name.rpartition(".")[2]
 
 
-def _services_diagram(contracts: Contracts, packages: list[Package]) -> list[str]:
+SERVICE_NODE = "%% keel-service "
+"""A comment line of `services_mermaid`'s source: a full service name, then its node's id."""
+
+
+def services_mermaid(contracts: Contracts, packages: list[Package]) -> str:
+    """The services diagram as Mermaid source (no Markdown fence): a node per service package
+    (or per service without one), gRPC calls as solid arrows labelled with the rpcs used,
+    events as dotted arrows; a `%% keel-service <service> <node>` comment per service says
+    which node draws it (the docs page outlines its own)."""
     owner = {service: package for package in packages for service in package.serves}
-    lines = ["```mermaid", "flowchart LR"]
+    lines = ["flowchart LR"]
     for package in packages:
         served = "<br/>".join(package.serves)
         lines.append(f'  {_id(package.name)}["<b>{package.name}</b><br/>{served}"]')
@@ -54,8 +62,24 @@ def _services_diagram(contracts: Contracts, packages: list[Package]) -> list[str
                 flows.setdefault(pair, []).append(_short(event))
     for (source, target), names in sorted(flows.items()):
         lines.append(f'  {source} -. "{", ".join(sorted(names))}" .-> {target}')
-    lines.append("```")
-    return lines
+    lines += [f"{SERVICE_NODE}{service} {node(service)}" for service in sorted(contracts.services)]
+    return "\n".join(lines) + "\n"
+
+
+def _services_diagram(contracts: Contracts, packages: list[Package]) -> list[str]:
+    source = services_mermaid(contracts, packages).splitlines()
+    return ["```mermaid", *(line for line in source if not line.startswith("%%")), "```"]
+
+
+def write_mermaid(path: Path, contracts: Contracts, packages: list[Package]) -> bool:
+    """Write the services diagram's source to `path` (`make gen`: gen/system.mmd, which the
+    docs page draws); whether it changed."""
+    source = services_mermaid(contracts, packages)
+    if path.exists() and path.read_text() == source:
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(source)
+    return True
 
 
 def _imports_diagram(contracts: Contracts) -> list[str]:
