@@ -64,12 +64,12 @@ def _breaking(args: argparse.Namespace) -> int:
 def _dev(args: argparse.Namespace) -> int:
     import asyncio  # noqa: PLC0415
 
-    from keel import dev  # noqa: PLC0415
+    from keel.dev import session  # noqa: PLC0415
     from keel.runtime.config import ConfigError  # noqa: PLC0415
 
     try:
         return asyncio.run(
-            dev.run(
+            session.run(
                 args.services,
                 args.registry,
                 args.gen,
@@ -271,7 +271,7 @@ def _new_templates(args: argparse.Namespace) -> int:
     from keel.scaffold.service import ScaffoldError, copy_templates  # noqa: PLC0415
 
     try:
-        copied = copy_templates(args.folder)
+        copied = copy_templates(args.folder, args.files)
     except ScaffoldError as error:
         print(f"keel new templates: {error}", file=sys.stderr)
         return 2
@@ -321,13 +321,19 @@ def _register_new(commands: Any) -> None:
     )
     service.set_defaults(run=_new_service)
     templates = kinds.add_parser("templates", help="a copy of Keel's templates, to edit")
-    templates.add_argument("folder", type=Path, metavar="DIR", help="a new or empty folder")
+    templates.add_argument("folder", type=Path, metavar="DIR", help="the team's templates folder")
+    templates.add_argument(
+        "files",
+        nargs="*",
+        metavar="FILE",
+        help="only these (e.g. service/README.md.tmpl); default: all, into a new or empty DIR",
+    )
     templates.set_defaults(run=_new_templates)
 
 
 def _ingress(args: argparse.Namespace) -> int:
     from keel import genroot  # noqa: PLC0415
-    from keel.gateway.ingress import Options, http_routes, render  # noqa: PLC0415
+    from keel.gateway.ingress import IngressError, Options, http_routes, render  # noqa: PLC0415
     from keel.gateway.routes import RouteTable  # noqa: PLC0415
 
     if not args.gen.is_dir():
@@ -344,8 +350,14 @@ def _ingress(args: argparse.Namespace) -> int:
         backend=args.backend,
         port=args.port,
         hostnames=tuple(args.hostname),
+        cors=args.cors,
     )
-    sys.stdout.write(render(http_routes(table, options)))
+    try:
+        routes = http_routes(table, options)
+    except IngressError as error:
+        print(f"keel ingress: {error}", file=sys.stderr)
+        return 2
+    sys.stdout.write(render(routes))
     return 0
 
 
@@ -364,6 +376,9 @@ def _register_ingress(commands: Any) -> None:
     )
     ingress.add_argument("--port", type=int, default=8080, help="the services' REST port")
     ingress.add_argument("--hostname", action="append", default=[], help="(repeatable)")
+    ingress.add_argument(
+        "--cors", action="store_true", help="also route OPTIONS (preflights) to the services"
+    )
     ingress.set_defaults(run=_ingress)
 
 

@@ -14,10 +14,7 @@ SIGTERM) drains and stops them all, the broker last.
 
 Modules: `services` (discovery, each child's command and environment), `child` (a restartable
 child process, its output relayed), `session` (startup order and shutdown), `watch`,
-`changes` and `regen` (`--watch`: saved files reload what they touch).
+`changes` and `regen` (`--watch`: saved files reload what they touch), `spare` (a warm
+process for the next restart). Nothing is imported here, so `python -m keel.dev.spare` starts
+light: `keel.dev.session.run` is the entry point.
 """
-
-from keel.dev.services import DevService, discover
-from keel.dev.session import run
-
-__all__ = ["DevService", "discover", "run"]

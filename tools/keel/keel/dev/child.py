@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import re
 import signal
+import socket
 from collections.abc import Callable, Mapping, Sequence
 
 from keel.dev import console
@@ -20,6 +21,30 @@ _REST_PORT = re.compile(rb"\srest_port=(\d+)")
 _ANSI = re.compile(rb"\x1b\[[0-9;]*m")
 KILL_AFTER = 15.0
 """Seconds a stopped child may take to drain before it is killed."""
+
+
+PORTS_WAIT = 10.0
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+async def ports_free(ports: Sequence[int], within: float = PORTS_WAIT) -> bool:
+    """Wait until every one of `ports` can be bound on 127.0.0.1 (at most `within` seconds)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not all(_bindable(port) for port in ports):
+        if loop.time() > deadline:
+            return False
+        await asyncio.sleep(0.05)  # polling the ports, bounded by the deadline
+    return True
 
 
 class Serving:
@@ -51,9 +76,16 @@ class Child:
         *,
         on_exit: Callable[[Child, int], None] = lambda child, status: None,
         port: int | None = None,
+        ports: Sequence[int] = (),
+        spare: Sequence[str] = (),
     ) -> None:
         self.name = name
         self.port = port
+        self.ports = tuple(ports)
+        """Every port it listens on: free (or only in TIME_WAIT) before it starts again."""
+        self.spare_command = list(spare)
+        """`python -m keel.dev.spare ... --` that runs `command` warm (keel.dev.spare)."""
+        self._spare: asyncio.subprocess.Process | None = None
         self.command = list(command)
         self.env = dict(env)
         self.on_exit = on_exit
@@ -71,19 +103,57 @@ class Child:
     def pid(self) -> int | None:
         return self.process.pid if self.running and self.process is not None else None
 
-    async def start(self) -> None:
-        """Start it (again); `serving` is new for this start."""
+    async def start(self, *, again: bool = False) -> None:
+        """Start it, in its warm spare if it has one; `serving` is new for this start. `again`:
+        first wait (up to PORTS_WAIT s) until its ports can be bound: a client reconnecting
+        while the port was closed can hold it for a moment (a TCP self-connection when the port
+        is in the ephemeral range)."""
+        if again:
+            await ports_free(self.ports)
         self.serving = Serving()
         self._stopping = False
-        process = await asyncio.create_subprocess_exec(
-            *self.command,
+        process, self._spare = self._spare, None
+        if process is not None and process.returncode is None and process.stdin is not None:
+            process.stdin.write(b"go\n")
+            with contextlib.suppress(ConnectionError):
+                await process.stdin.drain()
+        else:
+            process = await asyncio.create_subprocess_exec(
+                *self.command,
+                env=self.env,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+            )
+        self.process = process
+        self._watcher = asyncio.ensure_future(self._relay(process, self.serving))
+
+    async def prepare(self) -> None:
+        """Start a warm spare for the next start (if it has a spare command and none yet)."""
+        if not self.spare_command or (self._spare and self._spare.returncode is None):
+            return
+        self._spare = await asyncio.create_subprocess_exec(
+            *self.spare_command,
+            *self.command[2:],  # after `python -m`
             env=self.env,
-            stdin=asyncio.subprocess.DEVNULL,
+            stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
         )
-        self.process = process
-        self._watcher = asyncio.ensure_future(self._relay(process, self.serving))
+
+    async def discard(self) -> None:
+        """End the warm spare (it holds the Keel of its start: after Keel changed, say)."""
+        spare, self._spare = self._spare, None
+        if spare is None:
+            return
+        if spare.stdin is not None:
+            spare.stdin.close()
+        try:
+            await asyncio.wait_for(spare.wait(), KILL_AFTER)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                spare.kill()
+            await spare.wait()
 
     async def _relay(self, process: asyncio.subprocess.Process, serving: Serving) -> None:
         if process.stdout is None:  # pragma: no cover (stdout=PIPE always gives a stream)

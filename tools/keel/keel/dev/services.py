@@ -9,6 +9,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from keel.dev import spare
 from keel.runtime import discovery
 from keel.runtime.config import ConfigError, Settings
 
@@ -98,6 +99,26 @@ def service_env(
         "KEEL_MIGRATE": "true",
         "KEEL_NATS_URL": nats_url,
     }
+
+
+def service_spare(service: DevService, gen: Path) -> list[str]:
+    """The command that keeps a warm spare of `service` (keel.dev.spare), up to its `--`."""
+    names = [*spare.KEEL_SERVICE]
+    fresh = [gen.resolve()]
+    if service.src is not None:
+        names += spare.imported_by(service.src, service.package)
+        fresh.append(service.src)
+    return _spare_command(names, fresh)
+
+
+def gateway_spare(gen: Path) -> list[str]:
+    return _spare_command(list(spare.KEEL_GATEWAY), [gen.resolve()])
+
+
+def _spare_command(names: list[str], fresh: list[Path]) -> list[str]:
+    options = [arg for name in names for arg in ("--preload", name)]
+    options += [arg for folder in fresh for arg in ("--fresh", str(folder))]
+    return [sys.executable, "-m", "keel.dev.spare", *options, "--"]
 
 
 def gateway_command(gen: Path, port: int) -> list[str]:

@@ -16,8 +16,10 @@ from keel.dev.services import (
     free_ports,
     gateway_command,
     gateway_env,
+    gateway_spare,
     service_command,
     service_env,
+    service_spare,
 )
 from keel.events.broker import Broker, BrokerError, start_broker
 
@@ -43,6 +45,8 @@ class Session:
 
     def on_exit(self, child: Child, status: int) -> None:
         if self.watching:
+            if not child.serving.event.is_set():
+                return  # it did not start: whoever started it says so
             console.say(
                 f"{child.name} exited (status {status}); the others keep serving; "
                 "save a file to start it again"
@@ -112,6 +116,8 @@ async def run(
             color,
             on_exit=session.on_exit,
             port=service.port,
+            ports=(service.port, service.port + 1000, rest[service.name]),
+            spare=service_spare(service, gen) if watch else (),
         )
     if gateway_port:
         session.gateway = Child(
@@ -121,6 +127,8 @@ async def run(
             console.BOLD,
             on_exit=session.on_exit,
             port=gateway_port,
+            ports=(gateway_port,),
+            spare=gateway_spare(gen) if watch else (),
         )
     try:
         await _serve(session, services_dir=services_dir, gen=gen, registry=registry, state=state)
@@ -144,6 +152,10 @@ async def _serve(
         await child.start()
     started = asyncio.gather(*(child.ready() for child in children))
     await _first(started, session.exited.wait(), stop.wait())
+    if session.watching and not stop.is_set():
+        for child in children:
+            if not child.serving.event.is_set():
+                console.say(f"{child.name} did not start (see above): save a file to retry")
     if session.gateway is not None and not session.exited.is_set() and not stop.is_set():
         await session.gateway.start()
         await _first(session.gateway.ready(), session.exited.wait(), stop.wait())
@@ -165,6 +177,7 @@ async def _serve(
     for child in session.everyone():
         child.terminate()
     await asyncio.gather(*(child.stop() for child in session.everyone()))
+    await asyncio.gather(*(child.discard() for child in session.everyone()))
 
 
 def _summary(session: Session) -> None:

@@ -84,6 +84,7 @@ class Watch:
     async def run(self) -> None:
         """Until the session stops."""
         await self._load()
+        await asyncio.gather(*(child.prepare() for child in self.session.everyone()))
         folders = self.folders()
         shown = ", ".join(f"{_relative(f, self.root)}/" for f in folders)
         console.say(f"watching {shown}: a saved file restarts the services it touches")
@@ -129,7 +130,9 @@ class Watch:
                 self.redrawing = asyncio.ensure_future(self._redraw())
         if saved.code:
             restart |= changes.touched(saved.code, self.contracts, self.packages, self.gen_rel)
-            gateway = gateway or any(changes.is_keel(p) for p in saved.code)
+            if any(changes.is_keel(p) for p in saved.code):
+                gateway = True  # and the spares hold the Keel of their start
+                await asyncio.gather(*(c.discard() for c in self.session.everyone()))
         children = [c for name, c in self.session.children.items() if name in restart]
         if gateway and self.session.gateway is not None:
             children.append(self.session.gateway)
@@ -138,13 +141,14 @@ class Watch:
             return
         serving = await asyncio.gather(*(self._restart(child) for child in children))
         seconds = time.perf_counter() - started
+        await asyncio.gather(*(child.prepare() for child in self.session.everyone()))
         done.append(f"restarted {', '.join(c.name for c in children)}")
         failed = [c.name for c, ok in zip(children, serving, strict=True) if not ok]
         if failed:
             console.say(
-                f"{_RED}reload{console.RESET}: {saved.describe()} changed; {'; '.join(done)};"
-                f" {', '.join(failed)} did not start (see above: save again to retry),"
-                f" the others serving in {seconds:.2f} s"
+                f"reload: {saved.describe()} changed; {'; '.join(done)};"
+                f" {_RED}{', '.join(failed)} did not start{console.RESET} (see above: save again"
+                f" to retry), the others serving in {seconds:.2f} s"
             )
         else:
             console.say(
@@ -156,7 +160,7 @@ class Watch:
         await child.stop()
         if self.session.stop.is_set():
             return False
-        await child.start()
+        await child.start(again=True)
         return await child.ready()
 
     async def _redraw(self) -> list[str]:

@@ -1,0 +1,272 @@
+"""`keel dev --watch` (what `make run` runs) in a copy of the repository, as a developer uses it:
+a saved service file restarts that service alone, which then serves the new code over REST and
+gRPC; code that fails to start prints its traceback behind the service's name while the others
+keep serving; a saved proto with a lint error prints buf's finding and restarts nothing; the
+fixed proto is regenerated and the services it touches serve its new route.
+
+The copy holds what keel dev reads and writes (proto/, gen/, services/, buf.yaml, Keel's protos
+and the architecture page), a megabyte: Keel itself and the virtualenv are this repository's."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from acme.catalog.v1 import catalog_keel, catalog_pb2
+from keel.runtime.config import Settings
+
+from tests.conftest import BIN, REPO, answers
+from tests.test_devrun import SERVICES, _free_pair
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+_COPIED = ("proto", "gen", "services", "tools/keel/keel/protos", "buf.yaml", "docs/architecture.md")
+_CATALOG_CODE = "services/catalog/src/catalog/service.py"
+_CATALOG_PROTO = "proto/acme/catalog/v1/catalog.proto"
+
+
+def copy_repository(into: Path) -> Path:
+    """What `keel dev --watch` reads and writes, copied from this repository into `into`."""
+    skipped = shutil.ignore_patterns("__pycache__", ".keel", "*.sqlite3*", ".pytest_cache")
+    for part in _COPIED:
+        source, target = REPO / part, into / part
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if source.is_dir():
+            shutil.copytree(source, target, ignore=skipped)
+        else:
+            shutil.copy2(source, target)
+    return into
+
+
+@dataclass
+class Dev:
+    root: Path
+    process: subprocess.Popen[bytes]
+    log: Path
+    registry: Path
+    gateway: str
+    rest: dict[str, str]
+    """Each service's REST address, as keel dev printed it."""
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def reloads(self) -> list[str]:
+        """keel dev's own lines, without colors."""
+        lines = self.output().splitlines()
+        return [_ANSI.sub("", line) for line in lines if line.startswith("keel dev: ")]
+
+    def wait_for(self, condition: Callable[[], bool], what: str, within: float = 90) -> None:
+        deadline = time.monotonic() + within
+        while not condition():
+            assert self.process.poll() is None, self.output()[-6000:]
+            assert time.monotonic() < deadline, f"{what}:\n{self.output()[-6000:]}"
+            time.sleep(0.05)  # polling for the condition, not waiting a fixed time
+
+    def wait_for_line(self, pattern: str, after: int) -> str:
+        """The first of keel dev's own lines matching `pattern` among those after the first
+        `after` (waited for)."""
+        found: list[str] = []
+
+        def seen() -> bool:
+            found[:] = [line for line in self.reloads()[after:] if re.search(pattern, line)]
+            return bool(found)
+
+        self.wait_for(seen, f"a line matching {pattern!r}")
+        return found[0]
+
+    def starts(self, name: str) -> int:
+        """How many times `name` logged "serving" (each start logs it once)."""
+        serving = re.compile(r"\] serving\s")
+        prefix = f"{name}\x1b[0m │ "
+        return sum(
+            1
+            for line in self.output().splitlines()
+            if prefix in line and serving.search(_ANSI.sub("", line))
+        )
+
+    def all_starts(self) -> dict[str, int]:
+        return {name: self.starts(name) for name in ("catalog", "orders", "payments", "gateway")}
+
+
+def _call(url: str) -> tuple[int, Any]:
+    try:
+        with _DIRECT.open(url, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"{}")
+    except OSError:
+        return 0, None
+
+
+def _answers_with(url: str, status: int) -> Callable[[], bool]:
+    return lambda: _call(url)[0] == status
+
+
+def _edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text, f"{old!r} not in {path}"
+    path.write_text(text.replace(old, new, 1))
+
+
+@pytest.fixture(scope="module")
+def dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dev]:
+    folder = tmp_path_factory.mktemp("dev-watch")
+    root = copy_repository(folder / "repo")
+    registry = folder / "registry.toml"
+    lines = [f'"{name}" = "127.0.0.1:{_free_pair()}"' for name in SERVICES]
+    registry.write_text("[targets]\n" + "\n".join(lines) + "\n")
+    port = _free_pair()
+    log = folder / "dev.log"
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [
+                *(str(BIN / "keel"), "dev", "--watch", "--registry", str(registry)),
+                *("--gateway-port", str(port), "--state-dir", str(folder / "state")),
+            ],
+            cwd=root,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={k: v for k, v in os.environ.items() if not k.startswith(("KEEL_", "OTEL_"))},
+        )
+    gateway = f"http://127.0.0.1:{port}"
+    started = Dev(root, process, log, registry, gateway, {})
+    try:
+        started.wait_for(lambda: "keel dev: watching " in started.output(), "keel dev started")
+        started.wait_for(lambda: answers(f"{gateway}/healthz"), "the gateway serves")
+        address = re.compile(r"^\s+(\S+)\s+127\.0\.0\.1:\d+\s+(http://\S+)\s", re.M)
+        started.rest = dict(address.findall(started.output()))
+        yield started
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            assert process.wait(timeout=60) == 0, started.output()[-6000:]
+        finally:
+            process.kill()
+    output = started.output()
+    assert output.rstrip().endswith("keel dev: stopped"), output[-3000:]
+    left = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True)
+    assert str(root) not in left.stdout  # no service or warm spare outlives keel dev
+
+
+def _title_over_grpc(dev: Dev) -> str:
+    async def call() -> str:
+        settings = Settings(registry=str(dev.registry))
+        async with catalog_keel.CatalogServiceClient.connect(settings=settings) as catalog:
+            reply = await catalog.get_product(catalog_pb2.GetProductRequest(product_id="p_mug"))
+        return str(reply.product.title)
+
+    return asyncio.run(call())
+
+
+def test_a_saved_service_file_restarts_that_service_alone(dev: Dev) -> None:
+    catalog = dev.rest["acme.catalog.v1.CatalogService"]
+    orders = dev.rest["acme.orders.v1.OrderService"]
+    assert _call(f"{catalog}/v1/products/p_mug")[1]["title"] == "Mug"
+    before = dev.all_starts()
+    assert before == {"catalog": 1, "orders": 1, "payments": 1, "gateway": 1}
+    seen = len(dev.reloads())
+
+    _edit(dev.root / _CATALOG_CODE, "title=product.title,", "title=product.title.upper(),")
+    line = dev.wait_for_line(r"reload: .*service\.py changed", seen)
+    assert "restarted catalog;" in line
+    assert "serving again in" in line
+    # The new code answers on the same REST port, over gRPC, and through the gateway.
+    assert _call(f"{catalog}/v1/products/p_mug")[1]["title"] == "MUG"
+    assert _title_over_grpc(dev) == "MUG"
+    dev.wait_for(
+        lambda: (_call(f"{dev.gateway}/v1/products/p_mug")[1] or {}).get("title") == "MUG",
+        "the gateway reaches the restarted catalog",
+    )
+    assert dev.all_starts() == {**before, "catalog": 2}
+
+    # Code that fails at start: its traceback behind its name; the others keep serving.
+    seen = len(dev.reloads())
+    _edit(
+        dev.root / _CATALOG_CODE,
+        "\nUPDATABLE = ",
+        '\nraise RuntimeError("broken on purpose")\nUPDATABLE = ',
+    )
+    line = dev.wait_for_line(r"reload: .*service\.py changed", seen)
+    assert "catalog did not start" in line
+    assert "catalog\x1b[0m │ RuntimeError: broken on purpose" in dev.output()
+    assert _call(f"{orders}/v1/orders/o_missing")[0] == 404  # orders answers meanwhile
+    assert dev.all_starts() == {**before, "catalog": 2}
+
+    # The next save retries.
+    seen = len(dev.reloads())
+    _edit(dev.root / _CATALOG_CODE, '\nraise RuntimeError("broken on purpose")\n', "\n")
+    line = dev.wait_for_line(r"reload: .*service\.py changed", seen)
+    assert "restarted catalog; serving again in" in line
+    assert _call(f"{catalog}/v1/products/p_mug")[1]["title"] == "MUG"
+
+
+def test_a_saved_proto_is_linted_regenerated_and_served(dev: Dev) -> None:
+    catalog = dev.rest["acme.catalog.v1.CatalogService"]
+    before = dev.all_starts()
+    seen = len(dev.reloads())
+    proto = dev.root / _CATALOG_PROTO
+    _edit(
+        proto,
+        "message GetProductRequest {\n",
+        "message GetProductRequest {\n  string badName = 99;\n",
+    )
+    dev.wait_for_line(r"generation failed after proto/acme/catalog/v1/catalog\.proto", seen)
+    finding = dev.wait_for_line(r"buf lint: ", seen)
+    line_number = proto.read_text().splitlines().index("  string badName = 99;") + 1
+    assert f"{_CATALOG_PROTO}:{line_number}:" in finding
+    assert "badName" in finding
+    assert "badName" not in (dev.root / "gen/acme/catalog/v1/catalog_pb2.pyi").read_text()
+    # Everything keeps serving the last good generation.
+    assert _call(f"{catalog}/v1/products/p_mug")[0] == 200
+    assert _call(f"{dev.gateway}/v1/catalog:ping")[0] == 404
+    assert dev.all_starts() == before
+
+    # The fix, with a new rpc and its route: regenerated, the services using catalog.proto
+    # (catalog serves it, orders calls it) and the gateway restarted, payments untouched.
+    seen = len(dev.reloads())
+    _edit(proto, "  string badName = 99;\n", "")
+    _edit(
+        proto,
+        "  rpc GetProduct(GetProductRequest)",
+        "  // Says the catalog is there.\n"
+        "  rpc PingCatalog(PingCatalogRequest) returns (PingCatalogResponse) {\n"
+        '    option (google.api.http) = {get: "/v1/catalog:ping"};\n'
+        "  }\n"
+        "  rpc GetProduct(GetProductRequest)",
+    )
+    proto.write_text(
+        proto.read_text() + "\nmessage PingCatalogRequest {}\n\nmessage PingCatalogResponse {}\n"
+    )
+    line = dev.wait_for_line(r"reload: proto/acme/catalog/v1/catalog\.proto changed", seen)
+    assert "regenerated in" in line
+    restarted = re.search(r"restarted ([a-z, ]+);", line)
+    assert restarted, line
+    assert set(restarted[1].split(", ")) == {"catalog", "orders", "gateway"}
+    assert "PingCatalog" in (dev.root / "gen/acme/catalog/v1/catalog_pb2.pyi").read_text()
+    # The new route, served by the gateway and by catalog's own REST port (it is not
+    # implemented: 501, where it was 404).
+    for base in (dev.gateway, catalog):
+        ping = f"{base}/v1/catalog:ping"
+        dev.wait_for(_answers_with(ping, 501), ping)
+        assert "PingCatalog is not implemented" in _call(ping)[1]["message"]
+    after = dev.all_starts()
+    assert after["payments"] == before["payments"]
+    assert [after[n] - before[n] for n in ("catalog", "orders", "gateway")] == [1, 1, 1]
+    dev.wait_for(
+        lambda: "PingCatalog" in (dev.root / "docs/architecture.md").read_text(),
+        "the architecture page is redrawn (as make gen does)",
+    )
