@@ -8,12 +8,14 @@ from __future__ import annotations
 import re
 import shlex
 import subprocess
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import yaml
-from keel.gateway.routes import RouteTable
-from keel.httprule import DeepWildcard, Template, Wildcard
+from keel.gateway.ingress import Options, http_routes
+from keel.gateway.routes import Route, RouteTable
+from keel.httprule import DeepWildcard, Matcher, Template, Wildcard, parse
 
 from tests.conftest import BIN, REPO
 
@@ -61,13 +63,14 @@ def routes() -> list[dict[str, Any]]:
 def test_one_route_per_proto_service_with_http_rules(routes: list[dict[str, Any]]) -> None:
     table = RouteTable.from_generated(REPO / "gen")
     with_rules = {route.method.service for route in table.routes}
-    assert {r["metadata"]["labels"]["keel.dev/service"] for r in routes} == with_rules
+    assert {r["metadata"]["annotations"]["keel.dev/service"] for r in routes} == with_rules
     for route in routes:
         assert route["apiVersion"] == "gateway.networking.k8s.io/v1"
         assert route["kind"] == "HTTPRoute"
         assert route["metadata"]["namespace"] == "shop"
         assert route["spec"]["parentRefs"] == [{"name": "keel"}]
-        assert re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", route["metadata"]["name"])
+        assert re.fullmatch(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?", route["metadata"]["name"])
+        assert len(route["metadata"]["name"]) <= 253
 
 
 def test_each_binding_reaches_its_service_and_only_it(routes: list[dict[str, Any]]) -> None:
@@ -85,6 +88,13 @@ def test_each_binding_reaches_its_service_and_only_it(routes: list[dict[str, Any
             for ref in rule["backendRefs"]
         }
         assert reached == {backend}, (route.verb, path)
+        if route.verb == "GET":  # HEAD too, as the service answers it
+            assert any(
+                _hits(match, "HEAD", path)
+                for doc in routes
+                for rule in doc["spec"]["rules"]
+                for match in rule["matches"]
+            ), path
         assert not any(
             _hits(match, route.verb, path + "/extra/segment")
             for doc in routes
@@ -97,7 +107,7 @@ def test_each_binding_reaches_its_service_and_only_it(routes: list[dict[str, Any
 def test_methods_without_an_http_rule_get_no_route(routes: list[dict[str, Any]]) -> None:
     matches = [m for doc in routes for rule in doc["spec"]["rules"] for m in rule["matches"]]
     table = RouteTable.from_generated(REPO / "gen")
-    assert len(matches) == len(table.routes)
+    assert len(matches) == sum(2 if r.verb == "GET" else 1 for r in table.routes)  # + HEAD
     assert not any(_hits(m, "POST", "/acme.orders.v1.OrderService/MarkShipped") for m in matches)
     assert not any(_hits(m, "POST", "/v1/orders/o_1:ship") for m in matches)
 
@@ -109,6 +119,8 @@ def test_expressions_are_re2_safe(routes: list[dict[str, Any]]) -> None:
             for match in rule["matches"]:
                 value = match["path"]["value"]
                 assert not re.search(r"\(\?[=!<]|\\[1-9]", value), value  # no lookaround, backrefs
+                if match["path"]["type"] == "RegularExpression":
+                    assert value[0] + value[-1] == "^$", value
             assert rule["backendRefs"][0]["port"] == 8080
         assert len(doc["spec"]["rules"]) <= 16
 
@@ -130,7 +142,6 @@ def test_path_expressions_match_what_the_template_does(
     template: str, matched: list[str], unmatched: list[str]
 ) -> None:
     from keel.gateway.ingress import path_regex  # noqa: PLC0415
-    from keel.httprule import Matcher, parse  # noqa: PLC0415
 
     parsed = parse(template)
     expression = path_regex(parsed)
@@ -141,3 +152,77 @@ def test_path_expressions_match_what_the_template_does(
         assert not re.fullmatch(expression, path), (expression, path)
     if template == "/v1/a.b+c":
         assert re.fullmatch(expression, "/v1/a.b+c")
+
+
+def _table(service: str, templates: list[str]) -> Any:
+    """A route table's stand-in: `templates` of one service, all POST."""
+    routes = []
+    for template in templates:
+        parsed = parse(template)
+        rule: Any = SimpleNamespace(path=template)
+        method: Any = SimpleNamespace(service=service)
+        routes.append(Route("POST", parsed, Matcher(parsed), rule, method))
+    return SimpleNamespace(routes=routes)
+
+
+def test_a_service_with_many_bindings_gets_routes_a_controller_accepts() -> None:
+    templates = [f"/v1/things/{{id}}:verb{n}" for n in range(300)]
+    made = http_routes(_table("acme.big.v1.BigService", templates), Options())
+    assert len(made) == 3  # 300 matches: 128 + 128 + 44
+    assert [doc["metadata"]["name"] for doc in made] == [
+        "acme.big.v1.bigservice-1",
+        "acme.big.v1.bigservice-2",
+        "acme.big.v1.bigservice-3",
+    ]
+    for doc in made:
+        rules = doc["spec"]["rules"]
+        assert len(rules) <= 16
+        assert all(len(rule["matches"]) <= 64 for rule in rules)
+        assert sum(len(rule["matches"]) for rule in rules) <= 128
+    every = [m["path"]["value"] for d in made for r in d["spec"]["rules"] for m in r["matches"]]
+    assert len(every) == 300
+
+
+def test_long_service_names_make_distinct_valid_names() -> None:
+    package = "acme." + "very" * 70 + ".v1"
+    first = http_routes(_table(f"{package}.FirstService", ["/v1/a"]), Options())
+    second = http_routes(_table(f"{package}.SecondService", ["/v1/b"]), Options())
+    names = [first[0]["metadata"]["name"], second[0]["metadata"]["name"]]
+    assert names[0] != names[1]
+    assert all(
+        len(name) <= 253 and re.fullmatch(r"[a-z0-9][-a-z0-9.]*[a-z0-9]", name) for name in names
+    )
+    assert first[0]["metadata"]["annotations"]["keel.dev/service"] == f"{package}.FirstService"
+
+
+def test_cors_routes_each_paths_preflight() -> None:
+    made = http_routes(_table("acme.a.v1.AService", ["/v1/a", "/v1/a/{id}"]), Options(cors=True))
+    matches = [m for r in made[0]["spec"]["rules"] for m in r["matches"]]
+    preflights = [m for m in matches if m["method"] == "OPTIONS"]
+    assert len(preflights) == 2
+    assert {m["path"]["type"] for m in preflights} == {"Exact", "RegularExpression"}
+    plain = http_routes(_table("acme.a.v1.AService", ["/v1/a"]), Options())
+    assert [m["method"] for m in plain[0]["spec"]["rules"][0]["matches"]] == ["POST"]
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--backend", "{service}"], "use {name} (order-service) and {package}"),
+        (["--backend", "Orders_{name}"], "not a Service name"),
+        (["--port", "70000"], "choose one from 1 to 65535"),
+        (["--gen", "nowhere"], "nowhere does not exist"),
+    ],
+)
+def test_options_that_cannot_make_routes_are_refused_saying_why(args: list[str], says: str) -> None:
+    done = subprocess.run(
+        [str(BIN / "keel"), "ingress", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert says in done.stderr
+    assert "Traceback" not in done.stderr

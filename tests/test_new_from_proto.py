@@ -132,3 +132,77 @@ def test_a_proto_that_cannot_be_served_is_refused_saying_why(
     assert not (root / "services/things").exists()
     status = _run(["git", "status", "--porcelain", "services", "pyproject.toml"], root)
     assert status.stdout == ""
+
+
+_EDGE_MESSAGES = """syntax = "proto3";
+
+package acme.edge.v1;
+
+// A message with one nested in it.
+message Outer {
+  // The nested one.
+  message Inner {
+    string id = 1;
+  }
+  Inner inner = 1;
+}
+"""
+
+_EDGE_SERVICE = """syntax = "proto3";
+
+package acme.edge.v1;
+
+import "acme/edge/v1/health.proto";
+import "google/protobuf/empty.proto";
+import "google/protobuf/timestamp.proto";
+
+// Names and kinds that Python and the generated code treat specially.
+service EdgeService {
+  // A name the generated client reserves (it becomes connect_).
+  rpc Connect(Outer.Inner) returns (google.protobuf.Empty);
+  // A Python keyword (it becomes import_).
+  rpc Import(stream Outer) returns (google.protobuf.Timestamp);
+  // Both ways at once.
+  rpc Chat(stream Outer) returns (stream Outer.Inner);
+  // From the server only.
+  rpc Follow(google.protobuf.Empty) returns (stream Outer);
+}
+"""
+
+
+def test_names_kinds_and_imports_python_treats_specially_still_make_a_working_package(
+    clone: Path, made: subprocess.CompletedProcess[str]
+) -> None:
+    assert made.returncode == 0, made.stderr
+    folder = clone / "proto/acme/edge/v1"
+    folder.mkdir(parents=True)
+    (folder / "health.proto").write_text(_EDGE_MESSAGES)  # its module: health_pb2, as grpc's
+    (folder / "edge-api.proto").write_text(_EDGE_SERVICE)
+    edge = _run(
+        [str(BIN / "keel"), "new", "service", "edge", "--proto", str(folder / "edge-api.proto")],
+        clone,
+    )
+    assert edge.returncode == 0, edge.stderr
+    generated = _run([str(BIN / "keel"), "gen"], clone)
+    assert generated.returncode == 0, generated.stderr
+    service = (clone / "services/edge/src/edge/service.py").read_text()
+    assert "async def connect_(" in service  # overrides the base's method
+    assert "async def import_(" in service
+    assert "request: health_pb2.Outer.Inner" in service.replace("acme_edge_v1_", "")
+    package = "services/edge"
+    paths = f"{clone}/gen:{clone}/{package}/src"
+    for check in (["ruff", "check", package], ["ruff", "format", "--check", package]):
+        done = _run([str(BIN / check[0]), *check[1:]], clone)
+        assert done.returncode == 0, done.stdout
+    typed = _run(
+        [str(BIN / "mypy"), "--strict", f"{package}/src", f"{package}/tests"], clone, MYPYPATH=paths
+    )
+    assert typed.returncode == 0, typed.stdout
+    tested = _run(
+        [str(BIN / "pytest"), "-q", "-p", "no:cacheprovider", f"{package}/tests"],
+        clone,
+        PYTHONPATH=paths,
+    )
+    assert tested.returncode == 0, tested.stdout[-3000:]
+    assert "failed" not in tested.stdout
+    assert "skipped" not in tested.stdout or "postgres" in tested.stdout.lower()

@@ -10,6 +10,7 @@ import subprocess
 import tomllib
 from pathlib import Path
 
+import pytest
 from keel.scaffold.service import TEMPLATES
 
 from tests.conftest import BIN, REPO
@@ -101,6 +102,27 @@ def test_the_workspace_names_its_templates_in_pyproject(tmp_path: Path) -> None:
     assert "service StockService" in written
 
 
+def test_only_the_named_templates_are_copied(tmp_path: Path) -> None:
+    root = _workspace(tmp_path)
+    (root / "templates/keel/service").mkdir(parents=True)
+    (root / "templates/keel/service/CODEOWNERS.tmpl").write_text("* @{{org}}/{{name}}\n")
+
+    copied = _keel("new", "templates", "templates/keel", "service/README.md.tmpl", cwd=root)
+    again = _keel("new", "templates", "templates/keel", "service/README.md.tmpl", cwd=root)
+    unknown = _keel("new", "templates", "templates/keel", "service/nothing.tmpl", cwd=root)
+
+    assert copied.returncode == 0, copied.stderr
+    files = sorted(p.relative_to(root / "templates/keel").as_posix() for p in root.rglob("*.tmpl"))
+    assert files == ["service/CODEOWNERS.tmpl", "service/README.md.tmpl"]
+    assert (root / "templates/keel/service/README.md.tmpl").read_bytes() == (
+        TEMPLATES / "service/README.md.tmpl"
+    ).read_bytes()
+    assert again.returncode == 2
+    assert "exists already: edit it there" in again.stderr
+    assert unknown.returncode == 2
+    assert "service/nothing.tmpl is not one of Keel's templates" in unknown.stderr
+
+
 def test_a_templates_folder_that_cannot_be_used_is_refused_saying_why(tmp_path: Path) -> None:
     root = _workspace(tmp_path)
     (root / "empty").mkdir()
@@ -121,6 +143,29 @@ def test_a_templates_folder_that_cannot_be_used_is_refused_saying_why(tmp_path: 
     assert (root / "full/notes.txt").read_text() == "mine"
     assert not (root / "services/inventory").exists()
     assert (root / "services/registry.toml").read_text() == registry
+
+
+@pytest.mark.parametrize(
+    ("pyproject", "says"),
+    [
+        ('[tool.keel.new]\ntemplates = ["a"]\n', "expected a folder path"),
+        ("[tool.keel.new\n", "pyproject.toml is not valid TOML"),
+    ],
+)
+def test_a_wrong_templates_setting_is_refused_saying_why(
+    tmp_path: Path, pyproject: str, says: str
+) -> None:
+    root = _workspace(tmp_path, pyproject)
+    (root / "a-file").write_text("")
+
+    made = _keel("new", "service", "inventory", cwd=root)
+    into_file = _keel("new", "templates", "a-file", cwd=root)
+
+    assert made.returncode == 2
+    assert says in made.stderr
+    assert "Traceback" not in made.stderr + into_file.stderr
+    assert into_file.returncode == 2
+    assert "a-file is a file" in into_file.stderr
 
 
 def test_outside_a_workspace_it_says_what_is_missing(tmp_path: Path) -> None:

@@ -85,10 +85,27 @@ def main(argv: list[str] | None = None) -> int:
             for filename, data in files.items():
                 (target / filename).write_bytes(data)
             print(f"vendor_webui: {name}@{pin['version']} -> {target} ({len(files)} files)")
+    if not args.check:
+        (WEBUI / SUMS).write_text(checksums())
+    elif (WEBUI / SUMS).read_text() != checksums():
+        stale.append(f"{SUMS} (run make webui)")
     if stale:
         print("vendor_webui: stale: " + ", ".join(stale), file=sys.stderr)
         return 1
     return 0
+
+
+SUMS = "SHA256SUMS"
+"""The sha256 of every shipped file (`sha256sum -c` reads it): checked offline by the tests."""
+
+
+def checksums() -> str:
+    """`SUMS`'s text for the files under WEBUI's package folders, as `sha256sum` writes it."""
+    shipped = sorted(p for p in WEBUI.glob("*/*") if p.is_file())
+    lines = [
+        f"{hashlib.sha256(p.read_bytes()).hexdigest()}  {p.relative_to(WEBUI)}" for p in shipped
+    ]
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

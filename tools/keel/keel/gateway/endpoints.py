@@ -50,7 +50,10 @@ class Endpoints:
         own: Sequence[str] = (),
         diagram: str | None = None,
     ) -> None:
-        self._openapi = json.dumps(openapi).encode()
+        # Relative to where it is served, so that "Try it out" keeps a path prefix (a proxy
+        # serving the gateway under /api/) instead of calling the host's root.
+        served = openapi if "servers" in openapi else {**openapi, "servers": [{"url": "."}]}
+        self._openapi = json.dumps(served).encode()
         self._asyncapi = json.dumps(asyncapi or NO_EVENTS).encode()
         self._not_serving = not_serving
         if diagram is not None:  # `keel graph`'s, calls included (gen/system.mmd)

@@ -2,14 +2,18 @@
 
 Where services serve REST themselves (KEEL_REST_PORT), an ingress can send each request
 straight to the service whose proto declares its route, with no Python hop in front: one
-`HTTPRoute` per proto service, a match per `google.api.http` binding (its verb, and its path:
-`Exact` for a template without variables, else a `RegularExpression` in RE2 syntax, the subset
-Envoy and the other controllers accept), all to that service's Kubernetes `Service` on its REST
-port. Methods without an HTTP rule get no route: they stay gRPC only, as with the gateway.
+`HTTPRoute` per proto service, a match per `google.api.http` binding (its verb, HEAD beside
+GET, and its path: `Exact` for a template without variables, else an anchored
+`RegularExpression` in RE2 syntax, which Envoy-based controllers match; regular expressions are
+an extended feature of the Gateway API that not every controller has), all to that service's
+Kubernetes `Service` on its REST port. Methods without an HTTP rule get no route: they stay
+gRPC only, as with the gateway.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -21,8 +25,9 @@ from keel.gateway.routes import Route, RouteTable
 from keel.httprule import DeepWildcard, Template, Wildcard
 from keel.naming import snake_case
 
-MAX_RULES = 16  # Gateway API v1: rules per HTTPRoute
 MAX_MATCHES = 64  # Gateway API v1: matches per rule
+MAX_ROUTE_MATCHES = 128  # Gateway API v1: matches across a route's rules (at most 16 rules)
+MAX_NAME = 253  # a Kubernetes object name: a DNS subdomain
 _VERBS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"})
 
 
@@ -39,6 +44,12 @@ class Options:
     backend: str = "{name}"
     port: int = 8080
     hostnames: tuple[str, ...] = ()
+    cors: bool = False
+    """Also route each path's OPTIONS (CORS preflights, answered by the service)."""
+
+
+class IngressError(ValueError):
+    """The options cannot make valid routes; the message says why."""
 
 
 def path_regex(template: Template) -> str:
@@ -54,7 +65,7 @@ def path_regex(template: Template) -> str:
             pattern += "/" + re.escape(segment.value)
     if template.verb:
         pattern += re.escape(":" + template.verb)
-    return pattern
+    return f"^{pattern}$"
 
 
 def _path_match(route: Route) -> dict[str, str]:
@@ -68,15 +79,22 @@ def _path_match(route: Route) -> dict[str, str]:
     return {"type": "RegularExpression", "value": path_regex(route.template)}
 
 
-def _match(route: Route) -> dict[str, Any]:
-    match: dict[str, Any] = {"path": _path_match(route)}
-    if route.verb in _VERBS:
-        match["method"] = route.verb
-    return match
+def _matches(route: Route) -> list[dict[str, Any]]:
+    """The route's match, and a HEAD one beside a GET (the services answer HEAD on GET routes)."""
+    path = _path_match(route)
+    if route.verb not in _VERBS:  # a custom HTTP method: any method on the path
+        return [{"path": path}]
+    verbs = [route.verb, "HEAD"] if route.verb == "GET" else [route.verb]
+    return [{"path": path, "method": verb} for verb in verbs]
 
 
-def _dns_label(text: str) -> str:
-    return re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")[:63].rstrip("-")
+def _name(service: str) -> str:
+    """A valid object name (DNS subdomain) for a service's route, unique per service."""
+    name = re.sub(r"[^a-z0-9.-]+", "-", service.lower()).strip(".-")
+    if len(name) <= MAX_NAME - 3:  # room for a part number
+        return name
+    digest = hashlib.sha256(service.encode()).hexdigest()[:10]
+    return f"{name[: MAX_NAME - 14].rstrip('.-')}-{digest}"
 
 
 def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
@@ -84,31 +102,53 @@ def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
         yield items[start : start + size]
 
 
+def _backend(options: Options, service: str) -> str:
+    package, _, short = service.rpartition(".")
+    try:
+        name = options.backend.format(name=snake_case(short).replace("_", "-"), package=package)
+    except (KeyError, IndexError, ValueError) as error:
+        raise IngressError(
+            f"--backend {options.backend!r}: use {{name}} (order-service) and {{package}} "
+            f"(acme.orders.v1) only ({error!r})"
+        ) from None
+    if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", name):
+        raise IngressError(f"--backend gives {name!r} for {service}: not a Service name")
+    return name
+
+
 def http_routes(table: RouteTable, options: Options | None = None) -> list[dict[str, Any]]:
     """One `HTTPRoute` per proto service with HTTP rules (more if it has more matches than one
     route holds), most specific routes first, as the gateway tries them."""
     options = options or Options()
+    if not 0 < options.port < 65536:
+        raise IngressError(f"--port {options.port}: choose one from 1 to 65535")
     by_service: dict[str, list[Route]] = {}
     for route in table.routes:  # (sorted most specific first)
         by_service.setdefault(route.method.service, []).append(route)
     documents = []
     for service, routes in sorted(by_service.items()):
-        package, _, short = service.rpartition(".")
-        backend = options.backend.format(name=snake_case(short).replace("_", "-"), package=package)
-        matches = [_match(route) for route in routes]
-        rules = [
-            {"matches": list(chunk), "backendRefs": [{"name": backend, "port": options.port}]}
-            for chunk in _chunks(matches, MAX_MATCHES)
-        ]
-        for part, chunk in enumerate(_chunks(rules, MAX_RULES)):
-            name = _dns_label(service) + (f"-{part + 1}" if part else "")
-            metadata: dict[str, Any] = {"name": name, "labels": {"keel.dev/service": service}}
+        refs = [{"name": _backend(options, service), "port": options.port}]
+        matches = [match for route in routes for match in _matches(route)]
+        if options.cors:
+            paths = {json.dumps(m["path"], sort_keys=True): m["path"] for m in matches}
+            matches += [{"path": path, "method": "OPTIONS"} for path in paths.values()]
+        parts = list(_chunks(matches, MAX_ROUTE_MATCHES))
+        for number, part in enumerate(parts, start=1):
+            rules = [
+                {"matches": list(chunk), "backendRefs": refs}
+                for chunk in _chunks(part, MAX_MATCHES)
+            ]
+            name = _name(service) + (f"-{number}" if len(parts) > 1 else "")
+            metadata: dict[str, Any] = {
+                "name": name,
+                "annotations": {"keel.dev/service": service},
+            }
             if options.namespace:
                 metadata["namespace"] = options.namespace
             spec: dict[str, Any] = {"parentRefs": [{"name": options.gateway}]}
             if options.hostnames:
                 spec["hostnames"] = list(options.hostnames)
-            spec["rules"] = list(chunk)
+            spec["rules"] = rules
             documents.append(
                 {
                     "apiVersion": "gateway.networking.k8s.io/v1",
@@ -123,4 +163,13 @@ def http_routes(table: RouteTable, options: Options | None = None) -> list[dict[
 def render(documents: list[dict[str, Any]]) -> str:
     """The routes as one YAML stream (`kubectl apply -f -`)."""
     header = "# Generated by `keel ingress` from the protos' google.api.http rules: do not edit.\n"
-    return header + yaml.safe_dump_all(documents, sort_keys=False, explicit_start=True)
+    return header + yaml.dump_all(
+        documents, Dumper=_PlainDumper, sort_keys=False, explicit_start=True
+    )
+
+
+class _PlainDumper(yaml.SafeDumper):
+    """YAML without anchors and aliases (a shared path or backend is written out each time)."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True

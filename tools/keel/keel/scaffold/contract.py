@@ -15,10 +15,17 @@ from pathlib import Path
 
 from google.protobuf import descriptor_pb2
 
-from keel.naming import snake_case
+from keel.codegen.names import method_name, proto_module
+from keel.system.contracts import walk_messages
 from keel.toolchain import image
 from keel.toolchain import workspace as ws
 from keel.toolchain.errors import BuildError
+
+RESERVED_NAMES = frozenset(
+    {"grpc", "keel", "pytest", "health_pb2", "health_pb2_grpc", "Any", "Callable", "Sequence"}
+    | {"AsyncIterator", "Database", "SERVICES"}
+)
+"""Names the generated modules use: a message module is imported under another."""
 
 
 class ContractError(Exception):
@@ -67,10 +74,6 @@ def _import_path(root: Path, proto: Path, workspace: ws.Workspace) -> str:
     raise ContractError(f"{proto} is not in a module of buf.yaml's workspace")
 
 
-def _module_of(proto_file: str) -> str:
-    return proto_file.removesuffix(".proto").replace("/", ".").replace("-", "_") + "_pb2"
-
-
 def _comments(file: descriptor_pb2.FileDescriptorProto) -> dict[tuple[int, ...], str]:
     return {
         tuple(location.path): location.leading_comments.strip()
@@ -94,35 +97,37 @@ def read(root: Path, proto: Path) -> Contract:
     if path not in files:
         raise ContractError(f"{proto} is not in a module of buf.yaml's workspace")
     file = files[path]
-    types = {
-        f".{f.package}.{message.name}" if f.package else f".{message.name}": f.name
+    types = {  # full name of every message, nested ones too → (its file, its Python path)
+        f".{name}": (f.name, name.removeprefix(f"{f.package}.") if f.package else name)
         for f in files.values()
-        for message in f.message_type
+        for name, _ in walk_messages(f.package, f.message_type)
     }
     comments = _comments(file)
     used = sorted(
         {
-            _module_of(types[t])
+            proto_module(types[t][0])
             for service in file.service
             for m in service.method
             for t in (m.input_type, m.output_type)
         }
     )
     last = [module.rsplit(".", 1)[1] for module in used]
+    taken = RESERVED_NAMES | {proto_module(path, "_keel").rsplit(".", 1)[1]}
     aliases = {
-        module: name if last.count(name) == 1 else module.replace(".", "_")
+        module: name if last.count(name) == 1 and name not in taken else module.replace(".", "_")
         for module, name in zip(used, last, strict=True)
     }
 
     def python_type(type_name: str) -> str:
-        return f"{aliases[_module_of(types[type_name])]}.{type_name.rsplit('.', 1)[1]}"
+        proto_file, path = types[type_name]
+        return f"{aliases[proto_module(proto_file)]}.{path}"
 
     services = []
     for s_index, service in enumerate(file.service):
         rpcs = tuple(
             Rpc(
                 name=method.name,
-                python=snake_case(method.name),
+                python=method_name(method.name),
                 request=python_type(method.input_type),
                 response=python_type(method.output_type),
                 client_streaming=method.client_streaming,
@@ -132,7 +137,7 @@ def read(root: Path, proto: Path) -> Contract:
             for m_index, method in enumerate(service.method)
         )
         full = f"{file.package}.{service.name}" if file.package else service.name
-        keel_module = path.removesuffix(".proto").replace("/", ".") + "_keel"
+        keel_module = proto_module(path, "_keel")
         services.append(Service(full, service.name, keel_module, rpcs))
     if not services:
         raise ContractError(f"{proto} declares no service: nothing to serve")

@@ -115,6 +115,50 @@ def main_module(contract: Contract, name: str, pascal: str) -> str:
     )
 
 
+_METHOD_TESTS = '''
+@pytest.mark.parametrize(
+    ("client_type", "method", "request_type", "kind"),
+    [
+{cases}
+    ],
+)
+async def test_a_method_not_written_yet_answers_unimplemented(
+    keel_client: Callable[[type[Any]], Any],
+    client_type: type[Any],
+    method: str,
+    request_type: type[Any],
+    kind: str,
+) -> None:
+    call = getattr(keel_client(client_type), method)
+    with pytest.raises(keel.errors.Unimplemented):
+        await _answer(call, request_type(), kind)
+
+
+async def _answer(call: Any, request: Any, kind: str) -> list[Any]:
+    """What a call answers: its response, or every message of its stream (a client stream
+    sends `request` once)."""
+    if kind == "unary":
+        return [await call(request)]
+    if kind == "stream":
+        return [response async for response in call(request)]
+    if kind == "client":
+        return [await call(_once(request))]
+    return [response async for response in call(_once(request))]
+
+
+async def _once(request: Any) -> AsyncIterator[Any]:
+    yield request
+'''
+
+
+_KINDS = {
+    (False, False): "unary",
+    (False, True): "stream",
+    (True, False): "client",
+    (True, True): "bidi",
+}
+
+
 def test_module(contract: Contract, name: str) -> str:
     """`tests/test_<name>_service.py`: every service is served and healthy, and every method
     answers (UNIMPLEMENTED until written: replace those cases with real ones as you go)."""
@@ -124,20 +168,22 @@ def test_module(contract: Contract, name: str) -> str:
     cases = []
     for service in contract.services:
         for rpc in service.rpcs:
-            if rpc.client_streaming:
-                continue
-            kind = "stream" if rpc.server_streaming else "unary"
+            kind = _KINDS[rpc.client_streaming, rpc.server_streaming]
             client = f"{_keel_alias(service)}.{service.name}Client"
             cases.append(f'        ({client}, "{rpc.python}", {rpc.request}, "{kind}"),')
-    imports = "\n".join(_import(module, alias) for module, alias in contract.imports)
+    used = {rpc.request.split(".", 1)[0] for s in contract.services for rpc in s.rpcs}
+    imports = "\n".join(
+        _import(module, alias) for module, alias in contract.imports if alias in used
+    )
     names = "".join(f'    "{s.full_name}",\n' for s in contract.services)
-    return f'''"""{name} served as its tests see it: a real server on its own database (SQLite, then
+    methods = _METHOD_TESTS.replace("{cases}", "\n".join(cases)) if cases else ""
+    text = f'''"""{name} served as its tests see it: a real server on its own database (SQLite, then
 PostgreSQL: the keel_database fixture), called through the generated clients. Replace the
 UNIMPLEMENTED cases with the behaviour of each method as you write it."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import grpc
@@ -166,27 +212,5 @@ async def test_every_service_is_serving(keel_addr: Callable[[str], str], service
     assert reply.status == health_pb2.HealthCheckResponse.SERVING
 
 
-@pytest.mark.parametrize(
-    ("client_type", "method", "request_type", "kind"),
-    [
-{chr(10).join(cases)}
-    ],
-)
-async def test_a_method_not_written_yet_answers_unimplemented(
-    keel_client: Callable[[type[Any]], Any],
-    client_type: type[Any],
-    method: str,
-    request_type: type[Any],
-    kind: str,
-) -> None:
-    call = getattr(keel_client(client_type), method)
-    with pytest.raises(keel.errors.Unimplemented):
-        await _answer(call, request_type(), kind)
-
-
-async def _answer(call: Any, request: Any, kind: str) -> list[Any]:
-    """What a unary call returns, or every message of a stream."""
-    if kind == "unary":
-        return [await call(request)]
-    return [response async for response in call(request)]
-'''
+{methods}'''
+    return text if cases else text.replace("AsyncIterator, Callable", "Callable")

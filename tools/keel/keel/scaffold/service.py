@@ -12,6 +12,7 @@ templates` in the repository's pyproject.toml) replace them file by file and may
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import importlib.util
 import keyword
@@ -21,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -173,10 +175,18 @@ def template_folders(root: Path, templates: Path | None) -> list[Path]:
     repository's pyproject.toml names in `[tool.keel.new] templates`, then Keel's own."""
     if templates is None:
         pyproject = root / "pyproject.toml"
-        data = tomllib.loads(pyproject.read_text()) if pyproject.is_file() else {}
+        try:
+            data = tomllib.loads(pyproject.read_text()) if pyproject.is_file() else {}
+        except tomllib.TOMLDecodeError as error:
+            raise ScaffoldError(f"pyproject.toml is not valid TOML: {error}") from None
         named = data.get("tool", {}).get("keel", {}).get("new", {}).get("templates")
         if named is None:
             return [TEMPLATES]
+        if not isinstance(named, str):
+            raise ScaffoldError(
+                f"[tool.keel.new] templates = {named!r} in pyproject.toml: expected a folder "
+                'path, e.g. templates = "templates/keel"'
+            )
         templates = root / named
         where = f"[tool.keel.new] templates = {named!r} in pyproject.toml"
     else:
@@ -200,12 +210,32 @@ def _templates(folders: list[Path]) -> dict[str, Path]:
     return found
 
 
-def copy_templates(destination: Path) -> list[Path]:
-    """Copy Keel's templates into `destination` (new or empty) for a team to edit."""
-    if destination.exists() and any(destination.iterdir()):
-        raise ScaffoldError(f"{destination} is not empty: choose a new folder")
-    shutil.copytree(TEMPLATES, destination, dirs_exist_ok=True)
-    return sorted(destination.rglob("*.tmpl"))
+def copy_templates(destination: Path, files: Sequence[str] = ()) -> list[Path]:
+    """Copy Keel's templates into `destination` for a team to edit: all of them into a new or
+    empty folder, or only `files` (paths relative to the templates folder, such as
+    `service/README.md.tmpl`), which must not be there yet, so the rest stay Keel's."""
+    if destination.exists() and not destination.is_dir():
+        raise ScaffoldError(f"{destination} is a file: choose a folder")
+    if not files:
+        if destination.exists() and any(destination.iterdir()):
+            raise ScaffoldError(
+                f"{destination} is not empty: choose a new folder, or name the files to copy"
+            )
+        shutil.copytree(TEMPLATES, destination, dirs_exist_ok=True)
+        return sorted(destination.rglob("*.tmpl"))
+    known = sorted(p.relative_to(TEMPLATES).as_posix() for p in TEMPLATES.rglob("*.tmpl"))
+    for name in files:
+        if name not in known:
+            raise ScaffoldError(f"{name} is not one of Keel's templates: {', '.join(known)}")
+        if (destination / name).exists():
+            raise ScaffoldError(f"{destination / name} exists already: edit it there")
+    copied = []
+    for name in files:
+        target = destination / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(TEMPLATES / name, target)
+        copied.append(target)
+    return copied
 
 
 def _render(template: Path, values: dict[str, str]) -> str:
@@ -357,11 +387,25 @@ def _contract_plan(
     pascal = _pascal(name)
     plan = _Plan(contract.package.split(".")[0], services)
     plan.rendered = _destinations(found, "contract", name, folder)
-    plan.values = {"gen": contract.file.rsplit("/", 1)[0], "proto": proto.as_posix()}
+    added = {  # files a team's templates add to every service: theirs, not Keel's
+        key: template
+        for key, template in found.items()
+        if key.startswith("service/") and not (TEMPLATES / key).exists()
+    }
+    plan.rendered |= _destinations(added, "service", name, folder)
+    plan.values = {"proto": proto.as_posix()}
     package = folder / "src" / name
     plan.written = {
         package / "service.py": fromproto.service_module(contract, name, pascal),
         package / "__main__.py": fromproto.main_module(contract, name, pascal),
         folder / f"tests/test_{name}_service.py": fromproto.test_module(contract, name),
     }
+    for path, text in plan.written.items():
+        try:
+            ast.parse(text)
+        except SyntaxError as error:  # a name the proto allows and Python does not
+            raise ScaffoldError(
+                f"{proto}: the {path.name} made from it is not valid Python ({error.msg}, line "
+                f"{error.lineno}: {error.text!r}); please report it, with the proto"
+            ) from None
     return plan
