@@ -23,7 +23,7 @@ import yaml
 
 from keel.gateway.routes import Route, RouteTable
 from keel.httprule import DeepWildcard, Template, Wildcard
-from keel.naming import snake_case
+from keel.runtime import discovery
 
 MAX_MATCHES = 64  # Gateway API v1: matches per rule
 MAX_ROUTE_MATCHES = 128  # Gateway API v1: matches across a route's rules (at most 16 rules)
@@ -103,9 +103,8 @@ def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
 
 
 def _backend(options: Options, service: str) -> str:
-    package, _, short = service.rpartition(".")
     try:
-        name = options.backend.format(name=snake_case(short).replace("_", "-"), package=package)
+        name = options.backend.format(**discovery.template_fields(service))
     except (KeyError, IndexError, ValueError) as error:
         raise IngressError(
             f"--backend {options.backend!r}: use {{name}} (order-service) and {{package}} "

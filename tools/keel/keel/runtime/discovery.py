@@ -64,7 +64,13 @@ def resolve(service: str, settings: Settings) -> str:
             return _uri(targets[service], f"{path}: targets.{service!r}")
         template = registry.get("defaults", {}).get("template")
         if isinstance(template, str):
-            package, _, name = service.rpartition(".")
-            return template.format(name=snake_case(name).replace("_", "-"), package=package)
+            return template.format(**template_fields(service))
     where = f" or add it to {path}" if path else f" or create {REGISTRY}"
     raise ConfigError(f"no address for {service}: set {TARGET_PREFIX}{key}{where}")
+
+
+def template_fields(service: str) -> dict[str, str]:
+    """What a `[defaults] template` may use for `service` (a full proto name): `name`, its
+    short name in kebab case (`order-service`, one Kubernetes Service each), and `package`."""
+    package, _, name = service.rpartition(".")
+    return {"name": snake_case(name).replace("_", "-"), "package": package}
