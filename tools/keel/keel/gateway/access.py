@@ -74,7 +74,7 @@ class AccessRecord:
                     "method": self.method,
                     "route": self.route,
                     "status": status,
-                    "duration_ms": round(elapsed * 1000, 3),
+                    "duration_ms": round(elapsed * 1_000_000) / 1000,  # (round(x, 3) costs more)
                     "correlation_id": self.correlation_id,
                     "subject": self.subject,
                 },

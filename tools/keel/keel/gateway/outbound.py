@@ -20,7 +20,6 @@ from keel.runtime.spec import MethodSpec, ServiceSpec
 
 _TIMEOUT = re.compile(r"^(\d{1,8})([HMSmun])$")
 _UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
-_TRACE_CONTEXT = ("traceparent", "tracestate")
 _METADATA_KEY = re.compile(r"[0-9a-z_.\-]+")
 _PREFIX = "grpc-metadata-"
 _SET_BY_THE_GATEWAY = frozenset({"authorization", "x-request-id", "x-forwarded-for"})
@@ -28,6 +27,7 @@ _SET_BY_THE_GATEWAY = frozenset({"authorization", "x-request-id", "x-forwarded-f
 value (a second token a service refuses, a correlation id or client address of the caller's
 choosing)."""
 _IDEMPOTENCY_HEADER = "idempotency-key"  # the IETF httpapi draft's header, as gRPC metadata
+_IDEMPOTENCY_METADATA = _PREFIX + _IDEMPOTENCY_HEADER
 
 Metadata = list[tuple[str, str | bytes]]
 
@@ -46,6 +46,16 @@ def _binary(key: str, value: str) -> bytes:
         raise InputError(f"header {key!r} must be base64 (a -bin key carries bytes)") from None
 
 
+def _grpc_metadata(key: str, text: str) -> tuple[str, str | bytes]:
+    """The metadata a `Grpc-Metadata-<key>` header carries."""
+    name = key.removeprefix(_PREFIX)
+    if not _METADATA_KEY.fullmatch(name):
+        raise InputError(f"header {key!r} cannot travel as gRPC metadata")
+    if name in _SET_BY_THE_GATEWAY:
+        raise InputError(f"header {key!r}: send {name} as the {name.title()} header itself")
+    return (name, _binary(key, text)) if name.endswith("-bin") else (name, text)
+
+
 def metadata(
     headers: Mapping[str, str], client: tuple[str, int] | None, *, trace: bool = False
 ) -> Metadata:
@@ -56,22 +66,16 @@ def metadata(
     found: Metadata = [("x-request-id", headers["x-request-id"])]
     if "authorization" in headers:
         found.append(("authorization", headers["authorization"]))
-    if _IDEMPOTENCY_HEADER in headers and f"{_PREFIX}{_IDEMPOTENCY_HEADER}" not in headers:
+    if _IDEMPOTENCY_HEADER in headers and _IDEMPOTENCY_METADATA not in headers:
         found.append((_IDEMPOTENCY_HEADER, headers[_IDEMPOTENCY_HEADER]))
     if trace or not tracing.enabled():  # else the edge span's own context is sent instead
-        found += [(k, headers[k]) for k in _TRACE_CONTEXT if k in headers]
+        if "traceparent" in headers:
+            found.append(("traceparent", headers["traceparent"]))
+        if "tracestate" in headers:
+            found.append(("tracestate", headers["tracestate"]))
     for key, text in headers.items():
-        if not key.startswith(_PREFIX):
-            continue
-        name = key.removeprefix(_PREFIX)
-        if not _METADATA_KEY.fullmatch(name):
-            raise InputError(f"header {key!r} cannot travel as gRPC metadata")
-        if name in _SET_BY_THE_GATEWAY:
-            raise InputError(f"header {key!r}: send {name} as the {name.title()} header itself")
-        if name.endswith("-bin"):
-            found.append((name, _binary(key, text)))
-            continue
-        found.append((name, text))
+        if key.startswith(_PREFIX):
+            found.append(_grpc_metadata(key, text))
     forwarded: str | None = headers.get("x-forwarded-for")
     if client:
         forwarded = f"{forwarded}, {client[0]}" if forwarded else client[0]

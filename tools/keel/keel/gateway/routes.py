@@ -13,7 +13,7 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import unquote
 
 from google.protobuf.descriptor import FieldDescriptor
@@ -32,6 +32,9 @@ class Route:
     method: MethodSpec[Any, Any]
     strings_only: bool = False
     """No body, and every path variable is a top-level string field: built by keywords."""
+    http_body: bool | None = None
+    """Whether the answer (the response, or its `response_body` field) is a google.api.HttpBody
+    (None: not known, looked up per response)."""
 
     @property
     def specificity(self) -> tuple[int, int, int]:
@@ -41,10 +44,17 @@ class Route:
         return (literals, len(flat), 1 if self.template.verb else 0)
 
 
-@dataclass(frozen=True)
-class Match:
+class Match(NamedTuple):
+    """A route that matched a request, with its path variables (field path → value).
+
+    A named tuple, not a frozen dataclass: one is made per request, and a frozen dataclass's
+    `__init__` sets each field through `object.__setattr__`."""
+
     route: Route
     variables: dict[str, str]
+
+
+HTTP_BODY = "google.api.HttpBody"
 
 
 class RouteTable:
@@ -70,7 +80,8 @@ class RouteTable:
                     template = parse(rule.path)
                     matcher = Matcher(template)
                     simple = not rule.body and _top_level_strings(template, method)
-                    routes.append(Route(rule.method, template, matcher, rule, method, simple))
+                    raw = _answers_http_body(rule, method)
+                    routes.append(Route(rule.method, template, matcher, rule, method, simple, raw))
         self.routes = sorted(routes, key=lambda r: r.specificity, reverse=True)
         # Routes whose first segment is a literal are only tried for paths that start with it.
         keys = [_first_literal(r) for r in self.routes]
@@ -84,7 +95,9 @@ class RouteTable:
         first = path[1:].split("/", 1)[0]
         if "%" in first:
             first = unquote(first)
-        candidates = self._by_first.get(first.split(":", 1)[0], self._unkeyed)
+        if ":" in first:
+            first = first.split(":", 1)[0]
+        candidates = self._by_first.get(first, self._unkeyed)
         allowed: set[str] = set()
         for route in candidates:
             variables = route.matcher.match(path)
@@ -135,6 +148,16 @@ def _top_level_strings(template: Template, method: MethodSpec[Any, Any]) -> bool
         if field is None or field.type != FieldDescriptor.TYPE_STRING or field.is_repeated:
             return False
     return True
+
+
+def _answers_http_body(rule: HttpRule, method: MethodSpec[Any, Any]) -> bool:
+    descriptor = method.response_type.DESCRIPTOR
+    if rule.response_body:
+        field = descriptor.fields_by_name.get(rule.response_body)
+        if field is None or field.is_repeated or field.message_type is None:
+            return False
+        descriptor = field.message_type
+    return bool(descriptor.full_name == HTTP_BODY)
 
 
 def _first_literal(route: Route) -> str | None:

@@ -17,7 +17,7 @@ from google.protobuf.message import Message
 
 from keel.gateway import flat, protojson
 from keel.gateway.protojson import InputError, Violation
-from keel.gateway.routes import Match
+from keel.gateway.routes import HTTP_BODY, Match
 
 BadInputError = InputError
 """The request cannot become the method's request message; its violations name the fields."""
@@ -179,9 +179,6 @@ def _fill_update_mask(
         data["update_mask"] = ",".join(_mask_paths(target, body, ""))
 
 
-HTTP_BODY = "google.api.HttpBody"
-
-
 def _raw_body_target(match: Match, message: Message) -> Message | None:
     """The google.api.HttpBody the raw request body goes into, if the rule has one."""
     body_field = match.route.rule.body
@@ -255,6 +252,8 @@ def request_message(match: Match, query: str, body: bytes, content_type: str = "
 
 def raw_response(match: Match, response: Message) -> tuple[str, bytes] | None:
     """(content type, bytes) when the response, or its response_body, is a google.api.HttpBody."""
+    if match.route.http_body is False:  # (known from the route: most answers are JSON)
+        return None
     field_name = match.route.rule.response_body
     if field_name:
         field = response.DESCRIPTOR.fields_by_name[field_name]
