@@ -160,7 +160,11 @@ def start_server_span(
     trace context, and downstream servers drop theirs too). End with `end_server_span`.
     """
     carrier = {k: v for k, v in metadata if k in _CARRIED and isinstance(v, str)}
-    return _start_span(tracer, path[1:], carrier, _attributes(path))
+    chosen = None if carrier else _new_trace_choice(tracer)
+    if chosen is False:  # most new traces: no span, and nothing more to do
+        _dropped.set(True)  # the call runs in its own task: this ends with it
+        return None
+    return _start_span(tracer, path[1:], carrier, _attributes(path), chosen)
 
 
 def start_edge_span(
@@ -170,17 +174,23 @@ def start_edge_span(
     of the span in the request's `traceparent` header, else a new trace sampled as a server's.
     End it with `end_span`."""
     carrier = {k: v for k, v in headers.items() if k in _CARRIED}
-    return _start_span(tracer, name, carrier, attributes)
+    chosen = None if carrier else _new_trace_choice(tracer)
+    if chosen is False:
+        _dropped.set(True)
+        return None
+    return _start_span(tracer, name, carrier, attributes, chosen)
 
 
 def _start_span(
-    tracer: trace.Tracer, name: str, carrier: dict[str, str], attributes: dict[str, Any]
-) -> ServerSpan | None:
+    tracer: trace.Tracer,
+    name: str,
+    carrier: dict[str, str],
+    attributes: dict[str, Any],
+    chosen: bool | None,
+) -> ServerSpan:
+    """A SERVER span, made current: a child of the caller's (`carrier`), else of a trace Keel
+    chose to sample (`chosen`), else as the SDK's sampler decides."""
     parent = propagate.extract(carrier) if carrier else None
-    chosen = None if carrier else _new_trace_choice(tracer)
-    if chosen is False:
-        _dropped.set(True)  # the call runs in its own task: this ends with it
-        return None
     span = tracer.start_span(
         name,
         context=_CHOSEN_CONTEXT if chosen else parent,
