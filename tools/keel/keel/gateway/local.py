@@ -13,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+import types
+from collections.abc import AsyncIterator, Callable, Generator, Iterable, Mapping, Sequence
 from typing import Any, NoReturn
 
 import grpc
@@ -217,9 +218,8 @@ class LocalCall:
 
     async def unary(self, exchange: Exchange) -> None:
         context = self.context
-        deadline = self._deadline()
         try:
-            response = await self.behaviour(self.request, context)
+            response = await _within_deadline(self.behaviour(self.request, context), context)
         except grpc.aio.AbortError:
             await exchange.reply(*context.failure())
             return
@@ -229,7 +229,6 @@ class LocalCall:
             await exchange.reply(504, _DEADLINE)
             return
         finally:
-            deadline.cancel()
             if context._done is not None:
                 context.finish()
         code = context._code
@@ -277,6 +276,43 @@ class LocalCall:
                 with contextlib.suppress(BaseException):
                     await responses.athrow(asyncio.CancelledError())  # type: ignore[attr-defined]
             raise
+
+
+@types.coroutine
+def _within_deadline(call: Any, context: HttpCallContext) -> Generator[Any, None, Any]:
+    """Await `call` (a unary behaviour's coroutine), cancelled when the context's deadline
+    passes. The timer is set when the call first waits: one that answers without waiting
+    (nothing can cancel it then, the timer could only fire after it) costs no timer."""
+    if not isinstance(call, types.CoroutineType):
+        return (yield from _timed(call.__await__(), context))
+    try:
+        waiting = call.send(None)
+    except StopIteration as done:
+        return done.value
+    return (yield from _timed(call.__await__(), context, waiting))
+
+
+def _timed(steps: Generator[Any, None, Any], context: HttpCallContext, *first: Any) -> Any:
+    """The rest of a call from `first` (what its first step waits for, if taken), with its
+    deadline armed: delegated as `await` delegates, to the task running it."""
+    task = asyncio.current_task()
+    assert task is not None  # (called from a request's task)
+    remaining = max(0.0, context._deadline - time.monotonic())
+    timer = asyncio.get_running_loop().call_later(remaining, _expire, task, context)
+    try:
+        while first:
+            try:
+                yield first[0]
+            except BaseException as error:  # a cancellation thrown in by the task: pass it on
+                try:
+                    first = (steps.throw(error),)
+                except StopIteration as done:
+                    return done.value
+                continue
+            break  # resumed: the call goes on from where it waited
+        return (yield from steps)
+    finally:
+        timer.cancel()
 
 
 def _expired(context: HttpCallContext) -> bool:
