@@ -15,6 +15,7 @@ import socket
 from collections.abc import Callable, Mapping, Sequence
 
 from keel.dev import console
+from keel.dev.warm import Warm
 
 _SERVING = re.compile(rb"\] serving\s")  # the event column of the console line, not any "serving"
 _REST_PORT = re.compile(rb"\srest_port=(\d+)")
@@ -83,9 +84,12 @@ class Child:
         self.port = port
         self.ports = tuple(ports)
         """Every port it listens on: free (or only in TIME_WAIT) before it starts again."""
-        self.spare_command = list(spare)
-        """`python -m keel.dev.spare ... --` that runs `command` warm (keel.dev.spare)."""
-        self._spare: asyncio.subprocess.Process | None = None
+        self.warm = (
+            Warm(spare, command, env, on_line=lambda line: console.relayed(self._prefix, line))
+            if spare
+            else None
+        )
+        """Its warm spare (`spare`: `python -m keel.dev.spare ... --`), if it has one."""
         self.command = list(command)
         self.env = dict(env)
         self.on_exit = on_exit
@@ -99,10 +103,6 @@ class Child:
     def running(self) -> bool:
         return self.process is not None and self.process.returncode is None
 
-    @property
-    def pid(self) -> int | None:
-        return self.process.pid if self.running and self.process is not None else None
-
     async def start(self, *, again: bool = False) -> None:
         """Start it, in its warm spare if it has one; `serving` is new for this start. `again`:
         first wait (up to PORTS_WAIT s) until its ports can be bound: a client reconnecting
@@ -112,12 +112,8 @@ class Child:
             await ports_free(self.ports)
         self.serving = Serving()
         self._stopping = False
-        process, self._spare = self._spare, None
-        if process is not None and process.returncode is None and process.stdin is not None:
-            process.stdin.write(b"go\n")
-            with contextlib.suppress(ConnectionError):
-                await process.stdin.drain()
-        else:
+        process = await self.warm.take() if self.warm is not None else None
+        if process is None:
             process = await asyncio.create_subprocess_exec(
                 *self.command,
                 env=self.env,
@@ -129,31 +125,14 @@ class Child:
         self._watcher = asyncio.ensure_future(self._relay(process, self.serving))
 
     async def prepare(self) -> None:
-        """Start a warm spare for the next start (if it has a spare command and none yet)."""
-        if not self.spare_command or (self._spare and self._spare.returncode is None):
-            return
-        self._spare = await asyncio.create_subprocess_exec(
-            *self.spare_command,
-            *self.command[2:],  # after `python -m`
-            env=self.env,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-        )
+        """Have a warm spare ready for the next start (if it has a spare command)."""
+        if self.warm is not None:
+            await self.warm.prepare()
 
     async def discard(self) -> None:
         """End the warm spare (it holds the Keel of its start: after Keel changed, say)."""
-        spare, self._spare = self._spare, None
-        if spare is None:
-            return
-        if spare.stdin is not None:
-            spare.stdin.close()
-        try:
-            await asyncio.wait_for(spare.wait(), KILL_AFTER)
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                spare.kill()
-            await spare.wait()
+        if self.warm is not None:
+            await self.warm.discard()
 
     async def _relay(self, process: asyncio.subprocess.Process, serving: Serving) -> None:
         if process.stdout is None:  # pragma: no cover (stdout=PIPE always gives a stream)

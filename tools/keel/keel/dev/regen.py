@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from keel.dev.warm import Warm
 from keel.toolchain.buf import buf_executable
 
 KEEL_PROTOS = "tools/keel/keel/protos"
@@ -50,9 +51,26 @@ def _keel(*args: str) -> list[str]:
     return [sys.executable, "-m", "keel.cli", *args]
 
 
-async def regenerate(root: Path, gen: Path, protos: Sequence[str]) -> Generated:
+def keel_gen(gen: Path) -> list[str]:
+    """`make gen`'s `keel gen` of the workspace (run from its root)."""
+    return _keel("gen", "--workspace", ".", "--out", str(gen))
+
+
+async def _warm_run(warm: Warm) -> tuple[int, list[str]]:
+    """Run `warm`'s command in its spare, else afresh."""
+    process = await warm.take()
+    if process is None:
+        return await _run(warm.command, warm.cwd or Path.cwd())
+    out, _ = await process.communicate()
+    lines = [line for line in out.decode(errors="replace").splitlines() if line.strip()]
+    return await process.wait(), lines
+
+
+async def regenerate(
+    root: Path, gen: Path, protos: Sequence[str], warm: Warm | None = None
+) -> Generated:
     """Lint the saved `protos` (paths relative to `root`), then regenerate `gen` from the
-    workspace at `root`."""
+    workspace at `root` (in `warm`, a warm spare of `keel_gen(gen)`, if given)."""
     started = time.perf_counter()
     saved = [p for p in protos if (root / p).is_file()]
     if saved:
@@ -61,18 +79,16 @@ async def regenerate(root: Path, gen: Path, protos: Sequence[str]) -> Generated:
         if status != 0:
             found = tuple(f"buf lint: {line}" for line in lines) or ("buf lint failed",)
             return Generated(False, found, time.perf_counter() - started)
-    steps = []
+    said: list[str] = []
     if any(p.startswith(f"{KEEL_PROTOS}/") for p in protos):
         options = ("--path", "keel/options", "--path", "buf/validate")
-        steps.append(_keel("gen", "--workspace", KEEL_PROTOS, "--out", "tools/keel", *options))
-    steps.append(_keel("gen", "--workspace", ".", "--out", str(gen)))
-    said: list[str] = []
-    for step in steps:
-        status, lines = await _run(step, root)
-        said += lines
+        command = _keel("gen", "--workspace", KEEL_PROTOS, "--out", "tools/keel", *options)
+        status, said = await _run(command, root)
         if status != 0:
             return Generated(False, tuple(said), time.perf_counter() - started)
-    return Generated(True, tuple(said), time.perf_counter() - started)
+    status, lines = await (_warm_run(warm) if warm else _run(keel_gen(gen), root))
+    said += lines
+    return Generated(status == 0, tuple(said), time.perf_counter() - started)
 
 
 async def redraw(root: Path, services: str) -> list[str]:

@@ -115,6 +115,11 @@ def gateway_spare(gen: Path) -> list[str]:
     return _spare_command(list(spare.KEEL_GATEWAY), [gen.resolve()])
 
 
+def gen_spare(gen: Path) -> list[str]:
+    """The warm spare of `keel gen` (a saved proto's regeneration)."""
+    return _spare_command(list(spare.KEEL_GEN), [gen.resolve()])
+
+
 def _spare_command(names: list[str], fresh: list[Path]) -> list[str]:
     options = [arg for name in names for arg in ("--preload", name)]
     options += [arg for folder in fresh for arg in ("--fresh", str(folder))]

@@ -23,6 +23,10 @@ from keel.dev.services import (
 )
 from keel.events.broker import Broker, BrokerError, start_broker
 
+WATCHING = {"KEEL_BREAKER_RESET": "1"}
+"""Defaults under --watch (keel dev's own environment wins): a client's circuit to a service
+that was restarting (opened by the calls refused meanwhile) probes again after 1 s, not 30."""
+
 
 @dataclass
 class Session:
@@ -108,6 +112,8 @@ async def run(
             state=state,
             nats_url=broker.url,
         )
+        if watch:
+            env = {**WATCHING, **env}
         color = console.COLORS[index % len(console.COLORS)]
         session.children[service.name] = Child(
             service.name,
@@ -123,7 +129,7 @@ async def run(
         session.gateway = Child(
             "gateway",
             gateway_command(gen, gateway_port),
-            gateway_env(gen, registry),
+            {**WATCHING, **gateway_env(gen, registry)} if watch else gateway_env(gen, registry),
             console.BOLD,
             on_exit=session.on_exit,
             port=gateway_port,

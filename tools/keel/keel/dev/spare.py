@@ -21,6 +21,12 @@ import signal
 import sys
 from pathlib import Path
 
+UVICORN = (
+    "uvicorn.protocols.http.auto",
+    "uvicorn.protocols.websockets.auto",
+    "uvicorn.lifespan.on",
+)
+"""What uvicorn imports by name when it starts (REST in the service, the gateway)."""
 KEEL_SERVICE = (
     "keel",
     "keel.runtime.server",
@@ -30,10 +36,22 @@ KEEL_SERVICE = (
     "keel.data.migrations",
     "keel.events",
     "keel.idempotency",
+    *UVICORN,
 )
 """What `keel.serve` with REST, a database, migrations and events loads (what is missing from an
 installation is skipped)."""
-KEEL_GATEWAY = ("keel.gateway.serve", "keel.gateway.app", "keel.gateway.listener")
+KEEL_GATEWAY = ("keel.gateway.serve", "keel.gateway.app", "keel.gateway.listener", *UVICORN)
+KEEL_GEN = (
+    "keel.events.dlq",
+    "keel.mock.cli",
+    "keel.codegen.pipeline",
+    "keel.codegen.plugin",
+    "keel.codegen.grpc_python",
+    "keel.toolchain.image",
+    "keel.genroot",
+    "mypy_protobuf.main",
+)
+"""What `keel gen` loads (`python -m keel.cli gen`)."""
 
 
 def imported_by(src: Path, package: str) -> list[str]:
@@ -100,6 +118,8 @@ def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C in the terminal: go, quietly
     names, fresh, command = _arguments(sys.argv[1:])
     clean = preload(names, fresh)
+    sys.stdout.write("keel.dev.spare: ready\n")  # keel.dev.warm.READY
+    sys.stdout.flush()
     if not sys.stdin.readline():
         return  # keel dev went away, or no longer needs it
     signal.signal(signal.SIGINT, signal.default_int_handler)

@@ -25,7 +25,9 @@ from watchfiles import awatch
 
 from keel.dev import changes, console, regen
 from keel.dev.child import Child
+from keel.dev.services import gen_spare
 from keel.dev.session import Session
+from keel.dev.warm import Warm
 from keel.system import contracts as contracts_
 from keel.system import packages as packages_
 from keel.toolchain import workspace
@@ -57,6 +59,8 @@ class Watch:
         self.contracts = _NO_CONTRACTS
         self.packages: list[packages_.Package] = []
         self.redrawing: asyncio.Task[list[str]] | None = None
+        self.warming: asyncio.Task[None] | None = None
+        self.keel_gen = Warm(gen_spare(gen), regen.keel_gen(gen), cwd=self.root)
 
     def folders(self) -> list[Path]:
         """The proto modules of buf.yaml, the services, and Keel's sources if they are here."""
@@ -84,24 +88,37 @@ class Watch:
     async def run(self) -> None:
         """Until the session stops."""
         await self._load()
-        await asyncio.gather(*(child.prepare() for child in self.session.everyone()))
+        self._warm([])
         folders = self.folders()
+        batches = awatch(
+            *folders,
+            watch_filter=changes.SavedFiles(self.ignored),
+            stop_event=self.session.stop,
+            step=50,
+        )
+        waiting = asyncio.ensure_future(anext(batches))
+        await asyncio.sleep(0)  # its first step watches the folders, then it waits in a thread
         shown = ", ".join(f"{_relative(f, self.root)}/" for f in folders)
         console.say(f"watching {shown}: a saved file restarts the services it touches")
         try:
-            async for batch in awatch(
-                *folders,
-                watch_filter=changes.SavedFiles(self.ignored),
-                stop_event=self.session.stop,
-                step=50,
-            ):
+            while True:
+                try:
+                    batch = await waiting
+                except StopAsyncIteration:
+                    return
                 paths = changes.relative(batch, self.root)
                 saved = changes.Saved.sort(paths, self.services)
                 if saved and not self.session.stop.is_set():
                     await self.reload(saved)
+                waiting = asyncio.ensure_future(anext(batches))
         finally:
-            if self.redrawing is not None:
-                self.redrawing.cancel()
+            waiting.cancel()
+            await asyncio.gather(waiting, return_exceptions=True)
+            await batches.aclose()
+            for task in (self.redrawing, self.warming):
+                if task is not None:
+                    task.cancel()
+            await self.keel_gen.discard()
 
     async def reload(self, saved: changes.Saved) -> None:
         """Regenerate if protos were saved, then restart what the saved files touch."""
@@ -114,7 +131,9 @@ class Watch:
                 await asyncio.gather(self.redrawing, return_exceptions=True)
             self.pending.update(saved.protos)
             loading = asyncio.ensure_future(self._load())
-            generated = await regen.regenerate(self.root, self.gen, sorted(self.pending))
+            generated = await regen.regenerate(
+                self.root, self.gen, sorted(self.pending), self.keel_gen
+            )
             await loading
             if not generated.ok:
                 self._failed(saved, generated)
@@ -127,21 +146,30 @@ class Watch:
                 )
                 gateway = True
                 self.pending.clear()
-                self.redrawing = asyncio.ensure_future(self._redraw())
         if saved.code:
             restart |= changes.touched(saved.code, self.contracts, self.packages, self.gen_rel)
             if any(changes.is_keel(p) for p in saved.code):
                 gateway = True  # and the spares hold the Keel of their start
-                await asyncio.gather(*(c.discard() for c in self.session.everyone()))
+                await asyncio.gather(
+                    self.keel_gen.discard(), *(c.discard() for c in self.session.everyone())
+                )
         children = [c for name, c in self.session.children.items() if name in restart]
-        if gateway and self.session.gateway is not None:
-            children.append(self.session.gateway)
-        if not children:
+        if not children and not (gateway and self.session.gateway):
             console.say(f"{saved.describe()} changed: it touches no service")
             return
-        serving = await asyncio.gather(*(self._restart(child) for child in children))
+        front = self.session.gateway if gateway else None
+        stopping = asyncio.ensure_future(front.stop() if front else asyncio.sleep(0))
+        serving = list(await asyncio.gather(*(self._restart(child) for child in children)))
+        await stopping
+        if front is not None:
+            # After the services: a gateway that started first would see them refuse its calls
+            # (and open its circuits to them).
+            children.append(front)
+            serving.append(await self._restart(front))
         seconds = time.perf_counter() - started
-        await asyncio.gather(*(child.prepare() for child in self.session.everyone()))
+        if saved.protos and not self.pending:
+            self.redrawing = asyncio.ensure_future(self._redraw())
+        self._warm(children)
         done.append(f"restarted {', '.join(c.name for c in children)}")
         failed = [c.name for c, ok in zip(children, serving, strict=True) if not ok]
         if failed:
@@ -155,6 +183,22 @@ class Watch:
                 f"reload: {saved.describe()} changed; {'; '.join(done)};"
                 f" serving again in {seconds:.2f} s"
             )
+
+    def _warm(self, first: list[Child]) -> None:
+        """Warm a spare for `keel gen` and for every child that has none, one at a time (they
+        share the cores with the services starting), those just restarted first: the next
+        save most likely touches them again."""
+        previous = self.warming
+        order = [*first, *(c for c in self.session.everyone() if c not in first)]
+
+        async def warm() -> None:
+            if previous is not None:
+                await asyncio.gather(previous, return_exceptions=True)
+            await self.keel_gen.prepare()
+            for child in order:
+                await child.prepare()
+
+        self.warming = asyncio.ensure_future(warm())
 
     async def _restart(self, child: Child) -> bool:
         await child.stop()
