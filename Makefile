@@ -68,12 +68,12 @@ test: $(INSTALLED) ## run the whole test suite (static checks included)
 golden: $(INSTALLED) ## refresh the generator's golden files (tests/golden/out)
 	$(BIN)/python tests/golden/refresh.py
 
-run: gen ## generate, then run every service with readable logs until Ctrl-C
+run: gen ## generate, then run every service with readable logs until Ctrl-C; a saved file reloads what it touches
 	@$(BIN)/python -m keel.summary gen
 	@echo
-	@$(BIN)/keel dev
+	@$(BIN)/keel dev --watch
 
-bench: $(INSTALLED) ## benchmarks: codegen, messages, server, gateway, REST in the service, events and gRPC transports (prints ratios)
+bench: $(INSTALLED) ## benchmarks: codegen, messages, server, gateway, REST in the service, events, gRPC transports and the dev loop (prints ratios)
 	$(BIN)/python bench/gen_bench.py
 	$(BIN)/python bench/message_bench.py
 	command -v h2load >/dev/null && command -v wrk >/dev/null || \
@@ -83,6 +83,7 @@ bench: $(INSTALLED) ## benchmarks: codegen, messages, server, gateway, REST in t
 	$(BIN)/python bench/rest_bench.py
 	$(BIN)/python bench/events_bench.py
 	$(BIN)/python bench/transport_bench.py
+	$(BIN)/python bench/devloop_bench.py
 
 .PHONY: webui
 webui: $(INSTALLED) ## fetch the /docs page's browser files again (npm pack at the pinned versions, integrity checked)
