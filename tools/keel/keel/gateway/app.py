@@ -46,7 +46,8 @@ from keel.runtime.spec import RpcKind
 __all__ = ["Gateway", "Middleware", "grpc_timeout"]
 
 _log = get_logger("keel.gateway")
-_CLIENT_STREAMING = frozenset(kind for kind in RpcKind if kind.client_streaming)
+_CLIENT_STREAMING = tuple(kind for kind in RpcKind if kind.client_streaming)
+"""(A tuple: members are found by identity; a set would hash an Enum in Python per request.)"""
 _IDENTITY_PREFIX = "grpc-metadata-x-keel-"
 
 Middleware = Callable[[ASGIApp], ASGIApp] | Any

@@ -98,15 +98,17 @@ class RouteTable:
         if ":" in first:
             first = first.split(":", 1)[0]
         candidates = self._by_first.get(first, self._unkeyed)
-        allowed: set[str] = set()
+        allowed: set[str] | None = None  # (made only for a 405: most requests match)
         for route in candidates:
             variables = route.matcher.match(path)
             if variables is None:
                 continue
             if route.verb == verb or (verb == "HEAD" and route.verb == "GET"):
                 return Match(route, variables)
+            if allowed is None:
+                allowed = set()
             allowed.add(route.verb)
-        return allowed or None
+        return allowed
 
     @classmethod
     def from_generated(cls, gen: Path) -> RouteTable:
