@@ -10,11 +10,11 @@ writes), `keel dev --watch` runs the three example services and the gateway. Eac
   until the gateway answers that route (501: declared, not implemented; 404 before). That is
   buf lint, keel gen, and catalog, orders (it calls catalog) and the gateway restarted.
 
-Before each save, keel dev's processes are left to settle (idle: the warm spares of the
-restarted processes ready), as between a developer's saves. The clock starts just before the
-file is written and stops at the first answer that shows the
-change (polled every 10 ms); the file watcher's batching (50 ms) is included. keel dev's own
-figure (from the change it saw to every restarted process serving) is printed beside it.
+Before each save, keel dev's processes are left to settle (1.5 s without CPU work: the warm
+spares of the restarted processes ready), as between a developer's saves. The clock starts just
+before the file is written and stops at the first answer that shows the change (polled every
+10 ms); the file watcher's batching (50 ms) is included. keel dev's own figure (from the change
+it saw to every restarted process serving) is printed beside it.
 Target: median and max under 2 s for a one-file change.
 """
 
@@ -143,15 +143,14 @@ class Dev:
         return total
 
     def settle(self, within: float = 30) -> None:
-        """Until keel dev's processes are idle (the warm spares ready): a developer's next save
-        comes seconds after the last reload."""
+        """Until keel dev's processes have been idle for 1.5 s (the warm spares ready: they warm
+        one after the other): a developer's next save comes seconds after the last reload."""
         deadline = time.monotonic() + within
-        before = self.cpu_seconds()
-        while time.monotonic() < deadline:
+        before, quiet = self.cpu_seconds(), 0
+        while quiet < 5 and time.monotonic() < deadline:
             time.sleep(0.3)
             now = self.cpu_seconds()
-            if now - before < 0.06:  # under a fifth of a core
-                return
+            quiet = quiet + 1 if now - before < 0.06 else 0  # under a fifth of a core
             before = now
 
     def stop(self) -> None:

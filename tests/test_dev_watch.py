@@ -16,6 +16,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -270,3 +271,22 @@ def test_a_saved_proto_is_linted_regenerated_and_served(dev: Dev) -> None:
         lambda: "PingCatalog" in (dev.root / "docs/architecture.md").read_text(),
         "the architecture page is redrawn (as make gen does)",
     )
+
+
+def test_the_dev_loop_bench_runs() -> None:
+    """bench/devloop_bench.py, one round (its figures are printed by `make bench`, never
+    asserted here): each change was seen and served."""
+    done = subprocess.run(
+        [sys.executable, "bench/devloop_bench.py", "--rounds", "1"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+        env={k: v for k, v in os.environ.items() if not k.startswith(("KEEL_", "OTEL_"))},
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = {
+        line.split()[0] for line in done.stdout.splitlines() if line.endswith("(target < 1x: 2 s)")
+    }
+    assert rows == {"python:", "proto:"}, done.stdout
