@@ -79,25 +79,30 @@ def test_the_package_passes_the_checks_and_its_own_tests(
     clone: Path, made: subprocess.CompletedProcess[str]
 ) -> None:
     assert made.returncode == 0, made.stderr
-    folder = "services/inventory"
-    linted = _run([str(BIN / "ruff"), "check", folder], clone)
-    assert linted.returncode == 0, linted.stdout
-    formatted = _run([str(BIN / "ruff"), "format", "--check", folder], clone)
-    assert formatted.returncode == 0, formatted.stdout
-    paths = f"{clone}/gen:{clone}/{folder}/src"
+    tested = _checked_and_tested(clone, "services/inventory")
+    # every method of both services, on both databases (PostgreSQL skips only outside CI)
+    assert " passed" in tested
+
+
+def _checked_and_tested(clone: Path, package: str) -> str:
+    """Run ruff, ruff format, mypy --strict and the package's own tests on `package` (a
+    folder of `clone`) as `make check` and `make test` would; pytest's output."""
+    for check in (["ruff", "check", package], ["ruff", "format", "--check", package]):
+        done = _run([str(BIN / check[0]), *check[1:]], clone)
+        assert done.returncode == 0, done.stdout
+    paths = f"{clone}/gen:{clone}/{package}/src"
     typed = _run(
-        [str(BIN / "mypy"), "--strict", f"{folder}/src", f"{folder}/tests"], clone, MYPYPATH=paths
+        [str(BIN / "mypy"), "--strict", f"{package}/src", f"{package}/tests"], clone, MYPYPATH=paths
     )
     assert typed.returncode == 0, typed.stdout
     tested = _run(
-        [str(BIN / "pytest"), "-q", "-p", "no:cacheprovider", f"{folder}/tests"],
+        [str(BIN / "pytest"), "-q", "-p", "no:cacheprovider", f"{package}/tests"],
         clone,
         PYTHONPATH=paths,
     )
     assert tested.returncode == 0, tested.stdout[-3000:]
-    # every method of both services, on both databases (PostgreSQL skips only outside CI)
-    assert " passed" in tested.stdout
     assert "failed" not in tested.stdout
+    return tested.stdout
 
 
 @pytest.mark.parametrize(
@@ -189,20 +194,4 @@ def test_names_kinds_and_imports_python_treats_specially_still_make_a_working_pa
     assert "async def connect_(" in service  # overrides the base's method
     assert "async def import_(" in service
     assert "request: health_pb2.Outer.Inner" in service.replace("acme_edge_v1_", "")
-    package = "services/edge"
-    paths = f"{clone}/gen:{clone}/{package}/src"
-    for check in (["ruff", "check", package], ["ruff", "format", "--check", package]):
-        done = _run([str(BIN / check[0]), *check[1:]], clone)
-        assert done.returncode == 0, done.stdout
-    typed = _run(
-        [str(BIN / "mypy"), "--strict", f"{package}/src", f"{package}/tests"], clone, MYPYPATH=paths
-    )
-    assert typed.returncode == 0, typed.stdout
-    tested = _run(
-        [str(BIN / "pytest"), "-q", "-p", "no:cacheprovider", f"{package}/tests"],
-        clone,
-        PYTHONPATH=paths,
-    )
-    assert tested.returncode == 0, tested.stdout[-3000:]
-    assert "failed" not in tested.stdout
-    assert "skipped" not in tested.stdout or "postgres" in tested.stdout.lower()
+    _checked_and_tested(clone, "services/edge")
