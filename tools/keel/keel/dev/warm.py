@@ -10,6 +10,8 @@ from pathlib import Path
 READY = b"keel.dev.spare: ready\n"
 """What a spare prints once its libraries are imported."""
 KILL_AFTER = 15.0
+WARM_WAIT = 30.0
+"""Seconds a spare may take to import before a start goes without it."""
 
 
 class Warm:
@@ -63,7 +65,16 @@ class Warm:
         so waiting for it to be warm is never slower than starting afresh."""
         process, self._process = self._process, None
         warm, self._warm = self._warm, None
-        if process is None or warm is None or not await asyncio.shield(warm):
+        if process is None or warm is None:
+            return None
+        try:
+            ready = await asyncio.wait_for(asyncio.shield(warm), WARM_WAIT)
+        except TimeoutError:
+            ready = False
+        if not ready:
+            if process.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
             return None
         if process.returncode is not None or process.stdin is None:
             return None

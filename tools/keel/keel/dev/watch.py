@@ -34,6 +34,8 @@ from keel.toolchain import workspace
 from keel.toolchain.errors import BuildError, GenerateError
 
 _RED = "\033[31m"
+START_WAIT = 60.0
+"""Seconds a restarted child has to serve before its reload line says it did not start."""
 _NO_CONTRACTS = contracts_.Contracts({}, {}, {}, {}, {})
 
 
@@ -148,11 +150,12 @@ class Watch:
                 self.pending.clear()
         if saved.code:
             restart |= changes.touched(saved.code, self.contracts, self.packages, self.gen_rel)
-            if any(changes.is_keel(p) for p in saved.code):
-                gateway = True  # and the spares hold the Keel of their start
-                await asyncio.gather(
-                    self.keel_gen.discard(), *(c.discard() for c in self.session.everyone())
-                )
+        keel = [p for p in (*saved.code, *(saved.protos if gateway else ())) if changes.is_keel(p)]
+        if keel:
+            gateway = True  # and the spares hold the Keel of their start
+            await asyncio.gather(
+                self.keel_gen.discard(), *(c.discard() for c in self.session.everyone())
+            )
         children = [c for name, c in self.session.children.items() if name in restart]
         if not children and not (gateway and self.session.gateway):
             console.say(f"{saved.describe()} changed: it touches no service")
@@ -201,11 +204,16 @@ class Watch:
         self.warming = asyncio.ensure_future(warm())
 
     async def _restart(self, child: Child) -> bool:
+        """Stop `child`, start it again; whether it serves (within START_WAIT s: one that
+        hangs at start keeps running, and the next save stops it)."""
         await child.stop()
         if self.session.stop.is_set():
             return False
         await child.start(again=True)
-        return await child.ready()
+        try:
+            return await asyncio.wait_for(child.ready(), START_WAIT)
+        except TimeoutError:
+            return False
 
     async def _redraw(self) -> list[str]:
         problems = await regen.redraw(self.root, self.services)
