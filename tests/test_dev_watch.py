@@ -27,7 +27,9 @@ from typing import Any
 
 import pytest
 from acme.catalog.v1 import catalog_keel, catalog_pb2
+from keel.dev import changes
 from keel.runtime.config import Settings
+from watchfiles import Change
 
 from tests.conftest import BIN, REPO, answers
 from tests.test_devrun import SERVICES, _free_pair
@@ -290,3 +292,53 @@ def test_the_dev_loop_bench_runs() -> None:
         line.split()[0] for line in done.stdout.splitlines() if line.endswith("(target < 1x: 2 s)")
     }
     assert rows == {"python:", "proto:"}, done.stdout
+
+
+def test_what_a_save_is(tmp_path: Path) -> None:
+    """Editor temp files, generated modules, databases and state are no saves; a temp file
+    renamed over the saved one is none either; a service's tests and docs restart nothing."""
+    kept = changes.SavedFiles([tmp_path / "gen", tmp_path / ".keel/state"])
+    for name in ("service.py", "catalog.proto", "0002_stock.py", "pyproject.toml"):
+        assert kept(Change.modified, str(tmp_path / "services/catalog" / name)), name
+    for name in (
+        ".service.py.swp",
+        "service.py~",
+        "4913",
+        ".#service.py",
+        "catalog_pb2.py",
+        "catalog_pb2_grpc.pyi",
+        "catalog_keel.py",
+        "catalog.sqlite3-wal",
+        "service.cpython-311.pyc",
+    ):
+        assert not kept(Change.modified, str(tmp_path / "services/catalog" / name)), name
+    assert not kept(Change.modified, str(tmp_path / "gen/acme/catalog/v1/new.py"))
+    assert not kept(Change.added, str(tmp_path / ".keel/state/catalog/x.py"))
+
+    (tmp_path / "services").mkdir()
+    (tmp_path / "services/service.py").write_text("")
+    batch = {
+        (Change.added, str(tmp_path / "services/sedX1y2Z3")),  # sed -i: written, renamed over
+        (Change.deleted, str(tmp_path / "services/sedX1y2Z3")),
+        (Change.modified, str(tmp_path / "services/service.py")),
+        (Change.deleted, str(tmp_path / "services/old.py")),  # a real deletion counts
+    }
+    assert changes.relative(batch, tmp_path) == ["services/old.py", "services/service.py"]
+
+    saved = changes.Saved.sort(
+        [
+            "proto/acme/catalog/v1/catalog.proto",
+            "services/catalog/src/catalog/service.py",
+            "services/catalog/tests/test_service.py",
+            "services/catalog/README.md",
+            "tools/keel/keel/runtime/server.py",
+        ],
+        "services",
+    )
+    assert saved.protos == ("proto/acme/catalog/v1/catalog.proto",)
+    assert saved.code == (
+        "services/catalog/src/catalog/service.py",
+        "tools/keel/keel/runtime/server.py",
+    )
+    assert changes.is_keel("tools/keel/keel/runtime/server.py")
+    assert not changes.is_keel("services/catalog/src/catalog/service.py")
