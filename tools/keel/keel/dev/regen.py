@@ -91,11 +91,15 @@ async def regenerate(
     return Generated(status == 0, tuple(said), time.perf_counter() - started)
 
 
-async def redraw(root: Path, services: str) -> list[str]:
-    """Bring the architecture page's system map up to date, as `make gen` does (nothing without
-    the page); what went wrong, if anything."""
+async def redraw(root: Path, services: str, gen: Path) -> list[str]:
+    """Bring the architecture page's system map and its diagram next to the generated code
+    (`gen/system.mmd`, drawn by /docs) up to date, as `make gen` does (nothing without the
+    page); what went wrong, if anything."""
     if not (root / ARCHITECTURE).is_file():
         return []
-    command = _keel("graph", "--write", str(ARCHITECTURE), "--services", services)
+    mermaid = str(gen / "system.mmd")
+    command = _keel(
+        "graph", "--write", str(ARCHITECTURE), "--mermaid", mermaid, "--services", services
+    )
     status, lines = await _run(command, root)
     return [] if status == 0 else lines

@@ -216,7 +216,7 @@ class Watch:
             return False
 
     async def _redraw(self) -> list[str]:
-        problems = await regen.redraw(self.root, self.services)
+        problems = await regen.redraw(self.root, self.services, self.gen)
         for line in problems:
             console.say(f"keel graph: {line}")
         return problems
