@@ -31,8 +31,8 @@ from keel.dev import changes
 from keel.runtime.config import Settings
 from watchfiles import Change
 
-from tests.conftest import BIN, REPO, answers
-from tests.test_devrun import SERVICES, _free_pair
+from tests import devprocess
+from tests.conftest import REPO, answers
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -129,24 +129,9 @@ def _edit(path: Path, old: str, new: str) -> None:
 def dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dev]:
     folder = tmp_path_factory.mktemp("dev-watch")
     root = copy_repository(folder / "repo")
-    registry = folder / "registry.toml"
-    lines = [f'"{name}" = "127.0.0.1:{_free_pair()}"' for name in SERVICES]
-    registry.write_text("[targets]\n" + "\n".join(lines) + "\n")
-    port = _free_pair()
-    log = folder / "dev.log"
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            [
-                *(str(BIN / "keel"), "dev", "--watch", "--registry", str(registry)),
-                *("--gateway-port", str(port), "--state-dir", str(folder / "state")),
-            ],
-            cwd=root,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env={k: v for k, v in os.environ.items() if not k.startswith(("KEEL_", "OTEL_"))},
-        )
-    gateway = f"http://127.0.0.1:{port}"
-    started = Dev(root, process, log, registry, gateway, {})
+    launched = devprocess.launch(folder, "--watch", cwd=root)
+    process, gateway = launched.process, launched.gateway
+    started = Dev(root, process, launched.log, launched.registry, gateway, {})
     try:
         started.wait_for(lambda: "keel dev: watching " in started.output(), "keel dev started")
         started.wait_for(lambda: answers(f"{gateway}/healthz"), "the gateway serves")

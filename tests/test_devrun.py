@@ -19,30 +19,9 @@ from acme.orders.v1 import orders_keel, orders_pb2
 from keel.events.broker import start_broker
 from keel.runtime.config import Settings
 
+from tests import devprocess
 from tests.conftest import BIN, REPO
-
-SERVICES = (
-    "acme.catalog.v1.CatalogService",
-    "acme.orders.v1.OrderService",
-    "acme.payments.v1.PaymentService",
-)
-
-
-def _free_pair() -> int:
-    """A port p with p and p + 1000 free (gRPC and metrics)."""
-    for _ in range(100):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = int(probe.getsockname()[1])
-        if port + 1000 > 65535:
-            continue
-        with socket.socket() as other:
-            try:
-                other.bind(("127.0.0.1", port + 1000))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError("no free port pair")
+from tests.devprocess import SERVICES
 
 
 async def _units_sold_reach(url: str, units: int) -> None:
@@ -92,8 +71,8 @@ async def _events_kept(state: Path) -> int:
 
 async def test_keel_dev_runs_the_services_until_interrupted(tmp_path: Path) -> None:
     registry = tmp_path / "registry.toml"
-    ports = [_free_pair() for _ in SERVICES]
-    gateway = _free_pair()
+    ports = [devprocess.free_pair() for _ in SERVICES]
+    gateway = devprocess.free_pair()
     lines = [f'"{name}" = "127.0.0.1:{port}"' for name, port in zip(SERVICES, ports, strict=True)]
     registry.write_text("[targets]\n" + "\n".join(lines) + "\n")
     log = (tmp_path / "dev.log").open("w")
@@ -162,7 +141,7 @@ async def test_keel_dev_runs_the_services_until_interrupted(tmp_path: Path) -> N
 
 def test_a_service_that_cannot_migrate_stops_keel_dev(tmp_path: Path) -> None:
     registry = tmp_path / "registry.toml"
-    lines = [f'"{name}" = "127.0.0.1:{_free_pair()}"' for name in SERVICES]
+    lines = [f'"{name}" = "127.0.0.1:{devprocess.free_pair()}"' for name in SERVICES]
     registry.write_text("[targets]\n" + "\n".join(lines) + "\n")
     broken = tmp_path / "state" / "catalog" / "catalog.sqlite3"
     broken.parent.mkdir(parents=True)
@@ -170,7 +149,12 @@ def test_a_service_that_cannot_migrate_stops_keel_dev(tmp_path: Path) -> None:
     done = subprocess.run(
         [
             *(str(BIN / "keel"), "dev", "--registry", str(registry)),
-            *("--gateway-port", str(_free_pair()), "--state-dir", str(tmp_path / "state")),
+            *(
+                "--gateway-port",
+                str(devprocess.free_pair()),
+                "--state-dir",
+                str(tmp_path / "state"),
+            ),
         ],
         cwd=REPO,
         capture_output=True,

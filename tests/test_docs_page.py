@@ -16,7 +16,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -33,36 +32,16 @@ from keel.gateway import assets, diagram, events_doc
 from keel.gateway.endpoints import Endpoints
 from keel.gateway.routes import RouteTable
 
-from tests.conftest import BIN, REPO, answers
+from tests import devprocess
+from tests.conftest import REPO, answers
+from tests.devprocess import SERVICES
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
 
 SECRET = "keel-docs-page-test-secret-long-enough-for-hs256"
-SERVICES = (
-    "acme.catalog.v1.CatalogService",
-    "acme.orders.v1.OrderService",
-    "acme.payments.v1.PaymentService",
-)
 _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 _WAIT_MS = 15_000
-
-
-def _free_pair() -> int:
-    """A port p with p and p + 1000 free (keel dev: gRPC and metrics)."""
-    for _ in range(100):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = int(probe.getsockname()[1])
-        if port + 1000 > 65535:
-            continue
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port + 1000))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError("no free port pair")
 
 
 def _get(url: str) -> tuple[int, dict[str, str], bytes]:
@@ -250,23 +229,8 @@ class Dev:
 def dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dev]:
     """`keel dev` (what `make run` starts), every service and the gateway verifying tokens."""
     folder = tmp_path_factory.mktemp("docs-page")
-    registry = folder / "registry.toml"
-    lines = [f'"{name}" = "127.0.0.1:{_free_pair()}"' for name in SERVICES]
-    registry.write_text("[targets]\n" + "\n".join(lines) + "\n")
-    port = _free_pair()
-    log = folder / "dev.log"
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("KEEL_", "OTEL_"))}
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            [
-                *(str(BIN / "keel"), "dev", "--registry", str(registry)),
-                *("--gateway-port", str(port), "--state-dir", str(folder / "state")),
-            ],
-            cwd=REPO,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env={**clean, "KEEL_JWT_SECRET": SECRET},
-        )
+    launched = devprocess.launch(folder, env={"KEEL_JWT_SECRET": SECRET})
+    process, log, port = launched.process, launched.log, launched.port
     try:
         deadline = time.monotonic() + 60
         gateway = f"http://127.0.0.1:{port}"

@@ -20,8 +20,9 @@ import pytest
 from acme.orders.v1 import orders_keel, orders_pb2
 from keel.runtime.config import Settings
 
+from tests import devprocess
 from tests.conftest import BIN, REPO, answers
-from tests.test_devrun import SERVICES, _free_pair
+from tests.devprocess import SERVICES
 
 SECRET = "keel-dev-identity-secret-long-enough-for-hs256"
 
@@ -45,8 +46,8 @@ def _rest(url: str, body: Any = None, authorization: str = "") -> tuple[int, Any
 
 async def test_keel_dev_with_a_secret_verifies_users_everywhere(tmp_path: Path) -> None:
     registry = tmp_path / "registry.toml"
-    ports = [_free_pair() for _ in SERVICES]
-    gateway = _free_pair()
+    ports = [devprocess.free_pair() for _ in SERVICES]
+    gateway = devprocess.free_pair()
     lines = [f'"{name}" = "127.0.0.1:{port}"' for name, port in zip(SERVICES, ports, strict=True)]
     registry.write_text("[targets]\n" + "\n".join(lines) + "\n")
     log_path = tmp_path / "dev.log"

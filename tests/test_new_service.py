@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from tests import devprocess
 from tests.conftest import BIN, REPO, answers
-from tests.test_devrun import _free_pair
 
 _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
@@ -111,9 +111,9 @@ def test_a_new_service_is_tested_checked_and_served(tmp_path: Path) -> None:
     ]
     assert '"acme.inventory.v1.InventoryService"' in services
     registry.write_text(
-        "[targets]\n" + "".join(f'{s} = "127.0.0.1:{_free_pair()}"\n' for s in services)
+        "[targets]\n" + "".join(f'{s} = "127.0.0.1:{devprocess.free_pair()}"\n' for s in services)
     )
-    port = _free_pair()
+    port = devprocess.free_pair()
     log = tmp_path / "dev.log"
     with log.open("w") as out:
         dev = subprocess.Popen(

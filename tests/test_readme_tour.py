@@ -21,8 +21,8 @@ import grpc
 import keel
 import pytest
 
-from tests.conftest import BIN, REPO, answers
-from tests.test_devrun import SERVICES, _free_pair
+from tests import devprocess
+from tests.conftest import REPO, answers
 
 README = (REPO / "README.md").read_text()
 _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -85,23 +85,9 @@ def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
     """`keel dev` as `make run` starts it, on free ports, its state (databases, the broker's
     store) in a temporary folder: never the repository's `.keel/state`."""
     folder = tmp_path_factory.mktemp("tour")
-    registry = folder / "registry.toml"
-    lines = [f'"{name}" = "127.0.0.1:{_free_pair()}"' for name in SERVICES]
-    registry.write_text("[targets]\n" + "\n".join(lines) + "\n")
-    port = _free_pair()
-    log = folder / "dev.log"
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            [
-                *(str(BIN / "keel"), "dev", "--registry", str(registry)),
-                *("--gateway-port", str(port), "--state-dir", str(folder / "state")),
-            ],
-            cwd=REPO,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env={k: v for k, v in os.environ.items() if not k.startswith(("KEEL_", "OTEL_"))},
-        )
-    shop = Shop(port, registry, log)
+    launched = devprocess.launch(folder)
+    process = launched.process
+    shop = Shop(launched.port, launched.registry, launched.log)
     try:
         deadline = time.monotonic() + 60
         while shop.output().count("serving") < 3 or not answers(f"{shop.url}/healthz"):

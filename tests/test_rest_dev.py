@@ -4,10 +4,8 @@ processes, next to the gateway that stays the shop's one entry point."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
-import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -18,8 +16,9 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import BIN, REPO, answers
-from tests.test_devrun import SERVICES, _free_pair
+from tests import devprocess
+from tests.conftest import answers
+from tests.devprocess import SERVICES
 
 _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
@@ -38,22 +37,8 @@ class Dev:
 @pytest.fixture(scope="module")
 def dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dev]:
     folder = tmp_path_factory.mktemp("rest-dev")
-    registry = folder / "registry.toml"
-    lines = [f'"{name}" = "127.0.0.1:{_free_pair()}"' for name in SERVICES]
-    registry.write_text("[targets]\n" + "\n".join(lines) + "\n")
-    port = _free_pair()
-    log = folder / "dev.log"
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            [
-                *(str(BIN / "keel"), "dev", "--registry", str(registry)),
-                *("--gateway-port", str(port), "--state-dir", str(folder / "state")),
-            ],
-            cwd=REPO,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env={k: v for k, v in os.environ.items() if not k.startswith(("KEEL_", "OTEL_"))},
-        )
+    launched = devprocess.launch(folder)
+    process, log, port = launched.process, launched.log, launched.port
     try:
         deadline = time.monotonic() + 60
         while "Ctrl-C stops them all" not in log.read_text():
