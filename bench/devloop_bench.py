@@ -62,9 +62,20 @@ class Sample:
 
 
 def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    """A port p with p and p + 1000 free (a service's gRPC and metrics ports)."""
+    for _ in range(100):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = int(probe.getsockname()[1])
+        if port + 1000 > 65535:
+            continue
+        with socket.socket() as other:
+            try:
+                other.bind(("127.0.0.1", port + 1000))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free port pair")
 
 
 def _get(url: str) -> tuple[int, bytes]:
@@ -108,10 +119,14 @@ class Dev:
                 stderr=subprocess.STDOUT,
                 env=env,
             )
-        self.wait(lambda: "keel dev: watching " in self.output(), "keel dev started")
-        address = re.compile(r"^\s+(\S+)\s+127\.0\.0\.1:\d+\s+(http://\S+)\s", re.M)
-        self.rest = dict(address.findall(self.output()))
-        self.wait(lambda: _get(f"{self.gateway}/healthz")[0] == 200, "the gateway serves")
+        try:
+            self.wait(lambda: "keel dev: watching " in self.output(), "keel dev started")
+            address = re.compile(r"^\s+(\S+)\s+127\.0\.0\.1:\d+\s+(http://\S+)\s", re.M)
+            self.rest = dict(address.findall(self.output()))
+            self.wait(lambda: _get(f"{self.gateway}/healthz")[0] == 200, "the gateway serves")
+        except BaseException:
+            self.stop()  # (its children end with it: keel.dev.tether)
+            raise
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")

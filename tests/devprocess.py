@@ -77,3 +77,41 @@ def launch(
             env={**clean, **(env or {})},
         )
     return Launched(process, port, registry, log)
+
+
+def descendants(pid: int) -> set[int]:
+    """Every process started by `pid`, and by those, now (from /proc)."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # it ended meanwhile
+            continue
+        parents[int(stat.parent.name)] = int(fields[1])
+    found: set[int] = set()
+    frontier = {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Whether process `pid` exists and is not a zombie."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def listening(ports: set[int]) -> set[int]:
+    """Which of `ports` a socket listens on now (TCP, IPv4 and IPv6, from /proc/net)."""
+    found: set[int] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            port = int(local.rsplit(":", 1)[1], 16)
+            if state == "0A" and port in ports:  # 0A: LISTEN
+                found.add(port)
+    return found

@@ -139,6 +139,7 @@ def dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dev]:
         started.rest = dict(address.findall(started.output()))
         yield started
     finally:
+        running = devprocess.descendants(process.pid)  # services, spares, gateway, broker
         process.send_signal(signal.SIGINT)
         try:
             assert process.wait(timeout=60) == 0, started.output()[-6000:]
@@ -146,8 +147,8 @@ def dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dev]:
             process.kill()
     output = started.output()
     assert output.rstrip().endswith("keel dev: stopped"), output[-3000:]
-    left = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True)
-    assert str(root) not in left.stdout  # no service or warm spare outlives keel dev
+    left = [pid for pid in running if devprocess.alive(pid)]
+    assert not left, f"outlived keel dev: {left}"  # no service, spare, gateway or broker
 
 
 def _title_over_grpc(dev: Dev) -> str:
@@ -189,7 +190,7 @@ def test_a_saved_service_file_restarts_that_service_alone(dev: Dev) -> None:
         '\nraise RuntimeError("broken on purpose")\nUPDATABLE = ',
     )
     line = dev.wait_for_line(r"reload: .*service\.py changed", seen)
-    assert "catalog did not start" in line
+    assert "catalog not serving" in line
     assert "catalog\x1b[0m │ RuntimeError: broken on purpose" in dev.output()
     assert _call(f"{orders}/v1/orders/o_missing")[0] == 404  # orders answers meanwhile
     assert dev.all_starts() == {**before, "catalog": 2}
@@ -200,6 +201,23 @@ def test_a_saved_service_file_restarts_that_service_alone(dev: Dev) -> None:
     line = dev.wait_for_line(r"reload: .*service\.py changed", seen)
     assert "restarted catalog; serving again in" in line
     assert _call(f"{catalog}/v1/products/p_mug")[1]["title"] == "MUG"
+
+
+def test_a_service_file_that_does_not_parse_leaves_the_watch_running(dev: Dev) -> None:
+    payments = dev.root / "services/payments/src/payments/service.py"
+    seen = len(dev.reloads())
+    _edit(payments, "\nclass ", "\ndef broken(:\n\n\nclass ")  # a syntax error
+    line = dev.wait_for_line(r"reload: .*payments/service\.py changed", seen)
+    assert "payments not serving" in line
+    # The watch goes on: another service's save still reloads it.
+    seen = len(dev.reloads())
+    _edit(dev.root / _CATALOG_CODE, "\nUPDATABLE = ", "\n# saved again\nUPDATABLE = ")
+    line = dev.wait_for_line(r"reload: .*catalog/service\.py changed", seen)
+    assert "restarted catalog; serving again in" in line
+    seen = len(dev.reloads())
+    _edit(payments, "\ndef broken(:\n\n\n", "\n")
+    line = dev.wait_for_line(r"reload: .*payments/service\.py changed", seen)
+    assert "restarted payments; serving again in" in line
 
 
 def test_a_saved_proto_is_linted_regenerated_and_served(dev: Dev) -> None:

@@ -169,3 +169,33 @@ def test_a_service_that_cannot_migrate_stops_keel_dev(tmp_path: Path) -> None:
     assert "REST gateway" not in done.stdout  # it never started
     assert "Traceback" not in done.stdout
     assert not done.stderr
+
+
+def test_nothing_outlives_keel_dev_killed(tmp_path: Path) -> None:
+    """SIGKILL leaves keel dev no time to stop anything: the services, the gateway and the
+    broker stop anyway (keel.dev.tether), and free their ports."""
+    launched = devprocess.launch(tmp_path)
+    process = launched.process
+    try:
+        deadline = time.monotonic() + 90
+        while "Ctrl-C stops them all" not in launched.log.read_text():
+            assert process.poll() is None, launched.log.read_text()
+            assert time.monotonic() < deadline, launched.log.read_text()
+            time.sleep(0.05)  # polling for the condition, not waiting a fixed time
+        started = devprocess.descendants(process.pid)
+        assert len(started) >= 5, started  # three services, the gateway, nats-server
+        process.kill()
+        process.wait(timeout=30)
+        deadline = time.monotonic() + 60
+        while left := [pid for pid in started if devprocess.alive(pid)]:
+            assert time.monotonic() < deadline, f"still running after keel dev died: {left}"
+            time.sleep(0.05)
+        ports = [
+            int(line.rsplit(":", 1)[1].strip('"'))
+            for line in launched.registry.read_text().splitlines()
+            if ":" in line
+        ]
+        assert not devprocess.listening({*ports, launched.port})  # nobody serves on them
+    finally:
+        process.kill()
+        process.wait(timeout=30)

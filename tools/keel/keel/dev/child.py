@@ -15,6 +15,7 @@ import socket
 from collections.abc import Callable, Mapping, Sequence
 
 from keel.dev import console
+from keel.dev.tether import tethered
 from keel.dev.warm import Warm
 
 _SERVING = re.compile(rb"\] serving\s")  # the event column of the console line, not any "serving"
@@ -115,7 +116,7 @@ class Child:
         process = await self.warm.take() if self.warm is not None else None
         if process is None:
             process = await asyncio.create_subprocess_exec(
-                *self.command,
+                *tethered(self.command),
                 env=self.env,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,

@@ -8,6 +8,7 @@ every generator succeeded): the services keep running on the last good generatio
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 import time
 from collections.abc import Sequence
@@ -42,7 +43,19 @@ async def _run(command: Sequence[str], root: Path) -> tuple[int, list[str]]:
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )
-    out, _ = await process.communicate()
+    return await _output(process)
+
+
+async def _output(process: asyncio.subprocess.Process) -> tuple[int, list[str]]:
+    """Its exit status and non-blank lines; ended if the wait is cancelled (Ctrl-C during a
+    reload), so nothing writes gen/ after keel dev stopped."""
+    try:
+        out, _ = await process.communicate()
+    except asyncio.CancelledError:
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+        await process.wait()
+        raise
     lines = [line for line in out.decode(errors="replace").splitlines() if line.strip()]
     return await process.wait(), lines
 
@@ -61,9 +74,7 @@ async def _warm_run(warm: Warm) -> tuple[int, list[str]]:
     process = await warm.take()
     if process is None:
         return await _run(warm.command, warm.cwd or Path.cwd())
-    out, _ = await process.communicate()
-    lines = [line for line in out.decode(errors="replace").splitlines() if line.strip()]
-    return await process.wait(), lines
+    return await _output(process)
 
 
 async def regenerate(

@@ -21,6 +21,7 @@ from keel.dev.services import (
     service_env,
     service_spare,
 )
+from keel.dev.tether import tethered
 from keel.events.broker import Broker, BrokerError, start_broker
 
 WATCHING = {"KEEL_BREAKER_RESET": "1"}
@@ -60,6 +61,10 @@ class Session:
         self.exited.set()
 
 
+START_WAIT = 15.0
+"""Seconds a child has to serve, under --watch, before the others go on without it."""
+
+
 async def _first(*waits: Awaitable[object]) -> None:
     """Until the first of `waits` is done (the others are cancelled)."""
     tasks = [asyncio.ensure_future(each) for each in waits]
@@ -95,7 +100,8 @@ async def run(
     if not (state / ".gitignore").exists():
         (state / ".gitignore").write_text("# local state of `keel dev`\n*\n")
     try:
-        broker = await asyncio.to_thread(start_broker, (state / "nats").resolve())
+        # From this thread: nats-server ends with the thread that started it (keel.dev.tether).
+        broker = start_broker((state / "nats").resolve(), wrap=tethered)
     except BrokerError as error:
         print(f"keel dev: cannot start the NATS broker: {error}", flush=True)
         return 1
@@ -156,15 +162,19 @@ async def _serve(
     children = list(session.children.values())
     for child in children:
         await child.start()
+    # Under --watch a service that hangs at start must not hold the others, the gateway or the
+    # watch (which restarts it on the next save): they go on after START_WAIT seconds.
+    capped = [asyncio.sleep(START_WAIT)] if session.watching else []
     started = asyncio.gather(*(child.ready() for child in children))
-    await _first(started, session.exited.wait(), stop.wait())
+    await _first(started, session.exited.wait(), stop.wait(), *capped)
     if session.watching and not stop.is_set():
         for child in children:
             if not child.serving.event.is_set():
-                console.say(f"{child.name} did not start (see above): save a file to retry")
+                console.say(f"{child.name} is not serving (see above): save a file to retry")
     if session.gateway is not None and not session.exited.is_set() and not stop.is_set():
         await session.gateway.start()
-        await _first(session.gateway.ready(), session.exited.wait(), stop.wait())
+        capped = [asyncio.sleep(START_WAIT)] if session.watching else []
+        await _first(session.gateway.ready(), session.exited.wait(), stop.wait(), *capped)
     watcher = None
     if not session.exited.is_set() and not stop.is_set():
         _summary(session)

@@ -7,6 +7,8 @@ import contextlib
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+from keel.dev.tether import tethered
+
 READY = b"keel.dev.spare: ready\n"
 """What a spare prints once its libraries are imported."""
 KILL_AFTER = 15.0
@@ -40,7 +42,7 @@ class Warm:
         """Start a spare unless one is running, and wait until it is warm (or gone)."""
         if self._process is None or self._process.returncode is not None:
             self._process = await asyncio.create_subprocess_exec(
-                *self.spare,
+                *tethered(self.spare),
                 env=self.env,
                 cwd=self.cwd,
                 stdin=asyncio.subprocess.PIPE,

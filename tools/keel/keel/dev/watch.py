@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+import traceback
 from pathlib import Path
 
 from watchfiles import awatch
@@ -26,7 +27,7 @@ from watchfiles import awatch
 from keel.dev import changes, console, regen
 from keel.dev.child import Child
 from keel.dev.services import gen_spare
-from keel.dev.session import Session
+from keel.dev.session import START_WAIT, Session
 from keel.dev.warm import Warm
 from keel.system import contracts as contracts_
 from keel.system import packages as packages_
@@ -34,8 +35,7 @@ from keel.toolchain import workspace
 from keel.toolchain.errors import BuildError, GenerateError
 
 _RED = "\033[31m"
-START_WAIT = 60.0
-"""Seconds a restarted child has to serve before its reload line says it did not start."""
+
 _NO_CONTRACTS = contracts_.Contracts({}, {}, {}, {}, {})
 
 
@@ -78,14 +78,20 @@ class Watch:
         return kept
 
     async def _load(self) -> None:
-        """The contracts and service packages as the files are now (kept if protos do not
-        compile: then the generation fails too and nothing restarts for them)."""
+        """The contracts and service packages as the files are now; the last ones read are
+        kept when they cannot be read (protos that do not compile: then the generation fails
+        too and nothing restarts for them; a service file that does not parse)."""
         try:
             found = await asyncio.to_thread(contracts_.load, self.root)
         except (workspace.WorkspaceError, BuildError, GenerateError):
             found = self.contracts
         self.contracts = found
-        self.packages = await asyncio.to_thread(packages_.discover, self.root, found, self.services)
+        try:
+            self.packages = await asyncio.to_thread(
+                packages_.discover, self.root, found, self.services
+            )
+        except (SyntaxError, ValueError, OSError) as error:  # (a TOML error is a ValueError)
+            console.say(f"cannot read the service packages ({error}): using the last ones read")
 
     async def run(self) -> None:
         """Until the session stops."""
@@ -111,7 +117,12 @@ class Watch:
                 paths = changes.relative(batch, self.root)
                 saved = changes.Saved.sort(paths, self.services)
                 if saved and not self.session.stop.is_set():
-                    await self.reload(saved)
+                    try:
+                        await self.reload(saved)
+                    except Exception:  # a bug here must not end the watch: say it, go on
+                        console.say(f"{_RED}reload failed{console.RESET}, watching on:")
+                        for line in traceback.format_exc().splitlines():
+                            console.say(f"  {line}")
                 waiting = asyncio.ensure_future(anext(batches))
         finally:
             waiting.cancel()
@@ -128,10 +139,16 @@ class Watch:
         restart: set[str] = set()
         gateway = False
         done: list[str] = []
+        keel = [p for p in (*saved.code, *saved.protos) if changes.is_keel(p)]
+        if keel:  # first: the spares hold the Keel of their start, the `keel gen` one too
+            await asyncio.gather(
+                self.keel_gen.discard(), *(c.discard() for c in self.session.everyone())
+            )
         if saved.protos:
             if self.redrawing is not None:
                 await asyncio.gather(self.redrawing, return_exceptions=True)
             self.pending.update(saved.protos)
+            before = changes.touched(self.pending, self.contracts, self.packages, self.gen_rel)
             loading = asyncio.ensure_future(self._load())
             generated = await regen.regenerate(
                 self.root, self.gen, sorted(self.pending), self.keel_gen
@@ -143,19 +160,16 @@ class Watch:
                     return
             else:
                 done.append(f"regenerated in {generated.seconds:.2f} s")
-                restart |= changes.touched(
+                # Before and after: a deleted proto is no longer in the contracts read now.
+                restart |= before | changes.touched(
                     self.pending, self.contracts, self.packages, self.gen_rel
                 )
                 gateway = True
                 self.pending.clear()
         if saved.code:
             restart |= changes.touched(saved.code, self.contracts, self.packages, self.gen_rel)
-        keel = [p for p in (*saved.code, *(saved.protos if gateway else ())) if changes.is_keel(p)]
         if keel:
-            gateway = True  # and the spares hold the Keel of their start
-            await asyncio.gather(
-                self.keel_gen.discard(), *(c.discard() for c in self.session.everyone())
-            )
+            gateway = True
         children = [c for name, c in self.session.children.items() if name in restart]
         if not children and not (gateway and self.session.gateway):
             console.say(f"{saved.describe()} changed: it touches no service")
@@ -178,7 +192,7 @@ class Watch:
         if failed:
             console.say(
                 f"reload: {saved.describe()} changed; {'; '.join(done)};"
-                f" {_RED}{', '.join(failed)} did not start{console.RESET} (see above: save again"
+                f" {_RED}{', '.join(failed)} not serving{console.RESET} (see above: save again"
                 f" to retry), the others serving in {seconds:.2f} s"
             )
         else:

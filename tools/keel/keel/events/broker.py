@@ -19,6 +19,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 _READY_TIMEOUT = 20.0
@@ -50,8 +51,16 @@ def free_port(host: str = "127.0.0.1") -> int:
 class Broker:
     """A running nats-server with JetStream, its store folder and its client URL."""
 
-    def __init__(self, store_dir: Path, port: int = 0, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        store_dir: Path,
+        port: int = 0,
+        host: str = "127.0.0.1",
+        wrap: Callable[[list[str]], list[str]] | None = None,
+    ) -> None:
         self.store_dir = Path(store_dir)
+        self.wrap = wrap
+        """Makes the command that runs nats-server (`keel dev`: tied to its own life)."""
         self.host = host
         self.port = port or free_port(host)
         self.process: subprocess.Popen[bytes] | None = None
@@ -81,6 +90,8 @@ class Broker:
             str(self.log_file),
         ]
         offset = self.log_file.stat().st_size if self.log_file.exists() else 0
+        if self.wrap is not None:
+            command = self.wrap(command)
         self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + _READY_TIMEOUT
         while time.monotonic() < deadline:
@@ -133,9 +144,15 @@ class Broker:
         self.start()
 
 
-def start_broker(store_dir: Path, port: int = 0, host: str = "127.0.0.1") -> Broker:
-    """Start a nats-server with JetStream storing in `store_dir` (port 0: a free one)."""
-    broker = Broker(store_dir, port, host)
+def start_broker(
+    store_dir: Path,
+    port: int = 0,
+    host: str = "127.0.0.1",
+    wrap: Callable[[list[str]], list[str]] | None = None,
+) -> Broker:
+    """Start a nats-server with JetStream storing in `store_dir` (port 0: a free one); `wrap`
+    makes the command that runs it."""
+    broker = Broker(store_dir, port, host, wrap)
     for attempt in range(3):
         try:
             broker.start()

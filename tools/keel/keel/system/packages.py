@@ -85,6 +85,8 @@ def discover(root: Path, contracts: Contracts, services_dir: str = "services") -
         attributes: set[str] = set()
         words: set[str] = set()
         for source in sorted((folder / "src").rglob("*.py")):
+            if not source.is_file():  # an editor's lock file (a dangling link), say
+                continue
             imported, names, others = _names(source)
             attributes |= names
             words |= names | others
