@@ -195,7 +195,9 @@ def test_nothing_outlives_keel_dev_killed(tmp_path: Path) -> None:
             for line in launched.registry.read_text().splitlines()
             if ":" in line
         ]
-        assert not devprocess.listening({*ports, launched.port})  # nobody serves on them
+        while held := devprocess.listening({*ports, launched.port}):  # nobody serves on them
+            assert time.monotonic() < deadline, f"ports still listened on: {held}"
+            time.sleep(0.05)
     finally:
         process.kill()
         process.wait(timeout=30)
