@@ -26,7 +26,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -36,6 +35,8 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+
+from keel.testing.ports import free_port_pair
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -59,23 +60,6 @@ class Sample:
     """Save to the first answer showing the change."""
     reported: float
     """keel dev's own "serving again in" figure."""
-
-
-def _free_port() -> int:
-    """A port p with p and p + 1000 free (a service's gRPC and metrics ports)."""
-    for _ in range(100):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = int(probe.getsockname()[1])
-        if port + 1000 > 65535:
-            continue
-        with socket.socket() as other:
-            try:
-                other.bind(("127.0.0.1", port + 1000))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError("no free port pair")
 
 
 def _get(url: str) -> tuple[int, bytes]:
@@ -102,9 +86,9 @@ class Dev:
             else:
                 shutil.copy2(REPO / part, target)
         registry = work / "registry.toml"
-        ports = [f'"{name}" = "127.0.0.1:{_free_port()}"' for name in SERVICES]
+        ports = [f'"{name}" = "127.0.0.1:{free_port_pair()}"' for name in SERVICES]
         registry.write_text("[targets]\n" + "\n".join(ports) + "\n")
-        self.gateway = f"http://127.0.0.1:{_free_port()}"
+        self.gateway = f"http://127.0.0.1:{free_port_pair()}"
         self.log = work / "dev.log"
         env = {k: v for k, v in os.environ.items() if not k.startswith(("KEEL_", "OTEL_"))}
         with self.log.open("w") as out:

@@ -4,10 +4,11 @@ of its own, its state and its console log in a temporary folder (never the repos
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+
+from keel.testing.ports import free_port_pair
 
 from tests.conftest import BIN, REPO
 
@@ -20,19 +21,7 @@ SERVICES = (
 
 def free_pair() -> int:
     """A port p with p and p + 1000 free (gRPC and metrics)."""
-    for _ in range(100):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = int(probe.getsockname()[1])
-        if port + 1000 > 65535:
-            continue
-        with socket.socket() as other:
-            try:
-                other.bind(("127.0.0.1", port + 1000))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError("no free port pair")
+    return free_port_pair()
 
 
 @dataclass

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -61,42 +61,49 @@ async def _refused(call: Any, reason: str) -> keel.errors.KeelError:
     return caught.value
 
 
+# Metadata is made when each test runs (tokens made at collection expire in a long suite).
 @pytest.mark.parametrize(
     "forged",
     [
-        [("x-keel-subject", "alice")],
-        [("x-keel-claims", json.dumps({"sub": "alice"}))],
-        [("x-keel-subject", "alice"), *bearer("mallory")],
-        [("x-keel-claims", json.dumps({"sub": "mallory", "scope": "admin"})), *bearer("mallory")],
+        lambda: [("x-keel-subject", "alice")],
+        lambda: [("x-keel-claims", json.dumps({"sub": "alice"}))],
+        lambda: [("x-keel-subject", "alice"), *bearer("mallory")],
+        lambda: [
+            ("x-keel-claims", json.dumps({"sub": "mallory", "scope": "admin"})),
+            *bearer("mallory"),
+        ],
     ],
     ids=["subject-alone", "claims-alone", "subject-over-a-token", "claims-over-a-token"],
 )
 async def test_a_forged_identity_is_refused(
-    shop: tuple[orders_keel.OrderServiceClient, str], forged: Metadata
+    shop: tuple[orders_keel.OrderServiceClient, str], forged: Callable[[], Metadata]
 ) -> None:
     orders, order_id = shop
     request = orders_pb2.GetOrderRequest(order_id=order_id)
-    await _refused(orders.get_order(request, metadata=forged), "UNVERIFIED_IDENTITY")
+    await _refused(orders.get_order(request, metadata=forged()), "UNVERIFIED_IDENTITY")
 
 
 @pytest.mark.parametrize(
     ("metadata", "says"),
     [
-        (bearer("alice", exp=int(time.time()) - 3600), "Signature has expired"),
-        (bearer("alice", key="another-secret-that-is-long-enough-too"), "Signature verification"),
-        (bearer("alice", aud="elsewhere"), "Audience doesn't match"),
-        ([("authorization", "Basic YWxpY2U6cHc=")], "must be a bearer token"),
-        ([("authorization", "Bearer not-a-jwt")], "not valid"),
-        ([*bearer("alice"), *bearer("mallory")], "more than one authorization"),
+        (lambda: bearer("alice", exp=int(time.time()) - 3600), "Signature has expired"),
+        (
+            lambda: bearer("alice", key="another-secret-that-is-long-enough-too"),
+            "Signature verification",
+        ),
+        (lambda: bearer("alice", aud="elsewhere"), "Audience doesn't match"),
+        (lambda: [("authorization", "Basic YWxpY2U6cHc=")], "must be a bearer token"),
+        (lambda: [("authorization", "Bearer not-a-jwt")], "not valid"),
+        (lambda: [*bearer("alice"), *bearer("mallory")], "more than one authorization"),
     ],
     ids=["expired", "wrong-key", "wrong-audience", "not-bearer", "garbage", "two-tokens"],
 )
 async def test_a_token_that_does_not_verify_is_refused(
-    shop: tuple[orders_keel.OrderServiceClient, str], metadata: Metadata, says: str
+    shop: tuple[orders_keel.OrderServiceClient, str], metadata: Callable[[], Metadata], says: str
 ) -> None:
     orders, order_id = shop
     request = orders_pb2.GetOrderRequest(order_id=order_id)
-    refused = await _refused(orders.get_order(request, metadata=metadata), "INVALID_TOKEN")
+    refused = await _refused(orders.get_order(request, metadata=metadata()), "INVALID_TOKEN")
     assert says in refused.details()
 
 
