@@ -64,9 +64,8 @@ def runs_in_service(path: str, services: str) -> bool:
     return "tests" not in parts[2:] and not path.endswith((".md", "Dockerfile", ".dockerignore"))
 
 
-def is_keel(path: str) -> bool:
-    """Keel itself (as `keel affected` counts it): everything restarts, the gateway too."""
-    return any(path == p or (p.endswith("/") and path.startswith(p)) for p in affected.KEEL_ITSELF)
+is_keel = affected.is_keel_itself
+"""Keel itself (as `keel affected` counts it): everything restarts, the gateway too."""
 
 
 @dataclass(frozen=True)

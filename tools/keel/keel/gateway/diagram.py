@@ -13,6 +13,8 @@ import re
 from collections.abc import Collection, Iterable
 from typing import Any
 
+from keel.gateway.events_doc import pointer
+
 _UNSAFE = re.compile(r"[^A-Za-z0-9_]")
 
 
@@ -53,14 +55,14 @@ def mermaid(
     document = asyncapi or {}
     channels: dict[str, dict[str, list[str]]] = {}
     for operation in document.get("operations", {}).values():
-        channel = str(operation.get("channel", {}).get("$ref", "")).rpartition("/")[2]
+        channel = pointer(str(operation.get("channel", {}).get("$ref", "#/")))[-1]
         action = operation.get("action")
         service = operation.get("x-keel-service")
         if isinstance(service, str) and action in ("send", "receive"):
             channels.setdefault(channel, {"send": [], "receive": []})[action].append(service)
     flows: dict[tuple[str, str], set[str]] = {}
     for channel, ends in channels.items():
-        found = document.get("channels", {}).get(channel.replace("~1", "/").replace("~0", "~"), {})
+        found = document.get("channels", {}).get(channel, {})
         events = list(found.get("messages", {})) or [channel]  # the messages by name
         for publisher in ends["send"]:
             for subscriber in ends["receive"]:

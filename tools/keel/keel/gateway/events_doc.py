@@ -23,7 +23,7 @@ def _refs(node: Any) -> Iterator[str]:
             yield from _refs(item)
 
 
-def _pointer(ref: str) -> list[str]:
+def pointer(ref: str) -> list[str]:
     """The segments of a local JSON pointer (`#/components/messages/a.B`)."""
     return [part.replace("~1", "/").replace("~0", "~") for part in ref[2:].split("/")]
 
@@ -39,7 +39,7 @@ def for_services(document: dict[str, Any], services: Collection[str]) -> dict[st
     wanted: set[tuple[str, ...]] = set()
     pending = list(_refs(operations))
     while pending:
-        parts = tuple(_pointer(pending.pop()))
+        parts = tuple(pointer(pending.pop()))
         key = parts[:2] if parts[:1] == ("channels",) else parts[:3]
         if len(key) < 2 or key in wanted:
             continue

@@ -28,6 +28,12 @@ _FOLLOWS = ("asyncapi.json", ".keel-gen.json", "system.mmd")
 """Generated files that change with every proto change (the proto's own path touches)."""
 
 
+def is_keel_itself(path: str) -> bool:
+    """Whether `path` (relative to the repository's root) is Keel itself: every service is
+    touched by it."""
+    return any(path == p or (p.endswith("/") and path.startswith(p)) for p in KEEL_ITSELF)
+
+
 class GitError(Exception):
     """git could not list the changes (an unknown revision, not a repository)."""
 
@@ -75,7 +81,7 @@ def affected(
         reasons.setdefault(package.name, []).append(why)
 
     for path in paths:
-        if any(path == p or (p.endswith("/") and path.startswith(p)) for p in KEEL_ITSELF):
+        if is_keel_itself(path):
             for package in packages:
                 touch(package, f"{path}: Keel itself")
             continue
