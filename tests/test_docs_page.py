@@ -4,7 +4,7 @@ The page is opened on the gateway and on a service's own REST port, as users do 
 `make run`: Swagger UI lists the operations and answers "Try it out" (with a bearer token from
 "Authorize" for a secured one), the Events tab renders `/asyncapi.json`, the System tab draws
 the diagram. Every request the page makes goes to the server that served it (no CDN). A
-screenshot is kept under $KEEL_TEST_ARTIFACTS (else the test's tmp_path).
+screenshot is kept under $TEST_ARTIFACTS_DIR (else the test's tmp_path).
 """
 
 from __future__ import annotations
@@ -240,7 +240,7 @@ def dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dev]:
             time.sleep(0.05)  # polling for the condition, not waiting a fixed time
         address = re.compile(r"^\s+(\S+)\s+127\.0\.0\.1:\d+\s+(http://\S+)\s", re.M)
         rest = dict(address.findall(log.read_text()))
-        artifacts = Path(os.environ.get("KEEL_TEST_ARTIFACTS") or folder)
+        artifacts = Path(os.environ.get("TEST_ARTIFACTS_DIR") or folder)
         artifacts.mkdir(parents=True, exist_ok=True)
         yield Dev(gateway, rest, log, artifacts)
     finally:
