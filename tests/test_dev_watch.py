@@ -32,7 +32,7 @@ from keel.runtime.config import Settings
 from watchfiles import Change
 
 from tests import devprocess
-from tests.conftest import REPO, answers
+from tests.conftest import BIN, REPO, answers
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -278,6 +278,65 @@ def test_a_saved_proto_is_linted_regenerated_and_served(dev: Dev) -> None:
     )
 
 
+def test_a_new_service_folder_is_served_and_a_removed_one_stopped(dev: Dev) -> None:
+    """`keel new service` while keel dev runs: the new service starts (its proto generated),
+    the gateway serves its route; deleting its folder stops it."""
+    shutil.copy2(REPO / "pyproject.toml", dev.root / "pyproject.toml")  # keel new edits it
+    port = devprocess.free_pair()
+    # keel dev was given its own registry (free ports): the new address goes there too.
+    with dev.registry.open("a") as registry:
+        registry.write(f'"acme.inventory.v1.InventoryService" = "127.0.0.1:{port}"\n')
+    before = dev.all_starts()
+    seen = len(dev.reloads())
+    made = subprocess.run(
+        [str(BIN / "keel"), "new", "service", "inventory", "--port", str(port)],
+        cwd=dev.root,
+        capture_output=True,
+        text=True,
+        check=False,
+        env={k: v for k, v in os.environ.items() if not k.startswith(("KEEL_", "OTEL_"))},
+    )
+    assert made.returncode == 0, made.stdout + made.stderr
+    line = dev.wait_for_line(r"new service inventory", seen)
+    assert f"gRPC 127.0.0.1:{port}" in line
+    rest = re.search(r"REST (http://127\.0\.0\.1:\d+)", line)
+    assert rest, line
+    dev.wait_for_line(r"reload: .*serving again in", seen)
+    created = _DIRECT.open(
+        urllib.request.Request(
+            f"{dev.gateway}/v1/inventory/items",
+            data=json.dumps({"title": "first"}).encode(),
+            headers={"content-type": "application/json", "idempotency-key": "first-item"},
+            method="POST",
+        ),
+        timeout=30,
+    )
+    item = json.loads(created.read())
+    assert item["title"] == "first"
+    # Its own REST port serves it too, and the services already running kept serving.
+    assert _call(f"{rest[1]}/v1/inventory/items/{item['itemId']}") == (200, item)
+    assert _call(f"{dev.gateway}/v1/products/p_mug")[0] == 200
+    assert dev.starts("inventory") >= 1  # (keel new writes in steps: a save may restart it)
+    # (services/registry.toml changed too: like any change to Keel's own files, it restarts all)
+    assert all(after > before[name] for name, after in dev.all_starts().items())
+
+    # Another address in the registry: inventory starts anew on it, with its data.
+    moved = devprocess.free_pair()
+    dev.registry.write_text(dev.registry.read_text().replace(f':{port}"', f':{moved}"'))
+    seen = len(dev.reloads())
+    with (dev.root / "services/registry.toml").open("a") as saved:
+        saved.write("# moved\n")
+    dev.wait_for_line(rf"inventory moved to 127\.0\.0\.1:{moved}", seen)
+    dev.wait_for_line(r"reload: .*serving again in", seen)
+    assert _call(f"{dev.gateway}/v1/inventory/items/{item['itemId']}") == (200, item)
+
+    seen = len(dev.reloads())
+    shutil.rmtree(dev.root / "services/inventory")
+    dev.wait_for_line(r"stopped inventory \(its folder is gone\)", seen)
+    dev.wait_for(lambda: _call(f"{rest[1]}/healthz")[0] == 0, "inventory's REST port closed")
+    assert _call(f"{dev.gateway}/v1/products/p_mug")[0] == 200
+
+
 def test_the_dev_loop_bench_runs() -> None:
     """bench/devloop_bench.py, one round (its figures are printed by `make bench`, never
     asserted here): each change was seen and served."""
@@ -327,6 +386,17 @@ def test_what_a_save_is(tmp_path: Path) -> None:
         (Change.deleted, str(tmp_path / "services/old.py")),  # a real deletion counts
     }
     assert changes.relative(batch, tmp_path) == ["services/old.py", "services/service.py"]
+
+    # A new folder counts with the files in it (written before it was watched: unseen), not
+    # the folder itself, nor what the filter ignores in it.
+    made = tmp_path / "proto/acme/inventory/v1"
+    made.mkdir(parents=True)
+    (made / "inventory.proto").write_text("")
+    (made / ".inventory.proto.swp").write_text("")
+    (made / "__pycache__").mkdir()
+    (made / "__pycache__/x.pyc").write_text("")
+    batch = {(Change.added, str(tmp_path / "proto/acme")), (Change.added, str(made))}
+    assert changes.relative(batch, tmp_path, kept) == ["proto/acme/inventory/v1/inventory.proto"]
 
     saved = changes.Saved.sort(
         [

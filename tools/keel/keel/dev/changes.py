@@ -9,7 +9,7 @@ it, call it or subscribe to its events, and Keel itself touches every service.""
 from __future__ import annotations
 
 import os
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,18 +42,38 @@ class SavedFiles(DefaultFilter):
         super().__init__(ignore_paths=[str(p) for p in ignore_paths])
 
 
-def relative(batch: Collection[tuple[Change, str]], root: Path) -> list[str]:
+def relative(
+    batch: Collection[tuple[Change, str]],
+    root: Path,
+    accept: Callable[[Change, str], bool] = lambda change, path: True,
+) -> list[str]:
     """The changed files under `root`, relative to it (posix), sorted; a file that came and
-    went within the batch (an editor's or sed's temp file, renamed over the real one) is none."""
+    went within the batch (an editor's or sed's temp file, renamed over the real one) is none,
+    nor is a folder. A new folder counts with the files in it that `accept` keeps: files
+    written into a folder just made can come before the folder is watched, unseen."""
     added = {path for change, path in batch if change == Change.added}
-    found = set()
+    paths = set()
     for _, path in batch:
         if path in added and not os.path.lexists(path):
             continue
+        if not os.path.isdir(path):
+            paths.add(path)
+        elif path in added:
+            paths |= _files_in(path, accept)
+    found = set()
+    for path in paths:
         rel = os.path.relpath(path, root)
         if not rel.startswith(".."):
             found.add(Path(rel).as_posix())
     return sorted(found)
+
+
+def _files_in(folder: str, accept: Callable[[Change, str], bool]) -> set[str]:
+    found = set()
+    for parent, folders, files in os.walk(folder):
+        folders[:] = [f for f in folders if accept(Change.added, os.path.join(parent, f))]
+        found |= {p for f in files if accept(Change.added, p := os.path.join(parent, f))}
+    return found
 
 
 def runs_in_service(path: str, services: str) -> bool:

@@ -48,6 +48,54 @@ class Session:
     def everyone(self) -> list[Child]:
         return [*self.children.values(), *([self.gateway] if self.gateway else [])]
 
+    def add(self, service: DevService, *, gen: Path, registry: Path, state: Path) -> Child:
+        """The child that runs `service` (not started), on a REST port of its own for the whole
+        session."""
+        if service.name not in self.rest_ports:
+            taken = {
+                self.gateway_port,
+                *self.rest_ports.values(),
+                *(s.port for s in self.services),
+                *(s.port + 1000 for s in self.services),
+                service.port,
+                service.port + 1000,
+            }
+            self.rest_ports[service.name] = free_ports(1, taken)[0]
+        rest = self.rest_ports[service.name]
+        env = service_env(
+            service,
+            rest_port=rest,
+            gen=gen,
+            registry=registry,
+            state=state,
+            nats_url=self.broker.url,
+        )
+        color = console.COLORS[len(self.children) % len(console.COLORS)]
+        child = Child(
+            service.name,
+            service_command(service),
+            {**WATCHING, **env} if self.watching else env,
+            color,
+            on_exit=self.on_exit,
+            port=service.port,
+            ports=(service.port, service.port + 1000, rest),
+            spare=service_spare(service, gen) if self.watching else (),
+        )
+        self.services = [*(s for s in self.services if s.name != service.name), service]
+        self.children[service.name] = child
+        return child
+
+    async def remove(self, name: str, *, keep_port: bool = False) -> None:
+        """Stop the child of the service `name` and forget it (its folder is gone), or only its
+        child and address (`keep_port`: its REST port stays its own, for its next start)."""
+        child = self.children.pop(name, None)
+        if not keep_port:
+            self.rest_ports.pop(name, None)
+        self.services = [s for s in self.services if s.name != name]
+        if child is not None:
+            await child.stop()
+            await child.discard()
+
     def on_exit(self, child: Child, status: int) -> None:
         if self.watching:
             if not child.serving.event.is_set():
@@ -109,28 +157,8 @@ async def run(
     taken = {gateway_port, *(s.port for s in services), *(s.port + 1000 for s in services)}
     rest = dict(zip((s.name for s in services), free_ports(len(services), taken), strict=True))
     session = Session(services, {}, rest, None, gateway_port, broker, watch, stop)
-    for index, service in enumerate(services):
-        env = service_env(
-            service,
-            rest_port=rest[service.name],
-            gen=gen,
-            registry=registry,
-            state=state,
-            nats_url=broker.url,
-        )
-        if watch:
-            env = {**WATCHING, **env}
-        color = console.COLORS[index % len(console.COLORS)]
-        session.children[service.name] = Child(
-            service.name,
-            service_command(service),
-            env,
-            color,
-            on_exit=session.on_exit,
-            port=service.port,
-            ports=(service.port, service.port + 1000, rest[service.name]),
-            spare=service_spare(service, gen) if watch else (),
-        )
+    for service in services:
+        session.add(service, gen=gen, registry=registry, state=state)
     if gateway_port:
         session.gateway = Child(
             "gateway",

@@ -26,9 +26,10 @@ from watchfiles import awatch
 
 from keel.dev import changes, console, regen
 from keel.dev.child import Child
-from keel.dev.services import gen_spare
+from keel.dev.services import discover, gen_spare
 from keel.dev.session import START_WAIT, Session
 from keel.dev.warm import Warm
+from keel.runtime.config import ConfigError
 from keel.system import contracts as contracts_
 from keel.system import packages as packages_
 from keel.toolchain import workspace
@@ -55,6 +56,8 @@ class Watch:
         self.services = _relative(services_dir, self.root)
         self.gen = gen
         self.gen_rel = _relative(gen, self.root)
+        self.registry = registry
+        self.state = state
         self.ignored = [gen.resolve(), state.resolve()]
         self.pending: set[str] = set()
         """Protos saved since the last good generation."""
@@ -98,9 +101,10 @@ class Watch:
         await self._load()
         self._warm([])
         folders = self.folders()
+        saved_files = changes.SavedFiles(self.ignored)
         batches = awatch(
             *folders,
-            watch_filter=changes.SavedFiles(self.ignored),
+            watch_filter=saved_files,
             stop_event=self.session.stop,
             step=50,
         )
@@ -114,7 +118,7 @@ class Watch:
                     batch = await waiting
                 except StopAsyncIteration:
                     return
-                paths = changes.relative(batch, self.root)
+                paths = changes.relative(batch, self.root, saved_files)
                 saved = changes.Saved.sort(paths, self.services)
                 if saved and not self.session.stop.is_set():
                     try:
@@ -166,6 +170,11 @@ class Watch:
                 )
                 gateway = True
                 self.pending.clear()
+        arrived, said = await self._adopt()
+        if said:
+            done += said
+            restart |= arrived
+            gateway = True
         if saved.code:
             restart |= changes.touched(saved.code, self.contracts, self.packages, self.gen_rel)
         if keel:
@@ -189,17 +198,7 @@ class Watch:
         self._warm(children)
         done.append(f"restarted {', '.join(c.name for c in children)}")
         failed = [c.name for c, ok in zip(children, serving, strict=True) if not ok]
-        if failed:
-            console.say(
-                f"reload: {saved.describe()} changed; {'; '.join(done)};"
-                f" {_RED}{', '.join(failed)} not serving{console.RESET} (see above: save again"
-                f" to retry), the others serving in {seconds:.2f} s"
-            )
-        else:
-            console.say(
-                f"reload: {saved.describe()} changed; {'; '.join(done)};"
-                f" serving again in {seconds:.2f} s"
-            )
+        _report(saved, done, failed, seconds)
 
     def _warm(self, first: list[Child]) -> None:
         """Warm a spare for `keel gen` and for every child that has none, one at a time (they
@@ -229,6 +228,42 @@ class Watch:
         except TimeoutError:
             return False
 
+    async def _adopt(self) -> tuple[set[str], list[str]]:
+        """Run the service folders that appeared under services/ since keel dev started (`keel
+        new service`), stop those that went, start anew those whose address in the registry
+        changed: the names of those to start, and what was done. A folder
+        still being written (no `__main__.py` yet, no address in the registry) waits for the
+        next save."""
+        try:
+            found = await asyncio.to_thread(discover, self.services_dir, self.registry)
+        except (ConfigError, ValueError, OSError):  # (a TOML error is a ValueError)
+            return set(), []
+        known = {s.name: s for s in self.session.services}
+        moved = {s.name for s in found if s.name in known and known[s.name] != s}
+        for name in sorted(moved):  # another port in the registry: started anew on it
+            await self.session.remove(name, keep_port=True)
+        running = set(self.session.children)
+        arrived = {s.name for s in found} - running
+        left = running - {s.name for s in found}
+        ports = {s.name: s.port for s in found}
+        said = [f"{name} moved to 127.0.0.1:{ports[name]}" for name in sorted(moved)]
+        for service in found:
+            if service.name in arrived:
+                self.session.add(service, gen=self.gen, registry=self.registry, state=self.state)
+                if service.name in moved:
+                    continue
+                rest = self.session.rest_ports[service.name]
+                said.append(
+                    f"new service {service.name} (gRPC 127.0.0.1:{service.port},"
+                    f" REST http://127.0.0.1:{rest})"
+                )
+        for name in sorted(left):
+            await self.session.remove(name)
+            said.append(f"stopped {name} (its folder is gone)")
+        if said:
+            await self._load()  # the packages: which service a file belongs to
+        return arrived, said
+
     async def _redraw(self) -> list[str]:
         problems = await regen.redraw(self.root, self.services, self.gen)
         for line in problems:
@@ -242,3 +277,18 @@ class Watch:
         )
         for line in generated.lines:
             console.say(f"  {line}")
+
+
+def _report(saved: changes.Saved, done: list[str], failed: list[str], seconds: float) -> None:
+    """The reload's one console line."""
+    if failed:
+        console.say(
+            f"reload: {saved.describe()} changed; {'; '.join(done)};"
+            f" {_RED}{', '.join(failed)} not serving{console.RESET} (see above: save again"
+            f" to retry), the others serving in {seconds:.2f} s"
+        )
+    else:
+        console.say(
+            f"reload: {saved.describe()} changed; {'; '.join(done)};"
+            f" serving again in {seconds:.2f} s"
+        )
