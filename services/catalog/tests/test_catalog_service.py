@@ -15,6 +15,8 @@ from catalog.service import CatalogService
 from catalog.settings import CatalogSettings
 from catalog.store import SqlStore, seed
 from google.protobuf import field_mask_pb2
+from google.rpc import status_pb2
+from google.rpc.error_details_pb2 import BadRequest
 from keel.data import Database
 
 Client = catalog_keel.CatalogServiceClient
@@ -128,6 +130,16 @@ async def test_create_validates_the_product(catalog: Client) -> None:
     details = caught.value.details() or ""
     for problem in ("product.price_cents", "product.currency", "a new product needs a title"):
         assert problem in details
+    bad = next(
+        BadRequest.FromString(d.value)
+        for d in status_pb2.Status.FromString(
+            dict(caught.value.trailing_metadata() or ())["grpc-status-details-bin"]
+        ).details
+        if d.Is(BadRequest.DESCRIPTOR)
+    )
+    named = {v.field: v.description for v in bad.field_violations}
+    assert named["product"] == "a new product needs a title"  # every violation names its field
+    assert all(named), named
 
 
 async def test_reserve_is_idempotent_and_release_restores_stock(catalog: Client) -> None:

@@ -30,7 +30,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from keel.options.v1 import options_pb2 as keel_dot_options_dot_v1_dot_options__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x61\x63me/catalog/v1/catalog.proto\x12\x0f\x61\x63me.catalog.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dkeel/options/v1/options.proto\"\xb0\x04\n\x07Product\x12#\n\nproduct_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03R\tproductId\x12%\n\x05title\x18\x02 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\x18\xc8\x01\xd8\x01\x01R\x05title\x12(\n\x0bprice_cents\x18\x03 \x01(\x03\x42\x07\xbaH\x04\"\x02(\x00R\npriceCents\x12\x30\n\x08\x63urrency\x18\x04 \x01(\tB\x14\xbaH\x11r\x0c\x32\n^[A-Z]{3}$\xd8\x01\x01R\x08\x63urrency\x12\x1a\n\x05stock\x18\x05 \x01(\x05\x42\x04\xe2\x41\x01\x03R\x05stock\x12<\n\x06labels\x18\x06 \x03(\x0b\x32$.acme.catalog.v1.Product.LabelsEntryR\x06labels\x12\x41\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03R\ncreateTime\x12#\n\nunits_sold\x18\x08 \x01(\x03\x42\x04\xe2\x41\x01\x03R\tunitsSold\x12:\n\x05state\x18\t \x01(\x0e\x32\x1e.acme.catalog.v1.Product.StateB\x04\xe2\x41\x01\x03R\x05state\x1a\x39\n\x0bLabelsEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x02\x38\x01\"D\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x10\n\x0cSTATE_ACTIVE\x10\x01\x12\x12\n\x0eSTATE_ARCHIVED\x10\x02\";\n\x11GetProductRequest\x12&\n\nproduct_id\x18\x01 \x01(\tB\x07\xbaH\x04r\x02\x10\x01R\tproductId\"\x82\x01\n\x13ListProductsRequest\x12\'\n\tpage_size\x18\x01 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xf4\x03(\x00R\x08pageSize\x12\x1d\n\npage_token\x18\x02 \x01(\tR\tpageToken\x12#\n\rshow_archived\x18\x03 \x01(\x08R\x0cshowArchived\"t\n\x14ListProductsResponse\x12\x34\n\x08products\x18\x01 \x03(\x0b\x32\x18.acme.catalog.v1.ProductR\x08products\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xa8\x01\n\x14\x43reateProductRequest\x12:\n\x07product\x18\x01 \x01(\x0b\x32\x18.acme.catalog.v1.ProductB\x06\xbaH\x03\xc8\x01\x01R\x07product:T\xbaHQ\x1aO\n\x16product.title_required\x12\x1b\x61 new product needs a title\x1a\x18this.product.title != \'\'\"\x8f\x01\n\x14UpdateProductRequest\x12:\n\x07product\x18\x01 \x01(\x0b\x32\x18.acme.catalog.v1.ProductB\x06\xbaH\x03\xc8\x01\x01R\x07product\x12;\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskR\nupdateMask\"X\n\tStockLine\x12&\n\nproduct_id\x18\x01 \x01(\tB\x07\xbaH\x04r\x02\x10\x01R\tproductId\x12#\n\x08quantity\x18\x02 \x01(\x05\x42\x07\xbaH\x04\x1a\x02 \x00R\x08quantity\"u\n\x13ReserveStockRequest\x12\"\n\x08order_id\x18\x01 \x01(\tB\x07\xbaH\x04r\x02\x10\x01R\x07orderId\x12:\n\x05lines\x18\x02 \x03(\x0b\x32\x1a.acme.catalog.v1.StockLineB\x08\xbaH\x05\x92\x01\x02\x08\x01R\x05lines\"S\n\x14ReserveStockResponse\x12\x1f\n\x0btotal_cents\x18\x01 \x01(\x03R\ntotalCents\x12\x1a\n\x08\x63urrency\x18\x02 \x01(\tR\x08\x63urrency\"9\n\x13ReleaseStockRequest\x12\"\n\x08order_id\x18\x01 \x01(\tB\x07\xbaH\x04r\x02\x10\x01R\x07orderId\"\x16\n\x14ReleaseStockResponse\"H\n\x12GetProductResponse\x12\x32\n\x07product\x18\x01 \x01(\x0b\x32\x18.acme.catalog.v1.ProductR\x07product\"K\n\x15\x43reateProductResponse\x12\x32\n\x07product\x18\x01 \x01(\x0b\x32\x18.acme.catalog.v1.ProductR\x07product\"K\n\x15UpdateProductResponse\x12\x32\n\x07product\x18\x01 \x01(\x0b\x32\x18.acme.catalog.v1.ProductR\x07product\"d\n\x15RestockProductRequest\x12&\n\nproduct_id\x18\x01 \x01(\tB\x07\xbaH\x04r\x02\x10\x01R\tproductId\x12#\n\x08quantity\x18\x02 \x01(\x05\x42\x07\xbaH\x04\x1a\x02 \x00R\x08quantity\"L\n\x16RestockProductResponse\x12\x32\n\x07product\x18\x01 \x01(\x0b\x32\x18.acme.catalog.v1.ProductR\x07product\"?\n\x15\x41rchiveProductRequest\x12&\n\nproduct_id\x18\x01 \x01(\tB\x07\xbaH\x04r\x02\x10\x01R\tproductId\"L\n\x16\x41rchiveProductResponse\x12\x32\n\x07product\x18\x01 \x01(\x0b\x32\x18.acme.catalog.v1.ProductR\x07product\"A\n\x17UnarchiveProductRequest\x12&\n\nproduct_id\x18\x01 \x01(\tB\x07\xbaH\x04r\x02\x10\x01R\tproductId\"N\n\x18UnarchiveProductResponse\x12\x32\n\x07product\x18\x01 \x01(\x0b\x32\x18.acme.catalog.v1.ProductR\x07product2\xf6\n\n\x0e\x43\x61talogService\x12\x8c\x01\n\nGetProduct\x12\".acme.catalog.v1.GetProductRequest\x1a#.acme.catalog.v1.GetProductResponse\"5\x90\x02\x01\xf2\xa4\x19\x04\x12\x02\x08\x01\x82\xd3\xe4\x93\x02$\x12\x19/v1/products/{product_id}b\x07product\x12|\n\x0cListProducts\x12$.acme.catalog.v1.ListProductsRequest\x1a%.acme.catalog.v1.ListProductsResponse\"\x1f\x90\x02\x01\xf2\xa4\x19\x04\x12\x02\x08\x01\x82\xd3\xe4\x93\x02\x0e\x12\x0c/v1/products\x12\x94\x01\n\rCreateProduct\x12%.acme.catalog.v1.CreateProductRequest\x1a&.acme.catalog.v1.CreateProductResponse\"4\xf2\xa4\x19\x13\x12\x0f\x12\rcatalog.write\x18\x01\x82\xd3\xe4\x93\x02\x17\"\x0c/v1/products:\x07product\x12\xaa\x01\n\rUpdateProduct\x12%.acme.catalog.v1.UpdateProductRequest\x1a&.acme.catalog.v1.UpdateProductResponse\"J\x90\x02\x02\xf2\xa4\x19\x11\x12\x0f\x12\rcatalog.write\x82\xd3\xe4\x93\x02,2!/v1/products/{product.product_id}:\x07product\x12\xa6\x01\n\x0eRestockProduct\x12&.acme.catalog.v1.RestockProductRequest\x1a\'.acme.catalog.v1.RestockProductResponse\"C\xf2\xa4\x19\x13\x12\x0f\x12\rcatalog.write\x18\x01\x82\xd3\xe4\x93\x02&\"!/v1/products/{product_id}:restock:\x01*\x12\xa7\x01\n\x0e\x41rchiveProduct\x12&.acme.catalog.v1.ArchiveProductRequest\x1a\'.acme.catalog.v1.ArchiveProductResponse\"D\x90\x02\x02\xf2\xa4\x19\x11\x12\x0f\x12\rcatalog.write\x82\xd3\xe4\x93\x02&\"!/v1/products/{product_id}:archive:\x01*\x12\xaf\x01\n\x10UnarchiveProduct\x12(.acme.catalog.v1.UnarchiveProductRequest\x1a).acme.catalog.v1.UnarchiveProductResponse\"F\x90\x02\x02\xf2\xa4\x19\x11\x12\x0f\x12\rcatalog.write\x82\xd3\xe4\x93\x02(\"#/v1/products/{product_id}:unarchive:\x01*\x12g\n\x0cReserveStock\x12$.acme.catalog.v1.ReserveStockRequest\x1a%.acme.catalog.v1.ReserveStockResponse\"\n\xf2\xa4\x19\x06\n\x02\x08\x01\x18\x01\x12`\n\x0cReleaseStock\x12$.acme.catalog.v1.ReleaseStockRequest\x1a%.acme.catalog.v1.ReleaseStockResponse\"\x03\x90\x02\x02\x1a\x43\xf2\xa4\x19?\n\x02\x08\x02\"\x1a\x61\x63me.orders.v1.OrderPlaced\"\x1d\x61\x63me.orders.v1.OrderCancelledb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x61\x63me/catalog/v1/catalog.proto\x12\x0f\x61\x63me.catalog.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dkeel/options/v1/options.proto\"\xb0\x04\n\x07Product\x12#\n\nproduct_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03R\tproductId\x12%\n\x05title\x18\x02 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\x18\xc8\x01\xd8\x01\x01R\x05title\x12(\n\x0bprice_cents\x18\x03 \x01(\x03\x42\x07\xbaH\x04\"\x02(\x00R\npriceCents\x12\x30\n\x08\x63urrency\x18\x04 \x01(\tB\x14\xbaH\x11r\x0c\x32\n^[A-Z]{3}$\xd8\x01\x01R\x08\x63urrency\x12\x1a\n\x05stock\x18\x05 \x01(\x05\x42\x04\xe2\x41\x01\x03R\x05stock\x12<\n\x06labels\x18\x06 \x03(\x0b\x32$.acme.catalog.v1.Product.LabelsEntryR\x06labels\x12\x41\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03R\ncreateTime\x12#\n\nunits_sold\x18\x08 \x01(\x03\x42\x04\xe2\x41\x01\x03R\tunitsSold\x12:\n\x05state\x18\t \x01(\x0e\x32\x1e.acme.catalog.v1.Product.StateB\x04\xe2\x41\x01\x03R\x05state\x1a\x39\n\x0bLabelsEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x02\x38\x01\"D\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x10\n\x0cSTATE_ACTIVE\x10\x01\x12\x12\n\x0eSTATE_ARCHIVED\x10\x02\";\n\x11GetProductRequest\x12&\n\nproduct_id\x18\x01 \x01(\tB\x07\xbaH\x04r\x02\x10\x01R\tproductId\"\x82\x01\n\x13ListProductsRequest\x12\'\n\tpage_size\x18\x01 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xf4\x03(\x00R\x08pageSize\x12\x1d\n\npage_token\x18\x02 \x01(\tR\tpageToken\x12#\n\rshow_archived\x18\x03 \x01(\x08R\x0cshowArchived\"t\n\x14ListProductsResponse\x12\x34\n\x08products\x18\x01 \x03(\x0b\x32\x18.acme.catalog.v1.ProductR\x08products\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x9d\x01\n\x14\x43reateProductRequest\x12\x84\x01\n\x07product\x18\x01 \x01(\x0b\x32\x18.acme.catalog.v1.ProductBP\xbaHM\xba\x01G\n\x16product.title_required\x12\x1b\x61 new product needs a title\x1a\x10this.title != \'\'\xc8\x01\x01R\x07product\"\x8f\x01\n\x14UpdateProductRequest\x12:\n\x07product\x18\x01 \x01(\x0b\x32\x18.acme.catalog.v1.ProductB\x06\xbaH\x03\xc8\x01\x01R\x07product\x12;\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskR\nupdateMask\"X\n\tStockLine\x12&\n\nproduct_id\x18\x01 \x01(\tB\x07\xbaH\x04r\x02\x10\x01R\tproductId\x12#\n\x08quantity\x18\x02 \x01(\x05\x42\x07\xbaH\x04\x1a\x02 \x00R\x08quantity\"u\n\x13ReserveStockRequest\x12\"\n\x08order_id\x18\x01 \x01(\tB\x07\xbaH\x04r\x02\x10\x01R\x07orderId\x12:\n\x05lines\x18\x02 \x03(\x0b\x32\x1a.acme.catalog.v1.StockLineB\x08\xbaH\x05\x92\x01\x02\x08\x01R\x05lines\"S\n\x14ReserveStockResponse\x12\x1f\n\x0btotal_cents\x18\x01 \x01(\x03R\ntotalCents\x12\x1a\n\x08\x63urrency\x18\x02 \x01(\tR\x08\x63urrency\"9\n\x13ReleaseStockRequest\x12\"\n\x08order_id\x18\x01 \x01(\tB\x07\xbaH\x04r\x02\x10\x01R\x07orderId\"\x16\n\x14ReleaseStockResponse\"H\n\x12GetProductResponse\x12\x32\n\x07product\x18\x01 \x01(\x0b\x32\x18.acme.catalog.v1.ProductR\x07product\"K\n\x15\x43reateProductResponse\x12\x32\n\x07product\x18\x01 \x01(\x0b\x32\x18.acme.catalog.v1.ProductR\x07product\"K\n\x15UpdateProductResponse\x12\x32\n\x07product\x18\x01 \x01(\x0b\x32\x18.acme.catalog.v1.ProductR\x07product\"d\n\x15RestockProductRequest\x12&\n\nproduct_id\x18\x01 \x01(\tB\x07\xbaH\x04r\x02\x10\x01R\tproductId\x12#\n\x08quantity\x18\x02 \x01(\x05\x42\x07\xbaH\x04\x1a\x02 \x00R\x08quantity\"L\n\x16RestockProductResponse\x12\x32\n\x07product\x18\x01 \x01(\x0b\x32\x18.acme.catalog.v1.ProductR\x07product\"?\n\x15\x41rchiveProductRequest\x12&\n\nproduct_id\x18\x01 \x01(\tB\x07\xbaH\x04r\x02\x10\x01R\tproductId\"L\n\x16\x41rchiveProductResponse\x12\x32\n\x07product\x18\x01 \x01(\x0b\x32\x18.acme.catalog.v1.ProductR\x07product\"A\n\x17UnarchiveProductRequest\x12&\n\nproduct_id\x18\x01 \x01(\tB\x07\xbaH\x04r\x02\x10\x01R\tproductId\"N\n\x18UnarchiveProductResponse\x12\x32\n\x07product\x18\x01 \x01(\x0b\x32\x18.acme.catalog.v1.ProductR\x07product2\xf6\n\n\x0e\x43\x61talogService\x12\x8c\x01\n\nGetProduct\x12\".acme.catalog.v1.GetProductRequest\x1a#.acme.catalog.v1.GetProductResponse\"5\x90\x02\x01\xf2\xa4\x19\x04\x12\x02\x08\x01\x82\xd3\xe4\x93\x02$\x12\x19/v1/products/{product_id}b\x07product\x12|\n\x0cListProducts\x12$.acme.catalog.v1.ListProductsRequest\x1a%.acme.catalog.v1.ListProductsResponse\"\x1f\x90\x02\x01\xf2\xa4\x19\x04\x12\x02\x08\x01\x82\xd3\xe4\x93\x02\x0e\x12\x0c/v1/products\x12\x94\x01\n\rCreateProduct\x12%.acme.catalog.v1.CreateProductRequest\x1a&.acme.catalog.v1.CreateProductResponse\"4\xf2\xa4\x19\x13\x12\x0f\x12\rcatalog.write\x18\x01\x82\xd3\xe4\x93\x02\x17\"\x0c/v1/products:\x07product\x12\xaa\x01\n\rUpdateProduct\x12%.acme.catalog.v1.UpdateProductRequest\x1a&.acme.catalog.v1.UpdateProductResponse\"J\x90\x02\x02\xf2\xa4\x19\x11\x12\x0f\x12\rcatalog.write\x82\xd3\xe4\x93\x02,2!/v1/products/{product.product_id}:\x07product\x12\xa6\x01\n\x0eRestockProduct\x12&.acme.catalog.v1.RestockProductRequest\x1a\'.acme.catalog.v1.RestockProductResponse\"C\xf2\xa4\x19\x13\x12\x0f\x12\rcatalog.write\x18\x01\x82\xd3\xe4\x93\x02&\"!/v1/products/{product_id}:restock:\x01*\x12\xa7\x01\n\x0e\x41rchiveProduct\x12&.acme.catalog.v1.ArchiveProductRequest\x1a\'.acme.catalog.v1.ArchiveProductResponse\"D\x90\x02\x02\xf2\xa4\x19\x11\x12\x0f\x12\rcatalog.write\x82\xd3\xe4\x93\x02&\"!/v1/products/{product_id}:archive:\x01*\x12\xaf\x01\n\x10UnarchiveProduct\x12(.acme.catalog.v1.UnarchiveProductRequest\x1a).acme.catalog.v1.UnarchiveProductResponse\"F\x90\x02\x02\xf2\xa4\x19\x11\x12\x0f\x12\rcatalog.write\x82\xd3\xe4\x93\x02(\"#/v1/products/{product_id}:unarchive:\x01*\x12g\n\x0cReserveStock\x12$.acme.catalog.v1.ReserveStockRequest\x1a%.acme.catalog.v1.ReserveStockResponse\"\n\xf2\xa4\x19\x06\n\x02\x08\x01\x18\x01\x12`\n\x0cReleaseStock\x12$.acme.catalog.v1.ReleaseStockRequest\x1a%.acme.catalog.v1.ReleaseStockResponse\"\x03\x90\x02\x02\x1a\x43\xf2\xa4\x19?\n\x02\x08\x02\"\x1a\x61\x63me.orders.v1.OrderPlaced\"\x1d\x61\x63me.orders.v1.OrderCancelledb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -60,9 +60,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTPRODUCTSREQUEST'].fields_by_name['page_size']._loaded_options = None
   _globals['_LISTPRODUCTSREQUEST'].fields_by_name['page_size']._serialized_options = b'\272H\007\032\005\030\364\003(\000'
   _globals['_CREATEPRODUCTREQUEST'].fields_by_name['product']._loaded_options = None
-  _globals['_CREATEPRODUCTREQUEST'].fields_by_name['product']._serialized_options = b'\272H\003\310\001\001'
-  _globals['_CREATEPRODUCTREQUEST']._loaded_options = None
-  _globals['_CREATEPRODUCTREQUEST']._serialized_options = b'\272HQ\032O\n\026product.title_required\022\033a new product needs a title\032\030this.product.title != \'\''
+  _globals['_CREATEPRODUCTREQUEST'].fields_by_name['product']._serialized_options = b'\272HM\272\001G\n\026product.title_required\022\033a new product needs a title\032\020this.title != \'\'\310\001\001'
   _globals['_UPDATEPRODUCTREQUEST'].fields_by_name['product']._loaded_options = None
   _globals['_UPDATEPRODUCTREQUEST'].fields_by_name['product']._serialized_options = b'\272H\003\310\001\001'
   _globals['_STOCKLINE'].fields_by_name['product_id']._loaded_options = None
@@ -116,37 +114,37 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTPRODUCTSRESPONSE']._serialized_start=997
   _globals['_LISTPRODUCTSRESPONSE']._serialized_end=1113
   _globals['_CREATEPRODUCTREQUEST']._serialized_start=1116
-  _globals['_CREATEPRODUCTREQUEST']._serialized_end=1284
-  _globals['_UPDATEPRODUCTREQUEST']._serialized_start=1287
-  _globals['_UPDATEPRODUCTREQUEST']._serialized_end=1430
-  _globals['_STOCKLINE']._serialized_start=1432
-  _globals['_STOCKLINE']._serialized_end=1520
-  _globals['_RESERVESTOCKREQUEST']._serialized_start=1522
-  _globals['_RESERVESTOCKREQUEST']._serialized_end=1639
-  _globals['_RESERVESTOCKRESPONSE']._serialized_start=1641
-  _globals['_RESERVESTOCKRESPONSE']._serialized_end=1724
-  _globals['_RELEASESTOCKREQUEST']._serialized_start=1726
-  _globals['_RELEASESTOCKREQUEST']._serialized_end=1783
-  _globals['_RELEASESTOCKRESPONSE']._serialized_start=1785
-  _globals['_RELEASESTOCKRESPONSE']._serialized_end=1807
-  _globals['_GETPRODUCTRESPONSE']._serialized_start=1809
-  _globals['_GETPRODUCTRESPONSE']._serialized_end=1881
-  _globals['_CREATEPRODUCTRESPONSE']._serialized_start=1883
-  _globals['_CREATEPRODUCTRESPONSE']._serialized_end=1958
-  _globals['_UPDATEPRODUCTRESPONSE']._serialized_start=1960
-  _globals['_UPDATEPRODUCTRESPONSE']._serialized_end=2035
-  _globals['_RESTOCKPRODUCTREQUEST']._serialized_start=2037
-  _globals['_RESTOCKPRODUCTREQUEST']._serialized_end=2137
-  _globals['_RESTOCKPRODUCTRESPONSE']._serialized_start=2139
-  _globals['_RESTOCKPRODUCTRESPONSE']._serialized_end=2215
-  _globals['_ARCHIVEPRODUCTREQUEST']._serialized_start=2217
-  _globals['_ARCHIVEPRODUCTREQUEST']._serialized_end=2280
-  _globals['_ARCHIVEPRODUCTRESPONSE']._serialized_start=2282
-  _globals['_ARCHIVEPRODUCTRESPONSE']._serialized_end=2358
-  _globals['_UNARCHIVEPRODUCTREQUEST']._serialized_start=2360
-  _globals['_UNARCHIVEPRODUCTREQUEST']._serialized_end=2425
-  _globals['_UNARCHIVEPRODUCTRESPONSE']._serialized_start=2427
-  _globals['_UNARCHIVEPRODUCTRESPONSE']._serialized_end=2505
-  _globals['_CATALOGSERVICE']._serialized_start=2508
-  _globals['_CATALOGSERVICE']._serialized_end=3906
+  _globals['_CREATEPRODUCTREQUEST']._serialized_end=1273
+  _globals['_UPDATEPRODUCTREQUEST']._serialized_start=1276
+  _globals['_UPDATEPRODUCTREQUEST']._serialized_end=1419
+  _globals['_STOCKLINE']._serialized_start=1421
+  _globals['_STOCKLINE']._serialized_end=1509
+  _globals['_RESERVESTOCKREQUEST']._serialized_start=1511
+  _globals['_RESERVESTOCKREQUEST']._serialized_end=1628
+  _globals['_RESERVESTOCKRESPONSE']._serialized_start=1630
+  _globals['_RESERVESTOCKRESPONSE']._serialized_end=1713
+  _globals['_RELEASESTOCKREQUEST']._serialized_start=1715
+  _globals['_RELEASESTOCKREQUEST']._serialized_end=1772
+  _globals['_RELEASESTOCKRESPONSE']._serialized_start=1774
+  _globals['_RELEASESTOCKRESPONSE']._serialized_end=1796
+  _globals['_GETPRODUCTRESPONSE']._serialized_start=1798
+  _globals['_GETPRODUCTRESPONSE']._serialized_end=1870
+  _globals['_CREATEPRODUCTRESPONSE']._serialized_start=1872
+  _globals['_CREATEPRODUCTRESPONSE']._serialized_end=1947
+  _globals['_UPDATEPRODUCTRESPONSE']._serialized_start=1949
+  _globals['_UPDATEPRODUCTRESPONSE']._serialized_end=2024
+  _globals['_RESTOCKPRODUCTREQUEST']._serialized_start=2026
+  _globals['_RESTOCKPRODUCTREQUEST']._serialized_end=2126
+  _globals['_RESTOCKPRODUCTRESPONSE']._serialized_start=2128
+  _globals['_RESTOCKPRODUCTRESPONSE']._serialized_end=2204
+  _globals['_ARCHIVEPRODUCTREQUEST']._serialized_start=2206
+  _globals['_ARCHIVEPRODUCTREQUEST']._serialized_end=2269
+  _globals['_ARCHIVEPRODUCTRESPONSE']._serialized_start=2271
+  _globals['_ARCHIVEPRODUCTRESPONSE']._serialized_end=2347
+  _globals['_UNARCHIVEPRODUCTREQUEST']._serialized_start=2349
+  _globals['_UNARCHIVEPRODUCTREQUEST']._serialized_end=2414
+  _globals['_UNARCHIVEPRODUCTRESPONSE']._serialized_start=2416
+  _globals['_UNARCHIVEPRODUCTRESPONSE']._serialized_end=2494
+  _globals['_CATALOGSERVICE']._serialized_start=2497
+  _globals['_CATALOGSERVICE']._serialized_end=3895
 # @@protoc_insertion_point(module_scope)

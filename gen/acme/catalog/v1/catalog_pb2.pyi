@@ -212,7 +212,9 @@ class CreateProductRequest(_message.Message):
 
     PRODUCT_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def product(self) -> Global___Product: ...
+    def product(self) -> Global___Product:
+        """A new product needs a title (an update may leave it out: the rule is on the request)."""
+
     def __init__(
         self,
         *,
