@@ -6,8 +6,9 @@ the outbound metadata and deadline, then the upstream call (keel.gateway.dispatc
 lives in a module of its own; ASGI middleware given to the gateway wraps all of it.
 
 Errors are always JSON (`google.rpc.Status`): unknown route 404, known path with another method
-405 with `Allow`, bad input 400 naming the field, oversized body 413, gRPC statuses by
-google/rpc/code.proto's HTTP mapping. Never a stack trace in a response.
+405 with `Allow`, bad input 400 naming the field, oversized body 413 (on a route that takes a
+body; others do not read it), gRPC statuses by google/rpc/code.proto's HTTP mapping. Never a
+stack trace in a response.
 """
 
 from __future__ import annotations
@@ -114,6 +115,14 @@ class Gateway:
             services=[service.name for service in routes.services],
             diagram=routes.diagram,
         )
+        self._timeouts = {
+            id(r.method): outbound.deadline(
+                {}, r.method, self._services[r.method.service], self.settings
+            )
+            for r in routes.routes
+        }
+        """Each routed method's deadline when the request sets none (by the identity of its
+        MethodSpec)."""
         self.cors = Cors(self.settings.cors_origins.split(","))
         self.admission = Admission(self._services, self.settings)
         if not self.admission.auth.configured and self.warn_unauthenticated:
@@ -185,7 +194,7 @@ class Gateway:
         record: AccessRecord,
     ) -> None:
         exchange.extra.append((b"x-request-id", headers["x-request-id"].encode()))
-        origin = self.cors.allowed(headers.get("origin"))
+        origin = self.cors.allowed(headers.get("origin")) if self.cors.origins else None
         if origin:
             exchange.extra += [
                 (b"access-control-allow-origin", origin.encode()),
@@ -220,15 +229,18 @@ class Gateway:
             await exchange.reply(501, status.body(grpc.StatusCode.UNIMPLEMENTED, message))
             return
         try:
-            body = await read_body(receive, self.max_body_bytes)
+            # A route without a body takes nothing from it: it is not read (nor its size checked).
+            body = await read_body(receive, self.max_body_bytes) if found.route.rule.body else b""
             query = scope.get("query_string", b"").decode("latin-1")
             request = request_message(found, query, body, headers.get("content-type", ""))
             metadata = outbound.metadata(headers, scope.get("client"), trace=not self.edge_span)
             if admitted.claims is not None:
                 metadata += admitted.metadata()
-            timeout = outbound.deadline(
-                headers, method, self._services[method.service], self.settings
-            )
+            if "grpc-timeout" in headers:
+                service = self._services[method.service]
+                timeout = outbound.deadline(headers, method, service, self.settings)
+            else:
+                timeout = self._timeouts[id(method)]
         except BodyTooLargeError:
             limit = f"the body is larger than {self.max_body_bytes} bytes"
             await exchange.reply(413, status.body(grpc.StatusCode.INVALID_ARGUMENT, limit))

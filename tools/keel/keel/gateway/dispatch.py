@@ -48,10 +48,11 @@ def failure(match: Match, error: BaseException) -> tuple[int, bytes]:
 async def reply_ok(exchange: Exchange, match: Match, response: Message) -> None:
     """Answer 200 with a unary call's response: its JSON (or its response_body field's), or
     the bytes of a google.api.HttpBody with its content type."""
-    raw = raw_response(match, response)
-    if raw is not None:
-        await exchange.reply(200, raw[1], [(b"content-type", raw[0].encode())])
-        return
+    if match.route.http_body is not False:  # (most answers are JSON: known from the route)
+        raw = raw_response(match, response)
+        if raw is not None:
+            await exchange.reply(200, raw[1], [(b"content-type", raw[0].encode())])
+            return
     await exchange.reply(200, response_body(match, response))
 
 

@@ -23,7 +23,7 @@ from keel.gateway import events_doc
 from keel.gateway.app import Gateway, Middleware, wants_events
 from keel.gateway.endpoints import Endpoints
 from keel.gateway.exchange import Exchange, Receive, Scope
-from keel.gateway.local import Behaviour, LocalCall
+from keel.gateway.local import Behaviour, HttpCallContext, LocalCall, unary
 from keel.gateway.outbound import Metadata
 from keel.gateway.routes import Match, RouteTable, merge_openapi, read_diagram
 from keel.runtime.config import Settings
@@ -96,9 +96,12 @@ class ServiceRest(Gateway):
             middleware=middleware,
         )
         self.behaviours = dict(behaviours)
-        self._by_method = {id(r.method): self.behaviours[r.method.path] for r in routes.routes}
-        """Each routed method's behaviour, by the identity of its MethodSpec (no key to build
-        per request)."""
+        self._by_method = {
+            id(r.method): (self.behaviours[r.method.path], r.method.kind.server_streaming)
+            for r in routes.routes
+        }
+        """Each routed method's behaviour and whether it streams, by the identity of its
+        MethodSpec (no key to build per request)."""
         own = [service.name for service in routes.services]
         events = events_doc.for_services(routes.asyncapi, own) if routes.asyncapi else None
         self.endpoints = Endpoints(
@@ -123,10 +126,12 @@ class ServiceRest(Gateway):
         exchange: Exchange,
     ) -> None:
         """Call the method's behaviour in this process and answer as the gateway does."""
-        method = found.route.method
-        behaviour = self._by_method[id(method)]
-        call = LocalCall(behaviour, found, request, timeout, metadata, client=scope.get("client"))
-        if method.kind.server_streaming:
+        behaviour, streaming = self._by_method[id(found.route.method)]
+        if streaming:
+            call = LocalCall(
+                behaviour, found, request, timeout, metadata, client=scope.get("client")
+            )
             await call.server_stream(exchange, receive, sse=wants_events(scope))
         else:
-            await call.unary(exchange)
+            context = HttpCallContext(metadata, timeout, scope.get("client"))
+            await unary(behaviour, found, request, context, exchange)

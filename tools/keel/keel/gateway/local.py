@@ -188,10 +188,37 @@ def _expire(task: asyncio.Task[Any], context: HttpCallContext) -> None:
     task.cancel()
 
 
+async def unary(
+    behaviour: Behaviour, match: Match, request: Any, context: HttpCallContext, exchange: Exchange
+) -> None:
+    """Call a unary method's behaviour in this process and answer: its response, or the status
+    it ended with. The deadline is enforced as grpc enforces it: the method is cancelled when
+    it passes (504 DEADLINE_EXCEEDED)."""
+    try:
+        response = await _within_deadline(behaviour(request, context), context)
+    except grpc.aio.AbortError:
+        await exchange.reply(*context.failure())
+        return
+    except asyncio.CancelledError:
+        if not _expired(context):
+            raise
+        await exchange.reply(504, _DEADLINE)
+        return
+    finally:
+        if context._done is not None:
+            context.finish()
+    code = context._code
+    if code is not None and code is not grpc.StatusCode.OK:  # set_code() and a return:
+        await exchange.reply(*context.failure())  # grpc answers the status, not the message
+        return
+    await reply_ok(exchange, match, response)
+
+
 class LocalCall:
-    """The call a REST request becomes, made in this process: the method's behaviour, its
-    message, deadline, metadata and the client's address (the peer). The deadline is enforced
-    as grpc enforces it: the method is cancelled when it passes (504 DEADLINE_EXCEEDED)."""
+    """The server-streaming call a REST request becomes, made in this process: the method's
+    behaviour, its message, deadline, metadata and the client's address (the peer). The
+    deadline is enforced as grpc enforces it: the method is cancelled when it passes (504
+    DEADLINE_EXCEEDED before the first message, a last error item after)."""
 
     __slots__ = ("behaviour", "context", "match", "request", "timeout")
 
@@ -215,27 +242,6 @@ class LocalCall:
         task = asyncio.current_task()
         assert task is not None  # (called from a request's task)
         return asyncio.get_running_loop().call_later(self.timeout, _expire, task, self.context)
-
-    async def unary(self, exchange: Exchange) -> None:
-        context = self.context
-        try:
-            response = await _within_deadline(self.behaviour(self.request, context), context)
-        except grpc.aio.AbortError:
-            await exchange.reply(*context.failure())
-            return
-        except asyncio.CancelledError:
-            if not _expired(context):
-                raise
-            await exchange.reply(504, _DEADLINE)
-            return
-        finally:
-            if context._done is not None:
-                context.finish()
-        code = context._code
-        if code is not None and code is not grpc.StatusCode.OK:  # set_code() and a return:
-            await exchange.reply(*context.failure())  # grpc answers the status, not the message
-            return
-        await reply_ok(exchange, self.match, response)
 
     async def server_stream(self, exchange: Exchange, receive: Receive, *, sse: bool) -> None:
         """Relay the responses until the method ends or the client goes away (which cancels
