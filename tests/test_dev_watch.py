@@ -332,7 +332,7 @@ def test_a_new_service_folder_is_served_and_a_removed_one_stopped(dev: Dev) -> N
 
     seen = len(dev.reloads())
     shutil.rmtree(dev.root / "services/inventory")
-    dev.wait_for_line(r"stopped inventory \(its folder is gone\)", seen)
+    dev.wait_for_line(r"stopped inventory \(no longer a service folder\)", seen)
     dev.wait_for(lambda: _call(f"{rest[1]}/healthz")[0] == 0, "inventory's REST port closed")
     assert _call(f"{dev.gateway}/v1/products/p_mug")[0] == 200
 

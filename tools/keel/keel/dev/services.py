@@ -28,28 +28,47 @@ class DevService:
 
 
 def discover(services_dir: Path, registry: Path) -> list[DevService]:
-    """The runnable services under `services_dir`, with their ports from `registry`."""
-    settings = Settings(registry=str(registry))
-    found = []
-    for pyproject in sorted(services_dir.glob("*/pyproject.toml")):
-        data = tomllib.loads(pyproject.read_text())
-        serves = tuple(data.get("tool", {}).get("keel", {}).get("serves", ()))
-        if not serves:
-            continue
-        mains = sorted(pyproject.parent.glob("src/*/__main__.py"))
-        if len(mains) != 1:
-            raise ConfigError(f"{pyproject.parent}: expected one src/<package>/__main__.py")
-        target = discovery.resolve(serves[0], settings)
-        host, _, port = target.rpartition(":")
-        if not port.isdigit() or "/" in host:
-            raise ConfigError(f"{registry}: {serves[0]} needs a host:port address for keel dev")
-        package = mains[0].parent
-        found.append(
-            DevService(
-                pyproject.parent.name, package.name, serves, int(port), package.parent.resolve()
-            )
-        )
+    """The runnable services under `services_dir`, with their ports from `registry`; a
+    ConfigError names the first folder that cannot run."""
+    found, problems = survey(services_dir, registry)
+    if problems:
+        raise ConfigError(next(iter(problems.values())))
     return found
+
+
+def survey(services_dir: Path, registry: Path) -> tuple[list[DevService], dict[str, str]]:
+    """The runnable services under `services_dir`, and why each other service folder (by
+    name) cannot run yet."""
+    settings = Settings(registry=str(registry))
+    found: list[DevService] = []
+    problems: dict[str, str] = {}
+    for pyproject in sorted(services_dir.glob("*/pyproject.toml")):
+        try:
+            service = _service(pyproject, registry, settings)
+        except (ConfigError, ValueError, OSError) as error:  # (a TOML error is a ValueError)
+            problems[pyproject.parent.name] = str(error)
+            continue
+        if service is not None:
+            found.append(service)
+    return found, problems
+
+
+def _service(pyproject: Path, registry: Path, settings: Settings) -> DevService | None:
+    data = tomllib.loads(pyproject.read_text())
+    serves = tuple(data.get("tool", {}).get("keel", {}).get("serves", ()))
+    if not serves:
+        return None
+    mains = sorted(pyproject.parent.glob("src/*/__main__.py"))
+    if len(mains) != 1:
+        raise ConfigError(f"{pyproject.parent}: expected one src/<package>/__main__.py")
+    target = discovery.resolve(serves[0], settings)
+    host, _, port = target.rpartition(":")
+    if not port.isdigit() or "/" in host:
+        raise ConfigError(f"{registry}: {serves[0]} needs a host:port address for keel dev")
+    package = mains[0].parent
+    return DevService(
+        pyproject.parent.name, package.name, serves, int(port), package.parent.resolve()
+    )
 
 
 def free_ports(count: int, taken: set[int]) -> list[int]:

@@ -26,10 +26,9 @@ from watchfiles import awatch
 
 from keel.dev import changes, console, regen
 from keel.dev.child import Child
-from keel.dev.services import discover, gen_spare
+from keel.dev.services import gen_spare, survey
 from keel.dev.session import START_WAIT, Session
 from keel.dev.warm import Warm
-from keel.runtime.config import ConfigError
 from keel.system import contracts as contracts_
 from keel.system import packages as packages_
 from keel.toolchain import workspace
@@ -57,6 +56,8 @@ class Watch:
         self.gen = gen
         self.gen_rel = _relative(gen, self.root)
         self.registry = registry
+        self.unadopted: dict[str, str] = {}
+        """Why each service folder that cannot run could not, at the last save."""
         self.state = state
         self.ignored = [gen.resolve(), state.resolve()]
         self.pending: set[str] = set()
@@ -231,20 +232,21 @@ class Watch:
     async def _adopt(self) -> tuple[set[str], list[str]]:
         """Run the service folders that appeared under services/ since keel dev started (`keel
         new service`), stop those that went, start anew those whose address in the registry
-        changed: the names of those to start, and what was done. A folder
-        still being written (no `__main__.py` yet, no address in the registry) waits for the
-        next save."""
-        try:
-            found = await asyncio.to_thread(discover, self.services_dir, self.registry)
-        except (ConfigError, ValueError, OSError):  # (a TOML error is a ValueError)
-            return set(), []
+        changed: the names of those to start, and what was done. A folder still being written
+        (no `__main__.py` yet, no address in the registry) waits for a later save."""
+        found, problems = await asyncio.to_thread(survey, self.services_dir, self.registry)
+        for name, problem in problems.items():
+            if name not in self.session.children and self.unadopted.get(name) != problem:
+                console.say(f"{name} does not start yet: {problem}")  # once, not at every save
+        self.unadopted = problems
+        present = {s.name for s in found} | set(problems)
         known = {s.name: s for s in self.session.services}
         moved = {s.name for s in found if s.name in known and known[s.name] != s}
         for name in sorted(moved):  # another port in the registry: started anew on it
             await self.session.remove(name, keep_port=True)
         running = set(self.session.children)
         arrived = {s.name for s in found} - running
-        left = running - {s.name for s in found}
+        left = running - present
         ports = {s.name: s.port for s in found}
         said = [f"{name} moved to 127.0.0.1:{ports[name]}" for name in sorted(moved)]
         for service in found:
@@ -259,7 +261,7 @@ class Watch:
                 )
         for name in sorted(left):
             await self.session.remove(name)
-            said.append(f"stopped {name} (its folder is gone)")
+            said.append(f"stopped {name} (no longer a service folder)")
         if said:
             await self._load()  # the packages: which service a file belongs to
         return arrived, said
