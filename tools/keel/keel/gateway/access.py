@@ -31,7 +31,6 @@ class AccessRecord:
         method: str,
         correlation_id: str,
         headers: Mapping[str, str],
-        *,
         log: bool = True,
         span: bool = True,
     ) -> None:

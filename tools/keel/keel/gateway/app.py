@@ -13,7 +13,7 @@ stack trace in a response.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import grpc
@@ -173,7 +173,7 @@ class Gateway:
         headers["x-request-id"] = request_id
         exchange = Exchange(send)
         record = AccessRecord(
-            scope["method"], request_id, headers, log=self.settings.log_calls, span=self.edge_span
+            scope["method"], request_id, headers, self.settings.log_calls, self.edge_span
         )
         try:
             await self._handle(scope, receive, headers, exchange, record)
@@ -217,7 +217,10 @@ class Gateway:
         if not isinstance(found, Match):
             await _unrouted(verb, path, found, exchange)
             return
-        record.matched(found.route.rule.path)
+        if self.edge_span:
+            record.matched(found.route.rule.path)
+        else:  # (no span to name: the route is all there is to record)
+            record.route = found.route.rule.path
         admitted = self.admission.check(found, headers.get("authorization"), scope.get("client"))
         if isinstance(admitted, Refusal):
             await exchange.reply(admitted.status, admitted.body, admitted.headers)
@@ -231,9 +234,10 @@ class Gateway:
         try:
             # A route without a body takes nothing from it: it is not read (nor its size checked).
             body = await read_body(receive, self.max_body_bytes) if found.route.rule.body else b""
-            query = scope.get("query_string", b"").decode("latin-1")
+            raw_query = scope["query_string"]
+            query = raw_query.decode("latin-1") if raw_query else ""
             request = request_message(found, query, body, headers.get("content-type", ""))
-            metadata = outbound.metadata(headers, scope.get("client"), trace=not self.edge_span)
+            metadata = outbound.metadata(headers, scope.get("client"), not self.edge_span)
             if admitted.claims is not None:
                 metadata += admitted.metadata()
             if "grpc-timeout" in headers:
@@ -252,7 +256,7 @@ class Gateway:
             found, request, timeout, metadata, scope=scope, receive=receive, exchange=exchange
         )
 
-    async def _dispatch(
+    def _dispatch(
         self,
         found: Match,
         request: Any,
@@ -262,14 +266,14 @@ class Gateway:
         scope: Scope,
         receive: Receive,
         exchange: Exchange,
-    ) -> None:
-        """Make the call a matched, admitted request became, and answer it: here, the
-        upstream service over gRPC (keel.gateway.dispatch)."""
+    ) -> Awaitable[None]:
+        """The call a matched, admitted request became, answering it when awaited: here, the
+        upstream service over gRPC (keel.gateway.dispatch). (Not a coroutine itself: the
+        request awaits the call's own, a coroutine frame less.)"""
         call = dispatch.UpstreamCall(self.upstreams, found, request, timeout, metadata)
         if found.route.method.kind.server_streaming:
-            await call.server_stream(exchange, receive, sse=wants_events(scope))
-        else:
-            await call.unary(exchange)
+            return call.server_stream(exchange, receive, sse=wants_events(scope))
+        return call.unary(exchange)
 
     async def _preflight(self, path: str, headers: Mapping[str, str], exchange: Exchange) -> None:
         """A CORS preflight (CORS configured): 204 with what the path allows, else 403."""

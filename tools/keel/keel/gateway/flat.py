@@ -57,10 +57,20 @@ def _flat_keys(descriptor: Descriptor | Any) -> dict[str, _Field] | None:
     return keys
 
 
+def is_flat(descriptor: Descriptor) -> bool:
+    """Whether messages of this type are flat."""
+    return _flat_keys(descriptor) is not None
+
+
 def to_object(message: Message) -> dict[str, Any] | None:
     """The proto JSON object of a flat message (None if it is not flat)."""
     if _flat_keys(message.DESCRIPTOR) is None:
         return None
+    return object_of(message)
+
+
+def object_of(message: Message) -> dict[str, Any]:
+    """The proto JSON object of a message known to be flat."""
     return {field.json_name: value for field, value in message.ListFields()}
 
 

@@ -114,7 +114,7 @@ class ServiceRest(Gateway):
             diagram=routes.diagram,
         )
 
-    async def _dispatch(
+    def _dispatch(
         self,
         found: Match,
         request: Any,
@@ -124,14 +124,13 @@ class ServiceRest(Gateway):
         scope: Scope,
         receive: Receive,
         exchange: Exchange,
-    ) -> None:
-        """Call the method's behaviour in this process and answer as the gateway does."""
+    ) -> Awaitable[None]:
+        """The method's behaviour called in this process, answering as the gateway does."""
         behaviour, streaming = self._by_method[id(found.route.method)]
         if streaming:
             call = LocalCall(
                 behaviour, found, request, timeout, metadata, client=scope.get("client")
             )
-            await call.server_stream(exchange, receive, sse=wants_events(scope))
-        else:
-            context = HttpCallContext(metadata, timeout, scope.get("client"))
-            await unary(behaviour, found, request, context, exchange)
+            return call.server_stream(exchange, receive, sse=wants_events(scope))
+        context = HttpCallContext(metadata, timeout, scope.get("client"))
+        return unary(behaviour, found, request, context, exchange)

@@ -16,6 +16,7 @@ from typing import Any
 from keel.gateway.protojson import InputError, decode_base64
 from keel.runtime import tracing
 from keel.runtime.config import Settings
+from keel.runtime.propagation import TRACE_CONTEXT
 from keel.runtime.spec import MethodSpec, ServiceSpec
 
 _TIMEOUT = re.compile(r"^(\d{1,8})([HMSmun])$")
@@ -57,33 +58,46 @@ def _grpc_metadata(key: str, text: str) -> tuple[str, str | bytes]:
 
 
 def metadata(
-    headers: Mapping[str, str], client: tuple[str, int] | None, *, trace: bool = False
+    headers: Mapping[str, str], client: tuple[str, int] | None, trace: bool = False
 ) -> Metadata:
     """The gRPC metadata of a request from its (lower-cased) headers and client address.
 
     The request's trace context goes on as it came when tracing is off or `trace` is set (no
     span of the edge's own stands between the client and the call)."""
-    found: Metadata = [("x-request-id", headers["x-request-id"])]
+    text = headers["x-request-id"]  # every text value, concatenated: checked once at the end
+    found: Metadata = [("x-request-id", text)]
     if "authorization" in headers:
-        found.append(("authorization", headers["authorization"]))
+        value = headers["authorization"]
+        found.append(("authorization", value))
+        text += value
     if _IDEMPOTENCY_HEADER in headers and _IDEMPOTENCY_METADATA not in headers:
-        found.append((_IDEMPOTENCY_HEADER, headers[_IDEMPOTENCY_HEADER]))
-    if trace or not tracing.enabled():  # else the edge span's own context is sent instead
-        if "traceparent" in headers:
-            found.append(("traceparent", headers["traceparent"]))
-        if "tracestate" in headers:
-            found.append(("tracestate", headers["tracestate"]))
-    for key, text in headers.items():
+        value = headers[_IDEMPOTENCY_HEADER]
+        found.append((_IDEMPOTENCY_HEADER, value))
+        text += value
+    if ("traceparent" in headers or "tracestate" in headers) and (
+        trace or not tracing.enabled()  # else the edge span's own context is sent instead
+    ):
+        for key in TRACE_CONTEXT:
+            if key in headers:
+                value = headers[key]
+                found.append((key, value))
+                text += value
+    for key, value in headers.items():
         if key.startswith(_PREFIX):
-            found.append(_grpc_metadata(key, text))
+            item = _grpc_metadata(key, value)
+            found.append(item)
+            if isinstance(item[1], str):
+                text += item[1]
     forwarded: str | None = headers.get("x-forwarded-for")
     if client:
         forwarded = f"{forwarded}, {client[0]}" if forwarded else client[0]
     if forwarded:
         found.append(("x-forwarded-for", forwarded))
-    for key, value in found:  # printable ASCII (0x20-0x7e) only
-        if isinstance(value, str) and not (value.isascii() and value.isprintable()):
-            raise InputError(f"header {key!r} has characters gRPC metadata cannot carry")
+        text += forwarded
+    if not (text.isascii() and text.isprintable()):  # printable ASCII (0x20-0x7e) only
+        for key, sent in found:
+            if isinstance(sent, str) and not (sent.isascii() and sent.isprintable()):
+                raise InputError(f"header {key!r} has characters gRPC metadata cannot carry")
     return found
 
 

@@ -17,9 +17,19 @@ _DOTS = (b".", b"..")
 
 def request_path(raw: bytes) -> str:
     """The path of a raw request target (the query string cut off), checked segment by segment."""
-    path = raw.split(b"?", 1)[0]
-    if b"%" not in path and b"/." not in path and path.isascii():  # nearly every request
-        return path.decode("ascii")
+    try:  # nearly every request: ASCII without escapes or dots (checked as a str: `in` on
+        text = raw.decode("ascii")  # bytes tries the operand as an int first, an error each)
+    except UnicodeDecodeError:
+        return _checked(raw.split(b"?", 1)[0])
+    if "?" in text:  # (ASGI's raw_path has no query string; other targets may)
+        text = text.split("?", 1)[0]
+    if "%" not in text and "/." not in text:
+        return text
+    return _checked(text.encode("ascii"))
+
+
+def _checked(path: bytes) -> str:
+    """A path with percent-escapes, dots or bytes beyond ASCII, checked segment by segment."""
     for segment in path.split(b"/"):
         decoded = unquote_to_bytes(segment)
         if decoded in _DOTS or decoded.split(b":", 1)[0] in _DOTS:

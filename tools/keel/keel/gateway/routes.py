@@ -19,6 +19,7 @@ from urllib.parse import unquote
 from google.protobuf.descriptor import FieldDescriptor
 
 from keel import genroot
+from keel.gateway import flat
 from keel.httprule import Literal, Matcher, Template, parse
 from keel.runtime.spec import HttpRule, MethodSpec, ServiceSpec
 
@@ -35,6 +36,8 @@ class Route:
     http_body: bool | None = None
     """Whether the answer (the response, or its `response_body` field) is a google.api.HttpBody
     (None: not known, looked up per response)."""
+    flat_answer: bool = False
+    """Whether the answer is the whole response and a flat message (keel.gateway.flat)."""
 
     @property
     def specificity(self) -> tuple[int, int, int]:
@@ -81,7 +84,11 @@ class RouteTable:
                     matcher = Matcher(template)
                     simple = not rule.body and _top_level_strings(template, method)
                     raw = _answers_http_body(rule, method)
-                    routes.append(Route(rule.method, template, matcher, rule, method, simple, raw))
+                    whole = not rule.response_body
+                    plain = whole and flat.is_flat(method.response_type.DESCRIPTOR)
+                    routes.append(
+                        Route(rule.method, template, matcher, rule, method, simple, raw, plain)
+                    )
         self.routes = sorted(routes, key=lambda r: r.specificity, reverse=True)
         # Routes whose first segment is a literal are only tried for paths that start with it.
         keys = [_first_literal(r) for r in self.routes]
@@ -92,7 +99,10 @@ class RouteTable:
         }
 
     def find(self, verb: str, path: str) -> Match | set[str] | None:
-        first = path[1:].split("/", 1)[0]
+        try:
+            first = path.split("/", 2)[1]  # (the path starts with "/")
+        except IndexError:  # no "/" at all (`OPTIONS *`)
+            first = path
         if "%" in first:
             first = unquote(first)
         if ":" in first:
@@ -104,7 +114,8 @@ class RouteTable:
             if variables is None:
                 continue
             if route.verb == verb or (verb == "HEAD" and route.verb == "GET"):
-                return Match(route, variables)
+                # (tuple.__new__: a named tuple's own __new__ is a Python call more)
+                return tuple.__new__(Match, (route, variables))
             if allowed is None:
                 allowed = set()
             allowed.add(route.verb)
