@@ -171,7 +171,7 @@ class Gateway:
                 headers[key] = value.decode("latin-1")
         request_id = headers.get("x-request-id") or propagation.new_id()
         headers["x-request-id"] = request_id
-        exchange = Exchange(send)
+        exchange = Exchange(send, [(b"x-request-id", request_id.encode())])
         record = AccessRecord(
             scope["method"], request_id, headers, self.settings.log_calls, self.edge_span
         )
@@ -193,7 +193,6 @@ class Gateway:
         exchange: Exchange,
         record: AccessRecord,
     ) -> None:
-        exchange.extra.append((b"x-request-id", headers["x-request-id"].encode()))
         origin = self.cors.allowed(headers.get("origin")) if self.cors.origins else None
         if origin:
             exchange.extra += [

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Coroutine
 from typing import Any
 
 import grpc
@@ -45,15 +45,15 @@ def failure(match: Match, error: BaseException) -> tuple[int, bytes]:
     return 500, status.body(grpc.StatusCode.INTERNAL, "internal error")
 
 
-async def reply_ok(exchange: Exchange, match: Match, response: Message) -> None:
-    """Answer 200 with a unary call's response: its JSON (or its response_body field's), or
-    the bytes of a google.api.HttpBody with its content type."""
+def reply_ok(exchange: Exchange, match: Match, response: Message) -> Awaitable[None]:
+    """The 200 answer to a unary call's response, sent when awaited: its JSON (or its
+    response_body field's), or the bytes of a google.api.HttpBody with its content type. (Not
+    a coroutine itself: the caller awaits the reply's own, a coroutine frame less.)"""
     if match.route.http_body is not False:  # (most answers are JSON: known from the route)
         raw = raw_response(match, response)
         if raw is not None:
-            await exchange.reply(200, raw[1], [(b"content-type", raw[0].encode())])
-            return
-    await exchange.reply(200, response_body(match, response))
+            return exchange.reply(200, raw[1], [(b"content-type", raw[0].encode())])
+    return exchange.reply(200, response_body(match, response))
 
 
 async def relay_until_gone(

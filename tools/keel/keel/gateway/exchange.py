@@ -19,9 +19,9 @@ class Exchange:
 
     __slots__ = ("extra", "send", "status")
 
-    def __init__(self, send: Send) -> None:
+    def __init__(self, send: Send, extra: Headers) -> None:
         self.send = send
-        self.extra: Headers = []
+        self.extra = extra
         """Headers added to whatever the answer is (request id, CORS)."""
         self.status = 0
         """The HTTP status sent (0 until the response starts)."""
@@ -36,7 +36,7 @@ class Exchange:
 
     async def send_all(self, code: int, headers: Headers, body: bytes) -> None:
         """A whole response; `headers` (a list of its own) gets the content length."""
-        headers.append((b"content-length", str(len(body)).encode()))
+        headers.append((b"content-length", b"%d" % len(body)))
         self.status = code
         await self.send({"type": "http.response.start", "status": code, "headers": headers})
         await self.send({"type": "http.response.body", "body": body})
@@ -44,13 +44,13 @@ class Exchange:
     async def reply(self, code: int, payload: bytes, more: Headers | None = None) -> None:
         """A whole response: JSON unless `more` names another content type."""
         if more is None:
-            headers = [*JSON, *self.extra, (b"content-length", str(len(payload)).encode())]
+            headers = [*JSON, *self.extra, (b"content-length", b"%d" % len(payload))]
         else:
             if any(key == b"content-type" for key, _ in more):
                 headers = [*more, *self.extra]
             else:
                 headers = [*JSON, *more, *self.extra]
-            headers.append((b"content-length", str(len(payload)).encode()))
+            headers.append((b"content-length", b"%d" % len(payload)))
         # (send_all's steps written out: a coroutine less for every answer)
         self.status = code
         await self.send({"type": "http.response.start", "status": code, "headers": headers})
