@@ -36,20 +36,28 @@ class UtcClock:
     (2026-11-25T10:22:11.123456Z), with the date and time of day formatted once a second."""
 
     def __init__(self) -> None:
-        self._second = -1
+        self._start = 0
+        """A second before the current second began, in microseconds since the epoch."""
+        self._next = -1
+        """When the next second begins (then the prefix is made again)."""
         self._prefix = ""
+        self._dotted = ""
 
     def now(self) -> str:
         micros = time.time_ns() // 1000
-        second, fraction = divmod(micros, 1_000_000)
-        if second != self._second:
+        if micros >= self._next or micros < self._start + 1_000_000:
+            second = micros // 1_000_000
             moment = datetime.datetime.fromtimestamp(second, tz=datetime.UTC)
             self._prefix = moment.replace(tzinfo=None).isoformat()
-            self._second = second
-        if not fraction:
+            self._dotted = self._prefix + "."
+            self._start = (second - 1) * 1_000_000
+            self._next = self._start + 2_000_000
+        # A second plus the microseconds into this one: its digits after the first are the
+        # fraction, zero-padded (cheaper than divmod and a format spec such as :06d).
+        fraction = micros - self._start
+        if fraction == 1_000_000:
             return self._prefix + "Z"
-        # (str of fraction + 10**6 then cut: cheaper than a format spec such as :06d)
-        return self._prefix + "." + str(fraction + 1_000_000)[1:] + "Z"
+        return self._dotted + str(fraction)[1:] + "Z"
 
     def __call__(self, _: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
         event["timestamp"] = self.now()
@@ -130,6 +138,12 @@ class TurnFlushed:
         written: int = self._binary.write(data)
         return written
 
+    def line(self, data: bytes) -> None:
+        """Write one line and have it flushed (`write` and `flush` in one call)."""
+        self._binary.write(data)
+        if not self._pending:
+            self.flush()
+
     def flush(self) -> None:
         if self._pending:
             return
@@ -206,5 +220,4 @@ class HotLogger:
         fields["timestamp"] = _clock.now()
         if "correlation_id" not in fields:
             _add_correlation_id(None, "info", fields)
-        lines.stream.write(orjson.dumps(fields, default=_unserializable, option=_DIRECT_JSON))
-        lines.stream.flush()
+        lines.stream.line(orjson.dumps(fields, default=_unserializable, option=_DIRECT_JSON))
