@@ -3,14 +3,19 @@ of its own, its state and its console log in a temporary folder (never the repos
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from keel.testing.ports import free_port_pair
 
 from tests.conftest import BIN, REPO
+
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 SERVICES = (
     "acme.catalog.v1.CatalogService",
@@ -104,3 +109,18 @@ def listening(ports: set[int]) -> set[int]:
             if state == "0A" and port in ports:  # 0A: LISTEN
                 found.add(port)
     return found
+
+
+def new_item(base: str, title: str = "first") -> dict[str, Any]:
+    """POST /v1/inventory/items to `base` (a service made by `keel new service inventory`), as
+    its README shows; the item it answers (200)."""
+    request = urllib.request.Request(
+        f"{base}/v1/inventory/items",
+        data=json.dumps({"title": title}).encode(),
+        headers={"content-type": "application/json", "idempotency-key": f"item-{title}"},
+        method="POST",
+    )
+    with _DIRECT.open(request, timeout=30) as created:
+        assert created.status == 200
+        item: dict[str, Any] = json.loads(created.read())
+    return item

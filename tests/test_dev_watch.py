@@ -302,16 +302,7 @@ def test_a_new_service_folder_is_served_and_a_removed_one_stopped(dev: Dev) -> N
     rest = re.search(r"REST (http://127\.0\.0\.1:\d+)", line)
     assert rest, line
     dev.wait_for_line(r"reload: .*serving again in", seen)
-    created = _DIRECT.open(
-        urllib.request.Request(
-            f"{dev.gateway}/v1/inventory/items",
-            data=json.dumps({"title": "first"}).encode(),
-            headers={"content-type": "application/json", "idempotency-key": "first-item"},
-            method="POST",
-        ),
-        timeout=30,
-    )
-    item = json.loads(created.read())
+    item = devprocess.new_item(dev.gateway)
     assert item["title"] == "first"
     # Its own REST port serves it too, and the services already running kept serving.
     assert _call(f"{rest[1]}/v1/inventory/items/{item['itemId']}") == (200, item)

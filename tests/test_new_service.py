@@ -133,17 +133,7 @@ def test_a_new_service_is_tested_checked_and_served(tmp_path: Path) -> None:
             assert dev.poll() is None, log.read_text()[-4000:]
             assert time.monotonic() < deadline, log.read_text()[-4000:]
             time.sleep(0.05)  # polling for the condition, not waiting a fixed time
-        created = _DIRECT.open(
-            urllib.request.Request(
-                f"{url}/v1/inventory/items",
-                data=json.dumps({"title": "first"}).encode(),
-                headers={"content-type": "application/json", "idempotency-key": "first-item"},
-                method="POST",
-            ),
-            timeout=30,
-        )
-        item = json.loads(created.read())
-        assert created.status == 200
+        item = devprocess.new_item(url)
         assert item["title"] == "first"
         assert item["itemId"].startswith("it_")
         got = _DIRECT.open(f"{url}/v1/inventory/items/{item['itemId']}", timeout=30)
