@@ -38,7 +38,10 @@ def new_id() -> str:
     poller thread take the GIL mid-call, which cost a loaded server several times the call.
     (`random` is reseeded in forked workers, so their ids do not repeat each other's.)
     """
-    return random.getrandbits(128).to_bytes(16, "big").hex()
+    return _random_bits(128).to_bytes(16).hex()
+
+
+_random_bits = random.getrandbits  # (the module's generator, which forked workers reseed)
 
 
 def correlation_from(metadata: Metadata | None) -> str:
