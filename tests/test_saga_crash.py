@@ -66,13 +66,14 @@ class Ledger:
         self.db = Database(self.url, tables=ledger_server.metadata)
         self.process: asyncio.subprocess.Process | None = None
 
-    async def start(self) -> None:
+    async def start(self, **env: str) -> None:
+        """Start it (`env`: more settings, e.g. LEDGER_CLOSED)."""
         self.process = await asyncio.create_subprocess_exec(
             sys.executable,
             "tests/sagas/ledger_server.py",
             str(generated()),
             cwd=REPO,
-            env=_env(KEEL_PORT=self.target.rsplit(":", 1)[1], KEEL_DATABASE_URL=self.url),
+            env=_env(KEEL_PORT=self.target.rsplit(":", 1)[1], KEEL_DATABASE_URL=self.url, **env),
             stdout=asyncio.subprocess.PIPE,
         )
         async for line in _lines(self.process):

@@ -1,13 +1,15 @@
 """The ledger: a Keel service whose Apply and Reverse use keel.idempotency.
 
 `python tests/sagas/ledger_server.py GEN_DIR` serves it with `keel.serve` on KEEL_DATABASE_URL.
-Every entry is a row, so an effect done twice shows as two rows with one key.
+Every entry is a row, so an effect done twice shows as two rows with one key. Credits to an
+account whose name starts with LEDGER_CLOSED (default "closed") are refused.
 """
 
 from __future__ import annotations
 
 import asyncio
 import importlib
+import os
 import sys
 from typing import Any
 
@@ -27,6 +29,8 @@ entries = Table(
     Column("reverses", String(255), nullable=True),
 )
 keel.idempotency.tables.add_to(metadata)
+CLOSED = os.environ.get("LEDGER_CLOSED", "closed") or "\0"
+"""Accounts that refuse credits start with this ("" in the environment: none)."""
 
 
 def service(pb2: Any, keel_module: Any) -> Any:
@@ -63,7 +67,7 @@ def service(pb2: Any, keel_module: Any) -> Any:
                 if self.gate is not None:
                     self.inside.set()
                     await self.gate.wait()
-                if request.account.startswith("closed") and request.amount > 0:
+                if request.account.startswith(CLOSED) and request.amount > 0:
                     raise keel.errors.FailedPrecondition(
                         f"account {request.account} is closed", reason="ACCOUNT_CLOSED"
                     )

@@ -121,8 +121,7 @@ def _db(args: argparse.Namespace) -> int:
 def _saga(args: argparse.Namespace) -> int:
     from keel.saga import __main__ as saga_command  # noqa: PLC0415 (SQLAlchemy on use only)
 
-    flags = ["--json"] if args.json else []
-    return saga_command.main(["show", args.service, args.saga_id, *flags])
+    return saga_command.run(args.action, args)
 
 
 def _positive(text: str) -> int:
@@ -286,14 +285,28 @@ def _new_templates(args: argparse.Namespace) -> int:
 
 
 def _register_saga(commands: Any) -> None:
-    """`keel saga show NAME ID`."""
-    saga = commands.add_parser("saga", help="inspect a service's sagas")
+    """`keel saga show NAME ID`, `keel saga list NAME`, `keel saga resume NAME ID`."""
+    saga = commands.add_parser("saga", help="inspect a service's sagas, resume a FAILED one")
     saga_actions = saga.add_subparsers(dest="action", required=True)
     shown = saga_actions.add_parser("show", help="a saga's recorded state and steps")
-    shown.add_argument("service", metavar="NAME", help="the service's folder (its database)")
-    shown.add_argument("saga_id", metavar="ID")
-    shown.add_argument("--json", action="store_true", help="one JSON object")
-    shown.set_defaults(run=_saga)
+    listed = saga_actions.add_parser("list", help="the service's sagas, last updated first")
+    listed.add_argument(
+        "--status",
+        action="append",
+        default=[],
+        choices=("RUNNING", "FORWARD", "COMPENSATING", "COMPLETED", "COMPENSATED", "FAILED"),
+        help="only sagas in this status (repeat for several)",
+    )
+    listed.add_argument("--limit", type=_positive, default=50, help="at most N sagas (50)")
+    resumed = saga_actions.add_parser(
+        "resume", help="a FAILED saga driven again by the service's recovery, after a fix"
+    )
+    for parser in (shown, listed, resumed):
+        parser.add_argument("service", metavar="NAME", help="the service's folder (its database)")
+        if parser is not listed:
+            parser.add_argument("saga_id", metavar="ID")
+        parser.add_argument("--json", action="store_true", help="JSON output")
+        parser.set_defaults(run=_saga)
 
 
 def _register_new(commands: Any) -> None:

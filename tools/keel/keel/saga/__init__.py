@@ -8,6 +8,8 @@
     state = await transfers.start({"from": "a", "to": "b", "amount": 5})
     state = await transfers.start(data, background=True)   # for a call: goes on without it
     keel.serve([...], background=[keel.saga.Recovery(transfers)])   # finishes the others
+    await keel.saga.recent(db, statuses=["FAILED"])     # an operator's listing
+    await keel.saga.reopen(db, saga_id)                 # a FAILED saga driven again
 
 The state lives in the service's own database (`keel.saga.tables.add_to(metadata)` for its
 migrations) and is recorded after every step; every action and compensation gets an
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 from keel.saga import tables
 from keel.saga.lease import LeaseLostError
+from keel.saga.operate import NotResumableError, Summary, recent, reopen
 from keel.saga.recovery import Recovery
 from keel.saga.run import (
     TRANSIENT_CODES,
@@ -56,6 +59,7 @@ __all__ = [
     "TRANSIENT_CODES",
     "UNDONE",
     "LeaseLostError",
+    "NotResumableError",
     "Recovery",
     "Run",
     "Saga",
@@ -65,6 +69,9 @@ __all__ = [
     "StepOrderError",
     "StepRefusedError",
     "StepState",
+    "Summary",
+    "recent",
+    "reopen",
     "show",
     "tables",
 ]

@@ -22,6 +22,7 @@ from keel.saga.run import (
     StepRefusedError,
     _RetryLaterError,
     _UnwindError,
+    action_key,
     attempts,
     describe,
     step_span,
@@ -96,10 +97,10 @@ async def _run(saga: Saga[Any], lease: Lease) -> None:
             await _stop(run, lease, mismatch)
             return
         reason = str(error) if isinstance(error, StepRefusedError) else run.failure
-        reason = reason or describe(run.done[-1].name if run.done else "saga", error)
+        reason = reason or describe(run.last or "saga", error)
         if run.status == store.FORWARD:
             log.error("saga stopped after its pivot", saga=run.id, name=run.name, error=reason)
-            await store.set_status(lease, store.FAILED, error=reason)
+            await store.set_status(lease, store.FAILED, error=reason, stopped_from=run.status)
             return
         if run.status == store.RUNNING:
             log.info("saga compensating", saga=run.id, name=run.name, reason=reason)
@@ -120,7 +121,7 @@ async def _stop(run: Run[Any], lease: Lease, error: SagaError) -> None:
     log.error("saga stopped", saga=run.id, name=run.name, error=str(error))
     if isinstance(error, StepOrderError):
         await store.step_failed(lease, error.position, str(error))
-    await store.set_status(lease, store.FAILED, error=str(error))
+    await store.set_status(lease, store.FAILED, error=str(error), stopped_from=run.status)
 
 
 async def _compensate(saga: Saga[Any], run: Run[Any], lease: Lease) -> bool:
@@ -129,10 +130,10 @@ async def _compensate(saga: Saga[Any], run: Run[Any], lease: Lease) -> bool:
     for done in reversed(run.done):
         compensate = done.compensate
         if compensate is not None:
-            key = f"{run.id}/{done.name}/compensate"
+            key = f"{action_key(run.id, done.name, done.retried)}/compensate"
 
             def call(attempt: int, fn: Any = compensate, key: str = key, at: Any = done) -> Any:
-                return fn(Step(run.id, at.name, key, attempt), at.result)
+                return fn(Step(run.id, at.name, key, attempt, at.retried), at.result)
 
             try:
                 with step_span(run, done.name, undo=True):

@@ -47,19 +47,28 @@ class Step:
     name: str
     key: str
     """`<saga id>/<step>` for the action, `<saga id>/<step>/compensate` for the compensation:
-    the same on every attempt and after every restart."""
+    the same on every attempt and after every restart (`<saga id>/<step>/retry-<n>` once `n`
+    operator resumes have called the step again after a refusal)."""
     attempt: int = 0
     """0 for the first call of this process, 1 for its first retry, ..."""
+    retried: int = 0
+    """How many resumes called the action again after a refusal (0: never)."""
 
     @property
     def action_key(self) -> str:
         """The key of the step's action (in a compensation: what to undo, by its key)."""
-        return f"{self.saga_id}/{self.name}"
+        return action_key(self.saga_id, self.name, self.retried)
 
     @property
     def metadata(self) -> list[tuple[str, str | bytes]]:
         """Call metadata carrying the key: `client.method(request, metadata=step.metadata)`."""
         return [(IDEMPOTENCY_KEY, self.key)]
+
+
+def action_key(saga_id: str, name: str, retried: int) -> str:
+    """The key of a step's action: `<saga id>/<step>`, `.../retry-<n>` after `n` resumes that
+    called it again once refused (so the peer does not replay its stored refusal)."""
+    return f"{saga_id}/{name}/retry-{retried}" if retried else f"{saga_id}/{name}"
 
 
 Action = Callable[[Step], Awaitable[T]]
@@ -104,6 +113,7 @@ class _Done:
     name: str
     compensate: Compensation[Any] | None
     result: Any = None
+    retried: int = 0
 
 
 _CHANGED = (
@@ -125,6 +135,8 @@ class Run(Generic[Data]):
         self.status = state.status
         self.failure = ""
         """Why a step this run called last failed ("" if none did)."""
+        self.last = ""
+        """The name of the last step that returned (replayed or called)."""
         self._lease = lease
         self._backoff = backoff
         self._steps = state.steps
@@ -159,11 +171,13 @@ class Run(Generic[Data]):
         position = self._enter(name)
         self.failure = ""
         recorded = self._recorded.get(position)
-        entry = _Done(position, name, compensate)
+        retried = recorded.retried if recorded is not None else 0
+        entry = _Done(position, name, compensate, retried=retried)
         if recorded is not None and recorded.status == store.DONE:
             entry.result = recorded.result
             self.done.append(entry)
             self._committed = self._committed or pivot
+            self.last = name
             result: T = recorded.result
             return result
         if recorded is not None and recorded.status == store.REFUSED:
@@ -189,8 +203,9 @@ class Run(Generic[Data]):
         )
         try:
             with step_span(self, name, undo=False):
+                key = action_key(self.id, name, retried)
                 value = await attempts(
-                    lambda attempt: action(Step(self.id, name, f"{self.id}/{name}", attempt)),
+                    lambda attempt: action(Step(self.id, name, key, attempt, retried)),
                     self._backoff,
                 )
         except errors.KeelError as error:
@@ -208,6 +223,7 @@ class Run(Generic[Data]):
         entry.result = json.loads(json.dumps(value))  # what a replay would return
         await store.record_step(self._lease, position, name, store.DONE, result=entry.result)
         self._committed = self._committed or pivot
+        self.last = name
         returned: T = entry.result
         return returned
 

@@ -53,8 +53,10 @@ class StepState:
     error: str
     """Its last failure while unresolved: the refusal (REFUSED), the action's error (STARTED,
     being retried), or `compensating <step>: ...` (its compensation failing); "" once it
-    is DONE or COMPENSATED."""
+    is DONE or COMPENSATED. `resumed by an operator at ...` where a resume took the saga up."""
     updated_at: datetime.datetime
+    retried: int = 0
+    """How many resumes called its action again after a refusal (0: its first key)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +74,9 @@ class SagaState:
     created_at: datetime.datetime
     updated_at: datetime.datetime
     steps: tuple[StepState, ...]
+    stopped_from: str | None = None
+    """FAILED: the status it stopped in (RUNNING, FORWARD or COMPENSATING), which a resume
+    returns it to; None otherwise."""
 
     @property
     def finished(self) -> bool:
@@ -140,8 +145,10 @@ async def load(db: Database, saga_id: str) -> SagaState | None:
         created_at=row.created_at,
         updated_at=row.updated_at,
         steps=tuple(
-            StepState(s.position, s.name, s.status, s.result, s.error, s.updated_at) for s in steps
+            StepState(s.position, s.name, s.status, s.result, s.error, s.updated_at, s.retried)
+            for s in steps
         ),
+        stopped_from=row.stopped_from,
     )
 
 
@@ -213,12 +220,18 @@ async def step_failed(lease: Lease, position: int, error: str) -> None:
     await lease.write(write)
 
 
-async def set_status(lease: Lease, status: str, *, error: str = "") -> None:
+async def set_status(
+    lease: Lease, status: str, *, error: str = "", stopped_from: str | None = None
+) -> None:
     """Set the saga's status; `error` becomes its error if it has none yet (the first failure
-    stays). A finished saga's lease ends."""
+    stays). A finished saga's lease ends. FAILED records `stopped_from`, the status it had."""
 
     async def write(session: AsyncSession, moment: datetime.datetime) -> None:
-        values: dict[str, Any] = {"status": status, "updated_at": moment}
+        values: dict[str, Any] = {
+            "status": status,
+            "updated_at": moment,
+            "stopped_from": stopped_from if status == FAILED else None,
+        }
         if error:
             values["error"] = case((saga_table.c.error == "", error), else_=saga_table.c.error)
         await session.execute(
