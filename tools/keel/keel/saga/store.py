@@ -28,8 +28,9 @@ COMPLETED = "COMPLETED"
 COMPENSATED = "COMPENSATED"
 """Every step that may have had an effect undone."""
 FAILED = "FAILED"
-"""Stopped for a person to look at: the code's steps no longer match the recorded ones, or a
-step after the pivot was refused."""
+"""Stopped for a person to look at: the code's steps no longer match the recorded ones, a step
+after the pivot was refused, or the body raised after it. `keel.saga.reopen` (`keel saga
+resume`) returns it to the status it stopped in."""
 UNFINISHED = (RUNNING, FORWARD, COMPENSATING)
 
 STARTED = "STARTED"
