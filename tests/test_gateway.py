@@ -118,7 +118,7 @@ async def test_grpc_errors_map_to_http_with_details(gateway: str) -> None:
     details = invalid.body["details"]  # type: ignore[index]
     bad_request = next(d for d in details if d["@type"].endswith("google.rpc.BadRequest"))
     fields = {v["field"] for v in bad_request["fieldViolations"]}
-    assert {"lines", "payment_method_token"} <= fields
+    assert {"lines", "paymentMethodToken"} <= fields  # JSON names, as the client sent them
 
 
 @pytest.mark.parametrize(

@@ -134,7 +134,7 @@ def _check_curl(says: str, body: Any) -> None:
     elif says == "one violation per field":
         fields = [v["field"] for v in _violations(body)]
         assert len(fields) == len(set(fields)) >= 2, body
-        assert {"lines", "payment_method_token"} <= set(fields)
+        assert {"lines", "paymentMethodToken"} <= set(fields)  # the JSON names the user sent
     elif says == "the order, CONFIRMED":
         assert body["order"]["state"] == "ORDER_STATE_CONFIRMED"
         assert body["order"]["lines"][0]["productId"] == "p_mug"

@@ -158,7 +158,7 @@ async def test_a_typed_error_keeps_its_status_and_details(rest: str) -> None:
     assert (body["code"], body["message"]) == (9, "not now")
     assert _detail(reply, "ErrorInfo")["reason"] == "RESTING"
     violations = _detail(reply, "BadRequest")["fieldViolations"]
-    assert violations == [{"field": "product_id", "description": "is resting"}]
+    assert violations == [{"field": "productId", "description": "is resting"}]  # (JSON name)
 
 
 async def test_abort_and_set_code_are_the_gateway_statuses(rest: str) -> None:
@@ -193,7 +193,11 @@ async def test_validation_names_the_field(rest: str) -> None:
     reply = await call(f"{rest}/v1/products", "POST", bad)
     assert reply.status == 400
     fields = {v["field"] for v in _detail(reply, "BadRequest")["fieldViolations"]}
-    assert fields == {"product.price_cents", "product.currency"}
+    assert fields == {"product.priceCents", "product.currency"}  # JSON names
+    message = _body(reply)["message"]
+    assert message.startswith("invalid acme.catalog.v1.CreateProductRequest: ")
+    assert "product.priceCents: " in message
+    assert "price_cents" not in message
 
 
 async def test_bad_json_is_400_naming_the_field_before_the_method(rest: str) -> None:

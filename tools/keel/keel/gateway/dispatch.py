@@ -36,7 +36,7 @@ def failure(match: Match, error: BaseException) -> tuple[int, bytes]:
         code = error.code()
         found = rpc_status.from_call(error)  # type: ignore[arg-type]
         payload = (
-            status.from_status(found)
+            status.from_status(found, match.route.method.request_type.DESCRIPTOR)
             if found is not None
             else status.body(code, error.details() or code.name)
         )

@@ -19,6 +19,7 @@ from typing import Any, NoReturn
 
 import grpc
 import grpc.aio
+from google.protobuf.descriptor import Descriptor
 from google.rpc import status_pb2
 
 from keel.gateway import status
@@ -165,15 +166,16 @@ class HttpCallContext:
         """Whether the call ended with a status other than OK (by abort or set_code)."""
         return self._code is not None and self._code is not grpc.StatusCode.OK
 
-    def failure(self) -> tuple[int, bytes]:
+    def failure(self, request: Descriptor | None = None) -> tuple[int, bytes]:
         """HTTP status and google.rpc.Status JSON of the status the call ended with, details
-        (`grpc-status-details-bin`) included, as the gateway renders them."""
+        (`grpc-status-details-bin`) included, as the gateway renders them (field paths named
+        as in `request`'s JSON)."""
         code = self._code or grpc.StatusCode.UNKNOWN
         for key, value in self._trailing:
             if key == DETAILS_KEY and isinstance(value, bytes):
                 found = status_pb2.Status.FromString(value)
                 if found.code == code.value[0]:
-                    return status.HTTP_STATUS.get(code, 500), status.from_status(found)
+                    return status.HTTP_STATUS.get(code, 500), status.from_status(found, request)
         payload = status.body(code, self._details or code.name)
         return status.HTTP_STATUS.get(code, 500), payload
 
@@ -197,7 +199,7 @@ async def unary(
     try:
         response = await _within_deadline(behaviour(request, context), context)
     except grpc.aio.AbortError:
-        await exchange.reply(*context.failure())
+        await exchange.reply(*context.failure(request.DESCRIPTOR))
         return
     except asyncio.CancelledError:
         if not _expired(context):
@@ -209,7 +211,8 @@ async def unary(
             context.finish()
     code = context._code
     if code is not None and code is not grpc.StatusCode.OK:  # set_code() and a return:
-        await exchange.reply(*context.failure())  # grpc answers the status, not the message
+        # grpc answers the status, not the message
+        await exchange.reply(*context.failure(request.DESCRIPTOR))
         return
     await reply_ok(exchange, match, response)
 
@@ -255,7 +258,7 @@ class LocalCall:
         try:
             await self._items(responses, items)
         except grpc.aio.AbortError:
-            await _fail(items, *context.failure())
+            await _fail(items, *context.failure(self.request.DESCRIPTOR))
             return
         except asyncio.CancelledError:
             if not _expired(context):
@@ -266,7 +269,7 @@ class LocalCall:
             deadline.cancel()
             context.finish()
         if context.failed:
-            await _fail(items, *context.failure())
+            await _fail(items, *context.failure(self.request.DESCRIPTOR))
             return
         await items.end()
 

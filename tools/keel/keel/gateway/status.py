@@ -15,10 +15,16 @@ from typing import Any
 
 import grpc
 from google.protobuf import any_pb2, json_format
+from google.protobuf.descriptor import Descriptor
 
 # Imported for their side effect: the detail types they declare become known to json_format.
 from google.rpc import code_pb2, error_details_pb2, http_pb2, status_pb2  # noqa: F401
 from google.rpc.context import attribute_context_pb2, audit_context_pb2  # noqa: F401
+
+from keel.gateway import fieldpaths
+
+_BAD_REQUEST = "type.googleapis.com/google.rpc.BadRequest"
+_ERROR_INFO = "type.googleapis.com/google.rpc.ErrorInfo"
 
 HTTP_STATUS = {
     grpc.StatusCode.OK: 200,
@@ -52,15 +58,46 @@ def body(code: grpc.StatusCode, message: str, details: Sequence[Any] = ()) -> by
     return json.dumps({"code": code.value[0], "message": message, "details": rendered}).encode()
 
 
-def from_status(status: status_pb2.Status) -> bytes:
-    """The JSON error body for a google.rpc.Status read from the trailers."""
-    return json.dumps(
-        {
-            "code": status.code,
-            "message": status.message,
-            "details": [render_detail(detail) for detail in status.details],
-        }
-    ).encode()
+def from_status(status: status_pb2.Status, request: Descriptor | None = None) -> bytes:
+    """The JSON error body for a google.rpc.Status read from the trailers. With the `request`
+    message's type, a BadRequest's field paths are in the JSON client's terms (each field's
+    JSON name, keel.gateway.fieldpaths), in Keel's validation message too."""
+    details = [render_detail(detail) for detail in status.details]
+    message = status.message
+    if request is not None:
+        message = _in_json_terms(request, message, details)
+    return json.dumps({"code": status.code, "message": message, "details": details}).encode()
+
+
+def _in_json_terms(request: Descriptor, message: str, details: list[dict[str, Any]]) -> str:
+    """Rename the BadRequest field paths among `details` (in place); the message, rebuilt from
+    them when it is keel.runtime.validation's ("invalid <type>: <field>: <why>; ...")."""
+    violations = [
+        violation
+        for detail in details
+        if detail.get("@type") == _BAD_REQUEST
+        for violation in detail.get("fieldViolations", ())
+    ]
+    if not violations:
+        return message
+    described = [(str(v.get("field", "")), str(v.get("description", ""))) for v in violations]
+    for violation in violations:
+        if violation.get("field"):
+            violation["field"] = fieldpaths.json_path(request, str(violation["field"]))
+    validated = any(
+        detail.get("@type") == _ERROR_INFO
+        and detail.get("reason") == "VALIDATION_FAILED"
+        and detail.get("domain") == "keel"
+        for detail in details
+    )
+    name = request.full_name
+    said = "; ".join(f"{field or name}: {why}" for field, why in described)
+    if not validated or message != f"invalid {name}: {said}":
+        return message
+    renamed = (str(v.get("field", "")) for v in violations)
+    return f"invalid {name}: " + "; ".join(
+        f"{field or name}: {why}" for field, (_, why) in zip(renamed, described, strict=True)
+    )
 
 
 def render_detail(detail: any_pb2.Any) -> dict[str, Any]:

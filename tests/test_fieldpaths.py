@@ -1,0 +1,56 @@
+"""keel.gateway.fieldpaths: a violation's field path, in the JSON client's terms."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from acme.orders.v1 import orders_pb2
+from google.protobuf import struct_pb2
+from hypothesis import given
+from hypothesis import strategies as st
+from keel.gateway.fieldpaths import json_path
+
+ORDER = orders_pb2.CreateOrderRequest.DESCRIPTOR
+STRUCT = struct_pb2.Struct.DESCRIPTOR
+
+
+@pytest.mark.parametrize(
+    ("path", "renamed"),
+    [
+        ("payment_method_token", "paymentMethodToken"),
+        ("lines", "lines"),
+        ("lines[0].product_id", "lines[0].productId"),
+        ("", ""),
+        ("no_such_field.sub_field", "no_such_field.sub_field"),  # unknown: kept
+        ("customer_id[3]", "customerId[3]"),
+        ("lines[0].product_id.deeper_still", "lines[0].productId.deeper_still"),
+    ],
+)
+def test_each_field_is_named_by_its_json_name(path: str, renamed: str) -> None:
+    assert json_path(ORDER, path) == renamed
+
+
+def test_map_values_are_walked_into_and_keys_kept() -> None:
+    path = 'fields["a.b_c"].struct_value.fields["x]"].list_value.values[2].number_value'
+    assert json_path(STRUCT, path) == (
+        'fields["a.b_c"].structValue.fields["x]"].listValue.values[2].numberValue'
+    )
+    # A map field not subscripted has no fields of its own to rename after it.
+    assert json_path(STRUCT, "fields.struct_value") == "fields.struct_value"
+
+
+_NAME_CHARACTERS = re.compile(r"[A-Za-z0-9_]")
+
+
+@given(
+    st.one_of(
+        st.text(max_size=40),
+        st.lists(
+            st.sampled_from(["lines", "product_id", "[0]", '["k.]"]', ".", "x_y", " "]), max_size=8
+        ).map("".join),
+    )
+)
+def test_any_path_is_answered_and_only_names_change(path: str) -> None:
+    renamed = json_path(ORDER, path)
+    assert _NAME_CHARACTERS.sub("", renamed) == _NAME_CHARACTERS.sub("", path)
