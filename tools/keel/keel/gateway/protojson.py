@@ -123,6 +123,11 @@ def loads(body: bytes) -> Any:
         raise InputError([Violation("", "", str(error))]) from None
     except RecursionError:
         raise InputError([Violation("", "", "the body is nested too deeply")]) from None
+    except json.JSONDecodeError as error:  # where, not Python's "(char 0)"
+        where = f"line {error.lineno}, column {error.colno}"
+        problem = error.msg[:1].lower() + error.msg[1:]
+        message = f"the body is not valid JSON ({where}): {problem}"
+        raise InputError([Violation("", "", message)]) from None
     except ValueError as error:
         raise InputError([Violation("", "", f"the body is not valid JSON: {error}")]) from None
 
