@@ -14,6 +14,7 @@ import time
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import grpc.aio
@@ -260,6 +261,31 @@ def test_hot_lines_are_the_lines_structlog_writes(capsys: pytest.CaptureFixture[
         "level": "info",
         "correlation_id": "cid-1",
     }
+
+
+@pytest.mark.usefixtures("restored_logging")
+def test_hot_lines_take_any_key_or_value_as_structlog_does(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    logs.configure("info")
+    hot = logs.HotLogger("keel.test")
+    cases: list[dict[Any, Any]] = [
+        {"service": "s", "n": 1, "ok": True, "none": None, "nested": {"a": [1.5, "x"]}},
+        {"counts": {1: "one", 2.5: "two"}, "where": Path("/x")},  # a key not a str, a Path
+        {7: "seven"},
+    ]
+    for fields in cases:
+        hot.line("rpc", dict(fields, correlation_id="c"))  # written directly
+        hot.get().info("rpc", **{str(k): v for k, v in fields.items()}, correlation_id="c")
+    out = capsys.readouterr().out
+    assert out.endswith("\n")
+    lines = out.splitlines()
+    for direct, chained in zip(lines[::2], lines[1::2], strict=True):
+        stamp = r',"timestamp":"[^"]*"'
+        assert re.sub(stamp, "", direct) == re.sub(stamp, "", chained)
+    assert json.loads(lines[2])["counts"] == {"1": "one", "2.5": "two"}
+    assert json.loads(lines[2])["where"] == "PosixPath('/x')"
+    assert json.loads(lines[4])["7"] == "seven"
 
 
 @pytest.mark.usefixtures("restored_logging")
