@@ -204,26 +204,47 @@ def _unary_response(
             await _end_call(context, spec, error)
 
     tracer, path, counts = observer.tracer, spec.path, observer.counts
+    check, log_calls = _checker(spec, validate), observer.log_calls
+    streamed = prepare if spec.kind.client_streaming else None
+    ok = grpc.StatusCode.OK
 
     async def observed(request: Any, context: GrpcContext) -> Any:
         metadata = context.invocation_metadata() or ()
         call = propagation.bind(service, context, metadata)
-        if counts is not None:  # (observer.started() and .sent(), inlined: a call each saved)
+        # (observer.started(), .received(), .sent(), prepare() and, on success, _record(),
+        # inlined: a call each saved)
+        if counts is not None:
             counts[tally.STARTED] += 1
         began = perf_counter()
         span = None if tracer is None else tracing.start_server_span(tracer, path, metadata)
         try:
             if caller is not None:
                 caller.admit(call)
-            response = await method(prepare(request), call)
+            if streamed is not None:  # a stream of requests, counted and checked as they come
+                request = streamed(request)
+            else:
+                if counts is not None:
+                    counts[tally.RECEIVED] += 1
+                if type(request) is Undecodable:
+                    raise _undecodable_error(spec, request)
+                if check is not None:
+                    check(request)
+            response = await method(request, call)
         except BaseException as error:
             # Recorded before the status goes out, so the line exists once the caller has it.
             _record(observer, span, began, _failure_code(error, context), context, call=call)
             await _end_if_unhandled(context, spec, error)
             raise
+        raw = context.code()  # a handler may set a status and still return
+        code = ok if raw is None else status_code(raw)
+        if span is not None:
+            tracing.end_server_span(span, code)
         if counts is not None:
             counts[tally.SENT] += 1
-        _record(observer, span, began, grpc.StatusCode.OK, context, call=call)
+        if log_calls:
+            observer.finished(began, code, context, call=call)
+        elif counts is not None:
+            tally.finish(counts, code, perf_counter() - began)
         return response
 
     return observed if observer.active else quiet
