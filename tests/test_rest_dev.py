@@ -89,7 +89,7 @@ def test_an_order_through_the_orders_rest_port(dev: Dev) -> None:
     status, refused = _call(f"{orders}/v1/orders", {"customerId": "c1"})
     assert status == 400
     fields = {v["field"] for d in refused["details"] for v in d.get("fieldViolations", ())}
-    assert {"lines", "payment_method_token"} <= fields
+    assert {"lines", "paymentMethodToken"} <= fields
     order = {
         "customerId": "c1",
         "paymentMethodToken": "tok_visa",
