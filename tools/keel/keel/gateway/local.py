@@ -34,14 +34,6 @@ Behaviour = Callable[..., Any]
 DETAILS_KEY = "grpc-status-details-bin"
 
 
-def peer_of(client: tuple[str, int] | None) -> str:
-    """A gRPC-style peer (`ipv4:127.0.0.1:5000`) for an ASGI client address."""
-    if not client:
-        return "unknown"
-    host, port = client[0], client[1]
-    return f"ipv6:[{host}]:{port}" if ":" in host else f"ipv4:{host}:{port}"
-
-
 class HttpCallContext:
     """grpc.aio's servicer context for a call made from an HTTP request in this process.
 
@@ -83,7 +75,12 @@ class HttpCallContext:
         return max(0.0, self._deadline - time.monotonic())
 
     def peer(self) -> str:
-        return peer_of(self._client)
+        """A gRPC-style peer (`ipv4:127.0.0.1:5000`) for the request's client address."""
+        client = self._client
+        if not client:
+            return "unknown"
+        host, port = client[0], client[1]
+        return f"ipv6:[{host}]:{port}" if ":" in host else f"ipv4:{host}:{port}"
 
     async def abort(
         self,
