@@ -17,13 +17,15 @@ def configure(engine: AsyncEngine, *, inline_calls: bool, busy_timeout: float) -
     def _connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None  # Keel emits BEGIN itself (below)
         cursor = dbapi_connection.cursor()
-        if inline_calls:  # keel.data.inline: busy waits are asynchronous, checkpoints threaded
-            cursor.execute("PRAGMA wal_autocheckpoint = 0")
-        else:
-            cursor.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+        # Setting up may wait for another process's lock (WAL being turned on, its recovery):
+        # SQLite's busy handler waits, here even with calls inline (a connection is made rarely).
+        cursor.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
         cursor.execute("PRAGMA journal_mode = WAL")
         cursor.execute("PRAGMA synchronous = NORMAL")  # WAL: a crash loses nothing committed
         cursor.execute("PRAGMA foreign_keys = ON")
+        if inline_calls:  # keel.data.inline: busy waits are asynchronous, checkpoints threaded
+            cursor.execute("PRAGMA wal_autocheckpoint = 0")
+            cursor.execute("PRAGMA busy_timeout = 0")
         cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")
