@@ -92,7 +92,11 @@ async def reopen(db: Database, saga_id: str) -> str:
             )
         won = await session.execute(
             saga_table.update()
-            .where(saga_table.c.id == saga_id, saga_table.c.status == store.FAILED)
+            .where(
+                saga_table.c.id == saga_id,
+                saga_table.c.status == store.FAILED,
+                saga_table.c.stopped_from == target,  # not stopped again meanwhile, elsewhere
+            )
             .values(status=target, stopped_from=None, lease_until=None, updated_at=moment)
         )
         if not getattr(won, "rowcount", 0):
@@ -116,9 +120,13 @@ async def _note(
     ).one_or_none()
     if last is None:
         return
+    key = and_(step_table.c.saga_id == saga_id, step_table.c.position == last.position)
+    if last.status == store.DONE:  # nothing to retry there: a replay never writes it again
+        if last.error and target != store.COMPENSATING:  # (compensating: the undo's failure)
+            await session.execute(step_table.update().where(key).values(error=""))
+        return
     error = f"{note} (was: {last.error})" if last.error else note
     values: dict[str, object] = {"error": error, "updated_at": moment}
     if target == store.FORWARD and last.status == store.REFUSED:
         values |= {"status": store.STARTED, "retried": step_table.c.retried + 1}
-    key = and_(step_table.c.saga_id == saga_id, step_table.c.position == last.position)
     await session.execute(step_table.update().where(key).values(**values))
