@@ -82,6 +82,7 @@ class Child:
         spare: Sequence[str] = (),
     ) -> None:
         self.name = name
+        self.color = color
         self.port = port
         self.ports = tuple(ports)
         """Every port it listens on: free (or only in TIME_WAIT) before it starts again."""

@@ -27,15 +27,6 @@ class DevService:
     """Its `src/` folder (first on its import path, so the code keel dev watches is what runs)."""
 
 
-def discover(services_dir: Path, registry: Path) -> list[DevService]:
-    """The runnable services under `services_dir`, with their ports from `registry`; a
-    ConfigError names the first folder that cannot run."""
-    found, problems = survey(services_dir, registry)
-    if problems:
-        raise ConfigError(next(iter(problems.values())))
-    return found
-
-
 def survey(services_dir: Path, registry: Path) -> tuple[list[DevService], dict[str, str]]:
     """The runnable services under `services_dir`, and why each other service folder (by
     name) cannot run yet."""

@@ -12,7 +12,6 @@ from keel.dev import console
 from keel.dev.child import Child
 from keel.dev.services import (
     DevService,
-    discover,
     free_ports,
     gateway_command,
     gateway_env,
@@ -20,6 +19,7 @@ from keel.dev.services import (
     service_command,
     service_env,
     service_spare,
+    survey,
 )
 from keel.dev.tether import tethered
 from keel.events.broker import Broker, BrokerError, start_broker
@@ -70,7 +70,9 @@ class Session:
             state=state,
             nats_url=self.broker.url,
         )
-        color = console.COLORS[len(self.children) % len(console.COLORS)]
+        used = {c.color for c in self.children.values()}
+        free = [c for c in console.COLORS if c not in used] or list(console.COLORS)
+        color = free[0]
         child = Child(
             service.name,
             service_command(service),
@@ -136,7 +138,9 @@ async def run(
     0; relay their logs; stop them all on SIGINT/SIGTERM, the broker last. Without `watch`, one
     service exiting stops them all (status 1); with it, saved files reload what they touch
     (keel.dev.watch) and a service that exits waits for the next save."""
-    services = discover(services_dir, registry)
+    services, problems = survey(services_dir, registry)
+    for name, problem in problems.items():  # the others run; under --watch, a save retries
+        print(f"keel dev: {name} does not start: {problem}", flush=True)
     if not services:
         print(f"keel dev: no services with [tool.keel] serves under {services_dir}")
         return 1

@@ -213,6 +213,8 @@ class Watch:
                 await asyncio.gather(previous, return_exceptions=True)
             await self.keel_gen.prepare()
             for child in order:
+                if child not in self.session.everyone():  # its service went meanwhile
+                    continue
                 await child.prepare()
 
         self.warming = asyncio.ensure_future(warm())
@@ -242,13 +244,18 @@ class Watch:
         present = {s.name for s in found} | set(problems)
         known = {s.name: s for s in self.session.services}
         moved = {s.name for s in found if s.name in known and known[s.name] != s}
-        for name in sorted(moved):  # another port in the registry: started anew on it
+        for name in sorted(moved):  # another port, package or services: started anew
             await self.session.remove(name, keep_port=True)
         running = set(self.session.children)
         arrived = {s.name for s in found} - running
         left = running - present
         ports = {s.name: s.port for s in found}
-        said = [f"{name} moved to 127.0.0.1:{ports[name]}" for name in sorted(moved)]
+        said = [
+            f"{name} moved to 127.0.0.1:{ports[name]}"
+            if ports[name] != known[name].port
+            else f"{name} changed (its package or services)"
+            for name in sorted(moved)
+        ]
         for service in found:
             if service.name in arrived:
                 self.session.add(service, gen=self.gen, registry=self.registry, state=self.state)
