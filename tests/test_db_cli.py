@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sqlite3
 import subprocess
 import tomllib
 from pathlib import Path
@@ -152,3 +153,66 @@ async def test_replicas_migrating_at_once_all_succeed(
     outcomes = [run.communicate(timeout=120) for run in runs]
     assert [run.returncode for run in runs] == [0, 0, 0], outcomes
     assert keel_db("check", "catalog", env=env).returncode == 0
+
+
+def test_sqlite_migrations_keep_rows_that_refer_to_a_rebuilt_table(tmp_path: Path) -> None:
+    """A batch migration rebuilds `orders` (copy, drop, rename) on SQLite: the order lines that
+    refer to it (ON DELETE CASCADE) survive it, upgrading and downgrading."""
+    env = {"KEEL_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'orders.sqlite3'}"}
+    first = "5f4e1d5e2373"  # orders and lines; the next revision rebuilds orders
+    assert keel_db("upgrade", "orders", first, env=env).returncode == 0
+    with sqlite3.connect(tmp_path / "orders.sqlite3") as connection:
+        connection.execute(
+            "INSERT INTO orders (order_id, customer_id, state, total_cents, currency, created,"
+            " updated, version) VALUES ('o1', 'c1', 'CONFIRMED', 100, 'EUR', '2026-12-01',"
+            " '2026-12-01', 1)"
+        )
+        connection.execute(
+            "INSERT INTO order_lines (order_id, line, product_id, quantity)"
+            " VALUES ('o1', 0, 'p_mug', 2)"
+        )
+
+    def lines() -> int:
+        with sqlite3.connect(tmp_path / "orders.sqlite3") as connection:
+            return int(connection.execute("SELECT count(*) FROM order_lines").fetchone()[0])
+
+    for step in (("upgrade", "orders"), ("downgrade", "orders", first)):
+        done = keel_db(*step, env=env)
+        assert done.returncode == 0, done.stderr
+        assert lines() == 1, step
+
+
+def test_a_sqlite_migration_that_breaks_a_foreign_key_is_refused(tmp_path: Path) -> None:
+    """Foreign keys are off while SQLite migrates (above), so they are checked before commit."""
+    services = tmp_path / "services"
+    shutil.copytree(
+        REPO / "services" / "orders",
+        services / "orders",
+        ignore=shutil.ignore_patterns("__pycache__", "tests"),
+    )
+    versions = services / "orders" / "migrations" / "versions"
+    head = "c7fc79806799"
+    (versions / "20261202_0dd0dd0dd0dd_dangling_line.py").write_text(
+        '"""a line of an order that is not there"""\n\n'
+        "from alembic import op\n\n"
+        'revision = "0dd0dd0dd0dd"\n'
+        f'down_revision = "{head}"\n'
+        "branch_labels = None\n"
+        "depends_on = None\n\n\n"
+        "def upgrade() -> None:\n"
+        '    op.execute("INSERT INTO order_lines (order_id, line, product_id, quantity)'
+        " VALUES ('o_missing', 0, 'p_mug', 1)\")\n\n\n"
+        "def downgrade() -> None:\n"
+        "    pass\n"
+    )
+    env = {"KEEL_STATE_DIR": str(tmp_path / "state")}
+    where = ("--services", str(services))
+    assert keel_db("upgrade", "orders", head, *where, env=env).returncode == 0
+    refused = keel_db("upgrade", "orders", *where, env=env)
+    assert refused.returncode == 1
+    line = _one_line(refused)
+    assert "foreign key refers to nothing (first: order_lines row 1 -> orders)" in line
+    database = next((tmp_path / "state").rglob("*.sqlite3"))
+    with sqlite3.connect(database) as connection:
+        assert connection.execute("SELECT version_num FROM alembic_version").fetchall() == [(head,)]
+        assert connection.execute("SELECT count(*) FROM order_lines").fetchone() == (0,)

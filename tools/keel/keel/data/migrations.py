@@ -79,12 +79,46 @@ async def _on_connection(
 
     def work(connection: Connection) -> tuple[Any, str | None]:
         cfg.attributes["connection"] = connection
-        result = run(cfg)
+        with connection.begin():
+            result = run(cfg)
+            if connection.dialect.name == "sqlite":
+                _check_foreign_keys(connection)
         return result, MigrationContext.configure(connection).get_current_revision()
 
-    async with db.engine.begin() as connection:
-        outcome: tuple[Any, str | None] = await connection.run_sync(work)
+    async with db.engine.connect() as connection:
+        if connection.dialect.name != "sqlite":
+            outcome: tuple[Any, str | None] = await connection.run_sync(work)
+            return outcome
+        # A batch migration rebuilds a table (copy, drop, rename): with foreign keys on, the
+        # drop would delete the rows that refer to it (ON DELETE CASCADE). SQLite's own
+        # procedure for altering a table: foreign keys off around the transaction (the pragma
+        # is a no-op inside one), checked before it commits.
+        await connection.run_sync(_set_foreign_keys, False)
+        try:
+            outcome = await connection.run_sync(work)
+        finally:
+            await connection.run_sync(_set_foreign_keys, True)
         return outcome
+
+
+def _set_foreign_keys(connection: Connection, on: bool) -> None:
+    """PRAGMA foreign_keys on a SQLite connection outside a transaction (no BEGIN emitted)."""
+    cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(f"PRAGMA foreign_keys = {'ON' if on else 'OFF'}")
+    finally:
+        cursor.close()
+
+
+def _check_foreign_keys(connection: Connection) -> None:
+    """Refuse a migration that leaves rows referring to rows that are not there."""
+    broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+    if broken:
+        table, rowid, parent, _ = broken[0]
+        raise DataError(
+            f"the migration leaves {len(broken)} row(s) whose foreign key refers to nothing"
+            f" (first: {table} row {rowid} -> {parent}); nothing was changed"
+        )
 
 
 async def upgrade(db: Database, service: ServiceFolder, revision: str = "head") -> str | None:
