@@ -101,21 +101,21 @@ def test_the_diagram_draws_each_event_from_publisher_to_subscriber() -> None:
     names = diagram.services(openapi, document)
     assert names == ["a.v1.Orders", "b.v1.Mail", "Billing"]  # Orders is a.v1.Orders
     source = diagram.mermaid(names, document, own=["b.v1.Mail"])
-    assert '  s_a_v1_Orders -. "Shipped" .-> s_b_v1_Mail' in source
+    assert '  s_a_2e_v1_2e_Orders -. "Shipped" .-> s_b_2e_v1_2e_Mail' in source
     assert '  s_Billing["<b>Billing</b>"]' in source
-    assert source.endswith("  class s_b_v1_Mail own\n")
+    assert source.endswith("  class s_b_2e_v1_2e_Mail own\n")
 
 
 def test_keel_graphs_diagram_is_drawn_with_the_pages_own_services_in_bold() -> None:
     source = (REPO / "gen/system.mmd").read_text()  # what make gen wrote
-    assert "%% keel-service acme.orders.v1.OrderService orders" in source
+    assert "%% keel-service acme.orders.v1.OrderService n_orders" in source
     outlined = diagram.outlined(source, own=["acme.orders.v1.OrderService"])
     assert outlined.startswith(source.rstrip("\n"))
-    assert outlined.endswith("  classDef own stroke-width:3px\n  class orders own\n")
+    assert outlined.endswith("  classDef own stroke-width:3px\n  class n_orders own\n")
     assert diagram.outlined(source, own=["x.v1.Unknown"]) == source
     served = Endpoints({}, _nobody, diagram=source, own=["acme.catalog.v1.CatalogService"])
     assert b"keel graph</code> draws it" in served._page
-    assert b"class catalog own" in served._page
+    assert b"class n_catalog own" in served._page
 
 
 async def _nobody() -> list[str]:
@@ -195,7 +195,7 @@ async def test_the_gateway_serves_the_page_and_its_files() -> None:
             assert headers["content-type"] == f"{kind}; charset=utf-8"
             assert headers["cache-control"] == "public, max-age=31536000, immutable"
             assert body == assets.ASSETS[f"/{path}"].file.read_bytes()
-        assert "orders -. &quot;OrderCancelled, OrderPlaced&quot; .-&gt; catalog" in page
+        assert "n_orders -. &quot;OrderCancelled, OrderPlaced&quot; .-&gt; n_catalog" in page
         missing = urllib.request.Request(f"{url}/docs/swagger-ui-dist@0.0.1/swagger-ui.css")
         with pytest.raises(urllib.error.HTTPError) as refused:
             await _in_thread(_DIRECT.open, missing, timeout=10)
@@ -381,8 +381,8 @@ def test_a_services_own_docs_page_in_a_browser(browser: Browser, dev: Dev) -> No
     operations = json.loads(own)["operations"].values()
     assert {op["x-keel-service"] for op in operations} == {"acme.catalog.v1.CatalogService"}
     _, _, html = _get(f"{catalog}/docs")  # its diagram: keel graph's, catalog's node in bold
-    assert b"class catalog own" in html
-    assert b"orders --&gt;|&quot;ReleaseStock&lt;br/&gt;ReserveStock&quot;| catalog" in html
+    assert b"class n_catalog own" in html
+    assert b"n_orders --&gt;|&quot;ReleaseStock&lt;br/&gt;ReserveStock&quot;| n_catalog" in html
     _, _, none = _get(f"{dev.rest['acme.payments.v1.PaymentService']}/asyncapi.json")
     assert json.loads(none)["channels"] == {}
     _, _, whole = _get(f"{dev.gateway}/asyncapi.json")

@@ -165,7 +165,8 @@ def test_docs_page_links_and_lists_the_events(gateway: str) -> None:
     assert b'<a href="asyncapi.json">' in page
     assert b"fetch('asyncapi.json')" in page  # the Events tab renders the document
     # The System tab's diagram: the event from its publisher to its subscriber.
-    assert b"s_kitchen_v1_KitchenService -. &quot;DishCooked&quot; .-&gt; s_kitchen_v1_Pan" in page
+    kitchen, pan = b"s_kitchen_2e_v1_2e_KitchenService", b"s_kitchen_2e_v1_2e_Pan"
+    assert kitchen + b" -. &quot;DishCooked&quot; .-&gt; " + pan in page
     assert page.rstrip().endswith(b"</html>")
 
 

@@ -3,6 +3,7 @@ services' code, the page it keeps current, and the services a change touches."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -34,8 +35,8 @@ def test_the_map_has_the_shops_calls_and_events(
     orders_row = next(line for line in section.splitlines() if line.startswith("| orders |"))
     assert "CatalogService.ReserveStock" in orders_row
     assert "ReserveStockResponse: " in orders_row
-    assert '  orders -->|"' in section
-    assert "OrderPlaced" in section.split("orders -. ")[1].split(".-> catalog")[0]
+    assert '  n_orders -->|"' in section
+    assert "OrderPlaced" in section.split("n_orders -. ")[1].split(".-> n_catalog")[0]
     assert section.startswith(graph.BEGIN)
     assert section.rstrip().endswith(graph.END)
 
@@ -141,3 +142,10 @@ def test_keel_affected_reads_git_including_uncommitted_work(tmp_path: Path) -> N
     unknown = run("--since", "no-such-ref")
     assert unknown.returncode == 1
     assert unknown.stderr.startswith("keel affected: ")
+
+
+def test_node_ids_are_one_per_name_and_never_a_mermaid_keyword() -> None:
+    names = ["acme.end.v1", "acme.end_v1", "acme_end.v1", "end", "9lives", "a.b", "a_b", "a_2e_b"]
+    ids = [graph._id(name) for name in names]
+    assert len(set(ids)) == len(names)
+    assert all(re.fullmatch(r"n_[A-Za-z0-9_]+", node) for node in ids)

@@ -15,11 +15,13 @@ from typing import Any
 
 from keel.gateway.events_doc import pointer
 
-_UNSAFE = re.compile(r"[^A-Za-z0-9_]")
+_UNSAFE = re.compile(r"[^A-Za-z0-9]")
 
 
 def _id(name: str) -> str:
-    return "s_" + _UNSAFE.sub("_", name)
+    """A node id, one per name (as keel.system.graph makes them): `s_` first, each character
+    other than a letter or digit written as `_<hex>_`."""
+    return "s_" + _UNSAFE.sub(lambda found: f"_{ord(found[0]):x}_", name)
 
 
 def _label(name: str) -> str:
