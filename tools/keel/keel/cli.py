@@ -136,13 +136,23 @@ def _gateway(args: argparse.Namespace) -> int:
     from keel.gateway import serve  # noqa: PLC0415
     from keel.runtime import config  # noqa: PLC0415
 
-    targets = {}
-    for item in args.target:
-        service, sep, address = item.partition("=")
-        if not sep or not service or not address:
-            print(f"keel gateway: --target {item!r}: expected SERVICE=HOST:PORT", file=sys.stderr)
-            return 2
-        targets[service] = address
+    targets: dict[str, str] = {}
+    rest_targets: dict[str, str] = {}
+    for flag, items, found in (
+        ("--target", args.target, targets),
+        ("--rest-target", args.rest_target, rest_targets),
+    ):
+        for item in items:
+            service, sep, address = item.partition("=")
+            if not sep or not service or not address:
+                print(f"keel gateway: {flag} {item!r}: expected SERVICE=HOST:PORT", file=sys.stderr)
+                return 2
+            found[service] = address
+    try:
+        rest_targets = {name: config.rest_address(a) for name, a in rest_targets.items()}
+    except ValueError as error:
+        print(f"keel gateway: --rest-target: {error}", file=sys.stderr)
+        return 2
     try:
         worker_count = args.workers or config.current().workers
     except config.ConfigError as error:
@@ -165,10 +175,15 @@ def _gateway(args: argparse.Namespace) -> int:
             args.port,
             worker_count=worker_count,
             middleware=middleware,
+            rest_targets=rest_targets,
+            upstream=args.upstream,
         )
     except genroot.UnimportableError as error:  # raised while the routes load, before serving
         for line in str(error).splitlines():
             print(f"keel gateway: {line}", file=sys.stderr)
+        return 2
+    except config.ConfigError as error:  # e.g. --upstream rest without a service's REST port
+        print(f"keel gateway: configuration error: {error}", file=sys.stderr)
         return 2
 
 
@@ -500,6 +515,18 @@ def parser() -> argparse.ArgumentParser:
         "--target", action="append", default=[], help="SERVICE=HOST:PORT (full service name)"
     )
     gateway.add_argument("--default-target", help="HOST:PORT for services without --target")
+    gateway.add_argument(
+        "--rest-target",
+        action="append",
+        default=[],
+        help="SERVICE=HOST:PORT: the service's own REST port, to pass its requests through to",
+    )
+    gateway.add_argument(
+        "--upstream",
+        choices=("auto", "grpc", "rest"),
+        help="auto: pass through to a service's REST port when known, else gRPC; grpc; rest"
+        " (default: KEEL_GATEWAY_UPSTREAM, else auto)",
+    )
     gateway.add_argument("--host", default="127.0.0.1")
     gateway.add_argument("--port", type=int, default=8080)
     gateway.add_argument(

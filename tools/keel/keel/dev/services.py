@@ -6,12 +6,13 @@ import os
 import socket
 import sys
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from keel.dev import spare
 from keel.runtime import discovery
-from keel.runtime.config import ConfigError, Settings
+from keel.runtime.config import REST_TARGET_PREFIX, ConfigError, Settings, target_key
 
 
 @dataclass(frozen=True)
@@ -140,10 +141,17 @@ def gateway_command(gen: Path, port: int) -> list[str]:
     return [sys.executable, "-m", "keel.cli", "gateway", "--gen", str(gen), "--port", str(port)]
 
 
-def gateway_env(gen: Path, registry: Path) -> dict[str, str]:
+def gateway_env(gen: Path, registry: Path, rest: Mapping[str, int]) -> dict[str, str]:
+    """The gateway's environment: the registry (the services' gRPC addresses) and, for each
+    service (by its full proto name) in `rest` (full name → REST port), where it serves REST,
+    which the gateway passes requests through to (KEEL_REST_TARGET_<SERVICE>)."""
     return {
         **os.environ,
         "PYTHONPATH": import_path(gen.resolve()),
         "KEEL_REGISTRY": str(registry.resolve()),
         "KEEL_LOG_FORMAT": "console",
+        **{
+            f"{REST_TARGET_PREFIX}{target_key(name)}": f"127.0.0.1:{port}"
+            for name, port in rest.items()
+        },
     }

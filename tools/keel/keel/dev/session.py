@@ -45,6 +45,30 @@ class Session:
     """Services that exited on their own (without --watch, that stops keel dev)."""
     exited: asyncio.Event = field(default_factory=asyncio.Event)
 
+    def rest_targets(self) -> dict[str, int]:
+        """Each served proto service's REST port (full name → port), for the gateway."""
+        return {
+            name: self.rest_ports[service.name]
+            for service in self.services
+            if service.name in self.rest_ports
+            for name in service.serves
+        }
+
+    async def refresh_gateway(self, gen: Path, registry: Path) -> None:
+        """Before the gateway starts again: the services' REST ports as they are now (a service
+        that arrived, or went, since it started); a warm spare started with others goes."""
+        gateway = self.gateway
+        if gateway is None:
+            return
+        env = gateway_env(gen, registry, self.rest_targets())
+        if self.watching:
+            env = {**WATCHING, **env}
+        if env != gateway.env:
+            gateway.env = env
+            await gateway.discard()
+            if gateway.warm is not None:
+                gateway.warm.env = dict(env)
+
     def everyone(self) -> list[Child]:
         return [*self.children.values(), *([self.gateway] if self.gateway else [])]
 
@@ -164,10 +188,11 @@ async def run(
     for service in services:
         session.add(service, gen=gen, registry=registry, state=state)
     if gateway_port:
+        env = gateway_env(gen, registry, session.rest_targets())
         session.gateway = Child(
             "gateway",
             gateway_command(gen, gateway_port),
-            {**WATCHING, **gateway_env(gen, registry)} if watch else gateway_env(gen, registry),
+            {**WATCHING, **env} if watch else env,
             console.BOLD,
             on_exit=session.on_exit,
             port=gateway_port,

@@ -225,6 +225,8 @@ class Watch:
         await child.stop()
         if self.session.stop.is_set():
             return False
+        if child is self.session.gateway:  # with the services' REST ports as they are now
+            await self.session.refresh_gateway(self.gen, self.registry)
         await child.start(again=True)
         try:
             return await asyncio.wait_for(child.ready(), START_WAIT)

@@ -1,4 +1,5 @@
-"""The gateway as a plain ASGI app: route, admit, transcode, call gRPC, answer JSON.
+"""The gateway as a plain ASGI app: route, admit, transcode, call gRPC, answer JSON; or, for
+a service that serves its own REST routes, route and pass the request through to it.
 
 A request reads top to bottom through `Gateway._handle`: the request id and CORS headers, the
 gateway's own endpoints, the path check and route, admission (auth, rate limits), transcoding,
@@ -34,6 +35,7 @@ from keel.gateway.exchange import (
     read_body,
 )
 from keel.gateway.outbound import grpc_timeout
+from keel.gateway.passthrough import Passthrough, rest_addresses
 from keel.gateway.paths import request_path
 from keel.gateway.protojson import InputError
 from keel.gateway.routes import Match, RouteTable
@@ -81,6 +83,12 @@ class Gateway:
     `targets` maps full service names to addresses; others use `default_target`, else
     discovery (KEEL_TARGET_*, services/registry.toml). `middleware` wraps the gateway in ASGI
     middleware; `client_interceptors` are grpc.aio client interceptors for the upstream calls.
+
+    `upstream` (default KEEL_GATEWAY_UPSTREAM) chooses how a request reaches its service:
+    `auto` passes it through to the service's own REST port when its address is known
+    (`rest_targets`: full service name → host:port, else KEEL_REST_TARGET_*, the registry's
+    `[rest_targets]`), else transcodes it to gRPC; `grpc` always transcodes; `rest` always
+    passes through (every service needs a REST address). See keel.gateway.passthrough.
     """
 
     edge_span = True
@@ -99,6 +107,8 @@ class Gateway:
         max_body_bytes: int = 1 << 20,
         middleware: Iterable[Middleware] = (),
         client_interceptors: Sequence[Any] = (),
+        rest_targets: Mapping[str, str] | None = None,
+        upstream: str | None = None,
     ) -> None:
         self.routes = routes
         self.settings = settings or Settings()
@@ -108,9 +118,14 @@ class Gateway:
         self.upstreams = Upstreams(
             routes.services, self.settings, targets, default_target, client_interceptors
         )
+        self.passthrough = Passthrough(
+            rest_addresses(routes.services, self.settings, rest_targets, upstream)
+        )
+        self._passed = self.passthrough.pools
+        """The pool of each service whose requests pass through to its REST port."""
         self.endpoints = Endpoints(
             routes.openapi,
-            self.upstreams.not_serving,
+            self._not_serving,
             routes.asyncapi,
             services=[service.name for service in routes.services],
             diagram=routes.diagram,
@@ -134,8 +149,18 @@ class Gateway:
         self._wrapped = _wrap(self._asgi, layers) if layers else None
 
     async def close(self) -> None:
-        """Close the upstream channels."""
+        """Close the upstream channels and connections."""
+        self.passthrough.close()
         await self.upstreams.close()
+
+    async def _not_serving(self) -> list[str]:
+        """The services not ready: REST `/readyz` of those passed through, gRPC health of the
+        others."""
+        down = await self.passthrough.not_serving() if self._passed else []
+        others = [name for name in self._services if name not in self._passed]
+        if others:
+            down += await self.upstreams.not_serving(others)
+        return down
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self._wrapped is not None:
@@ -209,8 +234,11 @@ class Gateway:
         if path in PATHS and verb in ("GET", "HEAD"):
             await self.endpoints.answer(path, exchange)
             return
-        if verb == "OPTIONS" and "access-control-request-method" in headers and self.cors.origins:
-            await self._preflight(path, headers, exchange)
+        if (
+            verb == "OPTIONS"
+            and "access-control-request-method" in headers
+            and await self._preflights(scope, path, headers, exchange, record)
+        ):
             return
         found = self.routes.find(verb, path)
         if not isinstance(found, Match):
@@ -220,6 +248,9 @@ class Gateway:
             record.matched(found.route.rule.path)
         else:  # (no span to name: the route is all there is to record)
             record.route = found.route.rule.path
+        if self._passed and found.route.method.service in self._passed:
+            await self._pass(found, scope, receive, headers, exchange)
+            return
         admitted = self.admission.check(found, headers.get("authorization"), scope.get("client"))
         if isinstance(admitted, Refusal):
             await exchange.reply(admitted.status, admitted.body, admitted.headers)
@@ -254,6 +285,83 @@ class Gateway:
         await self._dispatch(
             found, request, timeout, metadata, scope=scope, receive=receive, exchange=exchange
         )
+
+    async def _preflights(
+        self,
+        scope: Scope,
+        path: str,
+        headers: dict[str, str],
+        exchange: Exchange,
+        record: AccessRecord,
+    ) -> bool:
+        """A CORS preflight: answered by the service when its route is passed through to it
+        (its own KEEL_CORS_ORIGINS), else here when CORS is configured; whether it was."""
+        asked = self.routes.find(headers["access-control-request-method"], path)
+        if not isinstance(asked, Match) or asked.route.method.service not in self._passed:
+            if not self.cors.origins:
+                return False
+            await self._preflight(path, headers, exchange)
+            return True
+        record.route = asked.route.rule.path
+        await self.passthrough.forward(
+            asked,
+            scope,
+            exchange=exchange,
+            request_id=headers["x-request-id"],
+            timeout=self._timeouts[id(asked.route.method)],
+            body=None,
+        )
+        return True
+
+    async def _pass(
+        self,
+        found: Match,
+        scope: Scope,
+        receive: Receive,
+        headers: dict[str, str],
+        exchange: Exchange,
+    ) -> None:
+        """A request for a service that serves REST itself: the edge's rate limit, body limit
+        and deadline here, the rest (auth policy, validation, CORS) in the service; then passed
+        through (keel.gateway.passthrough)."""
+        route = found.route
+        limiter = self.admission.limiter
+        if limiter is not None:  # per client address: the gateway does not verify tokens here
+            client = scope.get("client")
+            if not limiter.allow(str((client or ("",))[0]), f"{route.verb} {route.rule.path}"):
+                wait = [(b"retry-after", str(limiter.retry_after).encode())]
+                message = "too many requests; slow down"
+                await exchange.reply(
+                    429, status.body(grpc.StatusCode.RESOURCE_EXHAUSTED, message), wait
+                )
+                return
+        method = route.method
+        try:
+            body = await read_body(receive, self.max_body_bytes) if route.rule.body else None
+            if "grpc-timeout" in headers:
+                service = self._services[method.service]
+                timeout = outbound.deadline(headers, method, service, self.settings)
+            else:
+                timeout = self._timeouts[id(method)]
+        except BodyTooLargeError:
+            limit = f"the body is larger than {self.max_body_bytes} bytes"
+            await exchange.reply(413, status.body(grpc.StatusCode.INVALID_ARGUMENT, limit))
+            return
+        except InputError as error:
+            await exchange.reply(400, _bad_input(error))
+            return
+        forwarding = self.passthrough.forward(
+            found,
+            scope,
+            exchange=exchange,
+            request_id=headers["x-request-id"],
+            timeout=timeout,
+            body=body,
+        )
+        if method.kind.server_streaming:  # a client going away closes the upstream request
+            await dispatch.relay_until_gone(exchange, receive, forwarding)
+        else:
+            await forwarding
 
     def _dispatch(
         self,

@@ -12,6 +12,7 @@ from typing import Any
 import uvicorn
 
 from keel.gateway.app import Gateway, Middleware
+from keel.gateway.passthrough import rest_addresses
 from keel.gateway.routes import RouteTable
 from keel.runtime import config, logs, tracing, workers
 
@@ -25,6 +26,9 @@ def build(
     targets: Mapping[str, str],
     default_target: str | None,
     middleware: Sequence[Middleware] = (),
+    *,
+    rest_targets: Mapping[str, str] | None = None,
+    upstream: str | None = None,
 ) -> Gateway:
     """A gateway for every `google.api.http` method in the generated code under `gen`, tracing
     when KEEL_OTLP_ENDPOINT says so (set up here: in each worker, after the fork)."""
@@ -37,6 +41,8 @@ def build(
         default_target=default_target,
         settings=settings,
         middleware=middleware,
+        rest_targets=rest_targets,
+        upstream=upstream,
     )
 
 
@@ -81,8 +87,11 @@ def reuse_port_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _announce(routes: int, host: str, port: int) -> None:
-    _log.info("serving", routes=routes, url=f"http://{host}:{port}")
+def _announce(routes: int, passed: Mapping[str, Any], host: str, port: int) -> None:
+    """The "serving" line: routes, address, and the services passed through to their REST
+    ports (`rest`; the others are called over gRPC)."""
+    rest = ",".join(sorted(passed)) or "-"
+    _log.info("serving", routes=routes, url=f"http://{host}:{port}", rest=rest)
 
 
 def run(
@@ -94,6 +103,8 @@ def run(
     *,
     worker_count: int = 1,
     middleware: Sequence[Middleware] = (),
+    rest_targets: Mapping[str, str] | None = None,
+    upstream: str | None = None,
 ) -> int:
     """Serve until SIGTERM/SIGINT; the exit status.
 
@@ -103,16 +114,22 @@ def run(
     settings = config.current()
     logs.configure(settings.log_level, console=settings.console_logs)
     if worker_count <= 1:
-        gateway = build(gen, targets, default_target, middleware)
-        _announce(len(gateway.routes.routes), host, port)
+        gateway = build(
+            gen, targets, default_target, middleware, rest_targets=rest_targets, upstream=upstream
+        )
+        _announce(len(gateway.routes.routes), gateway.passthrough.pools, host, port)
         uvicorn.Server(uvicorn_config(gateway, host, port)).run()
         tracing.shutdown()
         return 0
-    _announce(len(RouteTable.from_generated(gen).routes), host, port)
+    table = RouteTable.from_generated(gen)
+    passed = rest_addresses(table.services, settings, rest_targets, upstream)
+    _announce(len(table.routes), passed, host, port)
 
     def worker() -> None:
         sock = reuse_port_socket(host, port)
-        app = build(gen, targets, default_target, middleware)
+        app = build(
+            gen, targets, default_target, middleware, rest_targets=rest_targets, upstream=upstream
+        )
         uvicorn.Server(uvicorn_config(app, host, port)).run(sockets=[sock])
         tracing.shutdown()
 

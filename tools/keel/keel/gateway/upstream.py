@@ -67,10 +67,10 @@ class Upstreams:
         """A server-streaming call's responses (cancelled when the iteration is)."""
         return self.client(method.service)._stream(method, request, timeout, metadata)
 
-    async def not_serving(self) -> list[str]:
-        """The services whose health check does not answer SERVING."""
+    async def not_serving(self, names: Iterable[str] | None = None) -> list[str]:
+        """The services (of `names`, default all) whose health check does not answer SERVING."""
         down = []
-        for name in self.services:
+        for name in self.services if names is None else names:
             try:
                 check = self.client(name).channel.unary_unary(
                     "/grpc.health.v1.Health/Check",

@@ -27,6 +27,7 @@
 | KEEL_CORS_ORIGINS | gateway: allowed origins, comma-separated, or * | |
 | KEEL_EDGE_TIMEOUT | gateway: deadline when neither Grpc-Timeout nor the proto sets one | 30 |
 | KEEL_EDGE_MAX_TIMEOUT | gateway: the longest deadline any request gets (0: no cap) | 0 |
+| KEEL_GATEWAY_UPSTREAM | gateway: auto (a service's REST port when known), grpc or rest | auto |
 | KEEL_DATABASE_URL | the service's database (SQLAlchemy async URL) | SQLite in KEEL_STATE_DIR |
 | KEEL_STATE_DIR | the service's local state (its default SQLite file) | .keel/state/<service> |
 | KEEL_MIGRATE | apply pending migrations at start-up: true or false | false (`keel dev`: true) |
@@ -47,6 +48,7 @@
 | KEEL_SAGA_BACKOFF | seconds before each retry of a saga step that failed transiently | 0.2,1,5 |
 | KEEL_SAGA_LEASE | seconds a process holds a running saga before another may resume it | 30 |
 | KEEL_TARGET_<SERVICE> | address of one service (`ACME_ORDERS_V1_ORDERSERVICE`) | |
+| KEEL_REST_TARGET_<SERVICE> | host:port of one service's own REST port, for `keel gateway` | |
 
 "gateway:" settings apply to a service's own REST port (KEEL_REST_PORT) as well.
 An unknown `KEEL_` variable or an invalid value stops start-up with a message naming it.
@@ -65,6 +67,11 @@ from urllib.parse import urlparse
 PREFIX = "KEEL_"
 TARGET_PREFIX = "KEEL_TARGET_"
 """`KEEL_TARGET_ACME_ORDERS_V1_ORDERSERVICE=host:port`: where a service is (see discovery)."""
+REST_TARGET_PREFIX = "KEEL_REST_TARGET_"
+"""`KEEL_REST_TARGET_ACME_ORDERS_V1_ORDERSERVICE=host:port`: where a service serves its own REST
+routes (its KEEL_REST_PORT), which `keel gateway` passes requests through to."""
+UPSTREAMS = ("auto", "grpc", "rest")
+"""KEEL_GATEWAY_UPSTREAM's choices."""
 
 
 def target_key(service: str) -> str:
@@ -74,6 +81,26 @@ def target_key(service: str) -> str:
 
 class ConfigError(Exception):
     """A KEEL_* variable is unknown or has an invalid value."""
+
+
+def rest_address(value: str) -> str:
+    """`host:port` from `host:port` or `http://host:port` (a service's REST port); ValueError
+    otherwise (https, a path, no port: the gateway speaks plain HTTP/1.1 to one address)."""
+    text = value.strip()
+    parsed = urlparse(text if "://" in text else f"http://{text}")
+    try:
+        port = parsed.port
+    except ValueError:
+        port = None
+    if (
+        parsed.scheme != "http"
+        or not parsed.hostname
+        or port is None
+        or parsed.path not in ("", "/")
+    ):
+        raise ValueError("must be host:port or http://host:port")
+    host = f"[{parsed.hostname}]" if ":" in parsed.hostname else parsed.hostname
+    return f"{host}:{port}"
 
 
 def _port(value: str) -> int:
@@ -196,6 +223,13 @@ def _backoff(value: str) -> tuple[float, ...]:
     return delays
 
 
+def _upstream(value: str) -> str:
+    choice = value.lower()
+    if choice not in UPSTREAMS:
+        raise ValueError("must be auto, grpc or rest")
+    return choice
+
+
 def _workers(value: str) -> int:
     workers = int(value)
     if not 1 <= workers <= 256:
@@ -231,6 +265,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "cors_origins": str,
     "edge_timeout": _positive_seconds,
     "edge_max_timeout": _seconds,
+    "gateway_upstream": _upstream,
     "database_url": str,
     "state_dir": str,
     "migrate": _bool,
@@ -284,6 +319,7 @@ class Settings:
     cors_origins: str = ""
     edge_timeout: float = 30.0
     edge_max_timeout: float = 0.0
+    gateway_upstream: str = "auto"
     database_url: str = ""
     state_dir: str = ""
     migrate: bool = False
@@ -304,14 +340,17 @@ class Settings:
     saga_backoff: tuple[float, ...] = (0.2, 1.0, 5.0)
     saga_lease: float = 30.0
     targets: Mapping[str, str] = field(default_factory=dict)
+    rest_targets: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Settings from `environ` (default: os.environ); ConfigError names any bad variable."""
         environ = os.environ if environ is None else environ
-        known = {f"{PREFIX}{f.name.upper()}": f.name for f in fields(cls) if f.name != "targets"}
+        maps = ("targets", "rest_targets")
+        known = {f"{PREFIX}{f.name.upper()}": f.name for f in fields(cls) if f.name not in maps}
         values: dict[str, Any] = {}
         targets: dict[str, str] = {}
+        rest_targets: dict[str, str] = {}
         for key, raw in sorted(environ.items()):
             if not key.startswith(PREFIX):
                 continue
@@ -319,6 +358,12 @@ class Settings:
                 if not raw.strip():
                     raise ConfigError(f"{key} is empty: give host:port or a gRPC target URI")
                 targets[key.removeprefix(TARGET_PREFIX)] = raw.strip()
+                continue
+            if key.startswith(REST_TARGET_PREFIX) and len(key) > len(REST_TARGET_PREFIX):
+                try:
+                    rest_targets[key.removeprefix(REST_TARGET_PREFIX)] = rest_address(raw)
+                except ValueError as error:
+                    raise ConfigError(f"{key}={raw!r}: {error}") from None
                 continue
             name = known.get(key)
             if name is None:
@@ -330,7 +375,7 @@ class Settings:
             except ValueError as error:
                 reason = str(error) if "must" in str(error) else "is not a valid value"
                 raise ConfigError(f"{key}={raw!r}: {reason}") from None
-        return cls(**values, targets=targets)
+        return cls(**values, targets=targets, rest_targets=rest_targets)
 
     @property
     def console_logs(self) -> bool:

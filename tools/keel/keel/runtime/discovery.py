@@ -5,6 +5,11 @@ The registry (`services/registry.toml`, found from the working folder upwards, o
 or a list of `ip:port` replicas; `[defaults] template` covers the rest, e.g.
 `"dns:///{name}:50051"` for one Kubernetes Service per gRPC service ({name}: `order-service`
 for `OrderService`; {package}: `acme.orders.v1`).
+
+A service's own REST port (KEEL_REST_PORT), where `keel gateway` passes requests through to,
+is found the same way by `resolve_rest`: `KEEL_REST_TARGET_<SERVICE>`, else the registry's
+`[rest_targets]`, else its `[defaults] rest_template` (`"{name}:8080"`), else unknown (None:
+the gateway calls the service over gRPC). Each is one `host:port` (or `http://host:port`).
 """
 
 from __future__ import annotations
@@ -14,7 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from keel.naming import snake_case
-from keel.runtime.config import TARGET_PREFIX, ConfigError, Settings, target_key
+from keel.runtime.config import (
+    REST_TARGET_PREFIX,
+    TARGET_PREFIX,
+    ConfigError,
+    Settings,
+    rest_address,
+    target_key,
+)
 
 REGISTRY = Path("services") / "registry.toml"
 
@@ -67,6 +79,33 @@ def resolve(service: str, settings: Settings) -> str:
             return template.format(**template_fields(service))
     where = f" or add it to {path}" if path else f" or create {REGISTRY}"
     raise ConfigError(f"no address for {service}: set {TARGET_PREFIX}{key}{where}")
+
+
+def resolve_rest(service: str, settings: Settings) -> str | None:
+    """The `host:port` of the REST routes `service` (a full proto name) serves itself, or None
+    when neither KEEL_REST_TARGET_<SERVICE> nor the registry says."""
+    key = target_key(service)
+    if key in settings.rest_targets:
+        return settings.rest_targets[key]  # (checked as the settings were read)
+    path = _find_registry(settings)
+    if path is None:
+        return None
+    registry = _load(path)
+    value = registry.get("rest_targets", {}).get(service)
+    origin = f"{path}: rest_targets.{service!r}"
+    if value is None:
+        value = registry.get("defaults", {}).get("rest_template")
+        if value is None:
+            return None
+        origin = f"{path}: defaults.rest_template"
+        if isinstance(value, str):
+            value = value.format(**template_fields(service))
+    if not isinstance(value, str):
+        raise ConfigError(f"{origin}: expected host:port (set {REST_TARGET_PREFIX}{key} instead)")
+    try:
+        return rest_address(value)
+    except ValueError as error:
+        raise ConfigError(f"{origin}: {error}") from None
 
 
 def template_fields(service: str) -> dict[str, str]:
