@@ -1,5 +1,7 @@
-"""REST through the gateway vs direct gRPC vs a hand-written FastAPI proxy.
+"""REST through the gateway vs direct gRPC vs a hand-written FastAPI proxy, with a gRPC upstream.
 
+This is the gateway's transcoding path (`--upstream grpc`: what it does for a service that does
+not serve REST itself); bench/rest_bench.py measures its pass-through to REST in the service.
 One raw grpc.aio echo server is the upstream of every proxy. Each proxy runs in its own
 process on uvicorn (uvloop + httptools) and is loaded by wrk (Debian), a C program that is not
 the bottleneck; direct gRPC is loaded by h2load. Every proxy is first checked with a real
@@ -62,6 +64,7 @@ def _start(proxy: str, port: int, upstream: int, gen: Path) -> subprocess.Popen[
     else:
         command = [str(Path(sys.executable).parent / "keel"), "gateway", "--gen", str(gen)]
         command += ["--target", f"echo.v1.EchoService=127.0.0.1:{upstream}", "--port", str(port)]
+        command += ["--upstream", "grpc"]
         if proxy == "keel-2w":
             command += ["--workers", "2"]
     return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

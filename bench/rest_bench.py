@@ -8,13 +8,15 @@ rounds; CPU per request is summed over every server process of the path (from /p
 - `service-off`: the same with its per-request line and metrics off.
 - `bare`: the limit: an ASGI app on the same uvicorn (uvloop, httptools) that transcodes with
   json_format and calls the handler directly; no routing table, checks, logs or metrics.
-- `gateway`: `keel gateway` → a raw grpc.aio echo service (CPU: both processes).
+- `gateway`: `keel gateway` passing requests through to REST in the service (the `service`
+  path's port, `--rest-target`; what it does when a service serves REST itself), CPU: the
+  gateway and the service.
+- `gateway-grpc`: `keel gateway --upstream grpc` → a raw grpc.aio echo service (transcoding;
+  what it does for a service without a REST port), CPU: both processes.
 - `fastapi`: bench/fastapi_proxy.py → the same raw service (CPU: both processes).
-- `pass`: a pass-through proxy (the gateway's alternative when services serve REST
-  themselves): HTTP/1.1 kept alive to the `service` path's port, the request and answer copied
-  as they are, responses parsed by httptools (CPU: the proxy and the service).
 
-Targets: `service` >= 5x `fastapi`'s QPS and within 1.5x of `bare`'s CPU per request.
+Targets: `service` >= 5x `fastapi`'s QPS and within 1.5x of `bare`'s CPU per request;
+`gateway` >= 1.5x `fastapi`'s QPS.
 `python bench/rest_bench.py --serve MODE PORT GEN [UPSTREAM]` runs one server (internal).
 """
 
@@ -36,7 +38,7 @@ from typing import Any
 from loads import BIN, HERE, Load, cpu_seconds, echo_ready, free_port, generate_echo, wrk
 
 WORK = HERE / "_work" / "rest"
-PATHS = ("service", "service-off", "bare", "gateway", "fastapi", "pass")
+PATHS = ("service", "service-off", "bare", "gateway", "gateway-grpc", "fastapi")
 POST_SCRIPT = """wrk.method = "POST"
 wrk.body = '{"text":"hello, keel"}'
 wrk.headers["Content-Type"] = "application/json"
@@ -96,66 +98,6 @@ def _bare_app() -> Any:
     return app
 
 
-class _Answer:
-    """httptools callbacks collecting one HTTP response."""
-
-    def __init__(self) -> None:
-        self.headers: list[tuple[bytes, bytes]] = []
-        self.body = b""
-        self.done = False
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        if name.lower() not in (b"date", b"server", b"connection", b"keep-alive"):
-            self.headers.append((name.lower(), value))
-
-    def on_body(self, body: bytes) -> None:
-        self.body += body
-
-    def on_message_complete(self) -> None:
-        self.done = True
-
-
-def _pass_app(upstream: int) -> Any:
-    """A pass-through proxy to one REST port: kept-alive connections, bytes copied as they are."""
-    import httptools  # noqa: PLC0415
-
-    idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
-    skip = {b"host", b"connection", b"keep-alive", b"content-length", b"transfer-encoding"}
-
-    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            return
-        body, more = b"", True
-        while more:
-            message = await receive()
-            body += message.get("body", b"")
-            more = message.get("more_body", False)
-        query = scope["query_string"]
-        target = scope["raw_path"] + (b"?" + query if query else b"")
-        lines = [scope["method"].encode() + b" " + target + b" HTTP/1.1", b"host: upstream"]
-        lines += [k + b": " + v for k, v in scope["headers"] if k not in skip]
-        lines.append(b"x-forwarded-for: " + scope["client"][0].encode())
-        lines.append(b"content-length: " + str(len(body)).encode())
-        if idle:
-            reader, writer = idle.pop()
-        else:
-            reader, writer = await asyncio.open_connection("127.0.0.1", upstream)
-        writer.write(b"\r\n".join(lines) + b"\r\n\r\n" + body)
-        answer = _Answer()
-        parser = httptools.HttpResponseParser(answer)
-        while not answer.done:
-            chunk = await reader.read(65536)
-            if not chunk:
-                raise ConnectionError("the upstream closed the connection")
-            parser.feed_data(chunk)
-        idle.append((reader, writer))
-        start = {"type": "http.response.start", "status": parser.get_status_code()}
-        await send({**start, "headers": answer.headers})
-        await send({"type": "http.response.body", "body": answer.body})
-
-    return app
-
-
 def _serve_asgi(app: Any, port: int) -> None:
     import uvicorn  # noqa: PLC0415
     from keel.gateway.serve import uvicorn_config  # noqa: PLC0415
@@ -171,8 +113,6 @@ def serve(mode: str, port: int, upstream: int) -> None:
         _serve_service(port, quiet=mode == "service-off")
     elif mode == "bare":
         _serve_asgi(_bare_app(), port)
-    elif mode == "pass":
-        _serve_asgi(_pass_app(upstream), port)
     else:
         raise SystemExit(f"unknown mode {mode}")
 
@@ -226,17 +166,16 @@ def _start_paths(names: list[str], gen: Path, upstream: int) -> dict[str, Served
         path = Served(name, free_port())
         if name in ("service", "service-off", "bare"):
             path.processes.append(_spawn([*me, name, str(path.port), str(gen)]))
-        elif name == "pass":
+        elif name == "gateway":
             service = started.get("service") or _start_paths(["service"], gen, upstream)["service"]
             started.setdefault("service", service)
-            path.processes += [
-                _spawn([*me, "pass", str(path.port), str(gen), str(service.port)]),
-                *service.processes,
-            ]
-        elif name == "gateway":
+            command = [str(BIN / "keel"), "gateway", "--gen", str(gen), "--port", str(path.port)]
+            command += ["--rest-target", f"echo.v1.EchoService=127.0.0.1:{service.port}"]
+            path.processes += [_spawn([*command, "--upstream", "rest"]), *service.processes]
+        elif name == "gateway-grpc":
             command = [str(BIN / "keel"), "gateway", "--gen", str(gen), "--port", str(path.port)]
             command += ["--target", f"echo.v1.EchoService=127.0.0.1:{upstream}"]
-            path.processes.append(_spawn(command))
+            path.processes.append(_spawn([*command, "--upstream", "grpc"]))
         elif name == "fastapi":
             command = [sys.executable, str(HERE / "fastapi_proxy.py"), str(path.port)]
             path.processes.append(_spawn([*command, f"127.0.0.1:{upstream}", str(gen)]))
@@ -248,7 +187,7 @@ def _start_paths(names: list[str], gen: Path, upstream: int) -> dict[str, Served
 
 def _measure(path: Served, upstream: subprocess.Popen[bytes], seconds: float) -> list[Row]:
     pids = [p.pid for p in path.processes]
-    if path.name in ("gateway", "fastapi"):
+    if path.name in ("gateway-grpc", "fastapi"):
         pids.append(upstream.pid)
     script = WORK / "post.lua"
     rows = []
@@ -341,7 +280,10 @@ def _report(args: argparse.Namespace, runs: dict[tuple[str, str], list[Row]]) ->
             f"{name:<13}{route:<6}{qps:>8.0f}{ratio:>10}{p50:>8.2f}{p99:>8.2f}{failed:>8}"
             f"{cpu:>12.0f}{cpu_ratio:>11}"
         )
-    print("targets: service >= 5x fastapi QPS; service CPU per request <= 1.5x bare")
+    print(
+        "targets: service >= 5x fastapi QPS; service CPU per request <= 1.5x bare;"
+        " gateway >= 1.5x fastapi QPS"
+    )
 
 
 if __name__ == "__main__":

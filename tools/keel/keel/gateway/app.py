@@ -119,7 +119,7 @@ class Gateway:
             routes.services, self.settings, targets, default_target, client_interceptors
         )
         self.passthrough = Passthrough(
-            rest_addresses(routes.services, self.settings, rest_targets, upstream)
+            rest_addresses(routes, self.settings, rest_targets, upstream)
         )
         self._passed = self.passthrough.pools
         """The pool of each service whose requests pass through to its REST port."""
@@ -155,9 +155,12 @@ class Gateway:
 
     async def _not_serving(self) -> list[str]:
         """The services not ready: REST `/readyz` of those passed through, gRPC health of the
-        others."""
-        down = await self.passthrough.not_serving() if self._passed else []
-        others = [name for name in self._services if name not in self._passed]
+        others (with some passed through: of the others with routes)."""
+        if not self._passed:
+            return await self.upstreams.not_serving()
+        down = await self.passthrough.not_serving()
+        routed = {route.method.service for route in self.routes.routes}
+        others = [name for name in routed if name not in self._passed]
         if others:
             down += await self.upstreams.not_serving(others)
         return down

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 
 import grpc
 from opentelemetry import propagate
@@ -49,11 +49,10 @@ from keel.gateway.pool import (
     UnreachableError,
     UpstreamError,
 )
-from keel.gateway.routes import Match
+from keel.gateway.routes import Match, RouteTable
 from keel.runtime import discovery, tracing
 from keel.runtime.config import ConfigError, Settings
 from keel.runtime.logs import get_logger
-from keel.runtime.spec import ServiceSpec
 
 _log = get_logger("keel.gateway")
 
@@ -92,12 +91,13 @@ UPSTREAM_MODES = ("auto", "grpc", "rest")
 
 
 def rest_addresses(
-    services: Iterable[ServiceSpec],
+    routes: RouteTable,
     settings: Settings,
     given: Mapping[str, str] | None = None,
     mode: str | None = None,
 ) -> dict[str, str]:
-    """The services the gateway passes through to, with their REST `host:port`: by `mode`
+    """The services with routes in `routes` that the gateway passes through to, with their
+    REST `host:port`: by `mode`
     (default KEEL_GATEWAY_UPSTREAM): `grpc` none; `auto` those whose address `given` (full
     service name → address) or discovery (KEEL_REST_TARGET_*, the registry) knows; `rest`
     every one (ConfigError naming those without an address)."""
@@ -109,7 +109,10 @@ def rest_addresses(
     given = given or {}
     found: dict[str, str] = {}
     missing = []
-    for service in services:
+    routed = {route.method.service for route in routes.routes}
+    for service in routes.services:
+        if service.name not in routed:
+            continue  # (nothing of it is reachable over HTTP)
         address = given.get(service.name) or discovery.resolve_rest(service.name, settings)
         if address:
             found[service.name] = address

@@ -122,7 +122,7 @@ def run(
         tracing.shutdown()
         return 0
     table = RouteTable.from_generated(gen)
-    passed = rest_addresses(table.services, settings, rest_targets, upstream)
+    passed = rest_addresses(table, settings, rest_targets, upstream)
     _announce(len(table.routes), passed, host, port)
 
     def worker() -> None:
