@@ -98,7 +98,8 @@ def test_an_order_through_the_orders_rest_port(dev: Dev) -> None:
     status, placed = _call(f"{orders}/v1/orders", order)
     assert status == 200, placed
     assert placed["order"]["state"] == "ORDER_STATE_CONFIRMED"
-    # The same order through the gateway, the shop's one entry point (transcoded to gRPC).
+    # The same order through the gateway, the shop's one entry point (passed through to
+    # orders' REST port).
     status, seen = _call(f"{dev.gateway}/v1/orders/{placed['order']['orderId']}")
     assert (status, seen["order"]["state"]) == (200, "ORDER_STATE_CONFIRMED")
     lines = [line for line in dev.output().splitlines() if "orders\x1b[0m │" in line]
