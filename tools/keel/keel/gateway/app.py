@@ -192,11 +192,15 @@ class Gateway:
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = {}
+        prefixed = False  # whether any header is a `Grpc-Metadata-` one
         for name, value in scope["headers"]:
             key = name.decode("latin-1").lower()
-            # Identity metadata comes from verified tokens only, never from the client.
-            if not key.startswith(_IDENTITY_PREFIX):
-                headers[key] = value.decode("latin-1")
+            if key.startswith(outbound.PREFIX):
+                # Identity metadata comes from verified tokens only, never from the client.
+                if key.startswith(_IDENTITY_PREFIX):
+                    continue
+                prefixed = True
+            headers[key] = value.decode("latin-1")
         request_id = headers.get("x-request-id") or propagation.new_id()
         headers["x-request-id"] = request_id
         exchange = Exchange(send, [(b"x-request-id", request_id.encode())])
@@ -204,7 +208,7 @@ class Gateway:
             scope["method"], request_id, headers, self.settings.log_calls, self.edge_span
         )
         try:
-            await self._handle(scope, receive, headers, exchange, record)
+            await self._handle(scope, receive, headers, exchange, record, prefixed=prefixed)
         except Exception:  # an edge answers JSON, never a stack trace
             _log.exception("gateway request failed", path=scope.get("path"))
             if not exchange.started:
@@ -220,6 +224,8 @@ class Gateway:
         headers: dict[str, str],
         exchange: Exchange,
         record: AccessRecord,
+        *,
+        prefixed: bool,
     ) -> None:
         origin = self.cors.allowed(headers.get("origin")) if self.cors.origins else None
         if origin:
@@ -270,7 +276,9 @@ class Gateway:
             raw_query = scope["query_string"]
             query = raw_query.decode("latin-1") if raw_query else ""
             request = request_message(found, query, body, headers.get("content-type", ""))
-            metadata = outbound.metadata(headers, scope.get("client"), not self.edge_span)
+            metadata = outbound.metadata(
+                headers, scope.get("client"), not self.edge_span, prefixed=prefixed
+            )
             if admitted.claims is not None:
                 metadata += admitted.metadata()
             if "grpc-timeout" in headers:

@@ -22,13 +22,14 @@ from keel.runtime.spec import MethodSpec, ServiceSpec
 _TIMEOUT = re.compile(r"^(\d{1,8})([HMSmun])$")
 _UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
 _METADATA_KEY = re.compile(r"[0-9a-z_.\-]+")
-_PREFIX = "grpc-metadata-"
+PREFIX = "grpc-metadata-"
+"""The header prefix of metadata a request sends as is (`Grpc-Metadata-<key>`)."""
 _SET_BY_THE_GATEWAY = frozenset({"authorization", "x-request-id", "x-forwarded-for"})
 """Metadata the gateway sends from its own headers: a `Grpc-Metadata-` copy would be a second
 value (a second token a service refuses, a correlation id or client address of the caller's
 choosing)."""
 _IDEMPOTENCY_HEADER = "idempotency-key"  # the IETF httpapi draft's header, as gRPC metadata
-_IDEMPOTENCY_METADATA = _PREFIX + _IDEMPOTENCY_HEADER
+_IDEMPOTENCY_METADATA = PREFIX + _IDEMPOTENCY_HEADER
 
 Metadata = list[tuple[str, str | bytes]]
 
@@ -49,7 +50,7 @@ def _binary(key: str, value: str) -> bytes:
 
 def _grpc_metadata(key: str, text: str) -> tuple[str, str | bytes]:
     """The metadata a `Grpc-Metadata-<key>` header carries."""
-    name = key.removeprefix(_PREFIX)
+    name = key.removeprefix(PREFIX)
     if not _METADATA_KEY.fullmatch(name):
         raise InputError(f"header {key!r} cannot travel as gRPC metadata")
     if name in _SET_BY_THE_GATEWAY:
@@ -58,12 +59,17 @@ def _grpc_metadata(key: str, text: str) -> tuple[str, str | bytes]:
 
 
 def metadata(
-    headers: Mapping[str, str], client: tuple[str, int] | None, trace: bool = False
+    headers: Mapping[str, str],
+    client: tuple[str, int] | None,
+    trace: bool = False,
+    *,
+    prefixed: bool = True,
 ) -> Metadata:
     """The gRPC metadata of a request from its (lower-cased) headers and client address.
 
     The request's trace context goes on as it came when tracing is off or `trace` is set (no
-    span of the edge's own stands between the client and the call)."""
+    span of the edge's own stands between the client and the call). `prefixed=False` says no
+    header is a `Grpc-Metadata-` one (the caller saw them all: none is looked for)."""
     text = headers["x-request-id"]  # every text value, concatenated: checked once at the end
     found: Metadata = [("x-request-id", text)]
     if "authorization" in headers:
@@ -82,8 +88,8 @@ def metadata(
                 value = headers[key]
                 found.append((key, value))
                 text += value
-    for key, value in headers.items():
-        if key.startswith(_PREFIX):
+    for key, value in headers.items() if prefixed else ():
+        if key.startswith(PREFIX):
             item = _grpc_metadata(key, value)
             found.append(item)
             if isinstance(item[1], str):
