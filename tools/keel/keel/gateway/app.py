@@ -44,7 +44,7 @@ from keel.gateway.upstream import Upstreams
 from keel.runtime import propagation
 from keel.runtime.config import Settings
 from keel.runtime.logs import get_logger
-from keel.runtime.spec import RpcKind
+from keel.runtime.spec import MethodSpec, RpcKind
 
 __all__ = ["Gateway", "Middleware", "grpc_timeout"]
 
@@ -281,17 +281,13 @@ class Gateway:
             )
             if admitted.claims is not None:
                 metadata += admitted.metadata()
-            if "grpc-timeout" in headers:
-                service = self._services[method.service]
-                timeout = outbound.deadline(headers, method, service, self.settings)
-            else:
-                timeout = self._timeouts[id(method)]
-        except BodyTooLargeError:
-            limit = f"the body is larger than {self.max_body_bytes} bytes"
-            await exchange.reply(413, status.body(grpc.StatusCode.INVALID_ARGUMENT, limit))
-            return
-        except InputError as error:
-            await exchange.reply(400, _bad_input(error))
+            timeout = (
+                self._asked_timeout(headers, method)
+                if "grpc-timeout" in headers
+                else self._timeouts[id(method)]  # (most requests: known per method)
+            )
+        except (BodyTooLargeError, InputError) as error:
+            await exchange.reply(*self._refusal(error))
             return
         await self._dispatch(
             found, request, timeout, metadata, scope=scope, receive=receive, exchange=exchange
@@ -349,17 +345,13 @@ class Gateway:
         method = route.method
         try:
             body = await read_body(receive, self.max_body_bytes) if route.rule.body else None
-            if "grpc-timeout" in headers:
-                service = self._services[method.service]
-                timeout = outbound.deadline(headers, method, service, self.settings)
-            else:
-                timeout = self._timeouts[id(method)]
-        except BodyTooLargeError:
-            limit = f"the body is larger than {self.max_body_bytes} bytes"
-            await exchange.reply(413, status.body(grpc.StatusCode.INVALID_ARGUMENT, limit))
-            return
-        except InputError as error:
-            await exchange.reply(400, _bad_input(error))
+            timeout = (
+                self._asked_timeout(headers, method)
+                if "grpc-timeout" in headers
+                else self._timeouts[id(method)]  # (most requests: known per method)
+            )
+        except (BodyTooLargeError, InputError) as error:
+            await exchange.reply(*self._refusal(error))
             return
         forwarding = self.passthrough.forward(
             found,
@@ -373,6 +365,18 @@ class Gateway:
             await dispatch.relay_until_gone(exchange, receive, forwarding)
         else:
             await forwarding
+
+    def _asked_timeout(self, headers: Mapping[str, str], method: MethodSpec[Any, Any]) -> float:
+        """The deadline of a request that sets its own (`Grpc-Timeout`), within the edge's cap."""
+        service = self._services[method.service]
+        return outbound.deadline(headers, method, service, self.settings)
+
+    def _refusal(self, error: BodyTooLargeError | InputError) -> tuple[int, bytes]:
+        """413 for a body over the limit, else 400 naming what is wrong with the input."""
+        if isinstance(error, BodyTooLargeError):
+            limit = f"the body is larger than {self.max_body_bytes} bytes"
+            return 413, status.body(grpc.StatusCode.INVALID_ARGUMENT, limit)
+        return 400, _bad_input(error)
 
     def _dispatch(
         self,
