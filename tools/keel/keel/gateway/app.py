@@ -281,11 +281,7 @@ class Gateway:
             )
             if admitted.claims is not None:
                 metadata += admitted.metadata()
-            timeout = (
-                self._asked_timeout(headers, method)
-                if "grpc-timeout" in headers
-                else self._timeouts[id(method)]  # (most requests: known per method)
-            )
+            timeout = self._timeout(headers, method)
         except (BodyTooLargeError, InputError) as error:
             await exchange.reply(*self._refusal(error))
             return
@@ -345,11 +341,7 @@ class Gateway:
         method = route.method
         try:
             body = await read_body(receive, self.max_body_bytes) if route.rule.body else None
-            timeout = (
-                self._asked_timeout(headers, method)
-                if "grpc-timeout" in headers
-                else self._timeouts[id(method)]  # (most requests: known per method)
-            )
+            timeout = self._timeout(headers, method)
         except (BodyTooLargeError, InputError) as error:
             await exchange.reply(*self._refusal(error))
             return
@@ -366,10 +358,13 @@ class Gateway:
         else:
             await forwarding
 
-    def _asked_timeout(self, headers: Mapping[str, str], method: MethodSpec[Any, Any]) -> float:
-        """The deadline of a request that sets its own (`Grpc-Timeout`), within the edge's cap."""
-        service = self._services[method.service]
-        return outbound.deadline(headers, method, service, self.settings)
+    def _timeout(self, headers: Mapping[str, str], method: MethodSpec[Any, Any]) -> float:
+        """The upstream call's deadline: the request's own (`Grpc-Timeout`) within the edge's
+        cap, else the method's (known per method: most requests set none)."""
+        if "grpc-timeout" in headers:
+            service = self._services[method.service]
+            return outbound.deadline(headers, method, service, self.settings)
+        return self._timeouts[id(method)]
 
     def _refusal(self, error: BodyTooLargeError | InputError) -> tuple[int, bytes]:
         """413 for a body over the limit, else 400 naming what is wrong with the input."""
