@@ -32,6 +32,7 @@ from loads import (
     free_port,
     generate_echo,
     h2load,
+    process_tree,
     rss_mib,
 )
 
@@ -62,6 +63,9 @@ class Row:
     rss_mib: float
     cpu_us: float
     """Server CPU (all its processes and threads) per call under load, µs."""
+    loop_us: float
+    """CPU of the server's main threads (each process's event loop) per call under load, µs:
+    the loop thread is the busiest (about a core under load), so this bounds throughput."""
     server_cores: float
     """Cores the server kept busy under load."""
     h2load_cores: float
@@ -86,9 +90,10 @@ def measure(mode: str, gen: Path, data: Path, seconds: float) -> Row:
         asyncio.run(echo_ready(port))
         time.sleep(0.5)
         rss = rss_mib(server.pid)
-        began = cpu_seconds(server.pid)
+        began, loop_began = cpu_seconds(server.pid), loop_cpu_seconds(server.pid)
         load = h2load(port, data, clients=10, streams=5, seconds=seconds)
         server_cpu = cpu_seconds(server.pid) - began
+        loop_cpu = loop_cpu_seconds(server.pid) - loop_began
         single = h2load(port, data, clients=1, streams=1, seconds=max(1.0, seconds / 3))
         return Row(
             mode,
@@ -99,12 +104,24 @@ def measure(mode: str, gen: Path, data: Path, seconds: float) -> Row:
             single.p50_ms,
             rss,
             server_cpu / max(1, load.ok) * 1e6,
+            loop_cpu / max(1, load.ok) * 1e6,
             server_cpu / load.seconds,
             load.generator_cpu_s / load.seconds,
         )
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def loop_cpu_seconds(pid: int) -> float:
+    """User + system CPU so far of the main thread of a process and of its children's (an
+    event loop's thread in each server process; from /proc)."""
+    total = 0
+    for each in process_tree(pid):
+        stat = Path(f"/proc/{each}/task/{each}/stat").read_text()
+        fields = stat.rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 async def _client_overhead(gen: Path, calls: int) -> tuple[float, float]:
@@ -167,17 +184,21 @@ def main() -> None:
     )
     print(
         f"{'server':<26}{'QPS':>9}{'ratio':>8}{'p50 ms':>9}{'p99 ms':>9}{'c1 p50':>9}"
-        f"{'RSS MiB':>9}{'RSS ratio':>10}{'CPU µs/call':>12}{'cores':>7}{'h2load':>8}"
+        f"{'RSS MiB':>9}{'RSS ratio':>10}{'CPU µs/call':>12}{'loop µs':>8}{'cores':>7}"
+        f"{'h2load':>8}"
     )
     for r in rows:
         print(
             f"{r.mode:<26}{r.qps:>9.0f}{ratios[r.mode]:>7.2f}x{r.p50_ms:>9.2f}{r.p99_ms:>9.2f}"
             f"{r.c1_p50_ms:>9.2f}{r.rss_mib:>9.1f}{r.rss_mib / base.rss_mib:>9.2f}x"
-            f"{r.cpu_us:>12.0f}{r.server_cores:>7.2f}{r.h2load_cores:>8.2f}"
+            f"{r.cpu_us:>12.0f}{r.loop_us:>8.0f}{r.server_cores:>7.2f}{r.h2load_cores:>8.2f}"
         )
     print(f"each round's ratio to {base_mode} (in round order; the machine drifts between rounds):")
     for mode in args.modes:
         print(f"  {mode:<24}" + " ".join(f"{ratio:.2f}" for ratio in per_round[mode]))
+    print("each round's event-loop CPU µs per call (steadier than QPS on a shared machine):")
+    for mode in args.modes:
+        print(f"  {mode:<24}" + " ".join(f"{run.loop_us:.0f}" for run in runs[mode]))
     print("targets: keel >= 0.85x, keel-off >= 0.95x, keel-workers (2) >= 1.5x, RSS <= 1.2x")
     stub_us, keel_us = asyncio.run(_client_overhead(gen, 2000))
     print(

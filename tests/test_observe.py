@@ -307,6 +307,27 @@ def test_timestamps_match_structlogs_iso_utc_format() -> None:
     assert len(clock.now()) in (len(theirs["timestamp"]), len("2026-01-01T00:00:00Z"))
 
 
+def test_timestamps_follow_the_clock_across_seconds(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = logs.UtcClock()
+    second = 1_764_000_000_000_000  # microseconds since the epoch, a whole second
+    moments = [
+        second + 5,
+        second + 999_999,
+        second + 1_000_000,  # a whole second: no fraction, as isoformat writes it
+        second + 1_000_001,
+        second + 1_500_000,
+        second + 3_000_000,  # a second skipped
+        second + 2_000_000,  # the clock stepped back
+        second - 1,
+        second,
+        second + 86_400_000_007,  # the next day
+    ]
+    for micros in moments:
+        monkeypatch.setattr(logs, "_time_ns", lambda micros=micros: micros * 1000 + 999)
+        moment = datetime.datetime(1970, 1, 1) + datetime.timedelta(microseconds=micros)
+        assert clock.now() == moment.isoformat() + "Z"
+
+
 @pytest.mark.usefixtures("restored_logging")
 async def test_a_closed_stdout_does_not_fail_calls(tmp_path: Path) -> None:
     closed = (tmp_path / "stdout").open("w")

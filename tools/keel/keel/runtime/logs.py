@@ -31,33 +31,37 @@ def _add_correlation_id(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any
     return event
 
 
+_time_ns = time.time_ns
+
+
 class UtcClock:
     """ISO 8601 UTC timestamps as structlog's TimeStamper(fmt="iso", utc=True) writes them
     (2026-11-25T10:22:11.123456Z), with the date and time of day formatted once a second."""
 
     def __init__(self) -> None:
-        self._start = 0
-        """A second before the current second began, in microseconds since the epoch."""
-        self._next = -1
-        """When the next second begins (then the prefix is made again)."""
+        self._start = -2_000_000
+        """A second before the current second began, in microseconds since the epoch (the
+        prefix is made again once the current second is over)."""
         self._prefix = ""
         self._dotted = ""
 
     def now(self) -> str:
-        micros = time.time_ns() // 1000
-        if micros >= self._next or micros < self._start + 1_000_000:
+        micros = _time_ns() // 1000
+        # A second plus the microseconds into this one: its digits after the first are the
+        # fraction, zero-padded (cheaper than divmod and a format spec such as :06d).
+        fraction = micros - self._start
+        if 1_000_000 < fraction < 2_000_000:  # within the current second, past its start
+            return self._dotted + str(fraction)[1:] + "Z"
+        if not 1_000_000 <= fraction < 2_000_000:  # another second: its prefix is made anew
             second = micros // 1_000_000
             moment = datetime.datetime.fromtimestamp(second, tz=datetime.UTC)
             self._prefix = moment.replace(tzinfo=None).isoformat()
             self._dotted = self._prefix + "."
             self._start = (second - 1) * 1_000_000
-            self._next = self._start + 2_000_000
-        # A second plus the microseconds into this one: its digits after the first are the
-        # fraction, zero-padded (cheaper than divmod and a format spec such as :06d).
-        fraction = micros - self._start
-        if fraction == 1_000_000:
-            return self._prefix + "Z"
-        return self._dotted + str(fraction)[1:] + "Z"
+            fraction = micros - self._start
+            if fraction != 1_000_000:
+                return self._dotted + str(fraction)[1:] + "Z"
+        return self._prefix + "Z"  # a whole second: isoformat writes no fraction
 
     def __call__(self, _: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
         event["timestamp"] = self.now()
