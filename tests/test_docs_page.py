@@ -9,6 +9,7 @@ screenshot is kept under $TEST_ARTIFACTS_DIR (else the test's tmp_path).
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import http.server
 import json
@@ -195,12 +196,46 @@ async def test_the_gateway_serves_the_page_and_its_files() -> None:
             assert headers["content-type"] == f"{kind}; charset=utf-8"
             assert headers["cache-control"] == "public, max-age=31536000, immutable"
             assert body == assets.ASSETS[f"/{path}"].file.read_bytes()
+            assert headers["vary"] == "accept-encoding"
+            assert "content-encoding" not in {key.lower() for key in headers}
+            zipped = urllib.request.Request(f"{url}/{path}", headers={"Accept-Encoding": "gzip"})
+            status, headers, body = await _in_thread(_read, zipped)
+            assert (status, headers["content-encoding"]) == (200, "gzip")
+            assert gzip.decompress(body) == assets.ASSETS[f"/{path}"].file.read_bytes()
+            assert int(headers["content-length"]) == len(body)
         assert "n_orders -. &quot;OrderCancelled, OrderPlaced&quot; .-&gt; n_catalog" in page
         missing = urllib.request.Request(f"{url}/docs/swagger-ui-dist@0.0.1/swagger-ui.css")
         with pytest.raises(urllib.error.HTTPError) as refused:
             await _in_thread(_DIRECT.open, missing, timeout=10)
         refused.value.close()
         assert refused.value.code == 404  # below /docs, only the shipped files
+
+
+def _read(request: urllib.request.Request) -> tuple[int, dict[str, str], bytes]:
+    with _DIRECT.open(request, timeout=10) as response:
+        return response.status, dict(response.headers), response.read()
+
+
+@pytest.mark.parametrize(
+    ("accept_encoding", "gzipped"),
+    [
+        ("gzip", True),
+        ("gzip, deflate, br", True),
+        ("GZIP;q=0.5", True),
+        ("x-gzip", True),
+        ("*", True),
+        ("br;q=1, *;q=0.1", True),
+        ("", False),
+        ("identity", False),
+        ("br, deflate", False),
+        ("gzip;q=0", False),
+        ("gzip;q=0, *", False),
+        ("*;q=0", False),
+        ("gzip;q=nonsense", False),
+    ],
+)
+def test_gzip_is_sent_only_when_accepted(accept_encoding: str, gzipped: bool) -> None:
+    assert assets.accepts_gzip(accept_encoding) is gzipped
 
 
 async def _in_thread(function: Any, *args: Any, **kwargs: Any) -> Any:

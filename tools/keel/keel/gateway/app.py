@@ -241,7 +241,7 @@ class Gateway:
             await exchange.reply(400, _bad_input(error))
             return
         if path in PATHS and verb in ("GET", "HEAD"):
-            await self.endpoints.answer(path, exchange)
+            await self.endpoints.answer(path, exchange, headers)
             return
         if (
             verb == "OPTIONS"

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import prometheus_client
@@ -64,7 +64,8 @@ class Endpoints:
             source, drawn_from = diagrams.mermaid(names, whole, own), "documents"
         self._page = page(title, source, ", ".join(own), drawn_from)
 
-    async def answer(self, path: str, exchange: Exchange) -> None:
+    async def answer(self, path: str, exchange: Exchange, headers: Mapping[str, str]) -> None:
+        """Answer `path` (one of PATHS); `headers`: the request's, lower-cased."""
         if path == "/healthz":
             await exchange.reply(200, b'{"status":"ok"}')
         elif path == "/openapi.json":
@@ -82,8 +83,16 @@ class Endpoints:
                 await exchange.reply(200, b'{"status":"ready"}')
         elif path in assets.ASSETS:
             kind = assets.ASSETS[path].content_type
-            headers = [(b"content-type", kind), (b"cache-control", assets.CACHE_FOREVER)]
-            await exchange.reply(200, assets.content(path), headers)
+            sent = [
+                (b"content-type", kind),
+                (b"cache-control", assets.CACHE_FOREVER),
+                (b"vary", b"accept-encoding"),
+            ]
+            if assets.accepts_gzip(headers.get("accept-encoding", "")):
+                sent.append((b"content-encoding", b"gzip"))
+                await exchange.reply(200, await assets.gzipped(path), sent)
+            else:
+                await exchange.reply(200, assets.content(path), sent)
         else:
             metrics = workers.merged_metrics()
             kind = prometheus_client.CONTENT_TYPE_LATEST.encode()
