@@ -62,11 +62,13 @@ def rss_mib(pid: int) -> float:
     return total / 1024
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process and its children so far (from /proc)."""
+def cpu_seconds(pid: int, *, main_threads: bool = False) -> float:
+    """User + system CPU of a process and its children so far (from /proc); `main_threads`:
+    of each one's main thread only (a server's event loop)."""
     total = 0
     for each in process_tree(pid):
-        fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
+        stat = f"/proc/{each}/task/{each}/stat" if main_threads else f"/proc/{each}/stat"
+        fields = Path(stat).read_text().rsplit(")", 1)[1].split()
         total += int(fields[11]) + int(fields[12])
     return total / os.sysconf("SC_CLK_TCK")
 

@@ -32,7 +32,6 @@ from loads import (
     free_port,
     generate_echo,
     h2load,
-    process_tree,
     rss_mib,
 )
 
@@ -90,10 +89,10 @@ def measure(mode: str, gen: Path, data: Path, seconds: float) -> Row:
         asyncio.run(echo_ready(port))
         time.sleep(0.5)
         rss = rss_mib(server.pid)
-        began, loop_began = cpu_seconds(server.pid), loop_cpu_seconds(server.pid)
+        began, loop_began = cpu_seconds(server.pid), cpu_seconds(server.pid, main_threads=True)
         load = h2load(port, data, clients=10, streams=5, seconds=seconds)
         server_cpu = cpu_seconds(server.pid) - began
-        loop_cpu = loop_cpu_seconds(server.pid) - loop_began
+        loop_cpu = cpu_seconds(server.pid, main_threads=True) - loop_began
         single = h2load(port, data, clients=1, streams=1, seconds=max(1.0, seconds / 3))
         return Row(
             mode,
@@ -111,17 +110,6 @@ def measure(mode: str, gen: Path, data: Path, seconds: float) -> Row:
     finally:
         server.terminate()
         server.wait(timeout=30)
-
-
-def loop_cpu_seconds(pid: int) -> float:
-    """User + system CPU so far of the main thread of a process and of its children's (an
-    event loop's thread in each server process; from /proc)."""
-    total = 0
-    for each in process_tree(pid):
-        stat = Path(f"/proc/{each}/task/{each}/stat").read_text()
-        fields = stat.rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
 
 
 async def _client_overhead(gen: Path, calls: int) -> tuple[float, float]:

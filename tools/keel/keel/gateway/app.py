@@ -51,7 +51,7 @@ __all__ = ["Gateway", "Middleware", "grpc_timeout"]
 _log = get_logger("keel.gateway")
 _CLIENT_STREAMING = tuple(kind for kind in RpcKind if kind.client_streaming)
 """(A tuple: members are found by identity; a set would hash an Enum in Python per request.)"""
-_IDENTITY_PREFIX = "grpc-metadata-x-keel-"
+_IDENTITY_PREFIX = outbound.PREFIX + "x-keel-"
 
 Middleware = Callable[[ASGIApp], ASGIApp] | Any
 """ASGI middleware: a callable taking the app and returning an app (a class such as

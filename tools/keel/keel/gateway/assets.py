@@ -77,12 +77,16 @@ _gzipped: dict[str, bytes] = {}
 
 
 async def gzipped(path: str) -> bytes:
-    """A shipped file gzipped (compressed in a thread on first use, then kept)."""
+    """A shipped file gzipped (read and compressed in a thread on first use, then kept; the
+    file's own bytes are not kept for it)."""
     data = _gzipped.get(path)
     if data is None:
-        data = await asyncio.to_thread(gzip.compress, content(path), 9, mtime=0)
-        _gzipped[path] = data
+        data = _gzipped[path] = await asyncio.to_thread(_compress, ASSETS[path].file)
     return data
+
+
+def _compress(file: Path) -> bytes:
+    return gzip.compress(file.read_bytes(), 9, mtime=0)
 
 
 def accepts_gzip(accept_encoding: str) -> bool:

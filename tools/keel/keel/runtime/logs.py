@@ -52,7 +52,7 @@ class UtcClock:
         fraction = micros - self._start
         if 1_000_000 < fraction < 2_000_000:  # within the current second, past its start
             return self._dotted + str(fraction)[1:] + "Z"
-        if not 1_000_000 <= fraction < 2_000_000:  # another second: its prefix is made anew
+        if fraction != 1_000_000:  # another second: its prefix is made anew
             second = micros // 1_000_000
             moment = datetime.datetime.fromtimestamp(second, tz=datetime.UTC)
             self._prefix = moment.replace(tzinfo=None).isoformat()
