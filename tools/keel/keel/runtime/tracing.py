@@ -13,6 +13,8 @@ from __future__ import annotations
 import functools
 import os
 import random
+import threading
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -21,6 +23,8 @@ from typing import Any, cast
 import grpc
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
+from opentelemetry.attributes import BoundedAttributes
+from opentelemetry.sdk import trace as sdk_trace
 from opentelemetry.sdk.trace.sampling import (
     Decision,
     ParentBased,
@@ -28,6 +32,7 @@ from opentelemetry.sdk.trace.sampling import (
     SamplingResult,
     TraceIdRatioBased,
 )
+from opentelemetry.sdk.util import BoundedList
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.util.types import Attributes
 
@@ -37,9 +42,10 @@ _tracer: trace.Tracer | None = None
 
 def use(provider: Any) -> None:
     """Trace servers and clients created from now on with `provider` (None: stop tracing)."""
-    global _provider, _tracer  # noqa: PLW0603 (one tracer provider per process, as in OpenTelemetry)
+    global _provider, _tracer, _spans  # noqa: PLW0603 (one tracer provider per process, as in OpenTelemetry)
     _provider = provider
     _tracer = None if provider is None else provider.get_tracer("keel")
+    _spans = None if _tracer is None else _SampledSpans.of(_tracer)
 
 
 def enabled() -> bool:
@@ -153,6 +159,133 @@ def _new_trace_choice(tracer: trace.Tracer) -> bool | None:
     return random.random() < chooser.ratio
 
 
+_SAMPLED = trace.TraceFlags(trace.TraceFlags.SAMPLED)
+_SAMPLED_RANDOM = trace.TraceFlags(trace.TraceFlags.SAMPLED | trace.TraceFlags.RANDOM_TRACE_ID)
+_UNSET = Status(StatusCode.UNSET)
+_OWN_ATTRIBUTES = 8
+"""A span limit Keel's own server attributes fit in (4 of them), with room to spare."""
+_SPAN_FIELDS = frozenset(
+    {
+        "_name",
+        "_context",
+        "_parent",
+        "_attributes",
+        "_events",
+        "_links",
+        "_lock",
+        "_record_end_metrics",
+    }
+)
+"""The fields `_SampledSpans.start` sets per span (the rest are the same for every span)."""
+
+
+class _MadeSpan(sdk_trace.Span):
+    """An SDK span whose fields `_SampledSpans` sets in one step (see there)."""
+
+    def __init__(self) -> None:  # (made by _SampledSpans.start, never by this)
+        raise TypeError("_MadeSpan is made by _SampledSpans")
+
+
+class _SampledSpans:
+    """Makes the SDK's SERVER span for a call Keel's sampler records: the object, fields and
+    span processor calls `Tracer.start_span` makes, without what that costs per span and Keel
+    has already done (asking the sampler, validating Keel's own attributes one by one): a span
+    costs about half as much. Used only where it gives the same span: the SDK's own Tracer
+    with Keel's sampler, and span limits Keel's attributes fit in (`of`)."""
+
+    def __init__(self, tracer: sdk_trace.Tracer) -> None:
+        self._tracer = tracer
+        self._ids = tracer.id_generator
+        self._random_ids = tracer.id_generator.is_trace_id_random()
+        self._processor = tracer.span_processor
+        self._limits = tracer._span_limits
+        self._metrics = tracer._tracer_metrics
+        self._fields: dict[str, Any] = {
+            "_kind": SpanKind.SERVER,
+            "_instrumentation_info": tracer.instrumentation_info,
+            "_instrumentation_scope": tracer._instrumentation_scope,
+            "_start_time": None,
+            "_end_time": None,
+            "_resource": tracer.resource,
+            "_status": _UNSET,
+            "_sampler": tracer.sampler,
+            "_trace_config": None,
+            "_record_exception": True,
+            "_set_status_on_exception": True,
+            "_span_processor": tracer.span_processor,
+            "_limits": self._limits,
+        }
+
+    @classmethod
+    def of(cls, tracer: Any) -> _SampledSpans | None:
+        """The maker for `tracer`, None where only the SDK's own path gives the same span."""
+        if type(tracer) is not sdk_trace.Tracer or type(tracer.sampler) is not KeelSampler:
+            return None
+        limits = tracer._span_limits
+        if limits.max_span_attribute_length is not None:
+            return None  # (Keel's values would be cut to it)
+        if limits.max_span_attributes is not None and limits.max_span_attributes < _OWN_ATTRIBUTES:
+            return None
+        spare = cls(tracer)
+        # The fields a span of this SDK version has: a version that adds one gets its own path.
+        probe = sdk_trace._Span("keel.probe", trace.INVALID_SPAN_CONTEXT)
+        made = {*spare._fields, *_SPAN_FIELDS}
+        if set(vars(probe)) != made:
+            return None
+        return spare
+
+    def start(
+        self,
+        name: str,
+        parent: trace.SpanContext | None,
+        attributes: dict[str, Any],
+        parent_context: otel_context.Context | None,
+    ) -> trace.Span | None:
+        """A started, recording SERVER span: a child of `parent` (a sampled remote span), or
+        the root of a new trace; `parent_context` is what span processors are told. None while
+        the tracer is switched off (the SDK makes the span then)."""
+        if not self._tracer._is_enabled():
+            return None
+        if parent is None:
+            trace_id = self._ids.generate_trace_id()
+            random_id = self._random_ids
+            state = None
+        else:
+            trace_id = parent.trace_id
+            random_id = parent.trace_flags.random_trace_id
+            state = parent.trace_state
+        context = trace.SpanContext(
+            trace_id,
+            self._ids.generate_span_id(),
+            is_remote=False,
+            trace_flags=_SAMPLED_RANDOM if random_id else _SAMPLED,
+            trace_state=state,
+        )
+        limits = self._limits
+        span_attributes = BoundedAttributes(
+            limits.max_span_attributes, None, immutable=False, max_value_len=None
+        )
+        span_attributes._dict.update(attributes)
+        span: _MadeSpan = object.__new__(_MadeSpan)
+        span.__dict__.update(
+            self._fields,
+            _name=name,
+            _context=context,
+            _parent=parent,
+            _attributes=span_attributes,
+            _events=BoundedList(limits.max_events),
+            _links=BoundedList(limits.max_links),
+            _lock=threading.Lock(),
+            _record_end_metrics=self._metrics.start_span(parent, Decision.RECORD_AND_SAMPLE),
+        )
+        span._start_time = time.time_ns()  # (Span.start, without a lock no one else can hold)
+        self._processor.on_start(span, parent_context=parent_context)
+        return span
+
+
+_spans: _SampledSpans | None = None
+
+
 ServerSpan = tuple[trace.Span, object]
 """A server call's span and the token that made it current."""
 
@@ -206,12 +339,22 @@ def _start_span(
     """A SERVER span, made current: a child of the caller's (`carrier`), else of a trace Keel
     chose to sample (`chosen`), else as the SDK's sampler decides."""
     parent = propagate.extract(carrier) if carrier else None
-    span = tracer.start_span(
-        name,
-        context=_CHOSEN_CONTEXT if chosen else parent,
-        kind=SpanKind.SERVER,
-        attributes=attributes,
-    )
+    span: trace.Span | None = None
+    spans = _spans
+    if spans is not None and tracer is _tracer:  # the same span, made for less (_SampledSpans)
+        if chosen:
+            span = spans.start(name, None, attributes, _CHOSEN_CONTEXT)
+        elif parent is not None:
+            remote = trace.get_current_span(parent).get_span_context()
+            if remote.is_valid and remote.trace_flags.sampled:
+                span = spans.start(name, remote, attributes, parent)
+    if span is None:
+        span = tracer.start_span(
+            name,
+            context=_CHOSEN_CONTEXT if chosen else parent,
+            kind=SpanKind.SERVER,
+            attributes=attributes,
+        )
     return span, otel_context.attach(trace.set_span_in_context(span, parent))
 
 
