@@ -4,6 +4,7 @@ MODE: raw (grpc.aio + servicer + health + reflection, on asyncio's loop), raw-uv
 on uvloop, the loop keel.serve uses), keel (keel.Server, logs + metrics + traces on), keel-off
 (all three off), keel-logs / keel-metrics / keel-traces (one of them on), keel-all-sampled and
 keel-traces-all-sampled (every call traced, not Keel's default share of new traces),
+keel-unlimited (logs + metrics + traces, Keel's share of new traces without its per-second limit),
 keel-workers and keel-workers-on (keel.serve with KEEL_WORKERS and the rest of its settings
 from the environment). Keel modes run on keel.serve's loop and trace with Keel's sampler.
 """
@@ -41,6 +42,7 @@ PARTS = {
     "keel-traces": {"traces"},
     "keel-all-sampled": {"logs", "metrics", "traces", "every-trace"},
     "keel-traces-all-sampled": {"traces", "every-trace"},
+    "keel-unlimited": {"logs", "metrics", "traces", "no-limit"},
 }
 
 
@@ -80,9 +82,13 @@ async def raw(port: int) -> None:
 
 async def keel_server(port: int, parts: set[str]) -> None:
     if "traces" in parts:
-        # As keel.serve configures it: Keel's sampler at the default ratio, or every call.
-        ratio = 1.0 if "every-trace" in parts else Settings().trace_sample_ratio
-        provider = TracerProvider(sampler=tracing.sampler(ratio))
+        # As keel.serve configures it: Keel's sampler at the default ratio and limit, or every
+        # call, or the default ratio without the limit.
+        settings = Settings()
+        ratio = 1.0 if "every-trace" in parts else settings.trace_sample_ratio
+        limited = not parts & {"every-trace", "no-limit"}
+        per_second = settings.trace_rate_limit if limited else 0.0
+        provider = TracerProvider(sampler=tracing.sampler(ratio, per_second))
         provider.add_span_processor(BatchSpanProcessor(DropSpans()))
         tracing.use(provider)
     logs.configure("info")

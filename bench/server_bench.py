@@ -48,6 +48,7 @@ MODES = (
     "keel-traces",
     "keel-all-sampled",
     "keel-traces-all-sampled",
+    "keel-unlimited",
 )
 
 

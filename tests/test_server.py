@@ -226,6 +226,7 @@ async def test_sigterm_lets_a_burst_of_slow_calls_finish() -> None:
         ({"KEEL_LOG_LEVEL": "loud"}, "KEEL_LOG_LEVEL='loud': must be one of"),
         ({"KEEL_OTLP_ENDPOINT": "collector"}, "KEEL_OTLP_ENDPOINT='collector': must be host:port"),
         ({"KEEL_TRACE_SAMPLE_RATIO": "2"}, "KEEL_TRACE_SAMPLE_RATIO='2': must be a number from 0"),
+        ({"KEEL_TRACE_RATE_LIMIT": "-5"}, "KEEL_TRACE_RATE_LIMIT='-5': must be new traces per"),
         ({"KEEL_EDGE_TIMEOUT": "0"}, "KEEL_EDGE_TIMEOUT='0': must be"),
     ],
 )

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import math
 import signal
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -145,9 +147,9 @@ async def test_sampling_follows_the_caller_and_samples_new_traces_by_ratio() -> 
 
 
 @contextlib.contextmanager
-def _keel_sampled(ratio: float) -> Iterator[InMemorySpanExporter]:
+def _keel_sampled(ratio: float, per_second: float = 0.0) -> Iterator[InMemorySpanExporter]:
     exporter = InMemorySpanExporter()
-    provider = TracerProvider(sampler=tracing.sampler(ratio))
+    provider = TracerProvider(sampler=tracing.sampler(ratio, per_second))
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     tracing.use(provider)
     try:
@@ -197,3 +199,43 @@ async def test_new_traces_are_sampled_at_the_configured_ratio() -> None:
     # Binomial(400, 0.5): mean 200, standard deviation 10; the bounds are 6 deviations out.
     assert 140 <= len(recorded) <= 260
     assert len({span.context.trace_id for span in recorded}) == len(recorded)
+
+
+async def test_new_traces_are_recorded_at_most_so_many_a_second() -> None:
+    per_second, calls = 3, 40
+    with _keel_sampled(1.0, per_second) as exporter:
+        async with (
+            keel.Server([Pantry()], port=0, log_calls=False) as pantry,
+            grpc.aio.insecure_channel(f"127.0.0.1:{pantry.port}") as channel,
+        ):
+            count = _raw_count(channel)
+            began = time.monotonic()
+            for _ in range(calls):  # new traces, every one chosen by the ratio
+                await count(kitchen_pb2.CountRequest(), timeout=5)
+            elapsed = time.monotonic() - began
+            new = len(exporter.get_finished_spans())
+            traceparent = f"00-{'ab' * 16}-{'cd' * 8}-01"
+            for _ in range(calls):  # a caller's sampled trace: not limited
+                await count(
+                    kitchen_pb2.CountRequest(), timeout=5, metadata=[("traceparent", traceparent)]
+                )
+            followed = len(exporter.get_finished_spans()) - new
+    # A full bucket of `per_second`, then `per_second` more each second that passed.
+    assert per_second <= new <= per_second + math.ceil(per_second * elapsed)
+    assert new < calls
+    assert followed == calls
+
+
+def test_the_limit_holds_for_traces_the_sdk_starts() -> None:
+    """A root span outside any server call (a script's client call) is decided by the SDK with
+    Keel's sampler: the same limit applies."""
+    per_second, spans = 2, 30
+    with _keel_sampled(1.0, per_second) as exporter:
+        tracer = tracing.tracer()
+        assert tracer is not None
+        began = time.monotonic()
+        for _ in range(spans):
+            tracer.start_span("script").end()
+        elapsed = time.monotonic() - began
+        recorded = len(exporter.get_finished_spans())
+    assert per_second <= recorded <= per_second + math.ceil(per_second * elapsed)

@@ -34,7 +34,12 @@ def build(
     when KEEL_OTLP_ENDPOINT says so (set up here: in each worker, after the fork)."""
     settings = config.current()
     if settings.otlp_endpoint:
-        tracing.configure(settings.otlp_endpoint, SERVICE_NAME, settings.trace_sample_ratio)
+        tracing.configure(
+            settings.otlp_endpoint,
+            SERVICE_NAME,
+            settings.trace_sample_ratio,
+            settings.trace_rate_limit,
+        )
     return Gateway(
         RouteTable.from_generated(gen),
         targets=targets,

@@ -230,6 +230,13 @@ def _upstream(value: str) -> str:
     return choice
 
 
+def _traces_per_second(value: str) -> float:
+    rate = float(value)
+    if math.isnan(rate) or not 0 <= rate <= 1_000_000:
+        raise ValueError("must be new traces per second, from 0 (no limit) to 1000000")
+    return rate
+
+
 def _workers(value: str) -> int:
     workers = int(value)
     if not 1 <= workers <= 256:
@@ -248,6 +255,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "grace_period": _seconds,
     "otlp_endpoint": _endpoint,
     "trace_sample_ratio": _ratio,
+    "trace_rate_limit": _traces_per_second,
     "workers": _workers,
     "default_timeout": _positive_seconds,
     "retry_max_attempts": _attempts,
@@ -302,6 +310,7 @@ class Settings:
     grace_period: float = 30.0
     otlp_endpoint: str = ""
     trace_sample_ratio: float = 0.1
+    trace_rate_limit: float = 100.0
     workers: int = 1
     default_timeout: float = 10.0
     retry_max_attempts: int = 4

@@ -281,6 +281,7 @@ async def _serve(
             settings.otlp_endpoint,
             server.names[0] if server.names else "keel",
             settings.trace_sample_ratio,
+            settings.trace_rate_limit,
         )
     if settings.metrics_port and metrics_http:
         prometheus_client.start_http_server(settings.metrics_port, addr=settings.host)

@@ -11,6 +11,7 @@ Without an endpoint (and no `use(provider)`), nothing is traced and it costs not
 from __future__ import annotations
 
 import functools
+import math
 import os
 import random
 import threading
@@ -21,6 +22,7 @@ from contextvars import ContextVar
 from typing import Any, cast
 
 import grpc
+import token_bucket
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.attributes import BoundedAttributes
@@ -63,8 +65,39 @@ _dropped: ContextVar[bool] = ContextVar("keel_trace_dropped", default=False)
 """Whether the call being handled started a new trace that is not sampled."""
 
 
+class _NewTraces:
+    """Which new traces are recorded: `ratio` of them, at most `per_second` a second in this
+    process (0: no limit), so tracing's cost stays bounded however many calls come in."""
+
+    _KEY = "new-traces"
+
+    def __init__(self, ratio: float, per_second: float) -> None:
+        self.ratio = ratio
+        self.per_second = per_second
+        self._limiter = (
+            token_bucket.Limiter(
+                per_second, max(1, math.ceil(per_second)), token_bucket.MemoryStorage()
+            )
+            if per_second > 0
+            else None
+        )
+
+    def choose(self) -> bool:
+        """Whether the trace starting now is recorded (a token is taken for it if so)."""
+        return random.random() < self.ratio and self.admit()
+
+    def admit(self) -> bool:
+        """Whether a trace the ratio chose may be recorded: a token is left this second."""
+        return self._limiter is None or self._limiter.consume(self._KEY)
+
+
 class _ChosenOrRatio(TraceIdRatioBased):
-    """TraceIdRatioBased, except that a trace a server already chose to sample is sampled."""
+    """TraceIdRatioBased within the new traces' limit, except that a trace a server already
+    chose to sample is sampled."""
+
+    def __init__(self, new_traces: _NewTraces) -> None:
+        super().__init__(new_traces.ratio)
+        self.new_traces = new_traces
 
     def should_sample(  # noqa: PLR0917 (the Sampler interface)
         self,
@@ -80,33 +113,41 @@ class _ChosenOrRatio(TraceIdRatioBased):
             return SamplingResult(Decision.RECORD_AND_SAMPLE, attributes)
         if _dropped.get():
             return SamplingResult(Decision.DROP)
-        return super().should_sample(
+        result = super().should_sample(
             parent_context, trace_id, name, kind, attributes, links, trace_state
         )
+        if result.decision is Decision.RECORD_AND_SAMPLE and not self.new_traces.admit():
+            return SamplingResult(Decision.DROP, None, result.trace_state)
+        return result
 
 
 class KeelSampler(ParentBased):
     """Keel's sampling: a call whose caller sent a sampled trace context is always traced (so a
-    trace is whole or absent), and `ratio` of the traces that start here are.
+    trace is whole or absent), and of the traces that start here, `ratio` are, at most
+    `per_second` a second in this process (0: no limit).
 
     A server decides a new trace itself before asking the SDK, so a call it does not sample
     costs no span at all (see `start_server_span`).
     """
 
-    def __init__(self, ratio: float) -> None:
-        super().__init__(_ChosenOrRatio(ratio))
+    def __init__(self, ratio: float, per_second: float = 0.0) -> None:
+        self.new_traces = _NewTraces(ratio, per_second)
+        super().__init__(_ChosenOrRatio(self.new_traces))
         self.ratio = ratio
+        self.per_second = per_second
 
 
-def sampler(ratio: float) -> Sampler:
-    """Keel's sampler for `ratio` of new traces (a KeelSampler)."""
-    return KeelSampler(ratio)
+def sampler(ratio: float, per_second: float = 0.0) -> Sampler:
+    """Keel's sampler for `ratio` of new traces, at most `per_second` a second (0: no limit)."""
+    return KeelSampler(ratio, per_second)
 
 
-def configure(endpoint: str, service_name: str, sample_ratio: float = 1.0) -> None:
+def configure(
+    endpoint: str, service_name: str, sample_ratio: float = 1.0, per_second: float = 0.0
+) -> None:
     """Export spans to the OTLP/gRPC collector at `endpoint` (host:port or URL).
 
-    Sampling is `sampler(sample_ratio)`, unless OTEL_TRACES_SAMPLER chooses another.
+    Sampling is `sampler(sample_ratio, per_second)`, unless OTEL_TRACES_SAMPLER chooses another.
     """
     from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (  # noqa: PLC0415
         OTLPSpanExporter,
@@ -115,7 +156,7 @@ def configure(endpoint: str, service_name: str, sample_ratio: float = 1.0) -> No
     from opentelemetry.sdk.trace import TracerProvider  # noqa: PLC0415
     from opentelemetry.sdk.trace.export import BatchSpanProcessor  # noqa: PLC0415
 
-    chosen = None if os.environ.get("OTEL_TRACES_SAMPLER") else sampler(sample_ratio)
+    chosen = None if os.environ.get("OTEL_TRACES_SAMPLER") else sampler(sample_ratio, per_second)
     provider = TracerProvider(
         resource=Resource.create({"service.name": service_name}), sampler=chosen
     )
@@ -156,7 +197,7 @@ def _new_trace_choice(tracer: trace.Tracer) -> bool | None:
     chooser = getattr(tracer, "sampler", None)
     if type(chooser) is not KeelSampler:
         return None
-    return random.random() < chooser.ratio
+    return chooser.new_traces.choose()
 
 
 _SAMPLED = trace.TraceFlags(trace.TraceFlags.SAMPLED)
