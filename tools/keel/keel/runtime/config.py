@@ -12,6 +12,7 @@
 | KEEL_GRACE_PERIOD | seconds in-flight calls get to finish on SIGTERM | 30 |
 | KEEL_OTLP_ENDPOINT | OTLP/gRPC endpoint for traces (unset: no export) | |
 | KEEL_TRACE_SAMPLE_RATIO | share of new traces recorded; a caller's sampled trace always is | 0.1 |
+| KEEL_TRACE_RATE_LIMIT | new traces recorded a second, at most, per process (0: no limit) | 100 |
 | KEEL_WORKERS | server processes sharing the port | 1 |
 | KEEL_DEFAULT_TIMEOUT | deadline of client calls with none in the proto or the call | 10 |
 | KEEL_RETRY_MAX_ATTEMPTS | attempts of an idempotent call (1 = no retry, at most 5) | 4 |
