@@ -153,34 +153,34 @@ def test_an_unsampled_caller_gets_no_recorded_span(traced: Traced) -> None:
     assert traced.exporter.get_finished_spans() == ()
 
 
-@pytest.mark.parametrize(
-    ("limits", "sampler"),
-    [
-        (SpanLimits(max_span_attribute_length=3), None),  # Keel's own values would be cut
-        (SpanLimits(max_span_attributes=2), None),  # Keel's own attributes would be dropped
-        (None, ParentBased(TraceIdRatioBased(1.0))),  # not Keel's sampler
-    ],
-)
-def test_the_sdk_makes_spans_keels_maker_would_make_differently(
-    limits: SpanLimits | None, sampler: Any
-) -> None:
-    made = Traced(limits, sampler)
+def _made_by_sdk(made: Traced) -> tuple[ReadableSpan, ...]:
+    """The spans of one handled call, checking that Keel's maker is not used for `made`."""
     tracing.use(made.provider)
     try:
         assert tracing._spans is None
+        _handled((), grpc.StatusCode.OK)
+        return made.exporter.get_finished_spans()
     finally:
         tracing.use(None)
         made.provider.shutdown()
+
+
+def test_span_limits_keels_attributes_do_not_fit_leave_spans_to_the_sdk() -> None:
+    (cut,) = _made_by_sdk(Traced(SpanLimits(max_span_attribute_length=3)))
+    assert cut.attributes is not None
+    assert cut.attributes["rpc.service"] == "kit"  # the SDK's limit, applied
+    (few,) = _made_by_sdk(Traced(SpanLimits(max_span_attributes=2)))
+    assert few.dropped_attributes > 0
+
+
+def test_another_sampler_leaves_spans_to_the_sdk() -> None:
+    (span,) = _made_by_sdk(Traced(sampler=ParentBased(TraceIdRatioBased(1.0))))
+    assert span.kind is trace.SpanKind.SERVER
 
 
 def test_an_sdk_whose_spans_have_other_fields_gets_its_own_path(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(tracing, "_SPAN_FIELDS", tracing._SPAN_FIELDS | {"_new_field"})
-    made = Traced()
-    tracing.use(made.provider)
-    try:
-        assert tracing._spans is None
-    finally:
-        tracing.use(None)
-        made.provider.shutdown()
+    (span,) = _made_by_sdk(Traced())
+    assert span.kind is trace.SpanKind.SERVER
