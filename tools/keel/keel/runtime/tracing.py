@@ -269,7 +269,7 @@ class _SampledSpans:
             return None
         spare = cls(tracer)
         # The fields a span of this SDK version has: a version that adds one gets its own path.
-        probe = sdk_trace._Span("keel.probe", trace.INVALID_SPAN_CONTEXT)
+        probe = sdk_trace._Span("keel.probe", trace.INVALID_SPAN_CONTEXT, resource=tracer.resource)
         made = {*spare._fields, *_SPAN_FIELDS}
         if set(vars(probe)) != made:
             return None
