@@ -175,11 +175,16 @@ def _threshold(value: str) -> int:
     return threshold
 
 
-def _rate(value: str) -> float:
-    rate = float(value)
-    if math.isnan(rate) or not 0 <= rate <= 1_000_000:
-        raise ValueError("must be requests per second, from 0 (off) to 1000000")
-    return rate
+def _per_second(counted: str, zero: str) -> Callable[[str], float]:
+    """A parser of a rate from 0 (meaning `zero`) to 1,000,000 `counted` per second."""
+
+    def parse(value: str) -> float:
+        rate = float(value)
+        if math.isnan(rate) or not 0 <= rate <= 1_000_000:
+            raise ValueError(f"must be {counted} per second, from 0 ({zero}) to 1000000")
+        return rate
+
+    return parse
 
 
 def _ratio(value: str) -> float:
@@ -231,13 +236,6 @@ def _upstream(value: str) -> str:
     return choice
 
 
-def _traces_per_second(value: str) -> float:
-    rate = float(value)
-    if math.isnan(rate) or not 0 <= rate <= 1_000_000:
-        raise ValueError("must be new traces per second, from 0 (no limit) to 1000000")
-    return rate
-
-
 def _workers(value: str) -> int:
     workers = int(value)
     if not 1 <= workers <= 256:
@@ -256,7 +254,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "grace_period": _seconds,
     "otlp_endpoint": _endpoint,
     "trace_sample_ratio": _ratio,
-    "trace_rate_limit": _traces_per_second,
+    "trace_rate_limit": _per_second("new traces", "no limit"),
     "workers": _workers,
     "default_timeout": _positive_seconds,
     "retry_max_attempts": _attempts,
@@ -269,7 +267,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "jwt_audience": str,
     "jwt_issuer": str,
     "jwt_leeway": _seconds,
-    "rate_limit": _rate,
+    "rate_limit": _per_second("requests", "off"),
     "rate_burst": _threshold,
     "cors_origins": str,
     "edge_timeout": _positive_seconds,

@@ -73,7 +73,6 @@ class _NewTraces:
 
     def __init__(self, ratio: float, per_second: float) -> None:
         self.ratio = ratio
-        self.per_second = per_second
         self._limiter = (
             token_bucket.Limiter(
                 per_second, max(1, math.ceil(per_second)), token_bucket.MemoryStorage()
