@@ -335,8 +335,10 @@ def add_to_server(
     Requests are validated against their `buf.validate` rules unless `validate=False`.
     `keel.Server` passes an Observation that logs and measures every call; by default nothing is.
     With `caller` (keel.Server makes one when keys are configured), each call's identity is
-    verified before the method runs.
+    verified before the method runs. The methods are added as a generic handler, not registered
+    one by one: grpc.aio's cost per accepted call grows with its registered methods
+    (keel.runtime.dispatch).
     """
     spec = type(impl).__keel_service__
     handlers = method_handlers(impl, observation, validate=validate, caller=caller)
-    server.add_registered_method_handlers(spec.name, handlers)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(spec.name, handlers),))

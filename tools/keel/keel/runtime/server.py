@@ -8,17 +8,18 @@ import sys
 from collections.abc import Coroutine, Sequence
 from dataclasses import replace
 from types import TracebackType
-from typing import Any, Protocol, Self, TypeVar
+from typing import Any, Protocol, Self, TypeVar, cast
 
 import grpc.aio
 import prometheus_client
 import uvloop
 from grpc_health.v1 import health as grpc_health
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from keel.runtime import config, intercepted, logs, tracing
 from keel.runtime.config import ConfigError, Settings
+from keel.runtime.dispatch import MethodTable
 from keel.runtime.handlers import Behaviour, method_handlers
 from keel.runtime.identity import CallerCheck
 from keel.runtime.metrics import default_metrics
@@ -127,20 +128,7 @@ class Server:
             await self._stop_background()
             raise
         server = grpc.aio.server(interceptors=self.interceptors or None)
-        for service in self.services:
-            handlers = method_handlers(
-                service, self.observation, validate=self.validate, caller=self.caller_check
-            )
-            server.add_registered_method_handlers(type(service).__keel_service__.name, handlers)
-        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-        reflection.enable_server_reflection(
-            (
-                *self.names,
-                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-                reflection.SERVICE_NAME,
-            ),
-            server,
-        )
+        server.add_generic_rpc_handlers((self._method_table(),))
         self._port = server.add_insecure_port(self._address)
         if self._port == 0:
             raise OSError(f"cannot listen on {self._address}")
@@ -155,6 +143,26 @@ class Server:
         for name in ("", *self.names):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         self._serving = True
+
+    def _method_table(self) -> MethodTable:
+        """Every method the server answers: the services', health and reflection."""
+        table = MethodTable()
+        for service in self.services:
+            handlers = method_handlers(
+                service, self.observation, validate=self.validate, caller=self.caller_check
+            )
+            table.add_registered_method_handlers(type(service).__keel_service__.name, handlers)
+        registrar = cast("grpc.aio.Server", table)  # (it takes handlers as a server does)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, registrar)
+        served = (
+            *self.names,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        )
+        reflection_pb2_grpc.add_ServerReflectionServicer_to_server(  # type: ignore[no-untyped-call]
+            reflection.aio.ReflectionServicer(served), registrar
+        )
+        return table
 
     def rest_behaviours(self) -> dict[str, Behaviour]:
         """The behaviour of each method (by gRPC path) for calls made from REST requests in
