@@ -76,9 +76,10 @@ run: gen ## generate, then run every service with readable logs until Ctrl-C; a 
 bench: $(INSTALLED) ## benchmarks: codegen, messages, server, gateway, REST in the service, events, gRPC transports and the dev loop (prints ratios)
 	$(BIN)/python bench/gen_bench.py
 	$(BIN)/python bench/message_bench.py
-	command -v h2load >/dev/null && command -v wrk >/dev/null || \
-	  (apt-get update -qq && apt-get install -y -qq nghttp2-client wrk)
+	command -v h2load >/dev/null && command -v wrk >/dev/null && command -v valgrind >/dev/null || \
+	  (apt-get update -qq && apt-get install -y -qq nghttp2-client wrk valgrind)
 	$(BIN)/python bench/server_bench.py
+	$(BIN)/python bench/server_instructions.py
 	$(BIN)/python bench/gateway_bench.py
 	$(BIN)/python bench/rest_bench.py
 	$(BIN)/python bench/events_bench.py

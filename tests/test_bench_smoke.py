@@ -27,3 +27,27 @@ def test_message_bench_runs() -> None:
     out = _run("bench/message_bench.py", "--quick")
     assert "betterproto" in out
     assert "upb" in out
+
+
+def _row(out: str, mode: str) -> list[str]:
+    """A mode's row of a benchmark's table (its first unindented line)."""
+    return next(line.split() for line in out.splitlines() if line.startswith(f"{mode} "))
+
+
+def test_server_bench_runs() -> None:
+    out = _run(
+        "bench/server_bench.py", "--modes", "raw", "keel", "--duration", "1", "--rounds", "1"
+    )
+    raw, keel = _row(out, "raw"), _row(out, "keel")
+    assert float(raw[1]) > 0
+    assert raw[2] == "1.00x"
+    assert float(keel[1]) > 0
+
+
+def test_server_instructions_runs() -> None:
+    out = _run(
+        "bench/server_instructions.py", "--modes", "keel-off", "--calls", "40", "--base", "20"
+    )
+    row = _row(out, "keel-off")
+    assert float(row[1].replace(",", "")) > 0
+    assert row[2] == "1.00x"  # (the only mode is its own base)
