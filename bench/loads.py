@@ -120,6 +120,11 @@ async def echo_ready(port: int, timeout: float = 30) -> None:
             await asyncio.sleep(0.2)
 
 
+def grpc_request(data: Path) -> list[str]:
+    """h2load's options for a gRPC request whose frame is in `data`."""
+    return ["-d", str(data), "-H", "content-type: application/grpc", "-H", "te: trailers"]
+
+
 def h2load(port: int, data: Path, *, clients: int, streams: int, seconds: float) -> Load:
     """gRPC unary echo calls; h2load counts HTTP 200 only, so check grpc-status elsewhere."""
     log = data.parent / f"h2load-{port}-{clients}.tsv"
@@ -130,12 +135,7 @@ def h2load(port: int, data: Path, *, clients: int, streams: int, seconds: float)
             f"-c{clients}",
             f"-m{streams}",
             f"-D{max(1, round(seconds))}",
-            "-d",
-            str(data),
-            "-H",
-            "content-type: application/grpc",
-            "-H",
-            "te: trailers",
+            *grpc_request(data),
             f"--log-file={log}",
             f"http://127.0.0.1:{port}{ECHO_PATH}",
         ],

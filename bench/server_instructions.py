@@ -22,7 +22,15 @@ import sys
 import tempfile
 from pathlib import Path
 
-from loads import ECHO_PATH, HERE, echo_frame, echo_ready, free_port, generate_echo
+from loads import (
+    ECHO_PATH,
+    HERE,
+    echo_frame,
+    echo_ready,
+    free_port,
+    generate_echo,
+    grpc_request,
+)
 
 WORK = HERE / "_work" / "instructions"
 DEFAULT_MODES = ("raw", "raw-uvloop", "keel", "keel-off")
@@ -65,12 +73,7 @@ def instructions(mode: str, calls: int, gen: Path, data: Path) -> int:
                     f"-n{calls}",
                     "-c2",
                     "-m5",
-                    "-d",
-                    str(data),
-                    "-H",
-                    "content-type: application/grpc",
-                    "-H",
-                    "te: trailers",
+                    *grpc_request(data),
                     f"http://127.0.0.1:{port}{ECHO_PATH}",
                 ],
                 check=True,
