@@ -40,6 +40,15 @@ class Load:
     """CPU the load generator itself used (it shares the machine with the server)."""
 
 
+def echo_server_env(**extra: str) -> dict[str, str]:
+    """The environment bench/echo_server.py runs in: this one without KEEL_ settings, then the
+    benchmarks' own (no metrics port, loopback, no call lines unless the mode turns them on)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KEEL_")}
+    env.update({"KEEL_METRICS_PORT": "0", "KEEL_HOST": "127.0.0.1", "KEEL_LOG_CALLS": "false"})
+    env.update(extra)
+    return env
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -29,6 +29,7 @@ from loads import (
     cpu_seconds,
     echo_frame,
     echo_ready,
+    echo_server_env,
     free_port,
     generate_echo,
     h2load,
@@ -74,8 +75,7 @@ class Row:
 
 def measure(mode: str, gen: Path, data: Path, seconds: float) -> Row:
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KEEL_")}
-    env.update({"KEEL_METRICS_PORT": "0", "KEEL_HOST": "127.0.0.1", "KEEL_LOG_CALLS": "false"})
+    env = echo_server_env()
     if mode.startswith("keel-workers"):
         env["KEEL_WORKERS"] = "2"
     if mode == "keel-workers-on":  # as keel.serve runs by default: call logs and metrics on

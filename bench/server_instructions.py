@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import re
 import shutil
 import subprocess
@@ -27,6 +26,7 @@ from loads import (
     HERE,
     echo_frame,
     echo_ready,
+    echo_server_env,
     free_port,
     generate_echo,
     grpc_request,
@@ -39,15 +39,7 @@ DEFAULT_MODES = ("raw", "raw-uvloop", "keel", "keel-off")
 def instructions(mode: str, calls: int, gen: Path, data: Path) -> int:
     """Instructions the echo server in `mode` executed from start to exit, answering `calls`."""
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KEEL_")}
-    env.update(
-        {
-            "KEEL_METRICS_PORT": "0",
-            "KEEL_HOST": "127.0.0.1",
-            "KEEL_LOG_CALLS": "false",
-            "PYTHONHASHSEED": "0",
-        }
-    )
+    env = echo_server_env(PYTHONHASHSEED="0")  # (the same hashing every run)
     with tempfile.NamedTemporaryFile("w+", suffix=".valgrind") as report:
         server = subprocess.Popen(
             [

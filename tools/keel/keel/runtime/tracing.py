@@ -132,8 +132,6 @@ class KeelSampler(ParentBased):
     def __init__(self, ratio: float, per_second: float = 0.0) -> None:
         self.new_traces = _NewTraces(ratio, per_second)
         super().__init__(_ChosenOrRatio(self.new_traces))
-        self.ratio = ratio
-        self.per_second = per_second
 
 
 def sampler(ratio: float, per_second: float = 0.0) -> Sampler:
