@@ -25,11 +25,12 @@ from typing import Any
 import keel
 import pytest
 from keel.gateway import Gateway, RouteTable
-from keel.runtime import discovery
+from keel.runtime import discovery, httpmetrics
 from keel.runtime.config import ConfigError, Settings
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import BIN, REPO, answers, free_port, serve_asgi
-from tests.test_gateway import Reply, call
+from tests.test_gateway import _DIRECT, Reply, call
 from tests.test_gateway_conformance import SERVICE, _mirror_service, generated
 
 __all__ = ["generated"]  # (the module-scoped fixture: `keel gen` of the conformance protos)
@@ -169,6 +170,29 @@ def test_the_gateway_says_it_passes_through(front: Front) -> None:
     assert [(e["method"], e["route"], e["status"]) for e in access()] == [
         ("GET", "/v1/items/{id}", 200)
     ]
+
+
+def test_the_gateway_counts_what_it_passes_through(front: Front) -> None:
+    for path in ("/v1/items/i1", "/v1/items/i2", "/v1/nowhere"):
+        _get(f"{front.url}{path}")
+    front.service.kill()
+    assert _get(f"{front.url}/v1/items/i3").status == 503
+    text = _get_text(f"{front.url}/metrics")
+    found = {
+        tuple(sample.labels[name] for name in httpmetrics.LABEL_NAMES): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "http_server_request_duration_seconds_count"
+    }
+    route = "/v1/items/{id}"
+    assert found[("GET", route, "200")] == 2
+    assert found[("GET", route, "503")] == 1
+    assert found[("GET", "", "404")] == 1
+
+
+def _get_text(url: str) -> str:
+    with _DIRECT.open(url, timeout=10) as response:
+        return str(response.read().decode())
 
 
 def _events(process: Process) -> list[dict[str, Any]]:

@@ -31,6 +31,22 @@ def _listeners(port: int) -> int:
     return count
 
 
+def _requests(text: str, route: str, status: str) -> float:
+    """How many GET requests for `route` answered `status`, by the edge's own histogram."""
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "http_server_request_duration_seconds_count"
+        and sample.labels
+        == {
+            "http_request_method": "GET",
+            "http_route": route,
+            "http_response_status_code": status,
+        }
+    )
+
+
 def _handled_ok(text: str) -> float:
     return sum(
         sample.value
@@ -68,9 +84,11 @@ async def test_workers_share_the_port_merge_metrics_and_stop_cleanly() -> None:
                 with _DIRECT.open(f"{url}/metrics", timeout=10) as response:
                     return str(response.read().decode())
 
-            # Whichever worker answers /metrics, it reports every worker's calls.
+            # Whichever worker answers /metrics, it reports every worker's calls and requests.
             for _ in range(3):
-                assert _handled_ok(await asyncio.to_thread(metrics)) == 40
+                text = await asyncio.to_thread(metrics)
+                assert _handled_ok(text) == 40
+                assert _requests(text, "/v1/products/{product_id}", "200") == 40
         finally:
             gateway.send_signal(signal.SIGTERM)
             _, err = await asyncio.to_thread(gateway.communicate, timeout=30)

@@ -216,8 +216,15 @@ def _handled(code: str) -> float:
     return REGISTRY.get_sample_value("grpc_server_handled_total", labels) or 0.0
 
 
+def _requests(status: str) -> float:
+    labels = {"http_request_method": "GET", "http_route": "/v1/products/{product_id}"}
+    labels["http_response_status_code"] = status
+    return REGISTRY.get_sample_value("http_server_request_duration_seconds_count", labels) or 0.0
+
+
 async def test_each_request_is_one_line_and_counted_as_a_call(rest: str) -> None:
     before = {code: _handled(code) for code in ("OK", "NOT_FOUND")}
+    requests_before = {status: _requests(status) for status in ("200", "404")}
     with capture_logs() as lines:
         await call(f"{rest}/v1/products/p_mug", headers={"x-request-id": "req-42"})
         await call(f"{rest}/v1/products/missing")
@@ -228,6 +235,9 @@ async def test_each_request_is_one_line_and_counted_as_a_call(rest: str) -> None
     assert not [line for line in lines if line["event"] == "rpc"]  # one line per request
     assert _handled("OK") - before["OK"] == 1
     assert _handled("NOT_FOUND") - before["NOT_FOUND"] == 1
+    # and as a request at the edge, in the same registry
+    assert _requests("200") - requests_before["200"] == 1
+    assert _requests("404") - requests_before["404"] == 1
 
 
 async def test_the_call_continues_the_callers_trace(spans: Any) -> None:

@@ -1,10 +1,12 @@
-"""Each request at the edge: one log line, and the SERVER span that starts its trace.
+"""Each request at the edge: one log line, its count in the edge's metrics, and the SERVER span
+that starts its trace.
 
 The line (`event: "http"`) carries the HTTP method, the route template that matched, the
 status, the duration, the correlation id (`X-Request-Id`, sent to every service the request
 reaches) and the verified subject; KEEL_LOG_CALLS=false turns it off, as it does the services'
 per-call lines. The span follows OpenTelemetry's HTTP conventions; the calls the request makes
-are its children, so one trace goes from the edge through every service.
+are its children, so one trace goes from the edge through every service. The metrics
+(keel.runtime.httpmetrics) count every request by method, route and status, with its duration.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 from opentelemetry.trace import Status, StatusCode
 
 from keel.runtime import tracing
+from keel.runtime.httpmetrics import HttpMetrics
 from keel.runtime.logs import HotLogger
 
 _lines = HotLogger("keel.gateway")
@@ -24,18 +27,30 @@ _lines = HotLogger("keel.gateway")
 class AccessRecord:
     """What one request did, logged (and its span ended) by `finish`."""
 
-    __slots__ = ("_began", "_log", "_span", "correlation_id", "method", "route", "subject")
+    __slots__ = (
+        "_began",
+        "_log",
+        "_metrics",
+        "_span",
+        "correlation_id",
+        "method",
+        "route",
+        "subject",
+    )
 
     def __init__(
         self,
         method: str,
         correlation_id: str,
         headers: Mapping[str, str],
+        *,
         log: bool = True,
         span: bool = True,
+        metrics: HttpMetrics | None = None,
     ) -> None:
         self._began = time.perf_counter()
         self._log = log
+        self._metrics = metrics
         self.method = method
         self.correlation_id = correlation_id
         self.route = ""
@@ -55,8 +70,11 @@ class AccessRecord:
             span.set_attribute("http.route", route)
 
     def finish(self, status: int) -> None:
-        """Log the request's line and end its span (`status` 499: the client went away)."""
+        """Log the request's line, count it and end its span (`status` 499: the client went
+        away)."""
         elapsed = time.perf_counter() - self._began
+        if self._metrics is not None:
+            self._metrics.record(self.method, self.route, status, elapsed)
         if self._span is not None:
             span = self._span[0]
             if span.is_recording():

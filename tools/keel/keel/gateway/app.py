@@ -44,6 +44,7 @@ from keel.gateway.upstream import Upstreams
 from keel.runtime import propagation
 from keel.runtime.config import Settings
 from keel.runtime.logs import get_logger
+from keel.runtime.metrics import http_metrics as default_http_metrics
 from keel.runtime.spec import MethodSpec, RpcKind
 
 __all__ = ["Gateway", "Middleware", "grpc_timeout"]
@@ -89,6 +90,9 @@ class Gateway:
     (`rest_targets`: full service name → host:port, else KEEL_REST_TARGET_*, the registry's
     `[rest_targets]`), else transcodes it to gRPC; `grpc` always transcodes; `rest` always
     passes through (every service needs a REST address). See keel.gateway.passthrough.
+
+    Every request is counted in `http_server_request_duration_seconds` (method, route, status;
+    keel.runtime.httpmetrics) unless `metrics=False`.
     """
 
     edge_span = True
@@ -109,10 +113,13 @@ class Gateway:
         client_interceptors: Sequence[Any] = (),
         rest_targets: Mapping[str, str] | None = None,
         upstream: str | None = None,
+        metrics: bool = True,
     ) -> None:
         self.routes = routes
         self.settings = settings or Settings()
         self.max_body_bytes = max_body_bytes
+        self.metrics = default_http_metrics() if metrics else None
+        """Where each request is counted (keel.runtime.httpmetrics), None when it is not."""
         self._services = {service.name: service for service in routes.services}
         self._verbs = {route.verb for route in routes.routes}  # custom methods included
         self.upstreams = Upstreams(
@@ -205,7 +212,12 @@ class Gateway:
         headers["x-request-id"] = request_id
         exchange = Exchange(send, [(b"x-request-id", request_id.encode())])
         record = AccessRecord(
-            scope["method"], request_id, headers, self.settings.log_calls, self.edge_span
+            scope["method"],
+            request_id,
+            headers,
+            log=self.settings.log_calls,
+            span=self.edge_span,
+            metrics=self.metrics,
         )
         try:
             await self._handle(scope, receive, headers, exchange, record, prefixed=prefixed)

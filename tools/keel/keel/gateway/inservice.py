@@ -87,6 +87,7 @@ class ServiceRest(Gateway):
         settings: Settings | None = None,
         max_body_bytes: int = 1 << 20,
         middleware: Iterable[Middleware] = (),
+        metrics: bool = True,
     ) -> None:
         super().__init__(
             routes,
@@ -94,6 +95,7 @@ class ServiceRest(Gateway):
             settings=settings,
             max_body_bytes=max_body_bytes,
             middleware=middleware,
+            metrics=metrics,
         )
         self.behaviours = dict(behaviours)
         self._by_method = {

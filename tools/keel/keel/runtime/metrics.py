@@ -20,6 +20,7 @@ import prometheus_client
 from prometheus_client import CollectorRegistry
 
 from keel.runtime import tally
+from keel.runtime.httpmetrics import HttpMetrics
 from keel.runtime.spec import MethodSpec, RpcKind
 
 GRPC_TYPE = {
@@ -89,19 +90,21 @@ class ClientMetrics(CallMetrics):
 
 _default_metrics: ServerMetrics | None = None
 _client_metrics: ClientMetrics | None = None
+_http_metrics: HttpMetrics | None = None
 
 
 def forget_default_metrics() -> None:
-    """Drop this process's default server and client metrics; the next use makes them afresh.
+    """Drop this process's default server, client and HTTP metrics; the next use makes them
+    afresh.
 
     Keel's worker supervisor calls this before it forks, so no worker counts into arrays, or
     reports through collectors, that it inherited.
     """
-    global _default_metrics, _client_metrics  # noqa: PLW0603
-    for metrics in (_default_metrics, _client_metrics):
+    global _default_metrics, _client_metrics, _http_metrics  # noqa: PLW0603
+    for metrics in (_default_metrics, _client_metrics, _http_metrics):
         if metrics is not None:
             metrics.close()
-    _default_metrics = _client_metrics = None
+    _default_metrics = _client_metrics = _http_metrics = None
 
 
 def default_metrics() -> ServerMetrics:
@@ -118,3 +121,12 @@ def client_metrics() -> ClientMetrics:
     if _client_metrics is None:
         _client_metrics = ClientMetrics()
     return _client_metrics
+
+
+def http_metrics() -> HttpMetrics:
+    """The edge's HTTP request metrics in prometheus_client's default registry (created on
+    first use; keel.runtime.httpmetrics)."""
+    global _http_metrics  # noqa: PLW0603
+    if _http_metrics is None:
+        _http_metrics = HttpMetrics()
+    return _http_metrics

@@ -201,6 +201,7 @@ class Server:
             not_serving,
             settings=settings,
             middleware=self.rest_middleware,
+            metrics=self.observation.metrics is not None,
         )
         host = self._address.rpartition(":")[0]
         listener = Listener(app, host, port, reuse_port=self.rest_reuse_port)

@@ -35,10 +35,12 @@ from prometheus_client import Histogram
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.utils import floatToGoString
 
-Side = Literal["server", "client"]
+Side = Literal["server", "client", "http"]
+"""Whose counts: a gRPC server's, a gRPC client's, or an edge's HTTP requests (httpmetrics)."""
 SIDES: tuple[Side, ...] = ("server", "client")
+"""The gRPC sides, reported by TallyCollector."""
 Labels = tuple[str, str, str]
-"""grpc_type, grpc_service, grpc_method."""
+"""grpc_type, grpc_service, grpc_method (an edge's: method, route, status)."""
 
 
 class Counts(Protocol):
@@ -86,11 +88,11 @@ _HELP: dict[Side, dict[str, str]] = {  # go-grpc-prometheus's own texts
 }
 
 
-def private_counts() -> Counts:
-    """A zeroed array for one method, in this process's memory (a view of doubles, as a shared
-    file's: an increment through it costs half one through an `array`, which parses each value
-    it stores)."""
-    return memoryview(bytearray(8 * SIZE)).cast("d")
+def private_counts(size: int = SIZE) -> Counts:
+    """A zeroed array of `size` slots for one method, in this process's memory (a view of
+    doubles, as a shared file's: an increment through it costs half one through an `array`,
+    which parses each value it stores)."""
+    return memoryview(bytearray(8 * size)).cast("d")
 
 
 def finish(counts: Counts, code: grpc.StatusCode, seconds: float) -> None:
@@ -104,8 +106,9 @@ def _padded(length: int) -> int:
     return -(-length // 8) * 8
 
 
-def shared_counts(folder: str, side: Side, labels: Labels) -> Counts:
-    """A zeroed array for one method, in a memory-mapped file of `folder` that siblings read."""
+def shared_counts(folder: str, side: Side, labels: Labels, size: int = SIZE) -> Counts:
+    """A zeroed array of `size` slots for one label set (a method's), in a memory-mapped file of
+    `folder` that siblings read."""
     header = json.dumps(labels).encode()
     offset = 16 + _padded(len(header))
     # The random part keeps a reused pid (a restarted container) from replacing older counts.
@@ -113,27 +116,28 @@ def shared_counts(folder: str, side: Side, labels: Labels) -> Counts:
     path = Path(folder, name)
     temporary = path.with_suffix(".tmp")  # readers never see a file without its header
     layout = _MAGIC + struct.pack("<Q", len(header)) + header
-    temporary.write_bytes(layout.ljust(offset, b" ") + bytes(8 * SIZE))
+    temporary.write_bytes(layout.ljust(offset, b" ") + bytes(8 * size))
     temporary.replace(path)
     with path.open("r+b") as file:
-        mapped = mmap.mmap(file.fileno(), offset + 8 * SIZE)
+        mapped = mmap.mmap(file.fileno(), offset + 8 * size)
     return memoryview(mapped)[offset:].cast("d")  # the view keeps the mapping alive
 
 
-def read_shared(folder: str, side: Side) -> dict[Labels, array[float]]:
-    """Every process's counts of one side in `folder`, summed per method; bad files skipped."""
+def read_shared(folder: str, side: Side, size: int = SIZE) -> dict[Labels, array[float]]:
+    """Every process's counts of one side in `folder` (arrays of `size` slots), summed per label
+    set; bad files skipped."""
     totals: dict[Labels, array[float]] = {}
     for path in sorted(Path(folder).glob(f"keel_{side}_*{_SUFFIX}")):
-        found = _read_file(path)
+        found = _read_file(path, size)
         if found is not None:
             labels, counts = found
-            row = totals.setdefault(labels, array("d", bytes(8 * SIZE)))
-            for slot in range(SIZE):
+            row = totals.setdefault(labels, array("d", bytes(8 * size)))
+            for slot in range(size):
                 row[slot] += counts[slot]
     return totals
 
 
-def _read_file(path: Path) -> tuple[Labels, array[float]] | None:
+def _read_file(path: Path, size: int) -> tuple[Labels, array[float]] | None:
     """One file's labels and counts, or None if it is gone or is not a whole count file."""
     try:
         with path.open("rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as data:
@@ -141,15 +145,15 @@ def _read_file(path: Path) -> tuple[Labels, array[float]] | None:
                 return None
             (length,) = struct.unpack_from("<Q", data, 8)
             offset = 16 + _padded(length)
-            if len(data) < offset + 8 * SIZE:
+            if len(data) < offset + 8 * size:
                 return None
             found = json.loads(data[16 : 16 + length])
             if not (isinstance(found, list) and len(found) == 3):
                 return None
             labels = (str(found[0]), str(found[1]), str(found[2]))
-            view = memoryview(data)[offset : offset + 8 * SIZE].cast("d")
+            view = memoryview(data)[offset : offset + 8 * size].cast("d")
             try:
-                counts = array("d", (view[slot] for slot in range(SIZE)))  # aligned loads
+                counts = array("d", (view[slot] for slot in range(size)))  # aligned loads
             finally:
                 view.release()
     except (OSError, ValueError, struct.error):  # gone, empty, or not ours (json too)
@@ -176,11 +180,14 @@ class TallyCollector:
             for slot, name in _CODE_SLOTS:
                 if counts[slot]:
                     handled.add_metric((*labels, name), counts[slot])
-            cumulative = itertools.accumulate(counts[slot] for slot in range(BUCKETS, SIZE))
-            seconds.add_metric(
-                labels, buckets=list(zip(_LE, cumulative, strict=True)), sum_value=counts[SECONDS]
-            )
+            seconds.add_metric(labels, buckets=buckets(counts, BUCKETS), sum_value=counts[SECONDS])
         yield from (started, handled, received, sent, seconds)
+
+
+def buckets(counts: Counts, first: int) -> list[tuple[str, float]]:
+    """A histogram's cumulative buckets (`le`, count) from its per-bucket counts at `first`."""
+    cumulative = itertools.accumulate(counts[slot] for slot in range(first, first + len(_LE)))
+    return list(zip(_LE, cumulative, strict=True))
 
 
 def shared_collector(folder: str, side: Side) -> TallyCollector:

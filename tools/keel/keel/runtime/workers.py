@@ -3,10 +3,10 @@
 A grpc.aio server is one event loop on one core. `keel.serve(..., workers=N)` forks N worker
 processes before any event loop or gRPC object exists; each binds the same port (gRPC sets
 SO_REUSEPORT on Linux, so the kernel spreads connections over them) and runs its own loop,
-health and servers. Metrics are merged: each worker keeps its gRPC call counts in
-memory-mapped files (keel.runtime.tally) and any other metrics in prometheus_client's
-multiprocess files, all in one shared folder, and the supervising process serves their sum on
-KEEL_METRICS_PORT. Each worker has its own copy of in-memory state.
+health and servers. Metrics are merged: each worker keeps its gRPC call and HTTP request
+counts in memory-mapped files (keel.runtime.tally, keel.runtime.httpmetrics) and any other
+metrics in prometheus_client's multiprocess files, all in one shared folder, and the supervising
+process serves their sum on KEEL_METRICS_PORT. Each worker has its own copy of in-memory state.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from collections.abc import Callable
 import prometheus_client
 from prometheus_client import CollectorRegistry, multiprocess, values
 
-from keel.runtime import logs, metrics, tally
+from keel.runtime import httpmetrics, logs, metrics, tally
 from keel.runtime.config import Settings
 
 _log = logs.get_logger("keel.workers")
@@ -41,6 +41,7 @@ def _merged_registry(folder: str) -> CollectorRegistry:
     multiprocess.MultiProcessCollector(registry, path=folder)  # type: ignore[no-untyped-call]
     for side in tally.SIDES:
         registry.register(tally.shared_collector(folder, side))
+    registry.register(httpmetrics.shared_collector(folder))
     return registry
 
 
