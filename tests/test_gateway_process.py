@@ -45,6 +45,8 @@ def _middleware_example(folder: Path) -> tuple[str, str]:
 class Running:
     url: str
     log: Path
+    upstream: str
+    """The address the gateway was told to reach the catalog at."""
 
     def lines(self) -> list[dict[str, object]]:
         return [json.loads(line) for line in self.log.read_text().splitlines() if line.strip()]
@@ -56,6 +58,7 @@ async def _keel_gateway(folder: Path, env: dict[str, str], *options: str) -> Asy
     with KEEL_* settings from `env` only; yields once it answers /healthz."""
     async with keel.testing.cluster(CatalogService(seed(MemoryStore()))) as running:
         port = free_port()
+        upstream = running.address("acme.catalog.v1.CatalogService")
         log = folder / "gateway.log"
         clean = {k: v for k, v in os.environ.items() if not k.startswith(("KEEL_", "OTEL_"))}
         with log.open("w") as out:
@@ -66,7 +69,7 @@ async def _keel_gateway(folder: Path, env: dict[str, str], *options: str) -> Asy
                     "--gen",
                     str(REPO / "gen"),
                     "--default-target",
-                    running.address("acme.catalog.v1.CatalogService"),
+                    upstream,
                     "--port",
                     str(port),
                     *options,
@@ -83,7 +86,7 @@ async def _keel_gateway(folder: Path, env: dict[str, str], *options: str) -> Asy
                 assert process.poll() is None, log.read_text()
                 assert time.monotonic() < deadline, log.read_text()
                 await asyncio.sleep(0.05)
-            yield Running(url, log)
+            yield Running(url, log, upstream)
         finally:
             process.terminate()
             process.wait(timeout=30)
@@ -126,10 +129,14 @@ async def test_one_json_line_per_request_and_middleware_from_the_docs(gateway: R
     assert found["status"] == 200
     assert isinstance(found["duration_ms"], float)
     assert found["subject"] == ""
+    assert (found["upstream"], found["via"]) == (gateway.upstream, "grpc")  # transcoded
     assert [x["status"] for x in requests if x["route"] == "/v1/products/{product_id}"] == [
         200,
         404,
     ]
+    # The start-up poll of /healthz: an edge endpoint is its own route, and goes nowhere.
+    health = next(x for x in requests if x["route"] == "/healthz")
+    assert (health["status"], "upstream" in health) == (200, False)
 
 
 def test_a_middleware_that_does_not_load_is_a_clear_error(tmp_path: Path) -> None:

@@ -1,9 +1,11 @@
 """Each request at the edge: one log line, its count in the edge's metrics, and the SERVER span
 that starts its trace.
 
-The line (`event: "http"`) carries the HTTP method, the route template that matched, the
-status, the duration, the correlation id (`X-Request-Id`, sent to every service the request
-reaches) and the verified subject; KEEL_LOG_CALLS=false turns it off, as it does the services'
+The line (`event: "http"`) carries the HTTP method, the route template that matched (an edge
+endpoint's own path, such as `/healthz`; "" when nothing matched), the status, the duration,
+the correlation id (`X-Request-Id`, sent to every service the request reaches), the verified
+subject and, at the gateway, where the request went (`upstream`, `via`: `grpc` transcoded or
+`rest` passed through); KEEL_LOG_CALLS=false turns it off, as it does the services'
 per-call lines. The span follows OpenTelemetry's HTTP conventions; the calls the request makes
 are its children, so one trace goes from the edge through every service. The metrics
 (keel.runtime.httpmetrics) count every request by method, route and status, with its duration.
@@ -36,6 +38,7 @@ class AccessRecord:
         "method",
         "route",
         "subject",
+        "upstream",
     )
 
     def __init__(
@@ -56,6 +59,9 @@ class AccessRecord:
         self.route = ""
         """The template of the route that matched ("" when none did)."""
         self.subject = ""
+        self.upstream: tuple[str, str] | None = None
+        """Where the request went: (its address, `grpc` or `rest`); None when it went nowhere
+        or was answered in this process."""
         tracer = tracing.tracer() if span else None
         self._span = None
         if tracer is not None:
@@ -84,17 +90,17 @@ class AccessRecord:
             tracing.end_span(self._span)
         if not self._log:
             return
+        fields: dict[str, Any] = {
+            "method": self.method,
+            "route": self.route,
+            "status": status,
+            "duration_ms": round(elapsed * 1_000_000) / 1000,  # (round(x, 3) costs more)
+            "correlation_id": self.correlation_id,
+            "subject": self.subject,
+        }
+        if self.upstream is not None:
+            fields["upstream"], fields["via"] = self.upstream
         try:
-            _lines.line(
-                "http",
-                {
-                    "method": self.method,
-                    "route": self.route,
-                    "status": status,
-                    "duration_ms": round(elapsed * 1_000_000) / 1000,  # (round(x, 3) costs more)
-                    "correlation_id": self.correlation_id,
-                    "subject": self.subject,
-                },
-            )
+            _lines.line("http", fields)
         except (OSError, ValueError):  # stdout closed: answered all the same
             return  # (not contextlib.suppress: three calls more per request)

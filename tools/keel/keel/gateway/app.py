@@ -42,7 +42,7 @@ from keel.gateway.routes import Match, RouteTable
 from keel.gateway.transcode import request_message
 from keel.gateway.upstream import Upstreams
 from keel.runtime import propagation
-from keel.runtime.config import Settings
+from keel.runtime.config import ConfigError, Settings
 from keel.runtime.logs import get_logger
 from keel.runtime.metrics import http_metrics as default_http_metrics
 from keel.runtime.spec import MethodSpec, RpcKind
@@ -130,6 +130,8 @@ class Gateway:
         )
         self._passed = self.passthrough.pools
         """The pool of each service whose requests pass through to its REST port."""
+        self._upstreams: dict[str, tuple[str, str]] = {}
+        """Where each service's requests go, for the access line (`_upstream`)."""
         self.endpoints = Endpoints(
             routes.openapi,
             self._not_serving,
@@ -253,6 +255,7 @@ class Gateway:
             await exchange.reply(400, _bad_input(error))
             return
         if path in PATHS and verb in ("GET", "HEAD"):
+            self._route(record, path)  # its own route (a few fixed paths)
             await self.endpoints.answer(path, exchange, headers)
             return
         if (
@@ -265,10 +268,8 @@ class Gateway:
         if not isinstance(found, Match):
             await _unrouted(verb, path, found, exchange)
             return
-        if self.edge_span:
-            record.matched(found.route.rule.path)
-        else:  # (no span to name: the route is all there is to record)
-            record.route = found.route.rule.path
+        self._route(record, found.route.rule.path)
+        record.upstream = self._upstream(found.route.method.service)
         if self._passed and found.route.method.service in self._passed:
             await self._pass(found, scope, receive, headers, exchange)
             return
@@ -317,7 +318,8 @@ class Gateway:
                 return False
             await self._preflight(path, headers, exchange)
             return True
-        record.route = asked.route.rule.path
+        self._route(record, asked.route.rule.path)
+        record.upstream = self._upstream(asked.route.method.service)
         await self.passthrough.forward(
             asked,
             scope,
@@ -327,6 +329,29 @@ class Gateway:
             body=None,
         )
         return True
+
+    def _route(self, record: AccessRecord, route: str) -> None:
+        if self.edge_span:
+            record.matched(route)
+        else:  # (no span to name: the route is all there is to record)
+            record.route = route
+
+    def _upstream(self, service: str) -> tuple[str, str] | None:
+        """Where `service`'s requests go: (its REST address, "rest") when they pass through,
+        else (its gRPC target, "grpc"); None while its gRPC address is not known (the call
+        itself says why)."""
+        known = self._upstreams.get(service)
+        if known is None:
+            pool = self._passed.get(service)
+            if pool is not None:
+                known = (pool.address, "rest")
+            else:
+                try:
+                    known = (self.upstreams.target(self._services[service]), "grpc")
+                except ConfigError:
+                    return None
+            self._upstreams[service] = known
+        return known
 
     async def _pass(
         self,

@@ -116,6 +116,9 @@ class ServiceRest(Gateway):
             diagram=routes.diagram,
         )
 
+    def _upstream(self, service: str) -> tuple[str, str] | None:
+        return None  # answered in this process
+
     def _dispatch(
         self,
         found: Match,
