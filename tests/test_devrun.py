@@ -139,6 +139,34 @@ async def test_keel_dev_runs_the_services_until_interrupted(tmp_path: Path) -> N
     assert await _events_kept(tmp_path / "state") == 1  # the OrderPlaced, for the next run
 
 
+def test_keel_dev_on_ports_in_use_says_so_and_starts_nothing(tmp_path: Path) -> None:
+    registry = tmp_path / "registry.toml"
+    ports = [devprocess.free_pair() for _ in SERVICES]
+    lines = [f'"{name}" = "127.0.0.1:{port}"' for name, port in zip(SERVICES, ports, strict=True)]
+    registry.write_text("[targets]\n" + "\n".join(lines) + "\n")
+    with socket.socket() as holder:  # as a keel dev already running holds them
+        holder.bind(("127.0.0.1", ports[1]))
+        holder.listen()
+        done = subprocess.run(
+            [
+                *(str(BIN / "keel"), "dev", "--registry", str(registry)),
+                *("--gateway-port", str(devprocess.free_pair())),
+                *("--state-dir", str(tmp_path / "state")),
+            ],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={k: v for k, v in os.environ.items() if not k.startswith("KEEL_")},
+            check=False,
+        )
+    assert done.returncode == 1, done.stdout
+    assert f"keel dev: port {ports[1]} in use on 127.0.0.1" in done.stdout
+    assert "NATS broker" not in done.stdout  # nothing started: no second broker on the store
+    assert not (tmp_path / "state").exists()
+    assert "Traceback" not in done.stdout + done.stderr
+
+
 def test_a_service_that_cannot_migrate_stops_keel_dev(tmp_path: Path) -> None:
     registry = tmp_path / "registry.toml"
     lines = [f'"{name}" = "127.0.0.1:{devprocess.free_pair()}"' for name in SERVICES]

@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import re
+import socket
 import subprocess
 import textwrap
 import time
@@ -137,6 +138,26 @@ async def test_one_json_line_per_request_and_middleware_from_the_docs(gateway: R
     # The start-up poll of /healthz: an edge endpoint is its own route, and goes nowhere.
     health = next(x for x in requests if x["route"] == "/healthz")
     assert (health["status"], "upstream" in health) == (200, False)
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_port_in_use_is_a_clear_error_not_shared(workers: str) -> None:
+    with socket.socket() as holder:  # another server on the port: SO_REUSEPORT would share it
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        done = subprocess.run(
+            [str(BIN / "keel"), "gateway", "--gen", str(REPO / "gen"), "--port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "KEEL_HOST": "127.0.0.1", "KEEL_WORKERS": workers},
+            check=False,
+        )
+    assert done.returncode == 1, done.stderr
+    assert f"keel gateway: cannot listen on 127.0.0.1:{port} for the REST gateway" in done.stderr
+    assert '"serving"' not in done.stdout  # it never said it was
+    assert "Traceback" not in done.stderr
 
 
 def test_a_middleware_that_does_not_load_is_a_clear_error(tmp_path: Path) -> None:

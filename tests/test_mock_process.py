@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import urllib.request
@@ -296,6 +297,22 @@ async def test_bad_arguments_exit_2_naming_the_problem(tmp_path: Path) -> None:
     )
     assert refused.returncode == 2
     assert "nope" in refused.stderr
+    with socket.socket() as holder:  # a service already on the port: not shared with it
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        taken = subprocess.run(
+            [sys.executable, "-m", "keel.mock", "--port", str(port), PAYMENTS],
+            cwd=REPO,
+            env=_environment({}),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert taken.returncode == 2
+    assert f"cannot listen on 127.0.0.1:{port} for gRPC" in taken.stderr
+    assert "Traceback" not in taken.stderr
 
 
 async def test_declared_events_are_published_on_demand(nats_broker: Broker) -> None:

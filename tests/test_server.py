@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -21,9 +22,10 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_status import rpc_status
+from keel.runtime.listen import ListenError
 from structlog.testing import capture_logs
 
-from tests.conftest import REPO, start_kitchen_server
+from tests.conftest import REPO, free_port, start_kitchen_server
 from tests.servers.kitchen_server import Kitchen, kitchen_keel, kitchen_pb2
 
 SERVICE = "kitchen.v1.KitchenService"
@@ -243,6 +245,61 @@ def test_bad_settings_stop_start_up_with_a_clear_message(env: dict[str, str], me
     )
     assert result.returncode == 2
     assert message in result.stderr
+
+
+async def test_a_port_in_use_is_an_error_not_shared() -> None:
+    # grpc would share it (SO_REUSEPORT): the kernel would split the calls between the two.
+    async with keel.Server([Kitchen()], port=0, log_calls=False) as first:
+        second = keel.Server([Kitchen()], port=first.port, log_calls=False)
+        with pytest.raises(ListenError, match=rf"cannot listen on 127.0.0.1:{first.port} for gRPC"):
+            await second.start()
+        taken = keel.Server([Kitchen()], port=0, rest_port=first.port, log_calls=False)
+        with pytest.raises(ListenError, match=rf":{first.port} for REST \(KEEL_REST_PORT\)"):
+            await taken.start()
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{first.port}") as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            reply = await health.Check(health_pb2.HealthCheckRequest(service=""))
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING  # the first serves on
+
+
+@pytest.mark.parametrize(
+    ("env", "what"),
+    [
+        ({}, "gRPC"),
+        ({"KEEL_WORKERS": "2", "KEEL_REST_PORT": "{free}"}, "gRPC"),
+        ({"KEEL_REST_PORT": "{taken}", "KEEL_PORT": "{free}"}, "REST (KEEL_REST_PORT)"),
+        ({"KEEL_METRICS_PORT": "{taken}", "KEEL_PORT": "{free}"}, "metrics (KEEL_METRICS_PORT)"),
+        (
+            {
+                "KEEL_WORKERS": "2",
+                "KEEL_METRICS_PORT": "{taken}",
+                "KEEL_PORT": "{free}",
+                "KEEL_REST_PORT": "{free2}",
+            },
+            "metrics (KEEL_METRICS_PORT)",
+        ),
+    ],
+)
+def test_keel_serve_on_a_port_in_use_exits_1_naming_it(env: dict[str, str], what: str) -> None:
+    with socket.socket() as holder:  # another process's listener, as far as keel.serve knows
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        taken = holder.getsockname()[1]
+        ports = {"taken": str(taken), "free": str(free_port()), "free2": str(free_port())}
+        clean = {k: v for k, v in os.environ.items() if not k.startswith("KEEL_")}
+        settings = {"KEEL_PORT": str(taken), **{k: v.format(**ports) for k, v in env.items()}}
+        result = subprocess.run(
+            [sys.executable, "tests/servers/kitchen_server.py"],
+            cwd=REPO,
+            env={**clean, "KEEL_HOST": "127.0.0.1", "KEEL_METRICS_PORT": "0", **settings},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert result.returncode == 1, result.stderr
+    assert f"keel: cannot listen on 127.0.0.1:{taken} for {what}" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
 
 
 def test_settings_defaults_and_values() -> None:

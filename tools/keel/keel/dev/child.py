@@ -38,6 +38,11 @@ def _bindable(port: int) -> bool:
         return True
 
 
+def in_use(ports: Sequence[int]) -> list[int]:
+    """Those of `ports` that cannot be bound on 127.0.0.1 now (another process listens)."""
+    return [port for port in ports if not _bindable(port)]
+
+
 async def ports_free(ports: Sequence[int], within: float = PORTS_WAIT) -> bool:
     """Wait until every one of `ports` can be bound on 127.0.0.1 (at most `within` seconds)."""
     loop = asyncio.get_running_loop()

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from keel.dev import console
-from keel.dev.child import Child
+from keel.dev.child import Child, in_use
 from keel.dev.services import (
     DevService,
     free_ports,
@@ -167,6 +167,16 @@ async def run(
         print(f"keel dev: {name} does not start: {problem}", flush=True)
     if not services:
         print(f"keel dev: no services with [tool.keel] serves under {services_dir}")
+        return 1
+    wanted = [*(s.port for s in services), *(s.port + 1000 for s in services)]
+    busy = in_use([*wanted, gateway_port] if gateway_port else wanted)
+    if busy:  # before the broker: a second one must not share the first one's store
+        ports = ", ".join(str(port) for port in sorted(busy))
+        print(
+            f"keel dev: port {ports} in use on 127.0.0.1: is keel dev (or one of the services)"
+            " already running? Stop it first.",
+            flush=True,
+        )
         return 1
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

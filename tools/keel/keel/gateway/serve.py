@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import socket
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -14,7 +15,7 @@ import uvicorn
 from keel.gateway.app import Gateway, Middleware
 from keel.gateway.passthrough import rest_addresses
 from keel.gateway.routes import RouteTable
-from keel.runtime import config, logs, tracing, workers
+from keel.runtime import config, listen, logs, tracing, workers
 
 _log = logs.get_logger("keel.gateway")
 SERVICE_NAME = "keel-gateway"
@@ -118,6 +119,11 @@ def run(
     """
     settings = config.current()
     logs.configure(settings.log_level, console=settings.console_logs)
+    try:  # (the workers' sockets share the port with each other, never with another process)
+        listen.check_free(host, port, "the REST gateway")
+    except listen.ListenError as error:
+        print(f"keel gateway: {error}", file=sys.stderr)
+        return 1
     if worker_count <= 1:
         gateway = build(
             gen, targets, default_target, middleware, rest_targets=rest_targets, upstream=upstream

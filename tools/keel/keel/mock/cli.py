@@ -74,11 +74,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _serve(args: argparse.Namespace, settings: Any) -> int:
-    import prometheus_client  # noqa: PLC0415
-
     from keel.mock import events, record  # noqa: PLC0415
     from keel.mock.server import MockServer  # noqa: PLC0415
-    from keel.runtime import logs  # noqa: PLC0415
+    from keel.runtime import listen, logs  # noqa: PLC0415
 
     log = logs.get_logger("keel.mock")
     publisher = events.Emitter(args.gen, settings) if settings.nats_url else None
@@ -98,7 +96,7 @@ async def _serve(args: argparse.Namespace, settings: Any) -> int:
     if recorder is not None:
         recorder.attach(mock)
     if args.metrics_port:
-        prometheus_client.start_http_server(args.metrics_port, addr=args.host)
+        listen.serve_metrics(args.host, args.metrics_port)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

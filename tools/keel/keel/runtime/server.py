@@ -11,7 +11,6 @@ from types import TracebackType
 from typing import Any, Protocol, Self, TypeVar, cast
 
 import grpc.aio
-import prometheus_client
 import uvloop
 from grpc_health.v1 import health as grpc_health
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -22,6 +21,7 @@ from keel.runtime.config import ConfigError, Settings
 from keel.runtime.dispatch import MethodTable
 from keel.runtime.handlers import Behaviour, method_handlers
 from keel.runtime.identity import CallerCheck
+from keel.runtime.listen import ListenError, check_free, serve_metrics
 from keel.runtime.metrics import default_metrics
 from keel.runtime.observe import Observation
 from keel.runtime.service import ServiceBase
@@ -95,8 +95,9 @@ class Server:
         self.settings = config.current() if keys is None else keys
         self.caller_check = CallerCheck.from_settings(self.settings)
         """How each call's identity is verified; None without keys (nothing is verified)."""
-        self.rest_reuse_port = False
-        """Whether the REST port may be shared with other processes (workers)."""
+        self.reuse_port = False
+        """Whether the ports may be shared with other processes (SO_REUSEPORT: workers); else
+        a port another process listens on is an error (ListenError), not shared."""
         self._rest_port = rest_port
         self.rest_middleware = tuple(rest_middleware)
         """ASGI middleware around the REST routes, the first outermost (as the gateway's)."""
@@ -127,14 +128,11 @@ class Server:
         except BaseException:
             await self._stop_background()
             raise
-        cycles.apply()  # each call it accepts leaves nothing for the garbage collector
-        server = grpc.aio.server(interceptors=self.interceptors or None)
-        server.add_generic_rpc_handlers((self._method_table(),))
-        self._port = server.add_insecure_port(self._address)
-        if self._port == 0:
-            raise OSError(f"cannot listen on {self._address}")
-        await server.start()
-        self._server = server
+        try:
+            self._server = await self._start_grpc()
+        except BaseException:
+            await self._stop_background()
+            raise
         if self._rest_port is not None:
             try:
                 await self._start_rest(self._rest_port)
@@ -144,6 +142,25 @@ class Server:
         for name in ("", *self.names):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         self._serving = True
+
+    async def _start_grpc(self) -> grpc.aio.Server:
+        """Bind the gRPC port and start serving on it."""
+        cycles.apply()  # each call it accepts leaves nothing for the garbage collector
+        server = grpc.aio.server(
+            interceptors=self.interceptors or None,
+            # grpc shares ports by default: a second server on a port in use would take part of
+            # the first one's calls (a mock, a second `keel dev`) instead of failing.
+            options=[("grpc.so_reuseport", int(self.reuse_port))],
+        )
+        server.add_generic_rpc_handlers((self._method_table(),))
+        try:
+            self._port = server.add_insecure_port(self._address)
+        except RuntimeError as error:  # grpc's "Failed to bind to address ..."
+            raise ListenError(self._address, "gRPC", error) from None
+        if self._port == 0:
+            raise ListenError(self._address, "gRPC")
+        await server.start()
+        return server
 
     def _method_table(self) -> MethodTable:
         """Every method the server answers: the services', health and reflection."""
@@ -205,8 +222,11 @@ class Server:
             metrics=self.observation.metrics is not None,
         )
         host = self._address.rpartition(":")[0]
-        listener = Listener(app, host, port, reuse_port=self.rest_reuse_port)
-        await listener.start()
+        listener = Listener(app, host, port, reuse_port=self.reuse_port)
+        try:
+            await listener.start()
+        except OSError as error:
+            raise ListenError(f"{host}:{port}", "REST (KEEL_REST_PORT)", error) from None
         self._rest = listener
 
     async def stop(self, grace: float | None = None) -> None:
@@ -285,7 +305,7 @@ async def _serve(
         rest_port=settings.rest_port,
         rest_middleware=rest_middleware,
     )
-    server.rest_reuse_port = settings.workers > 1
+    server.reuse_port = settings.workers > 1
     if settings.otlp_endpoint:
         tracing.configure(
             settings.otlp_endpoint,
@@ -294,7 +314,7 @@ async def _serve(
             settings.trace_rate_limit,
         )
     if settings.metrics_port and metrics_http:
-        prometheus_client.start_http_server(settings.metrics_port, addr=settings.host)
+        serve_metrics(settings.host, settings.metrics_port)
     await server.start()
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -351,34 +371,63 @@ def serve(
         print(f"keel: configuration error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
     logs.configure(settings.log_level, console=settings.console_logs)
-    if settings.workers > 1:
-        from keel.runtime import workers as worker_pool  # noqa: PLC0415
+    try:
+        if settings.workers > 1:
+            _serve_workers(
+                services,
+                chosen_port,
+                settings,
+                interceptors,
+                background=background,
+                rest_middleware=rest_middleware,
+            )
+        run(
+            _serve(
+                services,
+                chosen_port,
+                settings,
+                interceptors,
+                background=background,
+                rest_middleware=rest_middleware,
+            )
+        )
+    except ListenError as error:
+        print(f"keel: {error}", file=sys.stderr)
+        raise SystemExit(1) from None
 
-        code = worker_pool.run(
-            lambda: run(
-                _serve(
-                    services,
-                    chosen_port,
-                    settings,
-                    interceptors,
-                    metrics_http=False,
-                    background=background,
-                    rest_middleware=rest_middleware,
-                )
-            ),
-            settings,
-        )
-        raise SystemExit(code)
-    run(
-        _serve(
-            services,
-            chosen_port,
-            settings,
-            interceptors,
-            background=background,
-            rest_middleware=rest_middleware,
-        )
+
+def _serve_workers(
+    services: Sequence[ServiceBase],
+    port: int,
+    settings: Settings,
+    interceptors: Sequence[grpc.aio.ServerInterceptor],
+    *,
+    background: Sequence[Background],
+    rest_middleware: Sequence[Any],
+) -> None:
+    """`settings.workers` processes sharing the ports, once they are known to be free."""
+    from keel.runtime import workers as worker_pool  # noqa: PLC0415
+
+    check_free(settings.host, port, "gRPC")
+    if settings.rest_port:
+        check_free(settings.host, settings.rest_port, "REST (KEEL_REST_PORT)")
+    if settings.metrics_port:
+        check_free(settings.host, settings.metrics_port, "metrics (KEEL_METRICS_PORT)")
+    code = worker_pool.run(
+        lambda: run(
+            _serve(
+                services,
+                port,
+                settings,
+                interceptors,
+                metrics_http=False,
+                background=background,
+                rest_middleware=rest_middleware,
+            )
+        ),
+        settings,
     )
+    raise SystemExit(code)
 
 
 def run(main: Coroutine[Any, Any, T]) -> T:

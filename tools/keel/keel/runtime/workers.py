@@ -21,7 +21,7 @@ from collections.abc import Callable
 import prometheus_client
 from prometheus_client import CollectorRegistry, multiprocess, values
 
-from keel.runtime import httpmetrics, logs, metrics, tally
+from keel.runtime import httpmetrics, listen, logs, metrics, tally
 from keel.runtime.config import Settings
 
 _log = logs.get_logger("keel.workers")
@@ -79,9 +79,15 @@ def run(target: Callable[[], None], settings: Settings, *, serve_metrics: bool =
     metrics.forget_default_metrics()  # each worker makes its own, in the shared folder
     pids = [_fork(target) for _ in range(settings.workers)]
     if settings.metrics_port and serve_metrics:
-        prometheus_client.start_http_server(
-            settings.metrics_port, addr=settings.host, registry=_merged_registry(folder)
-        )
+        try:
+            listen.serve_metrics(settings.host, settings.metrics_port, _merged_registry(folder))
+        except listen.ListenError:  # (its port was taken since it was checked): no orphans
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGTERM)
+            for pid in pids:
+                os.waitpid(pid, 0)
+            raise
     stopping = False
 
     def forward(signum: int, _: object) -> None:
