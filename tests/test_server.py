@@ -257,7 +257,7 @@ async def test_a_port_in_use_is_an_error_not_shared() -> None:
         with pytest.raises(ListenError, match=rf":{first.port} for REST \(KEEL_REST_PORT\)"):
             await taken.start()
         async with grpc.aio.insecure_channel(f"127.0.0.1:{first.port}") as channel:
-            health = health_pb2_grpc.HealthStub(channel)
+            health: Any = health_pb2_grpc.HealthStub(channel)
             reply = await health.Check(health_pb2.HealthCheckRequest(service=""))
             assert reply.status == health_pb2.HealthCheckResponse.SERVING  # the first serves on
 
