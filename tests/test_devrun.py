@@ -37,6 +37,13 @@ async def _units_sold_reach(url: str, units: int) -> None:
         await asyncio.sleep(0.05)
 
 
+async def _no_dead_letters_says_the_cli(state: Path) -> None:
+    """The README's `keel events dlq catalog` finds the broker keel dev runs on `state`."""
+    dlq = await asyncio.to_thread(_keel, "events", "dlq", "catalog", "--state-dir", str(state))
+    assert (dlq.returncode, dlq.stdout) == (0, ""), dlq.stderr
+    assert "0 dead letter(s) of acme.catalog.v1.CatalogService" in dlq.stderr
+
+
 def _check_state(output: str, state: Path) -> None:
     """Each service had its own state folder under `state`; catalog's database was migrated
     before it served. keel dev started its broker first, storing in `state`/nats, told its
@@ -124,6 +131,7 @@ async def test_keel_dev_runs_the_services_until_interrupted(tmp_path: Path) -> N
         await _units_sold_reach(curl[1], 2)
         page = await asyncio.to_thread(lambda: direct.open(docs[1], timeout=5))
         assert page.headers["content-type"].startswith("text/html")
+        await _no_dead_letters_says_the_cli(tmp_path / "state")
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=30) == 0
     finally:
@@ -136,7 +144,29 @@ async def test_keel_dev_runs_the_services_until_interrupted(tmp_path: Path) -> N
     assert output.count("stopped") >= 4  # three services drained, then keel dev
     assert f"REST gateway http://127.0.0.1:{gateway}" in output
     _check_state(output, tmp_path / "state")
+    assert not (tmp_path / "state" / "nats" / "url").exists()  # no broker runs there now
     assert await _events_kept(tmp_path / "state") == 1  # the OrderPlaced, for the next run
+
+
+def _keel_dev_to_the_end(registry: Path, state: Path) -> subprocess.CompletedProcess[str]:
+    """`keel dev` with `registry` and `state`, for a start that ends by itself."""
+    gateway = str(devprocess.free_pair())
+    return _keel(
+        *("dev", "--registry", str(registry), "--gateway-port", gateway, "--state-dir", str(state))
+    )
+
+
+def _keel(*arguments: str) -> subprocess.CompletedProcess[str]:
+    """`keel ARGUMENTS` from the repository's root without KEEL_ settings, run to its end."""
+    return subprocess.run(
+        [str(BIN / "keel"), *arguments],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={k: v for k, v in os.environ.items() if not k.startswith("KEEL_")},
+        check=False,
+    )
 
 
 def test_keel_dev_on_ports_in_use_says_so_and_starts_nothing(tmp_path: Path) -> None:
@@ -147,19 +177,7 @@ def test_keel_dev_on_ports_in_use_says_so_and_starts_nothing(tmp_path: Path) -> 
     with socket.socket() as holder:  # as a keel dev already running holds them
         holder.bind(("127.0.0.1", ports[1]))
         holder.listen()
-        done = subprocess.run(
-            [
-                *(str(BIN / "keel"), "dev", "--registry", str(registry)),
-                *("--gateway-port", str(devprocess.free_pair())),
-                *("--state-dir", str(tmp_path / "state")),
-            ],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            env={k: v for k, v in os.environ.items() if not k.startswith("KEEL_")},
-            check=False,
-        )
+        done = _keel_dev_to_the_end(registry, tmp_path / "state")
     assert done.returncode == 1, done.stdout
     assert f"keel dev: port {ports[1]} in use on 127.0.0.1" in done.stdout
     assert "NATS broker" not in done.stdout  # nothing started: no second broker on the store
@@ -174,23 +192,7 @@ def test_a_service_that_cannot_migrate_stops_keel_dev(tmp_path: Path) -> None:
     broken = tmp_path / "state" / "catalog" / "catalog.sqlite3"
     broken.parent.mkdir(parents=True)
     broken.write_bytes(b"not a database, " * 512)
-    done = subprocess.run(
-        [
-            *(str(BIN / "keel"), "dev", "--registry", str(registry)),
-            *(
-                "--gateway-port",
-                str(devprocess.free_pair()),
-                "--state-dir",
-                str(tmp_path / "state"),
-            ),
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={k: v for k, v in os.environ.items() if not k.startswith("KEEL_")},
-        check=False,
-    )
+    done = _keel_dev_to_the_end(registry, tmp_path / "state")
     assert done.returncode == 1, done.stdout
     assert "keel: catalog: cannot migrate its database: file is not a database" in done.stdout
     assert "keel dev: catalog exited early; stopped the others" in done.stdout

@@ -271,9 +271,10 @@ async def test_record_then_replay(tmp_path: Path) -> None:
         assert await exercise(replay.address) == through
 
 
-async def test_bad_arguments_exit_2_naming_the_problem(tmp_path: Path) -> None:
-    unknown = subprocess.run(
-        [sys.executable, "-m", "keel.mock", "--port", "0", "acme.nope.v1.Nope"],
+def _mock_cli(*arguments: str) -> subprocess.CompletedProcess[str]:
+    """`python -m keel.mock ARGUMENTS`, run to its end."""
+    return subprocess.run(
+        [sys.executable, "-m", "keel.mock", *arguments],
         cwd=REPO,
         env=_environment({}),
         capture_output=True,
@@ -281,35 +282,23 @@ async def test_bad_arguments_exit_2_naming_the_problem(tmp_path: Path) -> None:
         timeout=60,
         check=False,
     )
+
+
+async def test_bad_arguments_exit_2_naming_the_problem(tmp_path: Path) -> None:
+    unknown = _mock_cli("--port", "0", "acme.nope.v1.Nope")
     assert unknown.returncode == 2
     assert "no service acme.nope.v1.Nope" in unknown.stderr
     assert PAYMENTS in unknown.stderr  # the known ones are listed
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"stubs": [{"method": "GetPayment", "respond": {"nope": 1}}]}))
-    refused = subprocess.run(
-        [sys.executable, "-m", "keel.mock", "--port", "0", "--stubs", str(bad), PAYMENTS],
-        cwd=REPO,
-        env=_environment({}),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    refused = _mock_cli("--port", "0", "--stubs", str(bad), PAYMENTS)
     assert refused.returncode == 2
     assert "nope" in refused.stderr
     with socket.socket() as holder:  # a service already on the port: not shared with it
         holder.bind(("127.0.0.1", 0))
         holder.listen()
         port = holder.getsockname()[1]
-        taken = subprocess.run(
-            [sys.executable, "-m", "keel.mock", "--port", str(port), PAYMENTS],
-            cwd=REPO,
-            env=_environment({}),
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        taken = _mock_cli("--port", str(port), PAYMENTS)
     assert taken.returncode == 2
     assert f"cannot listen on 127.0.0.1:{port} for gRPC" in taken.stderr
     assert "Traceback" not in taken.stderr

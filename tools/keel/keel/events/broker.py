@@ -74,6 +74,11 @@ class Broker:
     def log_file(self) -> Path:
         return self.store_dir / "nats-server.log"
 
+    @property
+    def url_file(self) -> Path:
+        """Where the running server's URL is written (read by `running_url`), removed on stop."""
+        return self.store_dir / URL_FILE
+
     def start(self) -> None:
         """Start nats-server and return once it accepts connections."""
         self.store_dir.mkdir(parents=True, exist_ok=True)
@@ -99,6 +104,7 @@ class Broker:
                 self.process = None
                 raise BrokerError(f"nats-server exited: {self._tail()}")
             if self._logged_ready(offset):
+                self.url_file.write_text(self.url + "\n")
                 return
             time.sleep(0.01)
         self.stop()
@@ -124,6 +130,7 @@ class Broker:
             self.process.send_signal(signal.SIGKILL)
             self.process.wait()
         self.process = None
+        self.url_file.unlink(missing_ok=True)
 
     def stop(self) -> None:
         """Stop the server (SIGTERM, then SIGKILL after 10 s)."""
@@ -137,11 +144,23 @@ class Broker:
                 self.process.kill()
                 self.process.wait()
         self.process = None
+        self.url_file.unlink(missing_ok=True)
 
     def restart(self) -> None:
         """Start again on the same port and store (after `kill` or `stop`)."""
         self.stop()
         self.start()
+
+
+URL_FILE = "url"
+
+
+def running_url(store_dir: Path) -> str:
+    """The URL of the broker started on `store_dir` (by `keel dev`), "" when none is running."""
+    try:
+        return (Path(store_dir) / URL_FILE).read_text().strip()
+    except OSError:
+        return ""
 
 
 def start_broker(

@@ -35,7 +35,14 @@ def register(commands: Any) -> None:
         metavar="ID",
         help="publish these event ids again (none given: every dead letter)",
     )
-    dlq.add_argument("--nats-url", default="", help="broker (default: KEEL_NATS_URL)")
+    dlq.add_argument(
+        "--nats-url",
+        default="",
+        help="broker (default: KEEL_NATS_URL, else the one keel dev runs on --state-dir)",
+    )
+    dlq.add_argument(
+        "--state-dir", type=Path, default=Path(".keel/state"), help="keel dev's state folder"
+    )
     dlq.set_defaults(run=run)
 
 
@@ -51,7 +58,15 @@ def run(args: argparse.Namespace) -> int:
             print(f"keel events: configuration error: {error}", file=sys.stderr)
             return 2
     if not url:
-        print("keel events: no broker: pass --nats-url or set KEEL_NATS_URL", file=sys.stderr)
+        from keel.events.broker import running_url  # noqa: PLC0415
+
+        url = running_url(args.state_dir / "nats")
+    if not url:
+        print(
+            "keel events: no broker: pass --nats-url or set KEEL_NATS_URL"
+            f" (no keel dev is running on {args.state_dir})",
+            file=sys.stderr,
+        )
         return 2
     try:
         names = served(args.service, args.services)

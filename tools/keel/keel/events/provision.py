@@ -40,6 +40,7 @@ class _Watch:
         self.name = name
         self.reconnected = reconnected
         self.down = False
+        self.client: NatsClient | None = None
 
     async def error(self, error: Exception) -> None:
         if not self.down:
@@ -47,6 +48,8 @@ class _Watch:
         self.down = True
 
     async def disconnected(self) -> None:
+        if self.client is not None and self.client.is_closed:  # closed on purpose: no news
+            return
         _log.info("broker disconnected", broker=self.url, client=self.name)
 
     async def back(self) -> None:
@@ -70,7 +73,7 @@ async def connect(url: str, name: str, reconnected: Reconnected | None = None) -
     `reconnected` runs after each reconnection."""
     require_url(url)
     watch = _Watch(url, name, reconnected)
-    return await nats.connect(
+    watch.client = await nats.connect(
         url,
         name=name,
         max_reconnect_attempts=-1,
@@ -81,6 +84,7 @@ async def connect(url: str, name: str, reconnected: Reconnected | None = None) -
         disconnected_cb=watch.disconnected,
         reconnected_cb=watch.back,
     )
+    return watch.client
 
 
 async def started(task: asyncio.Task[None], ready: asyncio.Event, wait: float, what: str) -> None:

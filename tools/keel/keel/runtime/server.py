@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import replace
 from types import TracebackType
 from typing import Any, Protocol, Self, TypeVar, cast
@@ -371,41 +371,30 @@ def serve(
         print(f"keel: configuration error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
     logs.configure(settings.log_level, console=settings.console_logs)
-    try:
-        if settings.workers > 1:
-            _serve_workers(
-                services,
-                chosen_port,
-                settings,
-                interceptors,
-                background=background,
-                rest_middleware=rest_middleware,
-            )
-        run(
-            _serve(
-                services,
-                chosen_port,
-                settings,
-                interceptors,
-                background=background,
-                rest_middleware=rest_middleware,
-            )
+
+    def serving(metrics_http: bool) -> Coroutine[Any, Any, None]:
+        return _serve(
+            services,
+            chosen_port,
+            settings,
+            interceptors,
+            metrics_http=metrics_http,
+            background=background,
+            rest_middleware=rest_middleware,
         )
+
+    try:
+        if settings.workers > 1:  # (the supervisor serves the workers' metrics, merged)
+            _serve_workers(settings, chosen_port, lambda: run(serving(False)))
+        run(serving(True))
     except ListenError as error:
         print(f"keel: {error}", file=sys.stderr)
         raise SystemExit(1) from None
 
 
-def _serve_workers(
-    services: Sequence[ServiceBase],
-    port: int,
-    settings: Settings,
-    interceptors: Sequence[grpc.aio.ServerInterceptor],
-    *,
-    background: Sequence[Background],
-    rest_middleware: Sequence[Any],
-) -> None:
-    """`settings.workers` processes sharing the ports, once they are known to be free."""
+def _serve_workers(settings: Settings, port: int, worker: Callable[[], None]) -> None:
+    """`worker` in `settings.workers` processes sharing the ports, once they are known to be
+    free; exits with their status."""
     from keel.runtime import workers as worker_pool  # noqa: PLC0415
 
     check_free(settings.host, port, "gRPC")
@@ -413,21 +402,7 @@ def _serve_workers(
         check_free(settings.host, settings.rest_port, "REST (KEEL_REST_PORT)")
     if settings.metrics_port:
         check_free(settings.host, settings.metrics_port, "metrics (KEEL_METRICS_PORT)")
-    code = worker_pool.run(
-        lambda: run(
-            _serve(
-                services,
-                port,
-                settings,
-                interceptors,
-                metrics_http=False,
-                background=background,
-                rest_middleware=rest_middleware,
-            )
-        ),
-        settings,
-    )
-    raise SystemExit(code)
+    raise SystemExit(worker_pool.run(worker, settings))
 
 
 def run(main: Coroutine[Any, Any, T]) -> T:
