@@ -81,7 +81,10 @@ def test_a_new_service_is_tested_checked_and_served(tmp_path: Path) -> None:
     assert made.returncode == 0, made.stdout + made.stderr
     assert "acme.inventory.v1.InventoryService on port" in made.stdout
     assert (clone / "proto/acme/inventory/v1/inventory.proto").is_file()
-    assert list((clone / "services/inventory/migrations/versions").glob("*.py"))
+    migrations = [m.name for m in (clone / "services/inventory/migrations/versions").glob("*.py")]
+    assert len(migrations) == 1, migrations
+    assert migrations[0].endswith("_create_inventory_tables.py"), migrations
+    assert " --> " not in made.stdout + made.stderr  # no lint report of the new migration
     assert '"acme.inventory.v1.InventoryService"' in (clone / "services/registry.toml").read_text()
 
     for step in (

@@ -60,7 +60,7 @@ def _config(service: ServiceFolder) -> Config:
     if importlib.util.find_spec("ruff") is not None:  # new revisions come out lint-clean
         cfg.set_section_option("post_write_hooks", "hooks", "fix, format")
         hooks = (  # (Alembic puts the file first unless the options place it)
-            ("fix", "check --fix --quiet REVISION_SCRIPT_FILENAME"),
+            ("fix", "check --fix --silent REVISION_SCRIPT_FILENAME"),  # (format fixes the rest)
             ("format", "format --quiet REVISION_SCRIPT_FILENAME"),
         )
         for hook, options in hooks:

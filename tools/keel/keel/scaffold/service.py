@@ -254,7 +254,7 @@ def _first_migration(folder: Path) -> Path:
         with tempfile.TemporaryDirectory(prefix="keel-new-") as tmp:
             db = Database(f"sqlite+aiosqlite:///{tmp}/empty.db")
             try:
-                return await revision(db, ServiceFolder.at(folder), f"{folder.name}'s tables")
+                return await revision(db, ServiceFolder.at(folder), f"create {folder.name} tables")
             finally:
                 await db.dispose()
 
