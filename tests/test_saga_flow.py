@@ -245,6 +245,24 @@ async def test_keel_saga_show_prints_a_sagas_state(tmp_path: Path) -> None:
     assert without.stderr == "keel saga: other's database: no such table: keel_saga\n"
 
 
+def test_keel_saga_with_a_mistyped_service_says_so_and_makes_nothing(tmp_path: Path) -> None:
+    (tmp_path / "services" / "orders").mkdir(parents=True)
+    (tmp_path / "services" / "orders" / "pyproject.toml").write_text("[project]\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KEEL_")}
+    typo = subprocess.run(
+        [str(Path(sys.executable).parent / "keel"), "saga", "list", "ordrs"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert typo.returncode == 2
+    assert "keel saga: no database of 'ordrs' at " in typo.stderr
+    assert "(services here: orders;" in typo.stderr
+    assert not (tmp_path / ".keel").exists()  # no empty database left behind
+
+
 async def test_recovery_resumes_until_no_saga_is_left(db: Database) -> None:
     peer = Peer()
     peer.failures["c"] = [keel.errors.NotFound("gone")]

@@ -73,14 +73,30 @@ def id_type(length: int = 64) -> TypeEngine[str]:
     return String(length).with_variant(String(length, collation="C"), "postgresql")
 
 
+def state_folder(name: str, settings: config.Settings | None = None) -> Path:
+    """The service's state folder, made or not: KEEL_STATE_DIR, else .keel/state/<name>."""
+    settings = settings or config.current()
+    if settings.state_dir:
+        return Path(settings.state_dir)
+    return Path.cwd() / ".keel" / "state" / name
+
+
+def existing_database(name: str, settings: config.Settings | None = None) -> Path | None:
+    """The SQLite file `Database.for_service` would open for service `name`, if it exists
+    (None too with KEEL_DATABASE_URL: a server's database is not a file here)."""
+    settings = settings or config.current()
+    if settings.database_url:
+        return None
+    path = state_folder(name, settings) / f"{name}.sqlite3"
+    return path if path.is_file() else None
+
+
 def state_dir(name: str, settings: config.Settings | None = None) -> Path:
     """The service's state folder (created): KEEL_STATE_DIR, else .keel/state/<name>."""
     settings = settings or config.current()
-    if settings.state_dir:
-        folder = Path(settings.state_dir)
-    else:
+    folder = state_folder(name, settings)
+    if not settings.state_dir:
         root = Path.cwd() / ".keel"
-        folder = root / "state" / name
         if not root.exists():
             root.mkdir()
             (root / ".gitignore").write_text("# local state of `keel dev`\n*\n")

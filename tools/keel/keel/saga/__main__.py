@@ -24,11 +24,14 @@ import dataclasses
 import json
 import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy.exc import DBAPIError
 
 from keel.data import Database
+from keel.data.database import existing_database, state_folder
+from keel.runtime import config
 from keel.saga import operate
 from keel.saga.saga import show
 from keel.saga.store import (
@@ -77,6 +80,18 @@ def _json(state: SagaState) -> str:
 
 async def _on(service: str, work: Callable[[Database], Awaitable[int]]) -> int:
     """`work(db)` on the service's database; 2 with one line if the database cannot be read."""
+    settings = config.current()
+    if not settings.database_url and existing_database(service, settings) is None:
+        # (opening it would make an empty one: a typo or the wrong folder, most likely)
+        known = sorted(p.parent.name for p in Path("services").glob("*/pyproject.toml"))
+        where = state_folder(service, settings) / f"{service}.sqlite3"
+        print(
+            f"keel saga: no database of {service!r} at {where} (services here:"
+            f" {', '.join(known) or 'none: run it from the repository root'}; a service's"
+            " database is made when it first runs)",
+            file=sys.stderr,
+        )
+        return 2
     db = Database.for_service(service)
     try:
         return await work(db)
