@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -114,6 +115,32 @@ async def test_correlation_id_and_trace_travel_from_publisher_to_handler(
     assert consumed.context.trace_id == trace_id
     assert consumed.parent.span_id == produced.context.span_id
     assert consumed.kind.name == "CONSUMER"
+
+
+@pytest.mark.parametrize("keep_sent", [0.0, 3600.0])
+async def test_relaying_and_handling_events_leave_no_statement_cycles(
+    nats_broker: Broker, publisher_db: Database, subscriber_db: Database, keep_sent: float
+) -> None:
+    chosen = settings(nats_broker.url, events_keep_sent=keep_sent)
+    consumers = keel.events.Consumers(subscriber_db, [CatalogServiceSubscriber()], settings=chosen)
+    async with running(keel.events.Relay(publisher_db, settings=chosen), consumers):
+        await place(publisher_db, 1, 1)
+        await _effects_are(subscriber_db, 1)
+        flags = gc.get_debug()
+        gc.collect()
+        gc.garbage.clear()
+        gc.set_debug(gc.DEBUG_SAVEALL)  # everything a collection finds unreachable is kept
+        try:
+            for number in range(2, 12):  # one at a time: a batch of one event each
+                await place(publisher_db, number, 1)
+                await _effects_are(subscriber_db, number)
+            gc.collect()
+            cycles = [type(o).__name__ for o in gc.garbage if type(o).__module__.startswith("sql")]
+        finally:
+            gc.set_debug(flags)
+            gc.garbage.clear()
+    # (a statement built per batch with in_(ids) leaves its bound parameters in a cycle)
+    assert cycles == []
 
 
 class _Call:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from google.protobuf.message import DecodeError, Message
 from nats.aio.msg import Msg
-from sqlalchemy import insert, select
+from sqlalchemy import bindparam, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -40,6 +40,11 @@ if TYPE_CHECKING:
 
 _log = logs.get_logger("keel.events")
 _INSERT = insert(tables.inbox)
+_SEEN = select(tables.inbox.c.event_id).where(
+    tables.inbox.c.consumer == bindparam("consumer"),
+    # (built once: `in_(ids)` per batch would leave a reference cycle for the collector)
+    tables.inbox.c.event_id.in_(bindparam("ids", expanding=True)),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,12 +153,8 @@ async def _failed(loop: Loop, delivery: Delivery, error: Exception) -> None:
 
 async def _run(loop: Loop, session: AsyncSession, deliveries: Sequence[Delivery]) -> None:
     """Call the handlers of the deliveries not in the inbox, and add them to it."""
-    inbox = tables.inbox
     ids = [d.event_id for d in deliveries]
-    query = select(inbox.c.event_id).where(
-        inbox.c.consumer == loop.durable, inbox.c.event_id.in_(ids)
-    )
-    seen = set((await session.scalars(query)).all())
+    seen = set((await session.scalars(_SEEN, {"consumer": loop.durable, "ids": ids})).all())
     rows: list[dict[str, Any]] = []
     now = datetime.datetime.now(datetime.UTC)
     subject = loop.spec.subject

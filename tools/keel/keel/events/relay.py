@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from nats.aio.client import Client as NatsClient
-from sqlalchemy import Row, delete, func, select, update
+from sqlalchemy import BindParameter, Row, bindparam, delete, func, select, update
 
 from keel.data import Database
 from keel.events import carry, provision, publisher, tables
@@ -28,6 +28,14 @@ from keel.events.metrics import metrics
 from keel.events.spec import EventSpec
 from keel.runtime import config, logs
 from keel.runtime.config import Settings
+
+# Built once: a statement built per batch with `in_(ids)` leaves a reference cycle for the
+# garbage collector (SQLAlchemy's cloned-set of each bound parameter holds itself).
+_IDS: BindParameter[list[str]] = bindparam("ids", expanding=True)
+_DELETE_SENT = delete(tables.outbox).where(tables.outbox.c.id.in_(_IDS))
+_MARK_SENT = (
+    update(tables.outbox).where(tables.outbox.c.id.in_(_IDS)).values(sent_at=bindparam("sent"))
+)
 
 _log = logs.get_logger("keel.events.relay")
 _COLUMNS = (
@@ -168,7 +176,7 @@ class Relay:
                 rows = (await session.execute(query.with_for_update(skip_locked=True))).all()
                 if rows:
                     await self._publish(rows)
-                    await session.execute(self._done([row.id for row in rows]))
+                    await session.execute(*self._done([row.id for row in rows]))
         else:  # read without the write lock: producers go on meanwhile
             async with self.database.transaction(readonly=True) as session:
                 query = select(*_COLUMNS).where(tables.outbox.c.sent_at.is_(None))
@@ -177,7 +185,7 @@ class Relay:
             if rows:
                 await self._publish(rows)
                 async with self.database.transaction() as session:
-                    await session.execute(self._done([row.id for row in rows]))
+                    await session.execute(*self._done([row.id for row in rows]))
         measured = metrics()
         for row in rows:
             measured.published.labels(row.subject).inc()
@@ -189,12 +197,11 @@ class Relay:
             measured.outbox_lag.set(0)
         return len(rows)
 
-    def _done(self, ids: list[str]) -> Any:
-        outbox = tables.outbox
+    def _done(self, ids: list[str]) -> tuple[Any, dict[str, Any]]:
+        """The statement (and its values) that ends the rows `ids` once they are published."""
         if self.settings.events_keep_sent > 0:
-            now = datetime.datetime.now(datetime.UTC)
-            return update(outbox).where(outbox.c.id.in_(ids)).values(sent_at=now)
-        return delete(outbox).where(outbox.c.id.in_(ids))
+            return _MARK_SENT, {"ids": ids, "sent": datetime.datetime.now(datetime.UTC)}
+        return _DELETE_SENT, {"ids": ids}
 
     async def _publish(self, rows: Sequence[Row[Any, Any, Any, Any, Any, Any, Any]]) -> None:
         assert self._nc is not None
