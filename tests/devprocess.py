@@ -49,10 +49,12 @@ def launch(
     cwd: Path = REPO,
     services: tuple[str, ...] = SERVICES,
     env: dict[str, str] | None = None,
+    group: bool = False,
 ) -> Launched:
     """Start `keel dev [options]` in `cwd` with every service of `services` on a free port
     pair, the gateway on another, state and log under `folder`; the environment without
-    KEEL_/OTEL_ settings, plus `env`."""
+    KEEL_/OTEL_ settings, plus `env`; with `group`, as a terminal runs it (a process group of
+    its own, for os.killpg)."""
     registry = folder / "registry.toml"
     lines = [f'"{name}" = "127.0.0.1:{free_pair()}"' for name in services]
     registry.write_text("[targets]\n" + "\n".join(lines) + "\n")
@@ -69,6 +71,7 @@ def launch(
             stdout=out,
             stderr=subprocess.STDOUT,
             env={**clean, **(env or {})},
+            start_new_session=group,
         )
     return Launched(process, port, registry, log)
 

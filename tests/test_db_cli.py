@@ -113,6 +113,9 @@ def test_errors_are_one_line(tmp_path: Path) -> None:
     unknown = keel_db("upgrade", "nope", env=env)
     assert unknown.returncode == 1
     assert "no service 'nope' under services (found: " in _one_line(unknown)
+    elsewhere = keel_db("upgrade", "catalog", env=env, cwd=tmp_path)  # not the repository's root
+    assert elsewhere.returncode == 1
+    assert "(found: none: run it from the repository's root)" in _one_line(elsewhere)
     revision = keel_db("upgrade", "catalog", "f00d", env=env)
     assert revision.returncode == 1
     assert "f00d" in _one_line(revision)

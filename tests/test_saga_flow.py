@@ -232,6 +232,15 @@ async def test_keel_saga_show_prints_a_sagas_state(tmp_path: Path) -> None:
     )
     assert missing.returncode == 1
     assert "no saga 'nope'" in missing.stderr
+    none = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "keel.saga", "list", "svc", "--status", "FAILED"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert (none.stdout, none.stderr) == ("", "no FAILED sagas\n")
     env["KEEL_DATABASE_URL"] = f"sqlite+aiosqlite:///{tmp_path / 'other.sqlite3'}"
     without = await asyncio.to_thread(
         subprocess.run,

@@ -53,7 +53,8 @@ class ServiceFolder:
         root = services / name
         if not root.is_dir():
             known = sorted(p.parent.name for p in services.glob("*/pyproject.toml"))
-            raise DataError(f"no service {name!r} under {services} (found: {', '.join(known)})")
+            found = ", ".join(known) or "none: run it from the repository's root"
+            raise DataError(f"no service {name!r} under {services} (found: {found})")
         return cls.at(root)
 
     @classmethod

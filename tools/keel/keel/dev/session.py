@@ -166,7 +166,10 @@ async def run(
     for name, problem in problems.items():  # the others run; under --watch, a save retries
         print(f"keel dev: {name} does not start: {problem}", flush=True)
     if not services:
-        print(f"keel dev: no services with [tool.keel] serves under {services_dir}")
+        print(
+            f"keel dev: no services with [tool.keel] serves under {services_dir}"
+            " (run it from the repository's root, or pass --services)"
+        )
         return 1
     wanted = [*(s.port for s in services), *(s.port + 1000 for s in services)]
     busy = in_use([*wanted, gateway_port] if gateway_port else wanted)

@@ -60,7 +60,10 @@ class Broker:
     ) -> None:
         self.store_dir = Path(store_dir)
         self.wrap = wrap
-        """Makes the command that runs nats-server (`keel dev`: tied to its own life)."""
+        """Makes the command that runs nats-server (`keel dev`: tied to its own life). A broker
+        so tied runs in a session of its own: a terminal's Ctrl-C, sent to the whole process
+        group, does not reach it, and its owner stops it after the services (no broker errors
+        in their last lines)."""
         self.host = host
         self.port = port or free_port(host)
         self.process: subprocess.Popen[bytes] | None = None
@@ -97,7 +100,9 @@ class Broker:
         offset = self.log_file.stat().st_size if self.log_file.exists() else 0
         if self.wrap is not None:
             command = self.wrap(command)
-        self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL)
+        self.process = subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, start_new_session=self.wrap is not None
+        )
         deadline = time.monotonic() + _READY_TIMEOUT
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

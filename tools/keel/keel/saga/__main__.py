@@ -124,6 +124,9 @@ async def _list(db: Database, statuses: list[str], limit: int, as_json: bool) ->
     else:
         for found in listed:
             print(_line(found))
+        if not listed:  # (on stderr: stdout stays the list, empty)
+            which = f" {' or '.join(statuses)}" if statuses else ""
+            print(f"no{which} sagas", file=sys.stderr)
     return 0
 
 
