@@ -321,11 +321,16 @@ def test_a_new_service_folder_is_served_and_a_removed_one_stopped(dev: Dev) -> N
     dev.wait_for_line(r"reload: .*serving again in", seen)
     assert _call(f"{dev.gateway}/v1/inventory/items/{item['itemId']}") == (200, item)
 
+    page = dev.root / "docs/architecture.md"
+    dev.wait_for(lambda: "<b>inventory</b>" in page.read_text(), "the map to show inventory")
+
     seen = len(dev.reloads())
     shutil.rmtree(dev.root / "services/inventory")
     dev.wait_for_line(r"stopped inventory \(no longer a service folder\)", seen)
     dev.wait_for(lambda: _call(f"{rest[1]}/healthz")[0] == 0, "inventory's REST port closed")
     assert _call(f"{dev.gateway}/v1/products/p_mug")[0] == 200
+    # No proto changed, but the services did: the map is drawn again without the package.
+    dev.wait_for(lambda: "<b>inventory</b>" not in page.read_text(), "the map to drop it")
 
 
 def test_the_dev_loop_bench_runs() -> None:

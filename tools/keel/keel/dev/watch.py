@@ -194,7 +194,7 @@ class Watch:
             children.append(front)
             serving.append(await self._restart(front))
         seconds = time.perf_counter() - started
-        if saved.protos and not self.pending:
+        if (saved.protos and not self.pending) or said:  # the contracts or the services changed
             self.redrawing = asyncio.ensure_future(self._redraw())
         self._warm(children)
         done.append(f"restarted {', '.join(c.name for c in children)}")
