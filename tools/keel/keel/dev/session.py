@@ -174,9 +174,9 @@ async def run(
     wanted = [*(s.port for s in services), *(s.port + 1000 for s in services)]
     busy = in_use([*wanted, gateway_port] if gateway_port else wanted)
     if busy:  # before the broker: a second one must not share the first one's store
-        ports = ", ".join(str(port) for port in sorted(busy))
+        ports = ("port " if len(busy) == 1 else "ports ") + ", ".join(map(str, sorted(busy)))
         print(
-            f"keel dev: port {ports} in use on 127.0.0.1: is keel dev (or one of the services)"
+            f"keel dev: {ports} in use on 127.0.0.1: is keel dev (or one of the services)"
             " already running? Stop it first.",
             flush=True,
         )
