@@ -201,17 +201,22 @@ def test_a_service_that_cannot_migrate_stops_keel_dev(tmp_path: Path) -> None:
     assert not done.stderr
 
 
+def _until_all_serve(launched: devprocess.Launched) -> None:
+    """Wait until keel dev says everything serves (its last start-up line)."""
+    deadline = time.monotonic() + 90
+    while "Ctrl-C stops them all" not in launched.log.read_text():
+        assert launched.process.poll() is None, launched.log.read_text()
+        assert time.monotonic() < deadline, launched.log.read_text()
+        time.sleep(0.05)  # polling for the condition, not waiting a fixed time
+
+
 def test_ctrl_c_in_a_terminal_stops_the_services_then_the_broker(tmp_path: Path) -> None:
     """A terminal's Ctrl-C signals the whole process group: the services drain, and the broker
     (in a session of its own) is stopped after them, so none of them loses it on the way."""
     launched = devprocess.launch(tmp_path, group=True)
     process = launched.process
     try:
-        deadline = time.monotonic() + 90
-        while "Ctrl-C stops them all" not in launched.log.read_text():
-            assert process.poll() is None, launched.log.read_text()
-            assert time.monotonic() < deadline, launched.log.read_text()
-            time.sleep(0.05)  # polling for the condition, not waiting a fixed time
+        _until_all_serve(launched)
         os.killpg(process.pid, signal.SIGINT)
         assert process.wait(timeout=60) == 0, launched.log.read_text()
     finally:
@@ -229,11 +234,7 @@ def test_nothing_outlives_keel_dev_killed(tmp_path: Path) -> None:
     launched = devprocess.launch(tmp_path)
     process = launched.process
     try:
-        deadline = time.monotonic() + 90
-        while "Ctrl-C stops them all" not in launched.log.read_text():
-            assert process.poll() is None, launched.log.read_text()
-            assert time.monotonic() < deadline, launched.log.read_text()
-            time.sleep(0.05)  # polling for the condition, not waiting a fixed time
+        _until_all_serve(launched)
         started = devprocess.descendants(process.pid)
         assert len(started) >= 5, started  # three services, the gateway, nats-server
         process.kill()

@@ -196,6 +196,17 @@ async def test_a_step_name_used_twice_is_refused(db: Database) -> None:
     assert "step name 'a' is used twice" in state.error
 
 
+def _saga_cli(env: dict[str, str], *arguments: str) -> subprocess.CompletedProcess[str]:
+    """`keel saga ARGUMENTS` with `env`, run to its end."""
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "keel"), "saga", *arguments],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
 async def test_keel_saga_show_prints_a_sagas_state(tmp_path: Path) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path / 'svc.sqlite3'}"
     db = Database(url, tables=keel.saga.tables.metadata)
@@ -205,14 +216,8 @@ async def test_keel_saga_show_prints_a_sagas_state(tmp_path: Path) -> None:
     await db.dispose()
     env = {k: v for k, v in os.environ.items() if not k.startswith("KEEL_")}
     env["KEEL_DATABASE_URL"] = url
-    shown = await asyncio.to_thread(
-        subprocess.run,
-        [str(Path(sys.executable).parent / "keel"), "saga", "show", "svc", "s10"],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    shown = await asyncio.to_thread(_saga_cli, env, "show", "svc", "s10")
+    assert shown.returncode == 0, shown.stderr
     lines = shown.stdout.splitlines()
     assert lines[0] == "saga s10 (three): COMPENSATED"
     assert lines[1] == "  first error: c: FailedPrecondition: no stock"
@@ -222,34 +227,14 @@ async def test_keel_saga_show_prints_a_sagas_state(tmp_path: Path) -> None:
         '  2. b: COMPENSATED  {"label": "b", "attempt": 0}',
         "  3. c: REFUSED  c: FailedPrecondition: no stock",
     ]
-    missing = await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-m", "keel.saga", "show", "svc", "nope", "--json"],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    missing = await asyncio.to_thread(_saga_cli, env, "show", "svc", "nope", "--json")
     assert missing.returncode == 1
     assert "no saga 'nope'" in missing.stderr
-    none = await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-m", "keel.saga", "list", "svc", "--status", "FAILED"],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    none = await asyncio.to_thread(_saga_cli, env, "list", "svc", "--status", "FAILED")
+    assert none.returncode == 0, none.stderr
     assert (none.stdout, none.stderr) == ("", "no FAILED sagas\n")
     env["KEEL_DATABASE_URL"] = f"sqlite+aiosqlite:///{tmp_path / 'other.sqlite3'}"
-    without = await asyncio.to_thread(
-        subprocess.run,
-        [str(Path(sys.executable).parent / "keel"), "saga", "show", "other", "s10"],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    without = await asyncio.to_thread(_saga_cli, env, "show", "other", "s10")
     assert without.returncode == 2
     assert without.stderr == "keel saga: other's database: no such table: keel_saga\n"
 
