@@ -81,14 +81,9 @@ def state_folder(name: str, settings: config.Settings | None = None) -> Path:
     return Path.cwd() / ".keel" / "state" / name
 
 
-def existing_database(name: str, settings: config.Settings | None = None) -> Path | None:
-    """The SQLite file `Database.for_service` would open for service `name`, if it exists
-    (None too with KEEL_DATABASE_URL: a server's database is not a file here)."""
-    settings = settings or config.current()
-    if settings.database_url:
-        return None
-    path = state_folder(name, settings) / f"{name}.sqlite3"
-    return path if path.is_file() else None
+def database_file(name: str, settings: config.Settings | None = None) -> Path:
+    """The SQLite file of service `name` without KEEL_DATABASE_URL (made or not)."""
+    return state_folder(name, settings) / f"{name}.sqlite3"
 
 
 def state_dir(name: str, settings: config.Settings | None = None) -> Path:
@@ -142,8 +137,8 @@ class Database:
         settings = settings or config.current()
         if settings.database_url:
             return cls(settings.database_url)
-        path = state_dir(name, settings) / f"{name}.sqlite3"
-        return cls(f"sqlite+aiosqlite:///{path.resolve()}")
+        state_dir(name, settings)  # (made, with its .gitignore)
+        return cls(f"sqlite+aiosqlite:///{database_file(name, settings).resolve()}")
 
     @classmethod
     def temporary(cls, tables: MetaData | None = None) -> Database:

@@ -11,12 +11,12 @@ import asyncio
 import contextlib
 import re
 import signal
-import socket
 from collections.abc import Callable, Mapping, Sequence
 
 from keel.dev import console
 from keel.dev.tether import tethered
 from keel.dev.warm import Warm
+from keel.runtime import listen
 
 _SERVING = re.compile(rb"\] serving\s")  # the event column of the console line, not any "serving"
 _REST_PORT = re.compile(rb"\srest_port=(\d+)")
@@ -29,13 +29,7 @@ PORTS_WAIT = 10.0
 
 
 def _bindable(port: int) -> bool:
-    with socket.socket() as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
+    return listen.bindable("127.0.0.1", port)
 
 
 def in_use(ports: Sequence[int]) -> list[int]:

@@ -25,15 +25,28 @@ class ListenError(OSError):
         )
 
 
-def check_free(host: str, port: int, what: str) -> None:
-    """Raise ListenError unless `host:port` is free to listen on (before workers share it)."""
+def _refusal(host: str, port: int) -> OSError | None:
+    """Why `host:port` cannot be bound now (another process listens there), None if it can."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # (not SO_REUSEPORT)
         try:
             probe.bind((host, port))
         except OSError as error:
-            raise ListenError(f"{host}:{port}", what, error) from None
+            return error
+    return None
+
+
+def bindable(host: str, port: int) -> bool:
+    """Whether `host:port` can be bound now."""
+    return _refusal(host, port) is None
+
+
+def check_free(host: str, port: int, what: str) -> None:
+    """Raise ListenError unless `host:port` is free to listen on (before workers share it)."""
+    refused = _refusal(host, port)
+    if refused is not None:
+        raise ListenError(f"{host}:{port}", what, refused)
 
 
 def serve_metrics(host: str, port: int, registry: Any = None) -> None:

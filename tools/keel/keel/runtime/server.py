@@ -400,8 +400,6 @@ def _serve_workers(settings: Settings, port: int, worker: Callable[[], None]) ->
     check_free(settings.host, port, "gRPC")
     if settings.rest_port:
         check_free(settings.host, settings.rest_port, "REST (KEEL_REST_PORT)")
-    if settings.metrics_port:
-        check_free(settings.host, settings.metrics_port, "metrics (KEEL_METRICS_PORT)")
     raise SystemExit(worker_pool.run(worker, settings))
 
 

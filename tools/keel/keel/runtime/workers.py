@@ -68,23 +68,30 @@ def _fork(target: Callable[[], None]) -> int:
     return pid
 
 
+def _terminate(pids: list[int]) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+
+
 def run(target: Callable[[], None], settings: Settings, *, serve_metrics: bool = True) -> int:
     """Run `target` in `settings.workers` processes until SIGTERM/SIGINT; 0 if all ended cleanly.
 
     Metrics are merged on KEEL_METRICS_PORT by this process; with `serve_metrics=False` they
     are still shared, for workers that serve the merged view themselves (see `merged_metrics`).
     """
+    merged = bool(settings.metrics_port) and serve_metrics
+    if merged:  # before any worker exists
+        listen.check_free(settings.host, settings.metrics_port, "metrics (KEEL_METRICS_PORT)")
     share = bool(settings.metrics_port) or not serve_metrics
     folder = _share_metrics() if share else ""
     metrics.forget_default_metrics()  # each worker makes its own, in the shared folder
     pids = [_fork(target) for _ in range(settings.workers)]
-    if settings.metrics_port and serve_metrics:
+    if merged:
         try:
             listen.serve_metrics(settings.host, settings.metrics_port, _merged_registry(folder))
-        except listen.ListenError:  # (its port was taken since it was checked): no orphans
-            for pid in pids:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGTERM)
+        except listen.ListenError:  # (taken since it was checked): no worker left behind
+            _terminate(pids)
             for pid in pids:
                 os.waitpid(pid, 0)
             raise
@@ -93,9 +100,7 @@ def run(target: Callable[[], None], settings: Settings, *, serve_metrics: bool =
     def forward(signum: int, _: object) -> None:
         nonlocal stopping
         stopping = True
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
+        _terminate(pids)
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)

@@ -30,7 +30,7 @@ from typing import Any
 from sqlalchemy.exc import DBAPIError
 
 from keel.data import Database
-from keel.data.database import existing_database, state_folder
+from keel.data.database import database_file
 from keel.runtime import config
 from keel.saga import operate
 from keel.saga.saga import show
@@ -81,10 +81,10 @@ def _json(state: SagaState) -> str:
 async def _on(service: str, work: Callable[[Database], Awaitable[int]]) -> int:
     """`work(db)` on the service's database; 2 with one line if the database cannot be read."""
     settings = config.current()
-    if not settings.database_url and existing_database(service, settings) is None:
+    where = database_file(service, settings)
+    if not settings.database_url and not where.is_file():
         # (opening it would make an empty one: a typo or the wrong folder, most likely)
         known = sorted(p.parent.name for p in Path("services").glob("*/pyproject.toml"))
-        where = state_folder(service, settings) / f"{service}.sqlite3"
         print(
             f"keel saga: no database of {service!r} at {where} (services here:"
             f" {', '.join(known) or 'none: run it from the repository root'}; a service's"
