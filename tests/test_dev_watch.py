@@ -278,6 +278,30 @@ def test_a_saved_proto_is_linted_regenerated_and_served(dev: Dev) -> None:
     )
 
 
+def test_a_proto_no_service_uses_restarts_the_gateway_alone(dev: Dev) -> None:
+    """A new proto file (messages only, imported by no service's proto) is generated and
+    served to the gateway; no service restarts for it, nor when it is deleted again."""
+    before = dev.all_starts()
+    notes = dev.root / "proto/acme/notes/v1/notes.proto"
+    notes.parent.mkdir(parents=True)
+    seen = len(dev.reloads())
+    notes.write_text(
+        'syntax = "proto3";\n\npackage acme.notes.v1;\n\n'
+        "// A note.\nmessage Note {\n  // What it says.\n  string text = 1;\n}\n"
+    )
+    line = dev.wait_for_line(r"reload: proto/acme/notes/v1/notes\.proto changed", seen)
+    assert "regenerated in" in line
+    assert "restarted gateway;" in line, line
+    assert (dev.root / "gen/acme/notes/v1/notes_pb2.py").is_file()
+    assert dev.all_starts() == {**before, "gateway": before["gateway"] + 1}
+
+    seen = len(dev.reloads())
+    notes.unlink()
+    line = dev.wait_for_line(r"reload: proto/acme/notes/v1/notes\.proto changed", seen)
+    assert "restarted gateway;" in line, line
+    assert dev.all_starts() == {**before, "gateway": before["gateway"] + 2}
+
+
 def test_a_new_service_folder_is_served_and_a_removed_one_stopped(dev: Dev) -> None:
     """`keel new service` while keel dev runs: the new service starts (its proto generated),
     the gateway serves its route; deleting its folder stops it."""

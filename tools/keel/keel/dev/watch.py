@@ -97,6 +97,11 @@ class Watch:
         except (SyntaxError, ValueError, OSError) as error:  # (a TOML error is a ValueError)
             console.say(f"cannot read the service packages ({error}): using the last ones read")
 
+    def _known(self, protos: set[str]) -> set[str]:
+        """Those of `protos` (paths from the root) that are files of the contracts last read."""
+        files = {file.as_posix() for file in self.contracts.files.values()}
+        return protos & files
+
     async def run(self) -> None:
         """Until the session stops."""
         await self._load()
@@ -150,27 +155,12 @@ class Watch:
                 self.keel_gen.discard(), *(c.discard() for c in self.session.everyone())
             )
         if saved.protos:
-            if self.redrawing is not None:
-                await asyncio.gather(self.redrawing, return_exceptions=True)
-            self.pending.update(saved.protos)
-            before = changes.touched(self.pending, self.contracts, self.packages, self.gen_rel)
-            loading = asyncio.ensure_future(self._load())
-            generated = await regen.regenerate(
-                self.root, self.gen, sorted(self.pending), self.keel_gen
-            )
-            await loading
-            if not generated.ok:
-                self._failed(saved, generated)
-                if not saved.code:
-                    return
-            else:
-                done.append(f"regenerated in {generated.seconds:.2f} s")
-                # Before and after: a deleted proto is no longer in the contracts read now.
-                restart |= before | changes.touched(
-                    self.pending, self.contracts, self.packages, self.gen_rel
-                )
+            touched = await self._regenerate(saved, done)
+            if touched is None and not saved.code:
+                return
+            if touched is not None:
+                restart |= touched
                 gateway = True
-                self.pending.clear()
         arrived, said = await self._adopt()
         if said:
             done += said
@@ -200,6 +190,31 @@ class Watch:
         done.append(f"restarted {', '.join(c.name for c in children)}")
         failed = [c.name for c, ok in zip(children, serving, strict=True) if not ok]
         _report(saved, done, failed, seconds)
+
+    async def _regenerate(self, saved: changes.Saved, done: list[str]) -> set[str] | None:
+        """Lint and regenerate for the protos saved since the last good generation: the
+        services they touch, or None if the generation failed (said on the console)."""
+        if self.redrawing is not None:
+            await asyncio.gather(self.redrawing, return_exceptions=True)
+        self.pending.update(saved.protos)
+        known = self._known(self.pending)
+        before = changes.touched(known, self.contracts, self.packages, self.gen_rel)
+        loading = asyncio.ensure_future(self._load())
+        generated = await regen.regenerate(self.root, self.gen, sorted(self.pending), self.keel_gen)
+        await loading
+        if not generated.ok:
+            self._failed(saved, generated)
+            return None
+        done.append(f"regenerated in {generated.seconds:.2f} s")
+        # Before and after, each for the protos it knows: a deleted proto is no longer in the
+        # contracts read now, a new one was not in those before (and no running service can use
+        # it yet). A proto neither knows touches every service.
+        known_now = self._known(self.pending)
+        unknown = self.pending - known - known_now
+        self.pending.clear()
+        return before | changes.touched(
+            known_now | unknown, self.contracts, self.packages, self.gen_rel
+        )
 
     def _warm(self, first: list[Child]) -> None:
         """Warm a spare for `keel gen` and for every child that has none, one at a time (they
