@@ -179,6 +179,20 @@ def test_only_annotated_methods_have_routes() -> None:
         assert not any(p.endswith(f"/{internal}") for p in paths)
 
 
+def test_a_mistyped_custom_method_finds_the_one_meant() -> None:
+    routes = RouteTable.from_generated(Path(REPO / "gen"))
+    mug = "/v1/products/p_mug"
+    assert routes.custom_methods(f"{mug}:restok") == [f"POST {mug}:restock"]
+    # None close by name: every custom method of the resource.
+    assert routes.custom_methods(f"{mug}:frobnicate") == [
+        f"POST {mug}:archive",
+        f"POST {mug}:restock",
+        f"POST {mug}:unarchive",
+    ]
+    assert routes.custom_methods(mug) == []
+    assert routes.custom_methods("/v1/nothing/here:restock") == []
+
+
 def _stream_lines(
     url: str, after_first: Callable[[], None], accept: str = ""
 ) -> tuple[str, list[str]]:

@@ -161,6 +161,17 @@ async def test_custom_verb(gateway: str) -> None:
     assert (answer["id"], answer["count"], answer["seen"]["rpc"]) == ("o1", 3, "custom_verb")
 
 
+async def test_a_mistyped_custom_verb_names_the_one_meant(gateway: str) -> None:
+    # /v1/items/o1:archiv is item "o1:archiv" to GET /v1/items/{id}: 405 for POST, saying
+    # which custom method was probably meant; a path without a custom verb gets no such hint.
+    wrong = await call(f"{gateway}/v1/items/o1:archiv", "POST", {"count": 3})
+    assert wrong.status == 405
+    message = wrong.body["message"]  # type: ignore[index]
+    assert message.endswith("; did you mean POST /v1/items/o1:archive?"), message
+    plain = await call(f"{gateway}/v1/items/o1", "PUT")
+    assert "did you mean" not in plain.body["message"]  # type: ignore[index]
+
+
 async def test_custom_http_method(gateway: str) -> None:
     answer = await _ok(f"{gateway}/v1/items?tags=a", "SEARCH")
     assert (answer["seen"]["rpc"], answer["tags"]) == ("custom_method", ["a"])

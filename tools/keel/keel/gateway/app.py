@@ -266,7 +266,7 @@ class Gateway:
             return
         found = self.routes.find(verb, path)
         if not isinstance(found, Match):
-            await _unrouted(verb, path, found, exchange)
+            await _unrouted(verb, path, found, self.routes, exchange)
             return
         self._route(record, found.route.rule.path)
         record.upstream = self._upstream(found.route.method.service)
@@ -442,13 +442,19 @@ class Gateway:
         await exchange.send_all(204, allowed, b"")
 
 
-async def _unrouted(verb: str, path: str, allowed: set[str] | None, exchange: Exchange) -> None:
-    """404 for a path no route has; 405 with `Allow` for a method the path's routes lack."""
+async def _unrouted(
+    verb: str, path: str, allowed: set[str] | None, routes: RouteTable, exchange: Exchange
+) -> None:
+    """404 for a path no route has; 405 with `Allow` for a method the path's routes lack. Either
+    names the custom methods the path's resource has when it names one it lacks (a typo)."""
+    meant = routes.custom_methods(path)
+    hint = f"; did you mean {' or '.join(meant)}?" if meant else ""
     if not allowed:
-        await exchange.reply(404, status.body(grpc.StatusCode.NOT_FOUND, f"no route for {path}"))
+        message = f"no route for {path}{hint}"
+        await exchange.reply(404, status.body(grpc.StatusCode.NOT_FOUND, message))
         return
     allow = ", ".join(sorted(allowed))
-    message = f"{verb} is not allowed on {path}; allowed: {allow}"
+    message = f"{verb} is not allowed on {path}; allowed: {allow}{hint}"
     await exchange.reply(
         405, status.body(grpc.StatusCode.UNIMPLEMENTED, message), [(b"allow", allow.encode())]
     )

@@ -8,6 +8,7 @@ compiled once; a request path either matches a route (FULL), matches with anothe
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import json
 from collections.abc import Iterable
@@ -120,6 +121,23 @@ class RouteTable:
                 allowed = set()
             allowed.add(route.verb)
         return allowed
+
+    def custom_methods(self, path: str) -> list[str]:
+        """For a path that names a custom method no route has (`/v1/products/p_mug:restok`),
+        the routes of the custom methods its resource has (`POST /v1/products/p_mug:restock`):
+        the closest by name if any is close, else all of them (none for another path)."""
+        stem, colon, said = path.rpartition(":")
+        if not colon or not said or "/" in said:
+            return []
+        found: dict[str, list[str]] = {}
+        for route in self.routes:
+            custom = route.template.verb
+            if custom and custom != said and route.matcher.match(f"{stem}:{custom}") is not None:
+                found.setdefault(custom, []).append(f"{route.verb} {stem}:{custom}")
+        if not found:
+            return []
+        close = difflib.get_close_matches(said, found, n=len(found), cutoff=0.6)
+        return [each for custom in close or sorted(found) for each in found[custom]]
 
     @classmethod
     def from_generated(cls, gen: Path) -> RouteTable:
