@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import functools
 import importlib
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -16,8 +18,10 @@ HERE = Path(__file__).resolve().parent
 
 @functools.cache
 def generated() -> Path:
-    """tests/sagas/proto generated into a temporary folder, which joins sys.path."""
+    """tests/sagas/proto generated into a temporary folder, which joins sys.path (and is
+    removed when the test session's process exits)."""
     out = Path(tempfile.mkdtemp(prefix="keel-ledger-"))
+    atexit.register(shutil.rmtree, out, ignore_errors=True)
     pipeline.run(HERE / "proto", out, force=True)
     sys.path.insert(0, str(out))
     return out
