@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
 from acme.orders.v1 import orders_pb2
-from google.protobuf import struct_pb2
+from google.protobuf import any_pb2, struct_pb2
+from google.rpc import error_details_pb2, status_pb2
 from hypothesis import given
 from hypothesis import strategies as st
+from keel.gateway import status
 from keel.gateway.fieldpaths import json_path
 
 ORDER = orders_pb2.CreateOrderRequest.DESCRIPTOR
@@ -54,3 +57,46 @@ _NAME_CHARACTERS = re.compile(r"[A-Za-z0-9_]")
 def test_any_path_is_answered_and_only_names_change(path: str) -> None:
     renamed = json_path(ORDER, path)
     assert _NAME_CHARACTERS.sub("", renamed) == _NAME_CHARACTERS.sub("", path)
+
+
+def _bad_request(message: str, *violations: tuple[str, str]) -> status_pb2.Status:
+    found = error_details_pb2.BadRequest(
+        field_violations=[
+            error_details_pb2.BadRequest.FieldViolation(field=f, description=d)
+            for f, d in violations
+        ]
+    )
+    packed = any_pb2.Any()
+    packed.Pack(found)
+    return status_pb2.Status(code=3, message=message, details=[packed])
+
+
+@pytest.mark.parametrize(
+    ("message", "said"),
+    [
+        # A message that lists the violations is listed again in JSON names, with or without
+        # keel.runtime.validation's "invalid <type>: " before them ...
+        (
+            "lines[0].product_id: no such product; payment_method_token: declined",
+            "lines[0].productId: no such product; paymentMethodToken: declined",
+        ),
+        (
+            "invalid acme.orders.v1.CreateOrderRequest: lines[0].product_id: no such product; "
+            "payment_method_token: declined",
+            "invalid acme.orders.v1.CreateOrderRequest: lines[0].productId: no such product; "
+            "paymentMethodToken: declined",
+        ),
+        # ... any other message is the service's own words, kept as they are.
+        ("payment_method_token was declined", "payment_method_token was declined"),
+    ],
+)
+def test_an_error_message_listing_its_violations_names_them_as_json_does(
+    message: str, said: str
+) -> None:
+    found = _bad_request(
+        message, ("lines[0].product_id", "no such product"), ("payment_method_token", "declined")
+    )
+    body = json.loads(status.from_status(found, ORDER))
+    assert body["message"] == said
+    fields = [v["field"] for v in body["details"][0]["fieldViolations"]]
+    assert fields == ["lines[0].productId", "paymentMethodToken"]

@@ -53,8 +53,8 @@ def _after(token: str) -> str:
         return ""
     if key is None or len(key) != 1 or not isinstance(key[0], str):
         raise keel.errors.InvalidArgument(
-            "page_token is not one this service issued",
-            field_violations={"page_token": "use next_page_token from a previous response"},
+            "the page token is not one this service issued",
+            field_violations={"page_token": "use the next page token of a previous response"},
         )
     return key[0]
 

@@ -24,7 +24,6 @@ from google.rpc.context import attribute_context_pb2, audit_context_pb2  # noqa:
 from keel.gateway import fieldpaths
 
 _BAD_REQUEST = "type.googleapis.com/google.rpc.BadRequest"
-_ERROR_INFO = "type.googleapis.com/google.rpc.ErrorInfo"
 
 HTTP_STATUS = {
     grpc.StatusCode.OK: 200,
@@ -70,8 +69,9 @@ def from_status(status: status_pb2.Status, request: Descriptor | None = None) ->
 
 
 def _in_json_terms(request: Descriptor, message: str, details: list[dict[str, Any]]) -> str:
-    """Rename the BadRequest field paths among `details` (in place); the message, rebuilt from
-    them when it is keel.runtime.validation's ("invalid <type>: <field>: <why>; ...")."""
+    """Rename the BadRequest field paths among `details` (in place); the message too when it
+    is those violations listed ("<field>: <why>; ...", as keel.runtime.validation's "invalid
+    <type>: <field>: <why>; ..." and services that list them write it)."""
     violations = [
         violation
         for detail in details
@@ -84,20 +84,16 @@ def _in_json_terms(request: Descriptor, message: str, details: list[dict[str, An
     for violation in violations:
         if violation.get("field"):
             violation["field"] = fieldpaths.json_path(request, str(violation["field"]))
-    validated = any(
-        detail.get("@type") == _ERROR_INFO
-        and detail.get("reason") == "VALIDATION_FAILED"
-        and detail.get("domain") == "keel"
-        for detail in details
-    )
     name = request.full_name
     said = "; ".join(f"{field or name}: {why}" for field, why in described)
-    if not validated or message != f"invalid {name}: {said}":
+    prefix = f"invalid {name}: "
+    if message not in (said, prefix + said):
         return message
     renamed = (str(v.get("field", "")) for v in violations)
-    return f"invalid {name}: " + "; ".join(
+    listed = "; ".join(
         f"{field or name}: {why}" for field, (_, why) in zip(renamed, described, strict=True)
     )
+    return listed if message == said else prefix + listed
 
 
 def render_detail(detail: any_pb2.Any) -> dict[str, Any]:
