@@ -12,13 +12,23 @@ import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+if TYPE_CHECKING:
+    from keel.gateway.routes import RouteTable
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 GOLDEN = REPO / "tests" / "golden"
+SHOP = (
+    "acme.catalog.v1.CatalogService",
+    "acme.orders.v1.OrderService",
+    "acme.payments.v1.PaymentService",
+)
+"""The example shop's services (services/catalog, orders and payments). The workspace may hold
+others (`keel new service`, as the README shows): a test about the shop selects these."""
 
 
 def keel(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -102,6 +112,45 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def shop_routes(gen: Path = REPO / "gen") -> RouteTable:
+    """The gateway's routes of the example shop's services alone, with their OpenAPI documents:
+    `RouteTable.from_generated(gen)` (every message type known, the AsyncAPI document and the
+    diagram too) without the other services the workspace may hold, which a test that starts
+    the shop does not run."""
+    from keel.gateway.routes import RouteTable, merge_openapi  # noqa: PLC0415
+
+    whole = RouteTable.from_generated(gen)
+    services = [service for service in whole.services if service.name in SHOP]
+    assert sorted(service.name for service in services) == sorted(SHOP)
+    documents = dict.fromkeys(gen / "openapi" / Path(s.file).with_suffix(".json") for s in services)
+    return RouteTable(services, merge_openapi(documents), whole.asyncapi, whole.diagram)
+
+
+def unused_service_name(preferred: str, root: Path = REPO) -> str:
+    """`preferred`, else `preferred` followed by 2, 3, ...: the first name `keel new service`
+    accepts in the workspace at `root` with this virtualenv (no such service folder, proto
+    package or importable package yet), so that a test that scaffolds a service never collides
+    with one the user made."""
+    from keel.scaffold.service import ScaffoldError, check_name  # noqa: PLC0415
+
+    for suffix in ("", *map(str, range(2, 100))):
+        try:
+            check_name(preferred + suffix, root)
+        except ScaffoldError:
+            continue
+        return preferred + suffix
+    raise RuntimeError(f"no unused service name like {preferred!r} in {root}")
+
+
+def registry_ports(root: Path = REPO) -> set[int]:
+    """The ports of the services registered in `root`'s services/registry.toml (gRPC ports, as
+    `keel new service` reads them: a new service may not take one of them)."""
+    import tomllib  # noqa: PLC0415
+
+    targets = tomllib.loads((root / "services/registry.toml").read_text()).get("targets", {})
+    return {int(address.rpartition(":")[2]) for address in targets.values()}
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:

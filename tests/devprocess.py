@@ -7,26 +7,28 @@ import json
 import os
 import subprocess
 import urllib.request
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from keel.testing.ports import free_port_pair
 
-from tests.conftest import BIN, REPO
+from tests.conftest import BIN, REPO, SHOP
 
 _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
-SERVICES = (
-    "acme.catalog.v1.CatalogService",
-    "acme.orders.v1.OrderService",
-    "acme.payments.v1.PaymentService",
-)
+SERVICES = SHOP
+"""What `launch` registers: the example shop. keel dev says the workspace's other services (if
+any) do not start, having no address in the test's registry, and serves the shop."""
 
 
-def free_pair() -> int:
-    """A port p with p and p + 1000 free (gRPC and metrics)."""
-    return free_port_pair()
+def free_pair(avoid: Collection[int] = ()) -> int:
+    """A port p with p and p + 1000 free (gRPC and metrics), and p not one of `avoid` (such as
+    the ports a registry gives services that are not running)."""
+    while (port := free_port_pair()) in avoid:
+        pass
+    return port
 
 
 @dataclass
@@ -114,11 +116,11 @@ def listening(ports: set[int]) -> set[int]:
     return found
 
 
-def new_item(base: str, title: str = "first") -> dict[str, Any]:
-    """POST /v1/inventory/items to `base` (a service made by `keel new service inventory`), as
-    its README shows; the item it answers (200)."""
+def new_item(base: str, title: str = "first", name: str = "inventory") -> dict[str, Any]:
+    """POST /v1/<name>/items to `base` (a service made by `keel new service <name>`), as its
+    README shows; the item it answers (200)."""
     request = urllib.request.Request(
-        f"{base}/v1/inventory/items",
+        f"{base}/v1/{name}/items",
         data=json.dumps({"title": title}).encode(),
         headers={"content-type": "application/json", "idempotency-key": f"item-{title}"},
         method="POST",
