@@ -70,6 +70,11 @@ def test_a_stale_page_is_named_and_rewritten_keeping_its_prose(tmp_path: Path) -
     assert subprocess.run(check, capture_output=True, check=False).returncode == 0
 
 
+SHOP = {"catalog", "orders", "payments"}
+EVERY = {"(every service)"}
+"""Every service folder of the workspace: the shop's and any other (`keel new service`)."""
+
+
 @pytest.mark.parametrize(
     ("path", "touched"),
     [
@@ -79,12 +84,12 @@ def test_a_stale_page_is_named_and_rewritten_keeping_its_prose(tmp_path: Path) -
         ("gen/openapi/acme/catalog/v1/catalog.json", {"catalog", "orders"}),
         ("gen/asyncapi.json", set()),
         ("gen/acme/payments/v1/payments_pb2_grpc.pyi", {"payments", "orders", "(catalog)"}),
-        ("gen/acme/gone/v1/gone_pb2.py", {"catalog", "orders", "payments"}),
+        ("gen/acme/gone/v1/gone_pb2.py", EVERY),
         ("proto/acme/payments/v1/payments.proto", {"payments", "orders", "(catalog)"}),
         ("proto/acme/orders/v1/orders.proto", {"orders", "catalog"}),  # catalog subscribes
-        ("tools/keel/keel/errors.py", {"catalog", "orders", "payments"}),
-        ("requirements.lock", {"catalog", "orders", "payments"}),
-        ("proto/acme/gone/v1/gone.proto", {"catalog", "orders", "payments"}),
+        ("tools/keel/keel/errors.py", EVERY),
+        ("requirements.lock", EVERY),
+        ("proto/acme/gone/v1/gone.proto", EVERY),
         ("docs/events.md", set()),
         ("README.md", set()),
     ],
@@ -93,12 +98,25 @@ def test_what_a_change_touches(
     system: tuple[contracts.Contracts, list[packages.Package]], path: str, touched: set[str]
 ) -> None:
     found, discovered = system
+    everyone = {p.name for p in discovered}
+    assert everyone >= SHOP
     if "(catalog)" in touched:  # orders.proto imports payments.proto: its events may change
         imports = found.imports["acme/orders/v1/orders.proto"]
         touched = (touched - {"(catalog)"}) | (
             {"catalog"} if "acme/payments/v1/payments.proto" in imports else set()
         )
-    assert set(affected.affected([path], found, discovered)) == touched
+    reasons = affected.affected([path], found, discovered)
+    if touched == EVERY:
+        assert set(reasons) == everyone
+    elif path.startswith(("proto/acme/", "gen/acme/", "gen/openapi/acme/")):
+        # A shop's contract: among the shop's services, exactly these; another service of the
+        # workspace only as one that calls it or subscribes to its events.
+        assert set(reasons) & SHOP == touched
+        for name in set(reasons) - SHOP:
+            uses = ("a contract it calls", "events it subscribes to")
+            assert all(why.endswith(uses) for why in reasons[name]), (name, reasons[name])
+    else:  # a service's own code, or what no service uses: no other service is touched
+        assert set(reasons) == touched
 
 
 def _documented_example() -> tuple[list[str], str]:
