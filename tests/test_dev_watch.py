@@ -32,7 +32,7 @@ from keel.runtime.config import Settings
 from watchfiles import Change
 
 from tests import devprocess
-from tests.conftest import BIN, REPO, answers
+from tests.conftest import BIN, REPO, answers, registry_ports, unused_service_name
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -306,14 +306,15 @@ def test_a_new_service_folder_is_served_and_a_removed_one_stopped(dev: Dev) -> N
     """`keel new service` while keel dev runs: the new service starts (its proto generated),
     the gateway serves its route; deleting its folder stops it."""
     shutil.copy2(REPO / "pyproject.toml", dev.root / "pyproject.toml")  # keel new edits it
-    port = devprocess.free_pair()
+    name = unused_service_name("inventory", dev.root)  # (the workspace may have an inventory)
+    port = devprocess.free_pair(avoid=registry_ports(dev.root))  # one keel new accepts
     # keel dev was given its own registry (free ports): the new address goes there too.
     with dev.registry.open("a") as registry:
-        registry.write(f'"acme.inventory.v1.InventoryService" = "127.0.0.1:{port}"\n')
+        registry.write(f'"acme.{name}.v1.{name.capitalize()}Service" = "127.0.0.1:{port}"\n')
     before = dev.all_starts()
     seen = len(dev.reloads())
     made = subprocess.run(
-        [str(BIN / "keel"), "new", "service", "inventory", "--port", str(port)],
+        [str(BIN / "keel"), "new", "service", name, "--port", str(port)],
         cwd=dev.root,
         capture_output=True,
         text=True,
@@ -321,40 +322,40 @@ def test_a_new_service_folder_is_served_and_a_removed_one_stopped(dev: Dev) -> N
         env={k: v for k, v in os.environ.items() if not k.startswith(("KEEL_", "OTEL_"))},
     )
     assert made.returncode == 0, made.stdout + made.stderr
-    line = dev.wait_for_line(r"new service inventory", seen)
+    line = dev.wait_for_line(rf"new service {name}\b", seen)
     assert f"gRPC 127.0.0.1:{port}" in line
     rest = re.search(r"REST (http://127\.0\.0\.1:\d+)", line)
     assert rest, line
     dev.wait_for_line(r"reload: .*serving again in", seen)
-    item = devprocess.new_item(dev.gateway)
+    item = devprocess.new_item(dev.gateway, name=name)
     assert item["title"] == "first"
     # Its own REST port serves it too, and the services already running kept serving.
-    assert _call(f"{rest[1]}/v1/inventory/items/{item['itemId']}") == (200, item)
+    assert _call(f"{rest[1]}/v1/{name}/items/{item['itemId']}") == (200, item)
     assert _call(f"{dev.gateway}/v1/products/p_mug")[0] == 200
-    assert dev.starts("inventory") >= 1  # (keel new writes in steps: a save may restart it)
+    assert dev.starts(name) >= 1  # (keel new writes in steps: a save may restart it)
     # (services/registry.toml changed too: like any change to Keel's own files, it restarts all)
     assert all(after > before[name] for name, after in dev.all_starts().items())
 
-    # Another address in the registry: inventory starts anew on it, with its data.
+    # Another address in the registry: the service starts anew on it, with its data.
     moved = devprocess.free_pair()
     dev.registry.write_text(dev.registry.read_text().replace(f':{port}"', f':{moved}"'))
     seen = len(dev.reloads())
     with (dev.root / "services/registry.toml").open("a") as saved:
         saved.write("# moved\n")
-    dev.wait_for_line(rf"inventory moved to 127\.0\.0\.1:{moved}", seen)
+    dev.wait_for_line(rf"{name} moved to 127\.0\.0\.1:{moved}", seen)
     dev.wait_for_line(r"reload: .*serving again in", seen)
-    assert _call(f"{dev.gateway}/v1/inventory/items/{item['itemId']}") == (200, item)
+    assert _call(f"{dev.gateway}/v1/{name}/items/{item['itemId']}") == (200, item)
 
     page = dev.root / "docs/architecture.md"
-    dev.wait_for(lambda: "<b>inventory</b>" in page.read_text(), "the map to show inventory")
+    dev.wait_for(lambda: f"<b>{name}</b>" in page.read_text(), f"the map to show {name}")
 
     seen = len(dev.reloads())
-    shutil.rmtree(dev.root / "services/inventory")
-    dev.wait_for_line(r"stopped inventory \(no longer a service folder\)", seen)
-    dev.wait_for(lambda: _call(f"{rest[1]}/healthz")[0] == 0, "inventory's REST port closed")
+    shutil.rmtree(dev.root / f"services/{name}")
+    dev.wait_for_line(rf"stopped {name} \(no longer a service folder\)", seen)
+    dev.wait_for(lambda: _call(f"{rest[1]}/healthz")[0] == 0, f"{name}'s REST port closed")
     assert _call(f"{dev.gateway}/v1/products/p_mug")[0] == 200
     # No proto changed, but the services did: the map is drawn again without the package.
-    dev.wait_for(lambda: "<b>inventory</b>" not in page.read_text(), "the map to drop it")
+    dev.wait_for(lambda: f"<b>{name}</b>" not in page.read_text(), "the map to drop it")
 
 
 def test_the_dev_loop_bench_runs() -> None:

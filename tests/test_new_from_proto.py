@@ -15,8 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import BIN, REPO
+from tests.conftest import BIN, REPO, unused_service_name
 
+_NAME = unused_service_name("inventory")
+"""The page's service name, unless the workspace or this virtualenv has one of that name
+already (a service the user made with `keel new service inventory`): then inventory2, etc."""
+_PASCAL = _NAME.capitalize()
 _PAGE = (REPO / "docs/services.md").read_text()
 _SECTION = _PAGE.split("### From a proto written first", 1)[1].split("\n### ", 1)[0]
 _PROTO = _SECTION.split("```proto\n", 1)[1].split("```", 1)[0]
@@ -29,6 +33,11 @@ def _env(**extra: str) -> dict[str, str]:
     return env | extra
 
 
+def _renamed(text: str) -> str:
+    """`text` from the page, about the service called `_NAME`."""
+    return text.replace("inventory", _NAME).replace("Inventory", _PASCAL)
+
+
 def _run(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         args, cwd=cwd, env=_env(**env), capture_output=True, text=True, timeout=600, check=False
@@ -39,7 +48,7 @@ def _run(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[
 def clone(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("contract") / "repo"
     subprocess.run(["git", "clone", "-q", "--shared", str(REPO), str(root)], check=True)
-    path, body = _PROTO.split("\n", 1)
+    path, body = _renamed(_PROTO).split("\n", 1)
     proto = root / path.removeprefix("// ").strip()
     proto.parent.mkdir(parents=True)
     proto.write_text(body)
@@ -51,7 +60,7 @@ def made(clone: Path) -> subprocess.CompletedProcess[str]:
     new, gen = (shlex.split(line) for line in _COMMANDS if line.strip())
     assert new[:4] == ["keel", "new", "service", "inventory"]
     assert gen == ["make", "gen"]
-    done = _run([str(BIN / "keel"), *new[1:]], clone)
+    done = _run([str(BIN / "keel"), *map(_renamed, new[1:])], clone)
     generated = _run([str(BIN / "keel"), "gen"], clone)  # what make gen runs, without installing
     assert generated.returncode == 0, generated.stderr
     return done
@@ -61,25 +70,25 @@ def test_the_package_serves_every_service_of_the_proto(
     clone: Path, made: subprocess.CompletedProcess[str]
 ) -> None:
     assert made.returncode == 0, made.stderr
-    both = "acme.inventory.v1.InventoryService, acme.inventory.v1.InventoryAdminService"
+    both = _renamed("acme.inventory.v1.InventoryService, acme.inventory.v1.InventoryAdminService")
     assert f"keel new service: {both} on port" in made.stdout
-    folder = clone / "services/inventory"
+    folder = clone / f"services/{_NAME}"
     serves = tomllib.loads((folder / "pyproject.toml").read_text())["tool"]["keel"]["serves"]
     assert serves == both.split(", ")
     registry = tomllib.loads((clone / "services/registry.toml").read_text())["targets"]
     assert registry[serves[0]] == registry[serves[1]]
-    service = (folder / "src/inventory/service.py").read_text()
-    assert "class InventoryAdminService(inventory_keel.InventoryAdminServiceBase):" in service
+    service = (folder / f"src/{_NAME}/service.py").read_text()
+    assert f"class {_PASCAL}AdminService({_NAME}_keel.{_PASCAL}AdminServiceBase):" in service
     assert '"""Set a product\'s stock after a count."""' in service  # the proto's comment
-    main = (folder / "src/inventory/__main__.py").read_text()
-    assert "InventoryService(db, settings), InventoryAdminService(db, settings)" in main
+    main = (folder / f"src/{_NAME}/__main__.py").read_text()
+    assert f"{_PASCAL}Service(db, settings), {_PASCAL}AdminService(db, settings)" in main
 
 
 def test_the_package_passes_the_checks_and_its_own_tests(
     clone: Path, made: subprocess.CompletedProcess[str]
 ) -> None:
     assert made.returncode == 0, made.stderr
-    tested = _checked_and_tested(clone, "services/inventory")
+    tested = _checked_and_tested(clone, f"services/{_NAME}")
     # every method of both services, on both databases (PostgreSQL skips only outside CI)
     assert " passed" in tested
 
@@ -130,11 +139,12 @@ def test_a_proto_that_cannot_be_served_is_refused_saying_why(
     if text is not None:
         (root / proto).parent.mkdir(parents=True)
         (root / proto).write_text(text)
-    done = _run([str(BIN / "keel"), "new", "service", "things", "--proto", proto], root)
+    things = unused_service_name("things", root)
+    done = _run([str(BIN / "keel"), "new", "service", things, "--proto", proto], root)
     assert done.returncode == 2
     assert says in done.stderr
     assert "Traceback" not in done.stderr
-    assert not (root / "services/things").exists()
+    assert not (root / f"services/{things}").exists()
     status = _run(["git", "status", "--porcelain", "services", "pyproject.toml"], root)
     assert status.stdout == ""
 
@@ -179,19 +189,22 @@ def test_names_kinds_and_imports_python_treats_specially_still_make_a_working_pa
     clone: Path, made: subprocess.CompletedProcess[str]
 ) -> None:
     assert made.returncode == 0, made.stderr
-    folder = clone / "proto/acme/edge/v1"
+    name = unused_service_name("edge", clone)  # (the package's name: edge unless it is taken)
+    folder = clone / f"proto/acme/{name}/v1"
     folder.mkdir(parents=True)
-    (folder / "health.proto").write_text(_EDGE_MESSAGES)  # its module: health_pb2, as grpc's
-    (folder / "edge-api.proto").write_text(_EDGE_SERVICE)
+    # (health.proto's module: health_pb2, as grpc's)
+    for file, text in (("health.proto", _EDGE_MESSAGES), ("edge-api.proto", _EDGE_SERVICE)):
+        moved = text.replace("acme.edge.v1", f"acme.{name}.v1")
+        (folder / file).write_text(moved.replace("acme/edge/v1/", f"acme/{name}/v1/"))
     edge = _run(
-        [str(BIN / "keel"), "new", "service", "edge", "--proto", str(folder / "edge-api.proto")],
+        [str(BIN / "keel"), "new", "service", name, "--proto", str(folder / "edge-api.proto")],
         clone,
     )
     assert edge.returncode == 0, edge.stderr
     generated = _run([str(BIN / "keel"), "gen"], clone)
     assert generated.returncode == 0, generated.stderr
-    service = (clone / "services/edge/src/edge/service.py").read_text()
+    service = (clone / f"services/{name}/src/{name}/service.py").read_text()
     assert "async def connect_(" in service  # overrides the base's method
     assert "async def import_(" in service
-    assert "request: health_pb2.Outer.Inner" in service.replace("acme_edge_v1_", "")
-    _checked_and_tested(clone, "services/edge")
+    assert "request: health_pb2.Outer.Inner" in service.replace(f"acme_{name}_v1_", "")
+    _checked_and_tested(clone, f"services/{name}")

@@ -1,10 +1,10 @@
 """`keel new service NAME`, as a user runs it: in a clone of this repository, `keel new service
-inventory`, then `make gen`; the static checks (`make check lint`: ruff, mypy --strict,
-import-linter, buf lint, the architecture page) pass on the whole repository with the new
-service in it, the new service's own tests pass (SQLite and PostgreSQL), its models and its
-first migration agree (`keel db check`), and `keel dev` (what `make run` runs) serves its REST
-route through the gateway. The rest of `make test` is the suite this test belongs to, which the
-new files do not change."""
+inventory` (another name if the workspace has an inventory already), then `make gen`; the static
+checks (`make check lint`: ruff, mypy --strict, import-linter, buf lint, the architecture page)
+pass on the whole repository with the new service in it, the new service's own tests pass
+(SQLite and PostgreSQL), its models and its first migration agree (`keel db check`), and `keel
+dev` (what `make run` runs) serves its REST route through the gateway. The rest of `make test`
+is the suite this test belongs to, which the new files do not change."""
 
 from __future__ import annotations
 
@@ -19,9 +19,15 @@ from pathlib import Path
 import pytest
 
 from tests import devprocess
-from tests.conftest import BIN, REPO, answers
+from tests.conftest import BIN, REPO, answers, registry_ports, unused_service_name
 
 _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+_NEW = unused_service_name("inventory")
+"""The new service's name: inventory, as docs/services.md has it, unless the workspace has one
+(a user who followed the README): then inventory2, and so on."""
+_SERVICE = f"acme.{_NEW}.v1.{_NEW.capitalize()}Service"
+_TAKEN = min(registry_ports())
+"""A port the registry gives a service already."""
 
 
 def _clean_env() -> dict[str, str]:
@@ -54,7 +60,7 @@ def _run(args: list[str], cwd: Path, timeout: float = 900) -> subprocess.Complet
         (["class"], "Python keyword"),
         (["acme"], "top-level package of the generated code"),
         (["sqlalchemy"], "importable package already"),
-        (["inventory", "--port", "50061"], "port 50061 is taken"),
+        ([_NEW, "--port", str(_TAKEN)], f"port {_TAKEN} is taken"),
     ],
 )
 def test_a_name_that_cannot_be_a_service_is_refused_saying_why(args: list[str], says: str) -> None:
@@ -77,15 +83,15 @@ def test_a_new_service_is_tested_checked_and_served(tmp_path: Path) -> None:
     assert installed.returncode == 0, installed.stdout + installed.stderr
     keel = str(clone / ".venv/bin/keel")
 
-    made = _run([keel, "new", "service", "inventory"], clone)
+    made = _run([keel, "new", "service", _NEW], clone)
     assert made.returncode == 0, made.stdout + made.stderr
-    assert "acme.inventory.v1.InventoryService on port" in made.stdout
-    assert (clone / "proto/acme/inventory/v1/inventory.proto").is_file()
-    migrations = [m.name for m in (clone / "services/inventory/migrations/versions").glob("*.py")]
+    assert f"{_SERVICE} on port" in made.stdout
+    assert (clone / f"proto/acme/{_NEW}/v1/{_NEW}.proto").is_file()
+    migrations = [m.name for m in (clone / f"services/{_NEW}/migrations/versions").glob("*.py")]
     assert len(migrations) == 1, migrations
-    assert migrations[0].endswith("_create_inventory_tables.py"), migrations
+    assert migrations[0].endswith(f"_create_{_NEW}_tables.py"), migrations
     assert " --> " not in made.stdout + made.stderr  # no lint report of the new migration
-    assert '"acme.inventory.v1.InventoryService"' in (clone / "services/registry.toml").read_text()
+    assert f'"{_SERVICE}"' in (clone / "services/registry.toml").read_text()
 
     for step in (
         ["make", "--no-print-directory", "gen"],
@@ -95,7 +101,7 @@ def test_a_new_service_is_tested_checked_and_served(tmp_path: Path) -> None:
         assert done.returncode == 0, (step, done.stdout[-4000:], done.stderr[-4000:])
 
     tests = _run(
-        [str(clone / ".venv/bin/pytest"), "-q", "-p", "no:cacheprovider", "services/inventory"],
+        [str(clone / ".venv/bin/pytest"), "-q", "-p", "no:cacheprovider", f"services/{_NEW}"],
         clone,
     )
     assert tests.returncode == 0, tests.stdout[-4000:] + tests.stderr[-2000:]
@@ -103,7 +109,7 @@ def test_a_new_service_is_tested_checked_and_served(tmp_path: Path) -> None:
     assert "failed" not in tests.stdout
 
     for action in ("upgrade", "check"):  # its first migration creates what its models say
-        done = _run([keel, "db", action, "inventory"], clone)
+        done = _run([keel, "db", action, _NEW], clone)
         assert done.returncode == 0, done.stdout + done.stderr
 
     registry = tmp_path / "registry.toml"
@@ -112,7 +118,7 @@ def test_a_new_service_is_tested_checked_and_served(tmp_path: Path) -> None:
         for line in (clone / "services/registry.toml").read_text().splitlines()
         if line.startswith('"')
     ]
-    assert '"acme.inventory.v1.InventoryService"' in services
+    assert f'"{_SERVICE}"' in services
     registry.write_text(
         "[targets]\n" + "".join(f'{s} = "127.0.0.1:{devprocess.free_pair()}"\n' for s in services)
     )
@@ -136,10 +142,10 @@ def test_a_new_service_is_tested_checked_and_served(tmp_path: Path) -> None:
             assert dev.poll() is None, log.read_text()[-4000:]
             assert time.monotonic() < deadline, log.read_text()[-4000:]
             time.sleep(0.05)  # polling for the condition, not waiting a fixed time
-        item = devprocess.new_item(url)
+        item = devprocess.new_item(url, name=_NEW)
         assert item["title"] == "first"
         assert item["itemId"].startswith("it_")
-        got = _DIRECT.open(f"{url}/v1/inventory/items/{item['itemId']}", timeout=30)
+        got = _DIRECT.open(f"{url}/v1/{_NEW}/items/{item['itemId']}", timeout=30)
         assert json.loads(got.read()) == item
     finally:
         dev.send_signal(signal.SIGINT)

@@ -13,8 +13,12 @@ from pathlib import Path
 import pytest
 from keel.scaffold.service import TEMPLATES
 
-from tests.conftest import BIN, REPO
+from tests.conftest import BIN, REPO, unused_service_name
 
+_NAME = unused_service_name("inventory")
+"""The page's service name, unless this virtualenv imports one of that name already (a service
+the user made with `keel new service inventory`): then inventory2, and so on."""
+_PASCAL = _NAME.capitalize()
 _PAGE = (REPO / "docs/services.md").read_text()
 _SECTION = _PAGE.split("### Your team's templates", 1)[1].split("\n## ", 1)[0]
 
@@ -55,7 +59,8 @@ def test_edited_and_added_templates_replace_keels_file_by_file(tmp_path: Path) -
     root = _workspace(tmp_path)
     copy, use = _documented_commands()
     assert copy[:3] == ["keel", "new", "templates"]
-    assert use[:3] == ["keel", "new", "service"]
+    assert use[:4] == ["keel", "new", "service", "inventory"]
+    use[3] = _NAME
     copied = _keel(*copy[1:], cwd=root)
     assert copied.returncode == 0, copied.stderr
     ours = root / copy[3]
@@ -68,19 +73,19 @@ def test_edited_and_added_templates_replace_keels_file_by_file(tmp_path: Path) -
     made = _keel(*use[1:], cwd=root)
 
     assert made.returncode == 0, made.stderr
-    folder = root / "services/inventory"
-    assert (folder / "README.md").read_text().startswith("# Inventory: on call, team acme\n")
+    folder = root / f"services/{_NAME}"
+    assert (folder / "README.md").read_text().startswith(f"# {_PASCAL}: on call, team acme\n")
     owners = (folder / "CODEOWNERS").read_text()
-    assert owners == "* @acme/inventory # acme.inventory.v1.InventoryService :50062\n"
-    assert "wrote   services/inventory/CODEOWNERS" in made.stdout
+    assert owners == f"* @acme/{_NAME} # acme.{_NAME}.v1.{_PASCAL}Service :50062\n"
+    assert f"wrote   services/{_NAME}/CODEOWNERS" in made.stdout
     # what the team did not change comes from Keel's templates, filled in
     assert (
-        "class InventoryService(inventory_keel.InventoryServiceBase)"
-        in (folder / "src/inventory/service.py").read_text()
+        f"class {_PASCAL}Service({_NAME}_keel.{_PASCAL}ServiceBase)"
+        in (folder / f"src/{_NAME}/service.py").read_text()
     )
-    assert (root / "proto/acme/inventory/v1/inventory.proto").is_file()
+    assert (root / f"proto/acme/{_NAME}/v1/{_NAME}.proto").is_file()
     assert (
-        '"acme.inventory.v1.InventoryService" = "127.0.0.1:50062"'
+        f'"acme.{_NAME}.v1.{_PASCAL}Service" = "127.0.0.1:50062"'
         in (root / "services/registry.toml").read_text()
     )
 
@@ -94,12 +99,13 @@ def test_the_workspace_names_its_templates_in_pyproject(tmp_path: Path) -> None:
     keels = (TEMPLATES / "proto/service.proto.tmpl").read_text()
     proto.write_text("// Owned by the {{name}} team.\n" + keels)
 
-    made = _keel("new", "service", "stock", cwd=root)
+    name = unused_service_name("stock")
+    made = _keel("new", "service", name, cwd=root)
 
     assert made.returncode == 0, made.stderr
-    written = (root / "proto/acme/stock/v1/stock.proto").read_text()
-    assert written.startswith("// Owned by the stock team.\n")
-    assert "service StockService" in written
+    written = (root / f"proto/acme/{name}/v1/{name}.proto").read_text()
+    assert written.startswith(f"// Owned by the {name} team.\n")
+    assert f"service {name.capitalize()}Service" in written
 
 
 def test_only_the_named_templates_are_copied(tmp_path: Path) -> None:
@@ -130,8 +136,8 @@ def test_a_templates_folder_that_cannot_be_used_is_refused_saying_why(tmp_path: 
     (root / "full/notes.txt").write_text("mine")
     registry = (root / "services/registry.toml").read_text()
 
-    missing = _keel("new", "service", "inventory", "--templates", "nowhere", cwd=root)
-    unlaid = _keel("new", "service", "inventory", "--templates", "empty", cwd=root)
+    missing = _keel("new", "service", _NAME, "--templates", "nowhere", cwd=root)
+    unlaid = _keel("new", "service", _NAME, "--templates", "empty", cwd=root)
     taken = _keel("new", "templates", "full", cwd=root)
 
     assert missing.returncode == 2
@@ -141,7 +147,7 @@ def test_a_templates_folder_that_cannot_be_used_is_refused_saying_why(tmp_path: 
     assert taken.returncode == 2
     assert "full is not empty" in taken.stderr
     assert (root / "full/notes.txt").read_text() == "mine"
-    assert not (root / "services/inventory").exists()
+    assert not (root / f"services/{_NAME}").exists()
     assert (root / "services/registry.toml").read_text() == registry
 
 
@@ -158,7 +164,7 @@ def test_a_wrong_templates_setting_is_refused_saying_why(
     root = _workspace(tmp_path, pyproject)
     (root / "a-file").write_text("")
 
-    made = _keel("new", "service", "inventory", cwd=root)
+    made = _keel("new", "service", _NAME, cwd=root)
     into_file = _keel("new", "templates", "a-file", cwd=root)
 
     assert made.returncode == 2
@@ -172,9 +178,9 @@ def test_outside_a_workspace_it_says_what_is_missing(tmp_path: Path) -> None:
     root = _workspace(tmp_path)
     (root / "pyproject.toml").unlink()
 
-    made = _keel("new", "service", "inventory", cwd=root)
+    made = _keel("new", "service", _NAME, cwd=root)
 
     assert made.returncode == 2
     assert "pyproject.toml is missing" in made.stderr
     assert "Traceback" not in made.stderr
-    assert not (root / "services/inventory").exists()
+    assert not (root / f"services/{_NAME}").exists()
