@@ -130,6 +130,9 @@ def _documented_example() -> tuple[list[str], str]:
 def test_keel_affected_reads_git_including_uncommitted_work(tmp_path: Path) -> None:
     clone = tmp_path / "repo"
     subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
+    # The documented example's REF is main: here, the commit cloned (a clone has no main when
+    # this repository is on another branch).
+    subprocess.run(["git", "-C", str(clone), "update-ref", "refs/heads/main", "HEAD"], check=True)
     proto = clone / "proto/acme/catalog/v1/catalog.proto"
     proto.write_text(proto.read_text() + "\n// A comment.\n")
 
