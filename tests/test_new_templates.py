@@ -184,3 +184,23 @@ def test_outside_a_workspace_it_says_what_is_missing(tmp_path: Path) -> None:
     assert "pyproject.toml is missing" in made.stderr
     assert "Traceback" not in made.stderr
     assert not (root / f"services/{_NAME}").exists()
+
+
+def test_a_service_with_the_longest_name_keel_takes_passes_the_line_limit(tmp_path: Path) -> None:
+    """Keel's templates put the name into docstrings: a long name makes them wrap, not break
+    ruff's E501 (line-length 100, as this repository's pyproject.toml sets it)."""
+    root = _workspace(tmp_path)
+    name = unused_service_name("warehousereplenishmentplanning", root)
+    assert len(name) >= 30
+    made = _keel("new", "service", name, cwd=root)
+    assert made.returncode == 0, made.stdout + made.stderr
+    folder = root / "services" / name
+    limit = ("--config", str(REPO / "pyproject.toml"), "--select", "E501")
+    checked = subprocess.run(
+        [str(BIN / "ruff"), "check", *limit, str(folder)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert len(list(folder.rglob("*.py"))) > 5  # (the service's code was checked)

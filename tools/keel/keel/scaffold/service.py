@@ -26,6 +26,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from keel.scaffold import docstrings
+
 TEMPLATES = Path(__file__).parent / "templates"
 _NAME = re.compile(r"^[a-z][a-z0-9]{1,30}$")
 _TARGET = re.compile(r'^"(?P<service>[^"]+)"\s*=\s*"(?P<host>[^":]+):(?P<port>\d+)"\s*$')
@@ -157,6 +159,12 @@ def _register_package(pyproject: Path, name: str, services_dir: str) -> bool:
         text = text[: match.end("paths")] + f":{source}" + text[match.end("paths") :]
     pyproject.write_text(text)
     return text != before
+
+
+def _python(destination: Path, text: str) -> str:
+    """A rendered file's text; a Python file's docstrings wrapped to the line limit (a long
+    service name must not make lines `make check` refuses)."""
+    return docstrings.wrap(text) if destination.suffix == ".py" else text
 
 
 def _tidy(paths: list[Path]) -> None:
@@ -306,11 +314,11 @@ def new_service(
     try:
         for template, destination in plan.rendered.items():
             destination.parent.mkdir(parents=True, exist_ok=True)
-            destination.write_text(_render(template, values))
+            destination.write_text(_python(destination, _render(template, values)))
             created.written.append(destination.relative_to(root).as_posix())
         for destination, text in plan.written.items():
             destination.parent.mkdir(parents=True, exist_ok=True)
-            destination.write_text(text)
+            destination.write_text(_python(destination, text))
             created.written.append(destination.relative_to(root).as_posix())
         (folder / "migrations/versions").mkdir(parents=True, exist_ok=True)
         created.written.append(_first_migration(folder).relative_to(root).as_posix())
