@@ -28,20 +28,16 @@ KILL_AFTER = 15.0
 PORTS_WAIT = 10.0
 
 
-def _bindable(port: int) -> bool:
-    return listen.bindable("127.0.0.1", port)
-
-
 def in_use(ports: Sequence[int]) -> list[int]:
     """Those of `ports` that cannot be bound on 127.0.0.1 now (another process listens)."""
-    return [port for port in ports if not _bindable(port)]
+    return [port for port in ports if not listen.bindable("127.0.0.1", port)]
 
 
 async def ports_free(ports: Sequence[int], within: float = PORTS_WAIT) -> bool:
     """Wait until every one of `ports` can be bound on 127.0.0.1 (at most `within` seconds)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within
-    while not all(_bindable(port) for port in ports):
+    while not all(listen.bindable("127.0.0.1", port) for port in ports):
         if loop.time() > deadline:
             return False
         await asyncio.sleep(0.05)  # polling the ports, bounded by the deadline
