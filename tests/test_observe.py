@@ -371,3 +371,33 @@ async def test_log_lines_are_flushed_once_per_event_loop_turn() -> None:
     await asyncio.sleep(0)
     assert raw.getvalue() == b"one\ntwo\nthree\n"
     assert writer.flushes == 1
+
+
+class _CountingRaw(io.RawIOBase):
+    """An unbuffered stream (stdout's binary layer with PYTHONUNBUFFERED=1)."""
+
+    def __init__(self) -> None:
+        self.lines: list[bytes] = []
+        self.flushes = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        self.lines.append(bytes(data))
+        return len(data)
+
+    def flush(self) -> None:
+        self.flushes += 1
+
+
+async def test_an_unbuffered_stream_gets_each_line_at_once_and_no_flush() -> None:
+    raw = _CountingRaw()
+    stream = logs.TurnFlushed(raw)
+    for line in (b"one\n", b"two\n"):
+        stream.line(line)
+        stream.flush()
+        assert raw.lines[-1] == line  # written during the turn
+    await asyncio.sleep(0)
+    assert raw.lines == [b"one\n", b"two\n"]
+    assert raw.flushes == 0  # nothing was scheduled for the end of the turn

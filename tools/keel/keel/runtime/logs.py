@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import io
 import logging
 import sys
 import time
@@ -131,12 +132,16 @@ class TurnFlushed:
     event-loop turn that wrote it (at once when no loop runs in the writing thread).
 
     Under load one turn writes many lines; flushing each is a syscall that lets grpc's poller
-    thread take the GIL, which cost more than the line itself.
+    thread take the GIL, which cost more than the line itself. An unbuffered stream
+    (`PYTHONUNBUFFERED=1`, common in containers, makes stdout's one) has written each line
+    already, so nothing is scheduled for it.
     """
 
     def __init__(self, binary: Any) -> None:
         self._binary = binary
-        self._pending = False
+        self._pending = isinstance(binary, io.RawIOBase)
+        """Whether a flush is due at the end of this turn (always, for an unbuffered stream:
+        its flush has nothing to do)."""
 
     def write(self, data: bytes) -> int:
         written: int = self._binary.write(data)
