@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 import grpc.aio
@@ -98,3 +99,66 @@ def test_workers_need_a_fixed_port() -> None:
     )
     assert result.returncode == 2
     assert "KEEL_WORKERS > 1 needs a fixed port" in result.stderr
+
+
+def _supervisor(folders: Path) -> tuple[subprocess.Popen[bytes], int]:
+    """A supervisor of two workers keeping its shared metrics folder in `folders`; its port."""
+    port = free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("KEEL_")},
+        "TMPDIR": str(folders),
+        "KEEL_PORT": str(port),
+        "KEEL_HOST": "127.0.0.1",
+        "KEEL_WORKERS": "2",
+        "KEEL_METRICS_PORT": str(free_port()),
+        "KEEL_LOG_CALLS": "false",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "tests/servers/kitchen_server.py"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        start_new_session=True,  # (its own process group: SIGKILL reaches its workers too)
+    )
+    return process, port
+
+
+def _gone(pids: list[int]) -> bool:
+    return not any(Path(f"/proc/{pid}").exists() for pid in pids)
+
+
+async def test_a_killed_supervisors_metrics_folder_is_removed_by_the_next_one(
+    tmp_path: Path,
+) -> None:
+    killed, port = _supervisor(tmp_path)
+    try:
+        await _wait_until_serving(port)
+        [abandoned] = tmp_path.glob("keel-metrics-*")
+        group = [
+            killed.pid,
+            *map(int, Path(f"/proc/{killed.pid}/task/{killed.pid}/children").read_text().split()),
+        ]
+    finally:
+        os.killpg(killed.pid, signal.SIGKILL)  # no chance to clean up
+        killed.wait(timeout=30)
+    deadline = time.monotonic() + 30
+    while not _gone(group):  # its workers too
+        assert time.monotonic() < deadline, "the killed workers did not exit"
+        await asyncio.sleep(0.05)
+    assert abandoned.is_dir()
+    second, second_port = _supervisor(tmp_path)
+    third: subprocess.Popen[bytes] | None = None
+    try:
+        await _wait_until_serving(second_port)
+        assert not abandoned.exists()
+        [in_use] = tmp_path.glob("keel-metrics-*")
+        third, third_port = _supervisor(tmp_path)
+        await _wait_until_serving(third_port)
+        assert in_use.is_dir()  # a live supervisor's folder is kept
+        assert len(list(tmp_path.glob("keel-metrics-*"))) == 2
+    finally:
+        for process in (second, third):
+            if process is not None:
+                process.send_signal(signal.SIGTERM)
+                assert process.wait(timeout=30) == 0
+    assert list(tmp_path.glob("keel-metrics-*")) == []  # each removed its own on the way out

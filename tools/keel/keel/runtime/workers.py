@@ -12,7 +12,9 @@ process serves their sum on KEEL_METRICS_PORT. Each worker has its own copy of i
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -27,12 +29,51 @@ from keel.runtime.config import Settings
 _log = logs.get_logger("keel.workers")
 
 
-def _share_metrics() -> str:
-    """Switch prometheus_client to multiprocess mode (before any metric exists)."""
-    folder = tempfile.mkdtemp(prefix="keel-metrics-")
+_FOLDER_PREFIX = "keel-metrics-"
+_OWNER = "owner.lock"
+"""A file in each shared metrics folder, locked while its supervisor or a worker of it lives."""
+
+
+def _share_metrics() -> tuple[str, int]:
+    """Switch prometheus_client to multiprocess mode (before any metric exists), in a folder
+    of its own: the folder and its owner file's descriptor. The folders of supervisors killed
+    before they could remove theirs are removed first."""
+    _remove_abandoned(tempfile.gettempdir())
+    folder = tempfile.mkdtemp(prefix=_FOLDER_PREFIX)
+    owner = _own(folder)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder
     values.ValueClass = values.MultiProcessValue()  # type: ignore[no-untyped-call]
-    return folder
+    return folder, owner
+
+
+def _own(folder: str) -> int:
+    """Lock the folder's owner file for as long as this process or a worker forked from it
+    lives (the lock is the open file's, which workers inherit; the kernel drops it when the
+    last of them exits, however they exit). The file is locked before it has its name."""
+    unnamed = os.path.join(folder, f".{_OWNER}")
+    descriptor = os.open(unnamed, os.O_CREAT | os.O_WRONLY, 0o600)
+    fcntl.flock(descriptor, fcntl.LOCK_EX)
+    os.rename(unnamed, os.path.join(folder, _OWNER))
+    return descriptor
+
+
+def _remove_abandoned(parent: str) -> None:
+    """Remove the shared metrics folders in `parent` whose owner file no process holds."""
+    for entry in os.scandir(parent):
+        if not entry.name.startswith(_FOLDER_PREFIX) or not entry.is_dir(follow_symlinks=False):
+            continue
+        try:
+            descriptor = os.open(os.path.join(entry.path, _OWNER), os.O_RDONLY)
+        except OSError:  # not one of these, or being made: left alone
+            continue
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # in use
+            continue
+        else:
+            shutil.rmtree(entry.path, ignore_errors=True)
+        finally:
+            os.close(descriptor)
 
 
 def _merged_registry(folder: str) -> CollectorRegistry:
@@ -84,7 +125,7 @@ def run(target: Callable[[], None], settings: Settings, *, serve_metrics: bool =
     if merged:  # before any worker exists
         listen.check_free(settings.host, settings.metrics_port, "metrics (KEEL_METRICS_PORT)")
     share = bool(settings.metrics_port) or not serve_metrics
-    folder = _share_metrics() if share else ""
+    folder, owner = _share_metrics() if share else ("", -1)
     metrics.forget_default_metrics()  # each worker makes its own, in the shared folder
     pids = [_fork(target) for _ in range(settings.workers)]
     if merged:
@@ -122,4 +163,5 @@ def run(target: Callable[[], None], settings: Settings, *, serve_metrics: bool =
         for name in os.listdir(folder):
             os.unlink(os.path.join(folder, name))
         os.rmdir(folder)
+        os.close(owner)
     return 1 if failed else 0
