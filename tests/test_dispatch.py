@@ -4,6 +4,7 @@ pending call however many methods there are, and every method is still answered.
 from __future__ import annotations
 
 import asyncio
+import importlib
 from collections.abc import Iterable
 from typing import Any
 
@@ -12,9 +13,10 @@ import grpc.aio
 import keel
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from keel.runtime import propagation
 from keel.runtime.dispatch import MethodTable
 
-from tests.servers.kitchen_server import Kitchen, kitchen_keel, kitchen_pb2
+from tests.servers.kitchen_server import Front, Kitchen, kitchen_keel, kitchen_pb2
 
 
 class _Details:
@@ -82,3 +84,81 @@ async def test_accept_loop_waits_on_one_call_and_every_method_answers(
         assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
     # (a grpc.aio that accepts calls without asyncio.wait waits on none)
     assert all(size == 1 for size in waited), waited
+
+
+class _Uncalled:
+    """A call context whose metadata must not be read again."""
+
+    def invocation_metadata(self) -> Any:
+        raise AssertionError("the metadata was read from the call again")
+
+    def time_remaining(self) -> None:
+        return None
+
+
+async def test_the_metadata_read_for_the_lookup_is_bound_to_that_call_alone() -> None:
+    sent = (("x-request-id", "req-1"),)
+    table = MethodTable(keep_metadata=True)
+    table.add_registered_method_handlers("pkg.Svc", {"Get": _handler()})
+
+    async def handled() -> tuple[str, str]:
+        details = _Details("/pkg.Svc/Get")
+        details.invocation_metadata = sent
+        assert table.service(details) is not None
+        call = propagation.bind("pkg.Svc", _Uncalled())
+        started = asyncio.ensure_future(started_later())  # a task the call starts
+        return call.correlation_id, await started
+
+    async def started_later() -> str:
+        return propagation.bind("pkg.Svc", _Fixed()).correlation_id
+
+    assert await asyncio.ensure_future(handled()) == ("req-1", "req-2")
+
+
+class _Fixed(_Uncalled):
+    def invocation_metadata(self) -> Any:
+        return (("x-request-id", "req-2"),)
+
+
+async def test_a_table_that_keeps_nothing_leaves_the_call_to_be_read() -> None:
+    table = MethodTable()
+    table.add_registered_method_handlers("pkg.Svc", {"Get": _handler()})
+
+    async def handled() -> str:
+        details = _Details("/pkg.Svc/Get")
+        details.invocation_metadata = (("x-request-id", "req-1"),)
+        table.service(details)
+        return propagation.bind("pkg.Svc", _Fixed()).correlation_id
+
+    assert await asyncio.ensure_future(handled()) == "req-2"
+
+
+_cygrpc: Any = importlib.import_module("grpc._cython.cygrpc")  # (what grpc.aio's lookup takes)
+
+
+class _Relabel(grpc.aio.ServerInterceptor):
+    """Tells the method lookup another request id than the caller sent."""
+
+    async def intercept_service(self, continuation: Any, details: Any) -> Any:
+        changed = tuple(
+            (key, "relabelled" if key == "x-request-id" else value)
+            for key, value in details.invocation_metadata
+        )
+
+        return await continuation(_cygrpc._HandlerCallDetails(details.method, changed))
+
+
+async def test_with_grpc_interceptors_a_handler_reads_what_the_caller_sent() -> None:
+    front = Front()
+    async with (
+        keel.Server([front], port=0, log_calls=False, interceptors=[_Relabel()]) as server,
+        grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel,
+    ):
+        front.pantry_target = "127.0.0.1:1"  # (records the correlation id, then fails)
+        kitchen: Any = kitchen_keel.KitchenServiceClient(channel)
+        with pytest.raises(keel.errors.KeelError):
+            await kitchen.cook(
+                kitchen_pb2.CookRequest(dish=kitchen_pb2.Dish(name="soup")),
+                metadata=(("x-request-id", "sent-by-the-caller"),),
+            )
+    assert front.correlation_ids == ["sent-by-the-caller"]

@@ -15,6 +15,8 @@ from typing import Any, TypeAlias
 
 import grpc
 
+from keel.runtime import propagation
+
 MethodHandler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 
 
@@ -26,9 +28,13 @@ class MethodTable(grpc.GenericRpcHandler):
     and the generic handlers they also pass are asked only for paths the table lacks.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, keep_metadata: bool = False) -> None:
+        """`keep_metadata`: hand each call's metadata, as grpc read it for the lookup, on to the
+        call's handler (keel.runtime.propagation.receive), so it is not built again. Only for
+        a server without grpc interceptors, which could change what the lookup is told."""
         self._handlers: dict[str, MethodHandler] = {}
         self._generic: list[grpc.GenericRpcHandler] = []
+        self._keep_metadata = keep_metadata
 
     def add_registered_method_handlers(
         self, service: str, handlers: Mapping[str, MethodHandler]
@@ -45,6 +51,8 @@ class MethodTable(grpc.GenericRpcHandler):
         self._generic.extend(handlers)
 
     def service(self, handler_call_details: grpc.HandlerCallDetails) -> MethodHandler | None:
+        if self._keep_metadata:
+            propagation.receive(handler_call_details.invocation_metadata)
         path: str = handler_call_details.method
         found = self._handlers.get(path)
         if found is None:

@@ -138,10 +138,10 @@ def _preparer(
     return prepare
 
 
-def _start_span(observer: MethodObserver, path: str, metadata: Any) -> tracing.ServerSpan | None:
+def _start_span(observer: MethodObserver, path: str, call: Context) -> tracing.ServerSpan | None:
     if observer.tracer is None:
         return None
-    return tracing.start_server_span(observer.tracer, path, metadata or ())
+    return tracing.start_server_span(observer.tracer, path, call.metadata)
 
 
 def _failure_code(error: BaseException, context: GrpcContext) -> grpc.StatusCode:
@@ -209,14 +209,13 @@ def _unary_response(
     ok = grpc.StatusCode.OK
 
     async def observed(request: Any, context: GrpcContext) -> Any:
-        metadata = context.invocation_metadata() or ()
-        call = propagation.bind(service, context, metadata)
+        call = propagation.bind(service, context)
         # (observer.started(), .received(), .sent(), prepare() and, on success, _record(),
         # inlined: a call each saved)
         if counts is not None:
             counts[tally.STARTED] += 1
         began = perf_counter()
-        span = None if tracer is None else tracing.start_server_span(tracer, path, metadata)
+        span = None if tracer is None else tracing.start_server_span(tracer, path, call.metadata)
         try:
             if caller is not None:
                 caller.admit(call)
@@ -261,10 +260,9 @@ def _stream_response(
     service = spec.service
 
     async def behaviour(request: Any, context: GrpcContext) -> AsyncIterator[Any]:
-        metadata = context.invocation_metadata()
-        call = propagation.bind(service, context, metadata)
+        call = propagation.bind(service, context)
         began = observer.started()
-        span = _start_span(observer, spec.path, metadata)
+        span = _start_span(observer, spec.path, call)
         try:
             if caller is not None:
                 caller.admit(call)

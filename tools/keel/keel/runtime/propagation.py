@@ -65,9 +65,29 @@ _carried: ContextVar[tuple[str, str]] = ContextVar("keel_carried", default=("", 
 """The correlation id and service of the call that began detached work (see `detached`)."""
 
 
+_received: ContextVar[list[Metadata] | tuple[()]] = ContextVar("keel_received", default=())
+"""The metadata grpc read to look up the method of the call about to be bound, until `bind`
+takes it (see `receive`; tasks the call starts share the emptied list)."""
+
+
+def receive(metadata: Metadata) -> None:
+    """Keep the metadata grpc read to look up the method of the call this task is about to
+    handle, for that call's `bind` (once), so it is not read from the call again.
+
+    A Keel server's method table does this for every call (keel.runtime.dispatch); grpc.aio
+    builds the metadata anew each time it is asked for it.
+    """
+    _received.set([metadata])
+
+
 def bind(service: str, context: CallContext, metadata: Metadata | None = None) -> Context:
     """Record the call being handled (the server does this for every call) and return its
-    keel.Context; `metadata` if the caller already read it from `context`."""
+    keel.Context; `metadata` if the caller already read it from `context`, else what `receive`
+    kept for it, if anything."""
+    if metadata is None:
+        kept = _received.get()
+        if kept:  # for this call alone: not for tasks it starts
+            metadata = kept.pop()
     call = Context(service, context, metadata)
     _inbound.set(call)
     return call

@@ -165,7 +165,8 @@ class Server:
 
     def _method_table(self) -> MethodTable:
         """Every method the server answers: the services', health and reflection."""
-        table = MethodTable()
+        # (grpc interceptors could change the metadata the lookup is told: then it is read anew)
+        table = MethodTable(keep_metadata=not self.interceptors)
         for service in self.services:
             handlers = method_handlers(
                 service, self.observation, validate=self.validate, caller=self.caller_check
