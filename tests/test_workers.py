@@ -33,8 +33,11 @@ async def _wait_until_serving(port: int) -> None:
             await asyncio.sleep(0.1)
 
 
-async def test_two_workers_share_a_port_and_merge_metrics() -> None:
-    port, metrics_port = free_port(), free_port()
+def _supervisor(
+    port: int, metrics_port: int, *, folders: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """The kitchen server as a supervisor of two workers (keeping its shared metrics folder in
+    `folders` if given)."""
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("KEEL_")},
         "KEEL_PORT": str(port),
@@ -44,12 +47,20 @@ async def test_two_workers_share_a_port_and_merge_metrics() -> None:
         "KEEL_LOG_CALLS": "false",
         "KEEL_LOG_FORMAT": "json",
     }
-    process = subprocess.Popen(
+    if folders is not None:
+        env["TMPDIR"] = str(folders)
+    return subprocess.Popen(
         [sys.executable, "tests/servers/kitchen_server.py"],
         cwd=REPO,
         env=env,
         stdout=subprocess.DEVNULL,
+        start_new_session=True,  # (its own process group: SIGKILL reaches its workers too)
     )
+
+
+async def test_two_workers_share_a_port_and_merge_metrics() -> None:
+    port, metrics_port = free_port(), free_port()
+    process = _supervisor(port, metrics_port)
     try:
         await _wait_until_serving(port)
         pids: set[str] = set()
@@ -101,28 +112,6 @@ def test_workers_need_a_fixed_port() -> None:
     assert "KEEL_WORKERS > 1 needs a fixed port" in result.stderr
 
 
-def _supervisor(folders: Path) -> tuple[subprocess.Popen[bytes], int]:
-    """A supervisor of two workers keeping its shared metrics folder in `folders`; its port."""
-    port = free_port()
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("KEEL_")},
-        "TMPDIR": str(folders),
-        "KEEL_PORT": str(port),
-        "KEEL_HOST": "127.0.0.1",
-        "KEEL_WORKERS": "2",
-        "KEEL_METRICS_PORT": str(free_port()),
-        "KEEL_LOG_CALLS": "false",
-    }
-    process = subprocess.Popen(
-        [sys.executable, "tests/servers/kitchen_server.py"],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        start_new_session=True,  # (its own process group: SIGKILL reaches its workers too)
-    )
-    return process, port
-
-
 def _gone(pids: list[int]) -> bool:
     return not any(Path(f"/proc/{pid}").exists() for pid in pids)
 
@@ -130,7 +119,8 @@ def _gone(pids: list[int]) -> bool:
 async def test_a_killed_supervisors_metrics_folder_is_removed_by_the_next_one(
     tmp_path: Path,
 ) -> None:
-    killed, port = _supervisor(tmp_path)
+    port = free_port()
+    killed = _supervisor(port, free_port(), folders=tmp_path)
     try:
         await _wait_until_serving(port)
         [abandoned] = tmp_path.glob("keel-metrics-*")
@@ -146,13 +136,15 @@ async def test_a_killed_supervisors_metrics_folder_is_removed_by_the_next_one(
         assert time.monotonic() < deadline, "the killed workers did not exit"
         await asyncio.sleep(0.05)
     assert abandoned.is_dir()
-    second, second_port = _supervisor(tmp_path)
+    second_port = free_port()
+    second = _supervisor(second_port, free_port(), folders=tmp_path)
     third: subprocess.Popen[bytes] | None = None
     try:
         await _wait_until_serving(second_port)
         assert not abandoned.exists()
         [in_use] = tmp_path.glob("keel-metrics-*")
-        third, third_port = _supervisor(tmp_path)
+        third_port = free_port()
+        third = _supervisor(third_port, free_port(), folders=tmp_path)
         await _wait_until_serving(third_port)
         assert in_use.is_dir()  # a live supervisor's folder is kept
         assert len(list(tmp_path.glob("keel-metrics-*"))) == 2
