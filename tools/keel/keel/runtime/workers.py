@@ -160,8 +160,6 @@ def run(target: Callable[[], None], settings: Settings, *, serve_metrics: bool =
             _log.error("worker exited", pid=pid, code=code)
             forward(signal.SIGTERM, None)
     if folder:
-        for name in os.listdir(folder):
-            os.unlink(os.path.join(folder, name))
-        os.rmdir(folder)
+        shutil.rmtree(folder)
         os.close(owner)
     return 1 if failed else 0

@@ -24,9 +24,13 @@ def wrap(source: str, width: int = WIDTH) -> str:
     spans = [span for node in ast.walk(tree) if (span := _docstring(node)) is not None]
     for start, end, indent in sorted(spans, reverse=True):
         block = lines[start:end]
-        if any(len(line.rstrip("\n")) > width for line in block):
+        if _too_long(block, width):
             lines[start:end] = _rewrapped(block, indent, width)
     return "".join(lines)
+
+
+def _too_long(lines: list[str], width: int) -> bool:
+    return any(len(line.rstrip("\n")) > width for line in lines)
 
 
 def _docstring(node: ast.AST) -> tuple[int, int, str] | None:
@@ -47,7 +51,7 @@ def _rewrapped(block: list[str], indent: str, width: int) -> list[str]:
     paragraph: list[str] = []
 
     def flush() -> None:
-        if any(len(line.rstrip("\n")) > width for line in paragraph):
+        if _too_long(paragraph, width):
             words = " ".join(line.strip() for line in paragraph)
             wrapped = textwrap.wrap(
                 words,
