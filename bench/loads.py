@@ -55,6 +55,24 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def pin_event_loop(pid: int) -> frozenset[int]:
+    """Give the event loop (main thread) of server process `pid` the first of this process's
+    cores to itself and its other threads (grpc's) the rest, and return the rest: the cores for
+    the load generator (h2load's `cores`).
+
+    On two cores the scheduler otherwise moves the busy loop thread onto the load generator's or
+    grpc's core at times, which changes a run's throughput by more than the servers differ.
+    grpc starts its threads before the first call is answered, so every one exists by the time
+    the server is ready.
+    """
+    first, *rest = sorted(os.sched_getaffinity(0))
+    shared = frozenset(rest)
+    for thread in Path(f"/proc/{pid}/task").iterdir():
+        tid = int(thread.name)
+        os.sched_setaffinity(tid, {first} if tid == pid else shared)
+    return shared
+
+
 def process_tree(pid: int) -> list[int]:
     """A process and its direct children (a supervisor and its workers)."""
     children = Path(f"/proc/{pid}/task/{pid}/children")
@@ -134,8 +152,17 @@ def grpc_request(data: Path) -> list[str]:
     return ["-d", str(data), "-H", "content-type: application/grpc", "-H", "te: trailers"]
 
 
-def h2load(port: int, data: Path, *, clients: int, streams: int, seconds: float) -> Load:
-    """gRPC unary echo calls; h2load counts HTTP 200 only, so check grpc-status elsewhere."""
+def h2load(
+    port: int,
+    data: Path,
+    *,
+    clients: int,
+    streams: int,
+    seconds: float,
+    cores: frozenset[int] | None = None,
+) -> Load:
+    """gRPC unary echo calls (on `cores` if given); h2load counts HTTP 200 only, so check
+    grpc-status elsewhere."""
     log = data.parent / f"h2load-{port}-{clients}.tsv"
     before, began = _children_cpu(), time.perf_counter()
     result = subprocess.run(
@@ -151,6 +178,7 @@ def h2load(port: int, data: Path, *, clients: int, streams: int, seconds: float)
         capture_output=True,
         text=True,
         check=True,
+        preexec_fn=None if cores is None else lambda: os.sched_setaffinity(0, cores),
     )
     wall, generator_cpu = time.perf_counter() - began, _children_cpu() - before
     found = re.search(r"finished in [^,]+, ([\d.]+) req/s", result.stdout)

@@ -44,6 +44,14 @@ def test_server_bench_runs() -> None:
     assert float(keel[1]) > 0
 
 
+def test_server_bench_pins_each_event_loop_to_a_core_of_its_own() -> None:
+    out = _run(
+        "bench/server_bench.py", "--modes", "raw", "--duration", "1", "--rounds", "1", "--pin"
+    )
+    assert "each event loop pinned to a core of its own" in out.splitlines()[0]
+    assert float(_row(out, "raw")[1]) > 0
+
+
 def test_server_instructions_runs() -> None:
     out = _run(
         "bench/server_instructions.py", "--modes", "keel-off", "--calls", "40", "--base", "20"
