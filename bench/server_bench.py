@@ -102,7 +102,8 @@ def start(mode: str, gen: Path, *, pin: bool) -> Running:
     """Start bench/echo_server.py in `mode` and wait until it answers a real gRPC call."""
     port = free_port()
     env = echo_server_env()
-    if mode.startswith("keel-workers"):
+    workers = mode.startswith("keel-workers")
+    if workers:
         env["KEEL_WORKERS"] = "2"
     if mode == "keel-workers-on":  # as keel.serve runs by default: call logs and metrics on
         env.update({"KEEL_METRICS_PORT": str(free_port()), "KEEL_LOG_CALLS": "true"})
@@ -117,7 +118,7 @@ def start(mode: str, gen: Path, *, pin: bool) -> Running:
         asyncio.run(echo_ready(port))
         time.sleep(0.5)
         cores = None
-        if pin and not mode.startswith("keel-workers"):
+        if pin and not workers:
             cores = pin_event_loop(server.pid)
         return Running(mode, port, server, rss_mib(server.pid), cores)
     except BaseException:
@@ -211,7 +212,6 @@ def main() -> None:
             for mode in order:
                 runs[mode].append(measure(servers[mode], data, args.duration))
         single = {mode: single_p50_ms(server, data) for mode, server in servers.items()}
-        rss = {mode: server.rss_mib for mode, server in servers.items()}
     finally:
         for server in servers.values():
             stop(server.process)
@@ -238,7 +238,8 @@ def main() -> None:
     for r in rows:
         print(
             f"{r.mode:<26}{r.qps:>9.0f}{ratios[r.mode]:>7.2f}x{r.p50_ms:>9.2f}{r.p99_ms:>9.2f}"
-            f"{single[r.mode]:>9.2f}{rss[r.mode]:>9.1f}{rss[r.mode] / rss[base_mode]:>9.2f}x"
+            f"{single[r.mode]:>9.2f}{servers[r.mode].rss_mib:>9.1f}"
+            f"{servers[r.mode].rss_mib / servers[base_mode].rss_mib:>9.2f}x"
             f"{r.cpu_us:>12.0f}{r.loop_us:>8.0f}{r.server_cores:>7.2f}{r.h2load_cores:>8.2f}"
         )
     print(f"each round's ratio to {base_mode} (in round order; the machine drifts between rounds):")
