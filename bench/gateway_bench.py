@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -35,6 +34,7 @@ from loads import (
     free_port,
     generate_echo,
     h2load,
+    require_tools,
     wrk,
 )
 
@@ -124,9 +124,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median kept)")
     parser.add_argument("--proxies", nargs="+", default=list(PROXIES), choices=PROXIES)
     args = parser.parse_args()
-    for tool, package in (("wrk", "wrk"), ("h2load", "nghttp2-client")):
-        if shutil.which(tool) is None:
-            raise SystemExit(f"{tool} not found: apt-get install {package} (make bench does)")
+    require_tools("wrk", "h2load")
     WORK.mkdir(parents=True, exist_ok=True)
     gen = generate_echo(WORK)
     data = echo_frame(WORK)

@@ -10,6 +10,7 @@ import asyncio
 import os
 import re
 import resource
+import shutil
 import socket
 import struct
 import subprocess
@@ -23,6 +24,20 @@ import grpc.aio
 HERE = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
 ECHO_PATH = "/echo.v1.EchoService/Echo"
+
+
+PACKAGES = {"h2load": "nghttp2-client", "wrk": "wrk", "valgrind": "valgrind"}
+"""The Debian package of each tool the benchmarks run (`make bench` installs them)."""
+
+
+def require_tools(*tools: str) -> None:
+    """Exit with what to install if any of `tools` (keys of PACKAGES) is not on PATH."""
+    missing = [tool for tool in tools if shutil.which(tool) is None]
+    if missing:
+        packages = " ".join(PACKAGES[tool] for tool in missing)
+        raise SystemExit(
+            f"{', '.join(missing)} not found: apt-get install {packages} (make bench does)"
+        )
 
 
 @dataclass

@@ -35,7 +35,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from loads import BIN, HERE, Load, cpu_seconds, echo_ready, free_port, generate_echo, wrk
+from loads import (
+    BIN,
+    HERE,
+    Load,
+    cpu_seconds,
+    echo_ready,
+    free_port,
+    generate_echo,
+    require_tools,
+    wrk,
+)
 
 WORK = HERE / "_work" / "rest"
 PATHS = ("service", "service-off", "bare", "gateway", "gateway-grpc", "fastapi")
@@ -214,6 +224,7 @@ def main() -> None:
         sys.path.insert(0, gen)
         serve(mode, int(port), int(args.serve[3]) if len(args.serve) > 3 else 0)
         return
+    require_tools("wrk")
     WORK.mkdir(parents=True, exist_ok=True)
     gen = generate_echo(WORK)
     (WORK / "post.lua").write_text(POST_SCRIPT)

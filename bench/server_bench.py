@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -45,6 +44,7 @@ from loads import (
     generate_echo,
     h2load,
     pin_event_loop,
+    require_tools,
     rss_mib,
 )
 
@@ -197,8 +197,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.pin and len(os.sched_getaffinity(0)) < 2:
         raise SystemExit("--pin needs two cores: one for the event loop, one for the rest")
-    if shutil.which("h2load") is None:
-        raise SystemExit("h2load not found: apt-get install nghttp2-client (make bench does)")
+    require_tools("h2load")
     WORK.mkdir(parents=True, exist_ok=True)
     gen = generate_echo(WORK)
     data = echo_frame(WORK)

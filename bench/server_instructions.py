@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -30,6 +29,7 @@ from loads import (
     free_port,
     generate_echo,
     grpc_request,
+    require_tools,
 )
 
 WORK = HERE / "_work" / "instructions"
@@ -88,9 +88,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.calls <= args.base:
         raise SystemExit("--calls must be more than --base")
-    for tool in ("valgrind", "h2load"):
-        if shutil.which(tool) is None:
-            raise SystemExit(f"{tool} not found: make bench installs it (Debian's package)")
+    require_tools("valgrind", "h2load")
     WORK.mkdir(parents=True, exist_ok=True)
     gen = generate_echo(WORK)
     data = echo_frame(WORK)

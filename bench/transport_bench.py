@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import transport_servers as servers
-from loads import HERE, free_port, percentile
+from loads import HERE, free_port, percentile, require_tools
 
 WORK = HERE / "_work" / "transport"
 ECHO = "/echo.v1.EchoService/Echo"
@@ -234,6 +234,7 @@ def main() -> None:
     parser.add_argument("--no-checks", dest="checks", action="store_false")
     parser.add_argument("--work", type=Path, default=WORK, help="folder for generated code")
     args = parser.parse_args()
+    require_tools("h2load")
     args.work.mkdir(parents=True, exist_ok=True)
     gen = servers.generate(args.work)
     sys.path.insert(0, str(gen))

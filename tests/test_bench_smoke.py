@@ -59,3 +59,28 @@ def test_server_instructions_runs() -> None:
     row = _row(out, "keel-off")
     assert float(row[1].replace(",", "")) > 0
     assert row[2] == "1.00x"  # (the only mode is its own base)
+
+
+def test_load_benchmarks_name_the_package_of_a_missing_load_generator() -> None:
+    wanted = {
+        "bench/server_bench.py": "nghttp2-client",
+        "bench/server_instructions.py": "valgrind",
+        "bench/gateway_bench.py": "wrk",
+        "bench/rest_bench.py": "wrk",
+        "bench/transport_bench.py": "nghttp2-client",
+    }
+    for script, package in wanted.items():
+        result = subprocess.run(
+            [sys.executable, script],
+            cwd=REPO,
+            env={"PATH": "/nonexistent"},
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+        assert result.returncode == 1, (script, result.stderr)
+        last = result.stderr.strip().splitlines()[-1]
+        assert "not found: apt-get install" in last, (script, last)
+        assert package in last, (script, last)
+        assert "Traceback" not in result.stderr, script
